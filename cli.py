@@ -1,0 +1,563 @@
+"""``crm``: the command line of crm-bridge.
+
+Examples::
+
+    crm --config crm.toml sync                 # every source, then rules and push
+    crm sync --source anna-imap --json         # one source, machine-readable
+    crm customers add "Müller Bau" --domain mueller-bau.de
+    crm timeline "Müller Bau"
+    crm search Wartungsvertrag
+    crm tasks list --json
+
+The config is ``--config PATH``, else ``$CRM_CONFIG``, else ``./crm.toml``.
+A mistake in it is one readable line and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import sys
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+EXIT_CONFIG = 2
+EXIT_SYNC_FAILED = 1
+
+
+class Context:
+    def __init__(self, config_path: str | None, verbose: int):
+        self.config_path = config_path
+        self.verbose = verbose
+        self._config = None
+        self._store = None
+
+    @property
+    def config(self):
+        if self._config is None:
+            from sync.config import load_config
+
+            self._config = load_config(self.config_path)
+            _setup_logging(self.verbose, self._config.log_file)
+        return self._config
+
+    @property
+    def store(self):
+        if self._store is None:
+            from crm_core.store import Store
+
+            from sync.engine import load_customers
+
+            self._store = Store(self.config.store_path, self.config.linking)
+            load_customers(self._store, self.config)
+        return self._store
+
+
+class _Redact(logging.Filter):
+    """Belt and braces: no line that looks like it carries a secret reaches a log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage().lower()
+        return not any(word in text for word in ("password=", "passwd=", "token=", "authorization:"))
+
+
+def _setup_logging(verbose: int, log_file: Path | None) -> None:
+    root = logging.getLogger()
+    if getattr(root, "_crm_configured", False):
+        return
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("crm: %(message)s"))
+    handler.setLevel(level)
+    handler.addFilter(_Redact())
+    root.addHandler(handler)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(log_file)
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        fh.setLevel(logging.INFO)
+        fh.addFilter(_Redact())
+        root.addHandler(fh)
+    root.setLevel(min(level, logging.INFO if log_file else level))
+    for noisy in ("imapclient", "exchangelib", "caldav", "urllib3", "niquests", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    root._crm_configured = True  # type: ignore[attr-defined]
+
+
+def _fail(message: str, code: int = EXIT_CONFIG) -> None:
+    click.echo(f"crm: {message}", err=True)
+    sys.exit(code)
+
+
+class CrmGroup(click.Group):
+    """Turns known errors into one line and an exit status."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from connectors.base import ConnectorError
+        from crm_core.settings import SettingsError
+        from crm_core.store import StoreError
+        from sync.config import ConfigError
+        from sync.lock import SyncLocked
+
+        try:
+            return super().invoke(ctx)
+        except (ConfigError, SettingsError) as exc:
+            _fail(str(exc))
+        except ConnectorError as exc:
+            _fail(str(exc))
+        except StoreError as exc:
+            _fail(str(exc), 1)
+        except SyncLocked as exc:
+            _fail(str(exc), 75)
+        except OSError as exc:
+            if isinstance(exc, BrokenPipeError):
+                sys.exit(0)
+            name = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+            _fail(f"{exc.strerror or exc}{':' if name else ''}{name}", 1)
+
+
+@click.group(cls=CrmGroup)
+@click.option("--config", "config_path", envvar="CRM_CONFIG", metavar="PATH",
+              help="Config file (default: $CRM_CONFIG, then ./crm.toml).")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(package_name="crm-bridge")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
+    """crm-bridge: your mail, calendars and address books as one customer history."""
+    ctx.obj = Context(config_path, verbose)
+
+
+def _json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+# -- init ------------------------------------------------------------------
+@main.command()
+@click.option("--force", is_flag=True, help="Overwrite an existing crm.toml.")
+@click.pass_obj
+def init(obj: Context, force: bool) -> None:
+    """Write a starter crm.toml here (if none) and create the store.
+
+    \b
+    Example:
+        crm init && $EDITOR crm.toml && crm sync
+    """
+    target = Path(obj.config_path or "crm.toml")
+    if not target.exists() or force:
+        example = Path(__file__).with_name("config.example.toml")
+        if example.exists():
+            text = example.read_text(encoding="utf-8")
+        else:
+            text = '[store]\npath = "crm.db"\n\n[company]\ninternal_domains = []\n'
+        target.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {target}; edit it, then run: crm --config {target} sync")
+    obj.config_path = str(target)
+    store = obj.store
+    click.echo(f"store ready: {store.path} (schema {store.schema_version()})")
+
+
+# -- sync ------------------------------------------------------------------
+class _ProgressLine:
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.last = ""
+
+    def __call__(self, source: str, done: int, total: int | None) -> None:
+        if not self.enabled:
+            return
+        text = f"{source}: {done}/{total}" if total else f"{source}: {done}"
+        if total:
+            width = 30
+            filled = int(width * min(done, total) / max(total, 1))
+            text = f"{source}: [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+        sys.stderr.write("\r" + text.ljust(len(self.last)))
+        sys.stderr.flush()
+        self.last = text
+
+    def finish(self) -> None:
+        if self.enabled and self.last:
+            sys.stderr.write("\r" + " " * len(self.last) + "\r")
+            sys.stderr.flush()
+
+
+@main.command()
+@click.option("--source", "sources", multiple=True, metavar="NAME", help="Only this source (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--dry-run", is_flag=True, help="Show what would be logged, linked and created; write nothing.")
+@click.option("--watch", is_flag=True, help="Keep running: IMAP IDLE where available, else poll.")
+@click.option("--interval", default=300, show_default=True, help="Seconds between polls in --watch mode.")
+@click.pass_obj
+def sync(obj: Context, sources: tuple[str, ...], as_json: bool, dry_run: bool, watch: bool, interval: int) -> None:
+    """Pull every source (or the ones named), link, apply rules, push tasks.
+
+    Exit status 0 when every source synced, 1 when one failed (the others
+    still ran), 2 for a config mistake, 75 when another sync is running.
+
+    \b
+    Examples:
+        crm sync
+        crm sync --source anna-imap --json
+        crm sync --dry-run
+        crm sync --watch
+    """
+    from sync.engine import Engine
+
+    config = obj.config
+    progress = _ProgressLine()
+    engine = Engine(config, obj.store, progress=progress)
+    try:
+        if watch:
+            def report(results):
+                progress.finish()
+                _print_results(results, as_json, dry_run=False)
+
+            try:
+                engine.watch(list(sources) or None, interval=float(interval), on_result=report)
+            except KeyboardInterrupt:
+                pass
+            return
+        results = engine.run(list(sources) or None, dry_run=dry_run)
+    finally:
+        progress.finish()
+        engine.close()
+    _print_results(results, as_json, dry_run)
+    if any(r.status == "error" for r in results):
+        sys.exit(EXIT_SYNC_FAILED)
+
+
+def _print_results(results, as_json: bool, dry_run: bool) -> None:
+    if as_json:
+        _json({"dry_run": dry_run, "results": [r.as_dict() for r in results]})
+        return
+    prefix = "would be " if dry_run else ""
+    for r in results:
+        s = r.stats
+        parts = [f"{s.added} {prefix}added", f"{s.updated} updated", f"{s.skipped} not logged"]
+        if s.quarantined:
+            parts.append(f"{s.quarantined} quarantined")
+        if s.removed:
+            parts.append(f"{s.removed} gone on the server")
+        if s.contacts_created:
+            parts.append(f"{s.contacts_created} contacts {prefix}created")
+        if s.customers_created:
+            parts.append(f"{s.customers_created} customers {prefix}created")
+        if s.tasks_created:
+            parts.append(f"{s.tasks_created} tasks {prefix}created")
+        if s.tasks_updated:
+            parts.append(f"{s.tasks_updated} tasks synced")
+        line = f"{r.name}: {r.status}: " + ", ".join(parts) + f" ({r.seconds:.1f} s)"
+        click.echo(line)
+        if r.message:
+            click.echo(f"  {r.message}")
+
+
+# -- status ----------------------------------------------------------------
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def status(obj: Context, as_json: bool) -> None:
+    """Per source: last run, items, errors; and what the store holds."""
+    store = obj.store
+    rows = store.status()
+    configured = set(obj.config.sources)
+    data = {"store": str(store.path), "counts": store.counts(), "sources": rows,
+            "never_synced": sorted(configured - {r["name"] for r in rows})}
+    if as_json:
+        _json(data)
+        return
+    counts = data["counts"]
+    click.echo(f"store {store.path}: {counts['customers']} customers, {counts['contacts']} contacts, "
+               f"{counts['mails']} mails, {counts['appointments']} appointments, {counts['tasks']} tasks, "
+               f"{counts['quarantine']} quarantined")
+    for r in rows:
+        click.echo(f"{r['name']} ({r['type']}): {r['last_status'] or 'never run'} at {r['last_run_at'] or '-'}, "
+                   f"{r['items']} items, {r['quarantined']} quarantined")
+        if r["last_error"]:
+            click.echo(f"  {r['last_error']}")
+    for name in data["never_synced"]:
+        click.echo(f"{name}: never synced")
+
+
+# -- customers ---------------------------------------------------------------
+@main.group()
+def customers() -> None:
+    """Add, list and show customers (organisations)."""
+
+
+@customers.command("add")
+@click.argument("name")
+@click.option("--domain", "domains", multiple=True, metavar="DOMAIN", help="A mail domain of the customer (repeatable).")
+@click.pass_obj
+def customers_add(obj: Context, name: str, domains: tuple[str, ...]) -> None:
+    """Create a customer or give it more domains; past mail is linked at once.
+
+    \b
+    Example:
+        crm customers add "Stadtwerke Lindenau" --domain stadtwerke-lindenau.de
+    """
+    store = obj.store
+    before = store.counts()["links"]
+    cid = store.add_customer(name, domains)
+    click.echo(f"customer {cid}: {name}; {store.counts()['links'] - before} new links")
+
+
+@customers.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def customers_list(obj: Context, as_json: bool) -> None:
+    """Every customer with domains, contacts, interactions, open tasks."""
+    rows = obj.store.customers()
+    if as_json:
+        _json(rows)
+        return
+    for c in rows:
+        click.echo(f"{c['id']:>4}  {c['name']:<32} {c['domains'] or '-':<34} {c['contacts']:>3} contacts "
+                   f"{c['interactions']:>4} interactions  last {str(c['last_contact'] or '-')[:10]}  {c['open_tasks']} open tasks")
+
+
+@customers.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def customers_show(obj: Context, name: str, as_json: bool) -> None:
+    """One customer with its contacts."""
+    info = obj.store.customer(name)
+    if as_json:
+        _json(info)
+        return
+    click.echo(f"{info['name']} (id {info['id']}, from {info['origin']})")
+    click.echo(f"  domains: {info['domains'] or '-'}")
+    click.echo(f"  {info['interactions']} interactions, last contact {info['last_contact'] or '-'}, {info['open_tasks']} open tasks")
+    for k in info["contacts_list"]:
+        click.echo(f"  - {k['name']} <{k['emails'] or ''}>{'  ' + k['title'] if k['title'] else ''}")
+
+
+# -- link / unlink ---------------------------------------------------------------
+def _target(store, customer: str | None, contact: str | None) -> tuple[str, int]:
+    if bool(customer) == bool(contact):
+        raise click.UsageError("name exactly one of --customer or --contact")
+    if customer:
+        return "customer", store.customer_id(customer)
+    return "contact", store.contact_id(contact)
+
+
+@main.command()
+@click.argument("interaction")
+@click.option("--customer", help="Customer name or id.")
+@click.option("--contact", help="Contact e-mail or id.")
+@click.pass_obj
+def link(obj: Context, interaction: str, customer: str | None, contact: str | None) -> None:
+    """Link an interaction (id or Message-ID) by hand; survives re-syncs."""
+    store = obj.store
+    target, target_id = _target(store, customer, contact)
+    store.set_link(store.interaction_id(interaction), target, target_id, "link")
+    click.echo("linked")
+
+
+@main.command()
+@click.argument("interaction")
+@click.option("--customer", help="Customer name or id.")
+@click.option("--contact", help="Contact e-mail or id.")
+@click.pass_obj
+def unlink(obj: Context, interaction: str, customer: str | None, contact: str | None) -> None:
+    """Remove a link by hand; no rule brings it back."""
+    store = obj.store
+    target, target_id = _target(store, customer, contact)
+    store.set_link(store.interaction_id(interaction), target, target_id, "unlink")
+    click.echo("unlinked")
+
+
+# -- timeline / search / explain -----------------------------------------------------
+@main.command()
+@click.argument("customer")
+@click.option("--limit", default=50, show_default=True, help="At most this many entries (0: all).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def timeline(obj: Context, customer: str, limit: int, as_json: bool) -> None:
+    """A customer's mails and appointments, newest first.
+
+    \b
+    Example:
+        crm timeline "Stadtwerke Lindenau" --limit 20
+    """
+    items = obj.store.timeline(customer, limit=limit)
+    if as_json:
+        _json(items)
+        return
+    if not items:
+        click.echo(f"nothing on {customer}'s timeline yet")
+    for it in items:
+        when = (it["date"] or "")[:16].replace("T", " ")
+        if it["kind"] == "mail":
+            arrow = "->" if it["direction"] == "out" else "<-"
+            head = f"{when}  mail {arrow} {it['sender'] or ''}"
+        else:
+            head = f"{when}  appointment{' (cancelled)' if it['status'] == 'CANCELLED' else ''}"
+        gone = "  [deleted on the server]" if it["deleted"] else ""
+        click.echo(f"{head}: {it['subject'] or '(subject not stored)'}{gone}")
+        if it.get("snippet"):
+            click.echo(f"      {it['snippet'][:100]}")
+
+
+@main.command()
+@click.argument("text")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def search(obj: Context, text: str, limit: int, as_json: bool) -> None:
+    """Full-text search over subjects and snippets."""
+    rows = obj.store.search(text, limit)
+    if as_json:
+        _json(rows)
+        return
+    for r in rows:
+        click.echo(f"{r['id']:>6}  {(r['date'] or '')[:10]}  {r['customers'] or '-':<28} {r['subject'] or ''}")
+    if not rows:
+        click.echo("no match")
+
+
+@main.command()
+@click.argument("message_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def explain(obj: Context, message_id: str, as_json: bool) -> None:
+    """Why a mail (Message-ID) or appointment (UID) is linked, or not logged."""
+    rows = obj.store.explain(message_id)
+    if as_json:
+        _json(rows)
+        return
+    if not rows:
+        click.echo(f"{message_id}: never seen by any source")
+        return
+    for r in rows:
+        places = ", ".join(f"{p['source']}:{p['scope']}" + (" (gone)" if p.get("gone") else "") for p in r["seen_in"])
+        if not r["logged"]:
+            click.echo(f"not logged: {r['reason']} (seen in {places})")
+            continue
+        click.echo(f"interaction {r['interaction']} ({r['kind']}): {r['subject'] or '(subject not stored)'}; seen in {places}")
+        if not r["links"]:
+            click.echo("  linked to nothing: no customer domain, contact address or thread matched")
+        for l in r["links"]:
+            click.echo(f"  {l['target']} {l['name']} (id {l['id']}): by {l['reason']}")
+        for u in r["manually_unlinked"]:
+            click.echo(f"  {u['target']} {u['id']}: unlinked by hand")
+
+
+# -- tasks ---------------------------------------------------------------------------
+@main.group()
+def tasks() -> None:
+    """Follow-up tasks: list, add, done."""
+
+
+@tasks.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include done and cancelled tasks.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def tasks_list(obj: Context, show_all: bool, as_json: bool) -> None:
+    """Open tasks (all with --all)."""
+    rows = obj.store.tasks(None if show_all else "open")
+    if as_json:
+        _json(rows)
+        return
+    for t in rows:
+        click.echo(f"{t['id']:>4}  [{t['status']:<9}] due {str(t['due'] or '-')[:10]}  {t['customer'] or '-':<26} {t['title']}")
+    if not rows:
+        click.echo("no open tasks")
+
+
+def _parse_due(value: str | None) -> date | None:
+    if not value:
+        return None
+    value = value.strip().lower()
+    if value.startswith("+") and value[1:].rstrip("d").isdigit():
+        return date.today() + timedelta(days=int(value[1:].rstrip("d")))
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError:
+        raise click.BadParameter("use YYYY-MM-DD or +N (days from today)", param_hint="--due") from None
+
+
+@tasks.command("add")
+@click.argument("title")
+@click.option("--customer", help="Customer name or id.")
+@click.option("--due", help="YYYY-MM-DD or +N days.")
+@click.option("--about", "interaction", help="Interaction id or Message-ID it is about.")
+@click.pass_obj
+def tasks_add(obj: Context, title: str, customer: str | None, due: str | None, interaction: str | None) -> None:
+    """Add a task by hand; the next sync puts it into the calendar.
+
+    \b
+    Example:
+        crm tasks add "Send the revised quote" --customer "Hotel Seeblick" --due +3
+    """
+    store = obj.store
+    cid = store.customer_id(customer) if customer else None
+    iid = store.interaction_id(interaction) if interaction else None
+    task_id = store.add_task(title, due=_parse_due(due), customer_id=cid, interaction_id=iid)
+    click.echo(f"task {task_id} added")
+
+
+@tasks.command("done")
+@click.argument("task_id", type=int)
+@click.pass_obj
+def tasks_done(obj: Context, task_id: int) -> None:
+    """Mark a task done; the next sync marks it done in the calendar too."""
+    obj.store.update_task(task_id, status="done")
+    click.echo(f"task {task_id} done")
+
+
+# -- quarantine / export ----------------------------------------------------------------
+@main.group()
+def quarantine() -> None:
+    """Items that could not be read, with the reason."""
+
+
+@quarantine.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def quarantine_list(obj: Context, as_json: bool) -> None:
+    """Every quarantined item: source, place, reason."""
+    rows = obj.store.quarantine()
+    if as_json:
+        _json(rows)
+        return
+    for q in rows:
+        click.echo(f"{q['source']}:{q['scope']}/{q['local_id']}: {q['reason']} (seen {q['count']}x, last {q['last_seen'][:16]})")
+    if not rows:
+        click.echo("quarantine is empty")
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
+@click.option("--table", default="interactions", show_default=True,
+              help="With csv: which table (customers, contacts, interactions, links, tasks, ...).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="File to write (default: stdout).")
+@click.pass_obj
+def export(obj: Context, fmt: str, table: str, output: str | None) -> None:
+    """Export the store as JSON (everything) or CSV (one table)."""
+    data = obj.store.export()
+    if fmt == "json":
+        text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    else:
+        if table not in data:
+            raise click.BadParameter(f"choose one of {', '.join(data)}", param_hint="--table")
+        rows = data[table]
+        buf = io.StringIO()
+        if rows:
+            writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        text = buf.getvalue()
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""The one interface every connector implements.
+
+A connector reads one configured *source* (a mailbox, a calendar server, a
+folder of files) and yields :class:`~crm_core.records.Batch` objects.  The
+sync engine stores each batch together with the batch's cursor in one
+transaction; the connector never touches the store.
+
+Exceptions, from the most general::
+
+    ConnectorError            anything a connector raises on purpose
+    ├── ConfigError           the source's options are wrong (a user error)
+    ├── AuthError             the server refused the credentials
+    ├── SourceUnavailable     the server cannot be reached / went away
+    │   └── TransientError    worth retrying later (timeout, 5xx, reset)
+    ├── CursorInvalid         the stored cursor means nothing any more
+    └── PreconditionFailed    a conditional write lost a race (412)
+
+Connectors are looked up by the ``type`` in the config through
+:data:`REGISTRY`, imported lazily: a type the config does not use costs
+nothing at start-up.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shlex
+import subprocess
+from abc import ABC, abstractmethod
+from typing import Any, Iterator, Mapping, Protocol
+
+from crm_core.records import Batch, CardPush, PushResult, TaskPush
+
+
+class ConnectorError(Exception):
+    """Base of every error a connector raises on purpose."""
+
+
+class ConfigError(ConnectorError):
+    """The source's configuration is wrong; the message names the key."""
+
+
+class AuthError(ConnectorError):
+    """The server refused the credentials."""
+
+
+class SourceUnavailable(ConnectorError):
+    """The server could not be reached, or a scope could not be read."""
+
+
+class TransientError(SourceUnavailable):
+    """A timeout, a dropped connection, a 5xx: retrying later may work."""
+
+
+class CursorInvalid(ConnectorError):
+    """The stored cursor is no longer valid; a full comparison is needed."""
+
+
+class PreconditionFailed(ConnectorError):
+    """A conditional write failed because the item changed on the server."""
+
+
+class SourceView(Protocol):
+    """Read-only knowledge the engine shares with a connector.
+
+    ``known(scope)`` maps every local id the store has seen (and not seen
+    disappear) under ``scope`` to its etag.  A connector uses it to find
+    deletions and changes when an incremental cursor is not available.
+    """
+
+    def known(self, scope: str) -> Mapping[str, str]: ...
+
+    def scopes(self) -> list[str]: ...
+
+
+class Connector(ABC):
+    """A configured source.
+
+    ``name`` is the source's name in the config, ``options`` its table.
+    Subclasses validate ``options`` in ``__init__`` and raise
+    :class:`ConfigError` naming the key; they do no network I/O there.
+    """
+
+    #: the config ``type`` this class serves
+    type: str = ""
+    #: capabilities: "tasks" (push_tasks) and/or "cards" (push_cards)
+    can_push: frozenset[str] = frozenset()
+
+    def __init__(self, name: str, options: Mapping[str, Any]):
+        self.name = name
+        self.options = dict(options)
+
+    @abstractmethod
+    def pull(self, cursor: dict | None, view: SourceView) -> Iterator[Batch]:
+        """Yield batches of what changed since ``cursor`` (None: everything).
+
+        Each batch carries the cursor that is valid once the batch is
+        stored.  Raise :class:`CursorInvalid` only before yielding anything;
+        the engine then calls ``pull(None, view)``.
+        """
+
+    def push_tasks(self, tasks: list[TaskPush], view: SourceView) -> list[PushResult]:
+        raise NotImplementedError(f"{self.type} sources cannot store tasks")
+
+    def push_cards(self, cards: list[CardPush], view: SourceView) -> list[PushResult]:
+        raise NotImplementedError(f"{self.type} sources cannot store contacts")
+
+    def watch(self, cursor: dict | None, view: SourceView, timeout: float) -> bool:
+        """Block until the source reports a change or ``timeout`` passes.
+
+        Returns True when something may have changed.  The default polls.
+        """
+        import time
+
+        time.sleep(timeout)
+        return True
+
+    def close(self) -> None:
+        """Release connections; called once after the run."""
+
+
+#: config ``type`` -> "module:Class", imported only when used
+REGISTRY: dict[str, str] = {
+    "maildir": "connectors.files:MaildirConnector",
+    "mbox": "connectors.files:MboxConnector",
+    "eml": "connectors.files:EmlConnector",
+    "ics": "connectors.files:IcsConnector",
+    "vcf": "connectors.files:VcfConnector",
+    "imap": "connectors.imap:ImapConnector",
+    "caldav": "connectors.dav:CalDavConnector",
+    "carddav": "connectors.dav:CardDavConnector",
+}
+
+
+def connector_class(type_name: str) -> type[Connector]:
+    try:
+        target = REGISTRY[type_name]
+    except KeyError:
+        known = ", ".join(sorted(REGISTRY))
+        raise ConfigError(f"unknown source type {type_name!r} (known: {known})") from None
+    module_name, _, cls_name = target.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, cls_name)
+
+
+def make_connector(name: str, options: Mapping[str, Any]) -> Connector:
+    type_name = options.get("type")
+    if not isinstance(type_name, str):
+        raise ConfigError(f"sources.{name}.type is missing")
+    return connector_class(type_name)(name, options)
+
+
+def secret(name: str, options: Mapping[str, Any], key: str = "password") -> str | None:
+    """Resolve a credential from ``<key>_env`` or ``<key>_command``.
+
+    A literal ``<key>`` in the config is refused: secrets do not belong in
+    a file that gets copied around.  The value is never logged.
+    """
+    if key in options:
+        raise ConfigError(
+            f"sources.{name}.{key}: put the secret in an environment variable "
+            f"({key}_env) or a command ({key}_command), not in the config file"
+        )
+    env = options.get(f"{key}_env")
+    if env is not None:
+        if not isinstance(env, str) or not env:
+            raise ConfigError(f"sources.{name}.{key}_env must name an environment variable")
+        value = os.environ.get(env)
+        if value is None:
+            raise ConfigError(f"sources.{name}.{key}_env: environment variable {env} is not set")
+        return value
+    command = options.get(f"{key}_command")
+    if command is not None:
+        argv = shlex.split(command) if isinstance(command, str) else list(command)
+        if not argv:
+            raise ConfigError(f"sources.{name}.{key}_command is empty")
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ConfigError(f"sources.{name}.{key}_command could not run: {type(exc).__name__}") from None
+        if done.returncode != 0:
+            raise ConfigError(f"sources.{name}.{key}_command exited with status {done.returncode}")
+        value = done.stdout.splitlines()[0] if done.stdout else ""
+        if not value:
+            raise ConfigError(f"sources.{name}.{key}_command printed nothing")
+        return value
+    return None

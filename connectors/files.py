@@ -1,0 +1,406 @@
+"""Local files: Maildir, mbox, a folder of .eml files, .ics and .vcf files.
+
+All are incremental: a file that did not change is not read again.
+
+* **Maildir** (``type = "maildir"``, ``path``): the root folder is scope
+  ``INBOX``; Maildir++ subfolders (``.Sent``, ``.CRM.Log``) are scopes
+  ``Sent`` and ``CRM/Log``.  The local id is the unique part of the file
+  name, the etag its flags (``:2,FRS``), so a flag change is a cheap
+  :class:`FlagChange` and a move from ``new/`` to ``cur/`` is nothing.  A
+  folder whose ``new/`` and ``cur/`` did not change (mtime) is not listed.
+* **mbox** (``type = "mbox"``, ``path`` of a file or a folder of them):
+  the local id is the byte offset plus a hash of the message; a file that
+  only grew is read from where the last run stopped.
+* **eml** (``type = "eml"``, ``path`` of a folder, searched recursively):
+  the local id is the relative path, the etag mtime and size.
+* **ics** / **vcf** (``path`` of a file or a folder): a changed file is
+  parsed again as a whole; items that left it are removed.
+
+A file that cannot be parsed becomes a :class:`Failure` with its reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator
+
+from connectors.base import ConfigError, Connector, SourceUnavailable, SourceView
+from connectors.mailparse import MailParseError, parse_message
+from crm_core.records import Batch, Failure, FlagChange, Location, Record
+
+MAILDIR_FLAGS = {"D": "\\Draft", "F": "\\Flagged", "P": "$Forwarded", "R": "\\Answered", "S": "\\Seen", "T": "\\Deleted"}
+#: a directory modified this recently may still change within its mtime tick
+_SETTLE_NS = 2_000_000_000
+
+
+def _path_option(name: str, options: dict, kind: str) -> Path:
+    value = options.get("path")
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"sources.{name}.path is missing (the {kind} to read)")
+    return Path(value)
+
+
+def _batch_size(name: str, options: dict) -> int:
+    size = options.get("batch_size", 500)
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 100_000:
+        raise ConfigError(f"sources.{name}.batch_size must be a whole number from 1 to 100000")
+    return size
+
+
+def _excerpt(raw: bytes) -> str:
+    head = raw[:300].decode("utf-8", "replace")
+    return "".join(ch if ch.isprintable() or ch in "\n\t" else "?" for ch in head)
+
+
+def _read_mail(path: Path, loc: Location, flags: tuple[str, ...] = ()) -> Record | Failure:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        return Failure(loc, f"cannot read {path.name}: {exc.strerror or exc}")
+    try:
+        return parse_message(raw, loc, flags)
+    except MailParseError as exc:
+        return Failure(loc, str(exc), _excerpt(raw))
+    except Exception as exc:  # a parser bug must not stop the run
+        return Failure(loc, f"unexpected parse error: {exc.__class__.__name__}: {exc}", _excerpt(raw))
+
+
+class _Batcher:
+    """Collects records and failures and cuts them into batches."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.batch = Batch()
+        self.done = 0
+
+    def add(self, item: Record | Failure | FlagChange) -> Batch | None:
+        if isinstance(item, Failure):
+            self.batch.failures.append(item)
+        elif isinstance(item, FlagChange):
+            self.batch.changes.append(item)
+        else:
+            self.batch.records.append(item)
+        self.done += 1
+        if len(self.batch.records) + len(self.batch.failures) + len(self.batch.changes) >= self.size:
+            return self.cut()
+        return None
+
+    def cut(self) -> Batch:
+        batch, self.batch = self.batch, Batch()
+        batch.done = self.done
+        return batch
+
+
+class MaildirConnector(Connector):
+    type = "maildir"
+
+    def __init__(self, name, options):
+        super().__init__(name, options)
+        self.root = _path_option(name, self.options, "Maildir")
+        self.batch_size = _batch_size(name, self.options)
+
+    def folders(self) -> dict[str, Path]:
+        if not (self.root / "cur").is_dir() and not (self.root / "new").is_dir():
+            raise SourceUnavailable(f"{self.root} is not a Maildir (no cur/ or new/ folder)")
+        out = {"INBOX": self.root}
+        for entry in sorted(os.scandir(self.root), key=lambda e: e.name):
+            if entry.name.startswith(".") and entry.name not in (".", "..") and entry.is_dir():
+                if (Path(entry.path) / "cur").is_dir():
+                    out[entry.name[1:].replace(".", "/")] = Path(entry.path)
+        return out
+
+    def pull(self, cursor: dict | None, view: SourceView) -> Iterator[Batch]:
+        cursor = dict(cursor or {})
+        folders = self.folders()
+        batcher = _Batcher(self.batch_size)
+        new_cursor = dict(cursor)
+        problems = []
+        for scope in sorted(set(view.scopes()) - set(folders)):
+            if view.known(scope):
+                problems.append(f"folder {scope} is gone from {self.root}; its history is kept")
+        listed: list[tuple[str, Path, dict[str, tuple[str, Path]], list[int]]] = []
+        total = 0
+        for scope, path in folders.items():
+            stamps = [os.stat(path / sub).st_mtime_ns if (path / sub).is_dir() else 0 for sub in ("new", "cur")]
+            if cursor.get(scope) == stamps:
+                continue
+            files: dict[str, tuple[str, Path]] = {}
+            for sub in ("new", "cur"):
+                folder = path / sub
+                if not folder.is_dir():
+                    continue
+                for entry in os.scandir(folder):
+                    if entry.name.startswith("."):
+                        continue
+                    unique, _, info = entry.name.partition(":")
+                    files[unique] = (info.partition(",")[2] if info.startswith("2,") else "", Path(entry.path))
+            listed.append((scope, path, files, stamps))
+            total += len(files)
+        for scope, path, files, stamps in listed:
+            known = view.known(scope)
+            for unique in sorted(files):
+                info, file_path = files[unique]
+                etag = f"flags:{info}"
+                prior = known.get(unique)
+                if prior == etag:
+                    continue
+                loc = Location(scope, unique, etag)
+                flags = tuple(MAILDIR_FLAGS[c] for c in info if c in MAILDIR_FLAGS)
+                item = FlagChange(loc, flags) if prior is not None else _read_mail(file_path, loc, flags)
+                out = batcher.add(item)
+                if out is not None:
+                    out.total = total
+                    yield out
+            gone = [Location(scope, u) for u in known if u not in files]
+            if gone and not files and len(known) > 1:
+                problems.append(f"folder {scope} lists empty; nothing removed")
+                gone = []
+            batcher.batch.removed.extend(gone)
+            # a folder changed within the last moments may change again within its mtime tick
+            fresh = any(time_ns() - s < _SETTLE_NS for s in stamps)
+            new_cursor[scope] = None if fresh else stamps
+        final = batcher.cut()
+        final.total = total
+        final.problems = problems
+        final.cursor = {k: v for k, v in new_cursor.items() if k in folders and v is not None}
+        yield final
+
+
+def time_ns() -> int:
+    import time
+
+    return time.time_ns()
+
+
+class EmlConnector(Connector):
+    type = "eml"
+    suffixes = (".eml",)
+
+    def __init__(self, name, options):
+        super().__init__(name, options)
+        self.root = _path_option(name, self.options, "folder of .eml files")
+        self.batch_size = _batch_size(name, self.options)
+
+    def files(self) -> list[Path]:
+        if self.root.is_file():
+            return [self.root]
+        if not self.root.is_dir():
+            raise SourceUnavailable(f"{self.root} does not exist")
+        return sorted(p for p in self.root.rglob("*") if p.suffix.lower() in self.suffixes and p.is_file())
+
+    def scope_of(self, path: Path) -> tuple[str, str]:
+        base = self.root if self.root.is_dir() else self.root.parent
+        rel = path.relative_to(base)
+        return (str(rel.parent) if str(rel.parent) != "." else "."), rel.name
+
+    def pull(self, cursor: dict | None, view: SourceView) -> Iterator[Batch]:
+        batcher = _Batcher(self.batch_size)
+        files = self.files()
+        seen: dict[str, set[str]] = {}
+        known_cache: dict[str, dict[str, str]] = {}
+        for path in files:
+            scope, local = self.scope_of(path)
+            seen.setdefault(scope, set()).add(local)
+            known = known_cache.setdefault(scope, dict(view.known(scope)))
+            st = path.stat()
+            etag = f"{st.st_mtime_ns}:{st.st_size}"
+            if known.get(local) == etag:
+                continue
+            out = batcher.add(_read_mail(path, Location(scope, local, etag)))
+            if out is not None:
+                out.total = len(files)
+                yield out
+        final = batcher.cut()
+        for scope in set(view.scopes()) | set(seen):
+            present = seen.get(scope, set())
+            final.removed.extend(Location(scope, u) for u in view.known(scope) if u not in present)
+        final.total = len(files)
+        final.cursor = {"files": len(files)}
+        yield final
+
+
+class MboxConnector(Connector):
+    type = "mbox"
+
+    def __init__(self, name, options):
+        super().__init__(name, options)
+        self.root = _path_option(name, self.options, "mbox file")
+        self.batch_size = _batch_size(name, self.options)
+
+    def files(self) -> list[Path]:
+        if self.root.is_file():
+            return [self.root]
+        if not self.root.is_dir():
+            raise SourceUnavailable(f"{self.root} does not exist")
+        return sorted(p for p in self.root.iterdir() if p.is_file() and not p.name.startswith("."))
+
+    def pull(self, cursor: dict | None, view: SourceView) -> Iterator[Batch]:
+        cursor = dict(cursor or {})
+        batcher = _Batcher(self.batch_size)
+        new_cursor = {}
+        problems = []
+        for path in self.files():
+            scope = path.name
+            st = path.stat()
+            prior = cursor.get(scope) or {}
+            head = _head_hash(path)
+            state = {"size": st.st_size, "mtime": st.st_mtime_ns, "head": head}
+            if prior == state:
+                new_cursor[scope] = state
+                continue
+            grown = prior and prior.get("head") == head and st.st_size >= prior.get("size", 0)
+            start = prior.get("size", 0) if grown else 0
+            known = view.known(scope)
+            present: set[str] = set()
+            for offset, raw in _mbox_messages(path, start):
+                local = f"{offset}:{hashlib.sha1(raw).hexdigest()[:12]}"
+                present.add(local)
+                if local in known:
+                    continue
+                loc = Location(scope, local, "")
+                try:
+                    item: Record | Failure = parse_message(raw, loc)
+                except MailParseError as exc:
+                    item = Failure(loc, str(exc), _excerpt(raw))
+                except Exception as exc:
+                    item = Failure(loc, f"unexpected parse error: {exc.__class__.__name__}: {exc}", _excerpt(raw))
+                out = batcher.add(item)
+                if out is not None:
+                    yield out
+            if not grown:
+                gone = [Location(scope, u) for u in known if u not in present]
+                if gone and not present and len(known) > 1:
+                    problems.append(f"{path} holds no messages any more; nothing removed")
+                    gone = []
+                batcher.batch.removed.extend(gone)
+            new_cursor[scope] = state
+        final = batcher.cut()
+        final.cursor = new_cursor
+        final.problems = problems
+        yield final
+
+
+def _head_hash(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha1(fh.read(4096)).hexdigest()[:16]
+
+
+def _mbox_messages(path: Path, start: int) -> Iterator[tuple[int, bytes]]:
+    """(offset, message bytes) of an mbox file from ``start``; mboxrd unquoting."""
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        offset = start
+        current: list[bytes] = []
+        current_at = None
+        pos = start
+        previous_blank = True
+        for line in fh:
+            if line.startswith(b"From ") and previous_blank:
+                if current_at is not None:
+                    yield current_at, _unquote(current)
+                current, current_at = [], pos
+            elif current_at is None:
+                current_at = pos  # a file that does not start with "From "
+                current.append(line)
+            else:
+                current.append(line)
+            previous_blank = line in (b"\n", b"\r\n")
+            pos += len(line)
+        if current_at is not None and current:
+            yield current_at, _unquote(current)
+        del offset
+
+
+def _unquote(lines: list[bytes]) -> bytes:
+    out = []
+    for line in lines:
+        if line.startswith(b">") and line.lstrip(b">").startswith(b"From "):
+            line = line[1:]
+        out.append(line)
+    data = b"".join(out)
+    return data[:-1] if data.endswith(b"\n\n") else data
+
+
+class _WholeFileConnector(Connector):
+    """A file (or folder of files) of many items, parsed again when it changes."""
+
+    suffixes: tuple[str, ...] = ()
+
+    def __init__(self, name, options):
+        super().__init__(name, options)
+        self.root = _path_option(name, self.options, f"{self.suffixes[0]} file")
+
+    def files(self) -> list[Path]:
+        if self.root.is_file():
+            return [self.root]
+        if not self.root.is_dir():
+            raise SourceUnavailable(f"{self.root} does not exist")
+        return sorted(p for p in self.root.rglob("*") if p.suffix.lower() in self.suffixes and p.is_file())
+
+    def parse(self, text: str, loc: Location) -> tuple[list[Record], list[Failure]]:
+        raise NotImplementedError
+
+    def item_id(self, record: Record) -> str:
+        return getattr(record, "uid", "") or ""
+
+    def pull(self, cursor: dict | None, view: SourceView) -> Iterator[Batch]:
+        cursor = dict(cursor or {})
+        new_cursor = {}
+        for path in self.files():
+            scope = str(path)
+            st = path.stat()
+            etag = f"{st.st_mtime_ns}:{st.st_size}"
+            new_cursor[scope] = etag
+            if cursor.get(scope) == etag:
+                continue
+            batch = Batch()
+            try:
+                text = path.read_bytes().decode("utf-8-sig", "replace")
+            except OSError as exc:
+                batch.problems.append(f"cannot read {path}: {exc.strerror or exc}")
+                new_cursor[scope] = cursor.get(scope)
+                yield batch
+                continue
+            records, failures = self.parse(text, Location(scope, path.name, etag))
+            present = set()
+            for rec in records:
+                item = self.item_id(rec)
+                rec.location = Location(scope, item, etag)
+                present.add(item)
+            batch.records.extend(records)
+            batch.failures.extend(failures)
+            known = view.known(scope)
+            gone = [Location(scope, u) for u in known if u not in present]
+            if gone and not records and len(known) > 1:
+                batch.problems.append(f"{path} holds no items any more; nothing removed")
+                gone = []
+            batch.removed.extend(gone)
+            yield batch
+        final = Batch(cursor={k: v for k, v in new_cursor.items() if v is not None})
+        yield final
+
+
+class IcsConnector(_WholeFileConnector):
+    type = "ics"
+    suffixes = (".ics",)
+
+    def parse(self, text, loc):
+        from connectors.ical import parse_calendar
+
+        past = int(self.options.get("window_past_days", 730))
+        future = int(self.options.get("window_future_days", 365))
+        now = datetime.now(timezone.utc)
+        return parse_calendar(text, loc, (now - timedelta(days=past), now + timedelta(days=future)))
+
+
+class VcfConnector(_WholeFileConnector):
+    type = "vcf"
+    suffixes = (".vcf",)
+
+    def parse(self, text, loc):
+        from connectors.vcard import parse_vcards
+
+        return parse_vcards(text, loc)

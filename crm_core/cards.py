@@ -1,0 +1,67 @@
+"""Customers and their contacts as vCards, for pushing into an address book.
+
+Each contact becomes a vCard 4.0 with the customer as ORG and the CRM's view
+in NOTE (last contact, open tasks); each customer a ``KIND:org`` card.  UIDs
+are stable, so a card is updated in place, never duplicated.  Only cards
+whose content changed since the last push are returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from crm_core.records import CardPush
+from crm_core.store import Store
+
+
+def _esc(value: str) -> str:
+    return (value or "").replace("\\", "\\\\").replace("\n", "\\n").replace(",", "\\,").replace(";", "\\;")
+
+
+def _fold(line: str) -> str:
+    out, chunk = [], line.encode("utf-8")
+    while len(chunk) > 75:
+        cut = 75
+        while cut > 0 and (chunk[cut] & 0xC0) == 0x80:  # do not split a UTF-8 sequence
+            cut -= 1
+        out.append(chunk[:cut].decode("utf-8"))
+        chunk = b" " + chunk[cut:]
+    out.append(chunk.decode("utf-8"))
+    return "\r\n".join(out)
+
+
+def vcard(lines: list[str]) -> str:
+    return "\r\n".join(_fold(l) for l in ["BEGIN:VCARD", "VERSION:4.0", "PRODID:-//crm-bridge//EN", *lines, "END:VCARD"]) + "\r\n"
+
+
+def customer_cards(store: Store) -> list[tuple[CardPush, str]]:
+    """(card, content hash) for every customer and contact whose card changed."""
+    pushed = {uid: (digest, href, etag, scope) for uid, digest, href, etag, scope in store.conn.execute(
+        "SELECT uid, content_hash, remote_href, remote_etag, remote_scope FROM card_pushes")}
+    out = []
+    for c in store.customers():
+        note = f"crm-bridge customer. Last contact: {c['last_contact'] or 'none'}. Open tasks: {c['open_tasks']}."
+        lines = [f"UID:crm-bridge-customer-{c['id']}", "KIND:org", f"FN:{_esc(c['name'])}", f"ORG:{_esc(c['name'])}",
+                 f"NOTE:{_esc(note)}"]
+        lines += [f"URL:https://{d}" for d in (c["domains"] or "").split()[:1]]
+        out.append((f"crm-bridge-customer-{c['id']}", lines))
+        for k in store.customer(c["name"])["contacts_list"]:
+            emails = (k["emails"] or "").split()
+            if not emails:
+                continue
+            knote = f"Customer: {c['name']}. Last contact with the customer: {c['last_contact'] or 'none'}. Open tasks: {c['open_tasks']}."
+            klines = [f"UID:crm-bridge-contact-{k['id']}", f"FN:{_esc(k['name'] or emails[0])}", f"ORG:{_esc(c['name'])}",
+                      *[f"EMAIL:{e}" for e in emails], f"NOTE:{_esc(knote)}"]
+            if k["title"]:
+                klines.append(f"TITLE:{_esc(k['title'])}")
+            out.append((f"crm-bridge-contact-{k['id']}", klines))
+    cards = []
+    for uid, lines in out:
+        text = vcard(lines)
+        digest = hashlib.sha1(text.encode()).hexdigest()
+        prior = pushed.get(uid)
+        if prior and prior[0] == digest:
+            continue
+        href, etag, scope = (prior[1] or "", prior[2] or "", prior[3] or "") if prior else ("", "", "")
+        cards.append((CardPush(uid=uid, vcard=text, href=href, etag=etag, scope=scope), digest))
+    return cards

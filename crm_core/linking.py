@@ -1,0 +1,171 @@
+"""Linking rules: which customers and contacts an interaction involves.
+
+The rules, in the order they apply to each external participant:
+
+1. **address** – the exact address belongs to a known contact: link the
+   contact and the contact's customer.
+2. **domain** – the address's domain, or a parent domain down to the
+   registrable one (``sub.domain.example.co.uk`` finds a customer that owns
+   ``domain.example.co.uk`` or ``example.co.uk``), belongs to a customer:
+   link the customer and, by default, create a contact for the unknown
+   person.  Freemail domains never link by domain; internal domains never
+   make a customer.
+3. **thread** – a mail without links of its own inherits the customers of
+   its thread (Message-ID / In-Reply-To / References).
+4. **manual** – a manual link or unlink wins over every rule and survives
+   re-syncs (kept in ``link_overrides``).
+
+Before linking, :meth:`Linker.skip_reason` decides whether an item is
+logged at all: private items, blocked senders, internal-only mail and bulk
+mail are not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from crm_core.domains import domain_chain, is_freemail
+from crm_core.records import Address, AppointmentRecord, MailRecord
+from crm_core.settings import LinkingSettings, SourcePolicy
+
+CUSTOMER = "customer"
+CONTACT = "contact"
+
+
+@dataclass
+class LinkIndex:
+    """In-memory maps the rules read; the store keeps them current."""
+
+    contact_by_email: dict[str, int] = field(default_factory=dict)
+    customer_of_contact: dict[int, int | None] = field(default_factory=dict)
+    customer_by_domain: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Match:
+    """The outcome of linking one interaction's participants."""
+
+    links: dict[tuple[str, int], str] = field(default_factory=dict)  # (target, id) -> reason
+    new_contacts: list[tuple[Address, int]] = field(default_factory=list)  # (address, customer id)
+
+    def add(self, target: str, target_id: int | None, reason: str) -> None:
+        if target_id is not None:
+            self.links.setdefault((target, target_id), reason)
+
+
+class Linker:
+    def __init__(self, settings: LinkingSettings, index: LinkIndex):
+        self.settings = settings
+        self.index = index
+
+    # -- who is who -------------------------------------------------------
+    def is_internal(self, email: str, policy: SourcePolicy) -> bool:
+        return email in policy.owner or email in self.settings.internal_domains
+
+    def is_blocked(self, email: str) -> bool:
+        return email in self.settings.blocklist
+
+    def customer_for_domain(self, domain: str) -> int | None:
+        if not self.index.customer_by_domain or is_freemail(domain, self.settings.extra_freemail):
+            return None
+        for candidate in domain_chain(domain):
+            found = self.index.customer_by_domain.get(candidate)
+            if found is not None:
+                return found
+        return None
+
+    def external(self, addresses: Iterable[Address], policy: SourcePolicy) -> list[Address]:
+        seen: set[str] = set()
+        out = []
+        for addr in addresses:
+            if addr.email in seen or self.is_internal(addr.email, policy):
+                continue
+            seen.add(addr.email)
+            out.append(addr)
+        return out
+
+    # -- whether to log ---------------------------------------------------
+    def mail_participants(self, rec: MailRecord) -> list[tuple[Address, str]]:
+        out: list[tuple[Address, str]] = []
+        if rec.sender is not None:
+            out.append((rec.sender, "from"))
+        out.extend((a, "to") for a in rec.to)
+        out.extend((a, "cc") for a in rec.cc)
+        out.extend((a, "bcc") for a in rec.bcc)
+        return out
+
+    def appointment_participants(self, rec: AppointmentRecord) -> list[tuple[Address, str]]:
+        out: list[tuple[Address, str]] = []
+        if rec.organizer is not None:
+            out.append((rec.organizer.address, "organizer"))
+        out.extend((a.address, "attendee") for a in rec.attendees)
+        return out
+
+    def direction(self, rec: MailRecord, policy: SourcePolicy) -> str:
+        if rec.direction:
+            return rec.direction
+        if rec.sender is not None and self.is_internal(rec.sender.email, policy):
+            return "out"
+        return "in"
+
+    def skip_reason(self, rec: MailRecord | AppointmentRecord, scope: str, flags: Iterable[str], policy: SourcePolicy) -> str:
+        """Why the item is not logged, or "" when it is."""
+        if policy.in_folder(scope, policy.private_folder):
+            return f"private folder {policy.private_folder}"
+        if policy.private_keyword and policy.private_keyword in flags:
+            return f"private keyword {policy.private_keyword}"
+        if isinstance(rec, AppointmentRecord):
+            if rec.private:
+                return "private appointment"
+            people = [a for a, _ in self.appointment_participants(rec)]
+            when = rec.start
+        else:
+            people = [a for a, _ in self.mail_participants(rec)]
+            when = rec.date
+            if rec.sender is not None and self.is_blocked(rec.sender.email):
+                return f"blocked sender {rec.sender.email}"
+        if policy.since is not None and when is not None and _before(when, policy.since):
+            return f"before the source's since date {policy.since.date().isoformat()}"
+        external = self.external(people, policy)
+        if external and all(self.is_blocked(a.email) for a in external):
+            return "every external participant is blocked"
+        logged_anyway = policy.in_folder(scope, policy.log_folder)
+        if isinstance(rec, MailRecord) and rec.bulk and not self.settings.log_bulk and not logged_anyway:
+            return f"bulk or automatic mail ({rec.bulk})"
+        if not external and not logged_anyway:
+            return "internal only: no external participant"
+        return ""
+
+    # -- linking ----------------------------------------------------------
+    def match(self, participants: Iterable[tuple[Address, str]], policy: SourcePolicy) -> Match:
+        result = Match()
+        idx = self.index
+        creating: set[str] = set()
+        for addr in self.external((a for a, _ in participants), policy):
+            if self.is_blocked(addr.email):
+                continue
+            contact = idx.contact_by_email.get(addr.email)
+            if contact is not None:
+                result.add(CONTACT, contact, "address")
+                result.add(CUSTOMER, idx.customer_of_contact.get(contact), "address")
+                continue
+            customer = self.customer_for_domain(addr.domain)
+            if customer is not None:
+                result.add(CUSTOMER, customer, "domain")
+                if self.settings.create_contacts and addr.email not in creating:
+                    creating.add(addr.email)
+                    result.new_contacts.append((addr, customer))
+        return result
+
+
+def _before(when, since) -> bool:
+    from datetime import date, datetime, timezone
+
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return when < since
+    if isinstance(when, date):
+        return when < since.date()
+    return False

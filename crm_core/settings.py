@@ -1,0 +1,153 @@
+"""The settings the domain rules read, validated from the config tables.
+
+Every ``from_table`` raises :class:`SettingsError` with the dotted key in the
+message, so the CLI can print one readable line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any, Mapping
+
+from crm_core.domains import AddressSet, normalise_domain
+
+VISIBILITY = ("metadata", "subject", "snippet")
+UNMATCHED = ("keep", "metadata", "drop")
+
+
+class SettingsError(ValueError):
+    """A config value is wrong; the message names the key."""
+
+
+def _list(table: Mapping[str, Any], key: str, where: str) -> list[str]:
+    value = table.get(key, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SettingsError(f"{where}.{key} must be a list of strings")
+    return [v.strip() for v in value if v.strip()]
+
+
+def _bool(table: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise SettingsError(f"{where}.{key} must be true or false")
+    return value
+
+
+def _int(table: Mapping[str, Any], key: str, where: str, default: int, low: int = 0, high: int = 36500) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SettingsError(f"{where}.{key} must be a whole number from {low} to {high}")
+    return value
+
+
+def _choice(table: Mapping[str, Any], key: str, where: str, choices: tuple[str, ...], default: str) -> str:
+    value = table.get(key, default)
+    if value not in choices:
+        raise SettingsError(f"{where}.{key} must be one of {', '.join(choices)}")
+    return value
+
+
+def _date(table: Mapping[str, Any], key: str, where: str) -> datetime | None:
+    value = table.get(key)
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise SettingsError(f"{where}.{key} must be a date like 2025-01-31") from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    raise SettingsError(f"{where}.{key} must be a date like 2025-01-31")
+
+
+@dataclass(frozen=True)
+class LinkingSettings:
+    internal_domains: AddressSet = field(default_factory=AddressSet)
+    extra_freemail: frozenset[str] = frozenset()
+    blocklist: AddressSet = field(default_factory=AddressSet)
+    create_contacts: bool = True  # unknown sender at a customer's domain -> new contact
+    log_bulk: bool = False  # newsletters / automatic mail become interactions
+    unmatched: str = "metadata"  # mail with no customer or contact: keep | metadata | drop
+    on_delete: str = "mark"  # deleted on the server: mark | erase
+
+    @classmethod
+    def from_tables(cls, company: Mapping[str, Any], linking: Mapping[str, Any]) -> "LinkingSettings":
+        return cls(
+            internal_domains=AddressSet(_list(company, "internal_domains", "company")),
+            extra_freemail=frozenset(normalise_domain(d) for d in _list(linking, "freemail_domains", "linking")),
+            blocklist=AddressSet(_list(linking, "blocklist", "linking")),
+            create_contacts=_bool(linking, "create_contacts", "linking", True),
+            log_bulk=_bool(linking, "log_bulk", "linking", False),
+            unmatched=_choice(linking, "unmatched", "linking", UNMATCHED, "metadata"),
+            on_delete=_choice(linking, "on_delete", "linking", ("mark", "erase"), "mark"),
+        )
+
+
+@dataclass(frozen=True)
+class FollowupSettings:
+    after_appointment_days: int = 1  # 0 switches the rule off
+    unanswered_days: int = 3  # 0 switches the rule off
+    lookback_days: int = 30  # older items never get a rule-made task
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> "FollowupSettings":
+        return cls(
+            after_appointment_days=_int(table, "after_appointment_days", "followup", 1),
+            unanswered_days=_int(table, "unanswered_days", "followup", 3),
+            lookback_days=_int(table, "lookback_days", "followup", 30),
+        )
+
+
+@dataclass(frozen=True)
+class SourcePolicy:
+    """What the rules need to know about the source a record came from."""
+
+    name: str
+    owner: frozenset[str] = frozenset()  # the mailbox owner's addresses
+    visibility: str = "snippet"  # metadata | subject | snippet
+    since: datetime | None = None
+    log_folder: str = ""  # scope whose mail is always logged
+    private_folder: str = ""  # scope whose items are never logged
+    private_keyword: str = "$Private"
+    create_customers: bool = False  # address books: ORG may create customers
+
+    @classmethod
+    def from_table(cls, name: str, table: Mapping[str, Any]) -> "SourcePolicy":
+        where = f"sources.{name}"
+        log_folder = table.get("log_folder", "")
+        private_folder = table.get("private_folder", "")
+        keyword = table.get("private_keyword", "$Private")
+        for key, value in (("log_folder", log_folder), ("private_folder", private_folder), ("private_keyword", keyword)):
+            if not isinstance(value, str):
+                raise SettingsError(f"{where}.{key} must be a string")
+        return cls(
+            name=name,
+            owner=frozenset(a.lower() for a in _list(table, "owner", where)),
+            visibility=_choice(table, "visibility", where, VISIBILITY, "snippet"),
+            since=_date(table, "since", where),
+            log_folder=log_folder.strip("/"),
+            private_folder=private_folder.strip("/"),
+            private_keyword=keyword,
+            create_customers=_bool(table, "create_customers", where, False),
+        )
+
+    def fingerprint(self) -> str:
+        """Changes when a setting changed that decides what gets stored."""
+        data = [self.visibility, self.since.isoformat() if self.since else "", self.log_folder,
+                self.private_folder, self.private_keyword, sorted(self.owner), self.create_customers]
+        return hashlib.sha1(json.dumps(data).encode()).hexdigest()[:16]
+
+    def in_folder(self, scope: str, folder: str) -> bool:
+        if not folder:
+            return False
+        scope = scope.strip("/")
+        return scope == folder or scope.endswith("/" + folder) or scope.lower() == folder.lower()

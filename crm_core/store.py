@@ -1,0 +1,1254 @@
+"""The contact-history store: SQLite through sqlite-utils.
+
+One file, WAL mode, a schema version in ``meta`` with forward migrations.
+Hot paths (applying a batch of records) use plain SQL on the connection
+inside one explicit transaction; sqlite-utils builds the schema, the FTS
+index and the read-side queries.
+
+Interactions are deduplicated across sources and mailboxes by
+``dedup_key``: for mail a hash of the Message-ID *and* a hash of the
+normalised content (sender, minute of the date, subject, start of the
+body), so two different mails sharing a Message-ID stay two, and mails
+without one still match; for appointments the iCalendar UID plus the
+RECURRENCE-ID.  Every place an item was seen is a row in ``locations``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import sqlite_utils
+
+from crm_core.domains import is_freemail, normalise_domain, registrable_domain
+from crm_core.linking import CONTACT, CUSTOMER, LinkIndex, Linker, Match
+from crm_core.records import (
+    Address,
+    AppointmentRecord,
+    Batch,
+    ContactCard,
+    FlagChange,
+    Location,
+    MailRecord,
+    TaskState,
+)
+from crm_core.settings import LinkingSettings, SourcePolicy
+
+log = logging.getLogger("crm.store")
+
+SCHEMA_VERSION = 1
+#: separates a resource's local id from the RECURRENCE-ID of an override in it
+OVERRIDE_MARK = "#rid="
+_VIS_RANK = {"metadata": 0, "subject": 1, "snippet": 2}
+_ALNUM = re.compile(r"[\W_]+", re.UNICODE)
+_WS = re.compile(r"\s+")
+
+
+class StoreError(Exception):
+    """A request the store cannot fulfil (unknown customer, ...)."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def iso(value: datetime | date | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.isoformat()
+    return value.isoformat()
+
+
+def utc_iso(value: datetime | date | None) -> str | None:
+    """A sortable UTC timestamp; dates count as midnight UTC."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+    elif value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def content_hash(sender: str, when: datetime | None, subject: str, body: str) -> str:
+    """Hash of what makes a mail the same mail wherever it was stored."""
+    minute = when.astimezone(timezone.utc).strftime("%Y%m%d%H%M") if when else ""
+    subject = _WS.sub(" ", subject).strip().lower()
+    body = _ALNUM.sub("", body.lower())[:64]
+    raw = f"{sender.lower()}\x1f{minute}\x1f{subject}\x1f{body}"
+    return hashlib.sha1(raw.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def mail_key(rec: MailRecord) -> tuple[str, str]:
+    chash = content_hash(rec.sender.email if rec.sender else "", rec.date, rec.subject, rec.snippet)
+    key = hashlib.sha1(f"{rec.message_id}\x1f{chash}".encode("utf-8", "surrogatepass")).hexdigest()
+    return "m:" + key, chash
+
+
+def appointment_key(rec: AppointmentRecord) -> str:
+    return f"a:{rec.uid}\x1f{rec.recurrence_id}"
+
+
+@dataclass
+class Stats:
+    added: int = 0
+    updated: int = 0
+    seen: int = 0  # already known, nothing new
+    skipped: int = 0
+    quarantined: int = 0
+    removed: int = 0
+    contacts_created: int = 0
+    customers_created: int = 0
+    tasks_created: int = 0
+    tasks_updated: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def merge(self, other: "Stats") -> None:
+        for f in fields(self):
+            if f.name == "problems":
+                self.problems.extend(other.problems)
+            else:
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS customers (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    origin TEXT NOT NULL DEFAULT 'manual', created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS customer_domains (
+    domain TEXT PRIMARY KEY, customer_id INTEGER NOT NULL REFERENCES customers(id));
+CREATE TABLE IF NOT EXISTS contacts (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL DEFAULT '', customer_id INTEGER REFERENCES customers(id),
+    uid TEXT UNIQUE, title TEXT NOT NULL DEFAULT '', phones TEXT NOT NULL DEFAULT '[]',
+    categories TEXT NOT NULL DEFAULT '[]', origin TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS contact_addresses (
+    email TEXT PRIMARY KEY, contact_id INTEGER NOT NULL REFERENCES contacts(id));
+CREATE INDEX IF NOT EXISTS contact_addresses_contact ON contact_addresses(contact_id);
+CREATE TABLE IF NOT EXISTS interactions (
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, dedup_key TEXT NOT NULL UNIQUE,
+    message_id TEXT NOT NULL DEFAULT '', content_hash TEXT NOT NULL DEFAULT '',
+    thread_id INTEGER, date TEXT, start TEXT, "end" TEXT, tzid TEXT NOT NULL DEFAULT '',
+    subject TEXT, snippet TEXT, direction TEXT NOT NULL DEFAULT '',
+    visibility TEXT NOT NULL DEFAULT 'snippet', status TEXT NOT NULL DEFAULT '',
+    uid TEXT NOT NULL DEFAULT '', recurrence_id TEXT NOT NULL DEFAULT '', rrule TEXT NOT NULL DEFAULT '',
+    location_text TEXT NOT NULL DEFAULT '', bulk TEXT NOT NULL DEFAULT '',
+    has_attachments INTEGER NOT NULL DEFAULT 0, logged_by TEXT NOT NULL DEFAULT '',
+    deleted INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS interactions_message_id ON interactions(message_id);
+CREATE INDEX IF NOT EXISTS interactions_thread ON interactions(thread_id);
+CREATE INDEX IF NOT EXISTS interactions_date ON interactions(date);
+CREATE TABLE IF NOT EXISTS participants (
+    interaction_id INTEGER NOT NULL REFERENCES interactions(id), email TEXT NOT NULL,
+    name TEXT NOT NULL DEFAULT '', role TEXT NOT NULL, status TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (interaction_id, email, role)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS participants_email ON participants(email);
+CREATE TABLE IF NOT EXISTS occurrences (
+    interaction_id INTEGER NOT NULL REFERENCES interactions(id), recurrence_id TEXT NOT NULL,
+    start TEXT, "end" TEXT, date TEXT, status TEXT NOT NULL DEFAULT 'CONFIRMED',
+    PRIMARY KEY (interaction_id, recurrence_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS thread_refs (
+    message_id TEXT PRIMARY KEY, thread_id INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS thread_refs_thread ON thread_refs(thread_id);
+CREATE TABLE IF NOT EXISTS threads (id INTEGER PRIMARY KEY, subject TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS links (
+    interaction_id INTEGER NOT NULL REFERENCES interactions(id), target TEXT NOT NULL,
+    target_id INTEGER NOT NULL, reason TEXT NOT NULL,
+    PRIMARY KEY (interaction_id, target, target_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS links_target ON links(target, target_id);
+CREATE TABLE IF NOT EXISTS link_overrides (
+    interaction_id INTEGER NOT NULL REFERENCES interactions(id), target TEXT NOT NULL,
+    target_id INTEGER NOT NULL, action TEXT NOT NULL, at TEXT NOT NULL,
+    PRIMARY KEY (interaction_id, target, target_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS locations (
+    source TEXT NOT NULL, scope TEXT NOT NULL, local_id TEXT NOT NULL,
+    kind TEXT NOT NULL, item_id INTEGER, etag TEXT NOT NULL DEFAULT '',
+    flags TEXT NOT NULL DEFAULT '', seen_at TEXT NOT NULL, gone_at TEXT,
+    PRIMARY KEY (source, scope, local_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS locations_item ON locations(kind, item_id);
+CREATE TABLE IF NOT EXISTS skipped (
+    source TEXT NOT NULL, scope TEXT NOT NULL, local_id TEXT NOT NULL,
+    message_id TEXT NOT NULL DEFAULT '', reason TEXT NOT NULL, at TEXT NOT NULL,
+    PRIMARY KEY (source, scope, local_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS skipped_message_id ON skipped(message_id);
+CREATE TABLE IF NOT EXISTS tasks (
+    id INTEGER PRIMARY KEY, uid TEXT NOT NULL UNIQUE, rule_key TEXT UNIQUE,
+    title TEXT NOT NULL, description TEXT NOT NULL DEFAULT '', due TEXT,
+    status TEXT NOT NULL DEFAULT 'open', completed_at TEXT,
+    customer_id INTEGER, contact_id INTEGER, interaction_id INTEGER,
+    version INTEGER NOT NULL DEFAULT 1, pushed_version INTEGER NOT NULL DEFAULT 0,
+    remote_source TEXT, remote_scope TEXT, remote_href TEXT, remote_etag TEXT,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS card_pushes (
+    uid TEXT PRIMARY KEY, content_hash TEXT NOT NULL DEFAULT '',
+    remote_source TEXT, remote_scope TEXT, remote_href TEXT, remote_etag TEXT);
+CREATE TABLE IF NOT EXISTS sources (
+    name TEXT PRIMARY KEY, type TEXT NOT NULL, cursor TEXT, fingerprint TEXT NOT NULL DEFAULT '',
+    rescan INTEGER NOT NULL DEFAULT 0, last_run_at TEXT, last_status TEXT, last_error TEXT,
+    items INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY, source TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,
+    status TEXT NOT NULL, stats TEXT NOT NULL DEFAULT '{}', message TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS quarantine (
+    source TEXT NOT NULL, scope TEXT NOT NULL, local_id TEXT NOT NULL, reason TEXT NOT NULL,
+    excerpt TEXT NOT NULL DEFAULT '', first_seen TEXT NOT NULL, last_seen TEXT NOT NULL,
+    count INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (source, scope, local_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS conflicts (
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, item TEXT NOT NULL, resolution TEXT NOT NULL, at TEXT NOT NULL);
+"""
+
+
+class Store:
+    """The SQLite store.  Use :meth:`transaction` around every write."""
+
+    def __init__(self, path: str | Path, settings: LinkingSettings | None = None):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+        self.settings = settings or LinkingSettings()
+        self._index: LinkIndex | None = None
+        self._in_tx = False
+        self.migrate()
+
+    # -- schema -----------------------------------------------------------
+    def migrate(self) -> None:
+        current = self.schema_version()
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} was written by a newer crm-bridge (schema {current}, this one knows {SCHEMA_VERSION})"
+            )
+        if current == SCHEMA_VERSION:
+            return
+        if current == 0:
+            # executescript commits first, so the whole script is its own transaction
+            self.conn.executescript(
+                "BEGIN IMMEDIATE;" + SCHEMA
+                + f"INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
+            )
+        else:
+            with self.transaction():
+                for step in range(current + 1, SCHEMA_VERSION + 1):
+                    MIGRATIONS[step](self)
+                self.set_meta("schema_version", str(SCHEMA_VERSION))
+        if not self.db["interactions_fts"].exists():
+            self.db["interactions"].enable_fts(["subject", "snippet"], create_triggers=True, tokenize="unicode61")
+
+    def schema_version(self) -> int:
+        try:
+            row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.OperationalError:
+            return 0
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic unit.  Nested calls join the outer transaction."""
+        if self._in_tx:
+            yield
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._in_tx = True
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            self._index = None
+            raise
+        else:
+            self.conn.execute("COMMIT")
+        finally:
+            self._in_tx = False
+
+    @contextmanager
+    def rolled_back(self) -> Iterator[None]:
+        """Run writes and throw them away (``sync --dry-run``)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._in_tx = True
+        try:
+            yield
+        finally:
+            self.conn.execute("ROLLBACK")
+            self._in_tx = False
+            self._index = None
+
+    def _x(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, tuple(params))
+
+    def _one(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        row = self.conn.execute(sql, tuple(params)).fetchone()
+        return row[0] if row else None
+
+    def meta(self, key: str) -> str | None:
+        return self._one("SELECT value FROM meta WHERE key=?", (key,))
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._x("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # -- the link index ---------------------------------------------------
+    @property
+    def index(self) -> LinkIndex:
+        if self._index is None:
+            idx = LinkIndex()
+            idx.contact_by_email = dict(self._x("SELECT email, contact_id FROM contact_addresses"))
+            idx.customer_of_contact = dict(self._x("SELECT id, customer_id FROM contacts"))
+            idx.customer_by_domain = dict(self._x("SELECT domain, customer_id FROM customer_domains"))
+            self._index = idx
+        return self._index
+
+    @property
+    def linker(self) -> Linker:
+        return Linker(self.settings, self.index)
+
+    # -- customers and contacts -------------------------------------------
+    def customer_id(self, name_or_id: str | int) -> int:
+        if isinstance(name_or_id, int) or str(name_or_id).isdigit():
+            found = self._one("SELECT id FROM customers WHERE id=?", (int(name_or_id),))
+        else:
+            found = self._one("SELECT id FROM customers WHERE name=? COLLATE NOCASE", (name_or_id,))
+        if found is None:
+            raise StoreError(f"no customer named {name_or_id!r}")
+        return found
+
+    def add_customer(self, name: str, domains: Iterable[str] = (), origin: str = "manual") -> int:
+        """Create or extend a customer; new domains re-link past interactions."""
+        name = name.strip()
+        if not name:
+            raise StoreError("a customer needs a name")
+        with self.transaction():
+            cid = self._one("SELECT id FROM customers WHERE name=? COLLATE NOCASE", (name,))
+            if cid is None:
+                cid = self._x(
+                    "INSERT INTO customers(name, origin, created_at) VALUES (?, ?, ?)", (name, origin, iso(utcnow()))
+                ).lastrowid
+            added = []
+            for domain in domains:
+                domain = normalise_domain(domain)
+                if not domain or "." not in domain:
+                    raise StoreError(f"{domain!r} is not a domain")
+                if any(domain == d or domain.endswith("." + d) for d in self.settings.internal_domains.domains):
+                    raise StoreError(f"{domain} is one of the company's internal domains")
+                if is_freemail(domain, self.settings.extra_freemail):
+                    raise StoreError(f"{domain} is a freemail provider; add its people as contacts instead")
+                owner = self._one("SELECT customer_id FROM customer_domains WHERE domain=?", (domain,))
+                if owner is not None and owner != cid:
+                    other = self._one("SELECT name FROM customers WHERE id=?", (owner,))
+                    raise StoreError(f"{domain} already belongs to {other}")
+                if owner is None:
+                    self._x("INSERT INTO customer_domains(domain, customer_id) VALUES (?, ?)", (domain, cid))
+                    self.index.customer_by_domain[domain] = cid
+                    added.append(domain)
+            if added:
+                self.relink(self._interactions_with_domains(added))
+        return cid
+
+    def _interactions_with_domains(self, domains: list[str]) -> list[int]:
+        ids: set[int] = set()
+        for domain in domains:
+            rows = self._x(
+                "SELECT DISTINCT interaction_id FROM participants WHERE email LIKE ? OR email LIKE ?",
+                (f"%@{domain}", f"%.{domain}"),
+            )
+            ids.update(r[0] for r in rows)
+        return sorted(ids)
+
+    def _interactions_with_emails(self, emails: Iterable[str]) -> list[int]:
+        ids: set[int] = set()
+        for email in emails:
+            ids.update(r[0] for r in self._x("SELECT interaction_id FROM participants WHERE email=?", (email,)))
+        return sorted(ids)
+
+    def add_contact(
+        self,
+        name: str,
+        emails: Iterable[str],
+        customer_id: int | None = None,
+        origin: str = "manual",
+        uid: str | None = None,
+        relink: bool = True,
+    ) -> int:
+        emails = [e.strip().lower() for e in emails if "@" in e]
+        with self.transaction():
+            cid = self._x(
+                "INSERT INTO contacts(name, customer_id, uid, origin, created_at) VALUES (?, ?, ?, ?, ?)",
+                (name, customer_id, uid, origin, iso(utcnow())),
+            ).lastrowid
+            self.index.customer_of_contact[cid] = customer_id
+            self._attach_emails(cid, emails)
+            if relink and emails:
+                self.relink(self._interactions_with_emails(emails))
+        return cid
+
+    def _attach_emails(self, contact_id: int, emails: Iterable[str]) -> list[str]:
+        added = []
+        for email in emails:
+            if email in self.index.contact_by_email:
+                continue
+            self._x("INSERT OR IGNORE INTO contact_addresses(email, contact_id) VALUES (?, ?)", (email, contact_id))
+            self.index.contact_by_email[email] = contact_id
+            added.append(email)
+        return added
+
+    # -- applying a batch ---------------------------------------------------
+    def apply_batch(self, policy: SourcePolicy, batch: Batch, now: datetime | None = None) -> Stats:
+        """Store everything a batch carries (inside the caller's transaction)."""
+        stats = Stats()
+        now_s = iso(now or utcnow())
+        touched_threads: set[int] = set()
+        for rec in batch.records:
+            if isinstance(rec, MailRecord):
+                self._apply_mail(rec, policy, now_s, stats, touched_threads)
+            elif isinstance(rec, AppointmentRecord):
+                self._apply_appointment(rec, policy, now_s, stats)
+            elif isinstance(rec, ContactCard):
+                self._apply_card(rec, policy, now_s, stats)
+            elif isinstance(rec, TaskState):
+                self._apply_task_state(rec, policy, now_s, stats)
+        for change in batch.changes:
+            self._apply_flags(change, policy, now_s, stats)
+        for failure in batch.failures:
+            loc = failure.location
+            self._x(
+                """INSERT INTO quarantine(source, scope, local_id, reason, excerpt, first_seen, last_seen)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(source, scope, local_id) DO UPDATE SET reason=excluded.reason,
+                   excerpt=excluded.excerpt, last_seen=excluded.last_seen, count=count+1""",
+                (policy.name, loc.scope, loc.local_id, failure.reason[:500], failure.excerpt[:500], now_s, now_s),
+            )
+            stats.quarantined += 1
+        if batch.removed:
+            stats.removed += self._apply_removed(policy, batch.removed, now_s)
+        if touched_threads:
+            self._propagate_threads(touched_threads)
+        stats.problems.extend(batch.problems)
+        return stats
+
+    def _location_item(self, source: str, loc: Location) -> tuple[str, int | None, str, str | None] | None:
+        return self.conn.execute(
+            "SELECT kind, item_id, etag, gone_at FROM locations WHERE source=? AND scope=? AND local_id=?",
+            (source, loc.scope, loc.local_id),
+        ).fetchone()
+
+    def _put_location(self, source: str, loc: Location, kind: str, item_id: int | None, flags: str, now_s: str) -> None:
+        self._x(
+            """INSERT INTO locations(source, scope, local_id, kind, item_id, etag, flags, seen_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT(source, scope, local_id) DO UPDATE SET kind=excluded.kind,
+               item_id=excluded.item_id, etag=excluded.etag, flags=excluded.flags,
+               seen_at=excluded.seen_at, gone_at=NULL""",
+            (source, loc.scope, loc.local_id, kind, item_id, loc.etag, flags, now_s),
+        )
+
+    def _skip(self, source: str, loc: Location, message_id: str, reason: str, now_s: str, stats: Stats) -> None:
+        prior = self._location_item(source, loc)
+        if prior is not None and prior[0] == "interaction" and prior[1] is not None:
+            self._detach(source, loc, prior[1], now_s)
+        self._x(
+            """INSERT INTO skipped(source, scope, local_id, message_id, reason, at) VALUES (?, ?, ?, ?, ?, ?)
+               ON CONFLICT(source, scope, local_id) DO UPDATE SET message_id=excluded.message_id,
+               reason=excluded.reason, at=excluded.at""",
+            (source, loc.scope, loc.local_id, message_id, reason, now_s),
+        )
+        self._put_location(source, loc, "skipped", None, "", now_s)
+        stats.skipped += 1
+
+    def _detach(self, source: str, loc: Location, interaction_id: int, now_s: str) -> None:
+        """A location no longer shows this interaction (now private, blocked)."""
+        self._x(
+            "UPDATE locations SET kind='skipped', item_id=NULL WHERE source=? AND scope=? AND local_id=?",
+            (source, loc.scope, loc.local_id),
+        )
+        live = self._one(
+            "SELECT COUNT(*) FROM locations WHERE kind='interaction' AND item_id=?", (interaction_id,)
+        )
+        if not live:
+            self._erase_interaction(interaction_id)
+
+    def _erase_interaction(self, interaction_id: int) -> None:
+        for table in ("participants", "occurrences", "links", "link_overrides"):
+            self._x(f"DELETE FROM {table} WHERE interaction_id=?", (interaction_id,))
+        self._x("UPDATE locations SET kind='skipped', item_id=NULL WHERE kind='interaction' AND item_id=?", (interaction_id,))
+        self._x("DELETE FROM interactions WHERE id=?", (interaction_id,))
+
+    def _visible(self, policy: SourcePolicy, linked: bool) -> str:
+        vis = policy.visibility
+        if not linked and self.settings.unmatched == "metadata":
+            return "metadata"
+        return vis
+
+    def _apply_mail(self, rec: MailRecord, policy: SourcePolicy, now_s: str, stats: Stats, threads: set[int]) -> None:
+        linker = self.linker
+        loc = rec.location
+        reason = linker.skip_reason(rec, loc.scope, rec.flags, policy)
+        if reason:
+            self._skip(policy.name, loc, rec.message_id, reason, now_s, stats)
+            return
+        key, chash = mail_key(rec)
+        flags = " ".join(rec.flags)
+        row = self.conn.execute("SELECT id, visibility, thread_id FROM interactions WHERE dedup_key=?", (key,)).fetchone()
+        if row is not None:
+            iid, vis, thread_id = row
+            prior = self._location_item(policy.name, loc)
+            if prior is None or prior[1] != iid or prior[3] is not None:
+                self._put_location(policy.name, loc, "interaction", iid, flags, now_s)
+                self._x("UPDATE interactions SET deleted=0 WHERE id=? AND deleted=1", (iid,))
+                stats.updated += 1
+            else:
+                self._put_location(policy.name, loc, "interaction", iid, flags, now_s)
+                stats.seen += 1
+            linked = bool(self._one("SELECT 1 FROM links WHERE interaction_id=? LIMIT 1", (iid,)))
+            want = self._visible(policy, linked)
+            if _VIS_RANK[want] > _VIS_RANK.get(vis, 0):
+                self._x(
+                    "UPDATE interactions SET subject=?, snippet=?, visibility=?, updated_at=? WHERE id=?",
+                    (rec.subject if want != "metadata" else None, rec.snippet if want == "snippet" else None, want, now_s, iid),
+                )
+            return
+        participants = linker.mail_participants(rec)
+        match = linker.match(participants, policy)
+        thread_id = self._thread_for(rec)
+        if not match.links and thread_id is not None:
+            for target, target_id in self._thread_targets(thread_id):
+                match.add(target, target_id, "thread")
+        logged_by = ""
+        if policy.in_folder(loc.scope, policy.log_folder):
+            logged_by = "log folder"
+        if not match.links and not logged_by and self.settings.unmatched == "drop":
+            self._skip(policy.name, loc, rec.message_id, "no customer or contact matched", now_s, stats)
+            return
+        direction = linker.direction(rec, policy)
+        want = self._visible(policy, bool(match.links) or bool(logged_by))
+        iid = self._x(
+            """INSERT INTO interactions(kind, dedup_key, message_id, content_hash, thread_id, date, subject, snippet,
+               direction, visibility, bulk, has_attachments, logged_by, created_at, updated_at)
+               VALUES ('mail', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (key, rec.message_id, chash, thread_id, utc_iso(rec.date),
+             rec.subject if want != "metadata" else None, rec.snippet if want == "snippet" else None,
+             direction, want, rec.bulk, int(rec.has_attachments), logged_by, now_s, now_s),
+        ).lastrowid
+        self._put_participants(iid, [(a, role, "") for a, role in participants])
+        self._put_location(policy.name, loc, "interaction", iid, flags, now_s)
+        self._x("DELETE FROM skipped WHERE source=? AND scope=? AND local_id=?", (policy.name, loc.scope, loc.local_id))
+        self._store_links(iid, match, now_s, stats)
+        if logged_by and not match.links:
+            self._log_unknown(iid, rec, policy, direction, now_s, stats)
+        if thread_id is not None:
+            threads.add(thread_id)
+        stats.added += 1
+
+    def _log_unknown(self, iid: int, rec: MailRecord, policy: SourcePolicy, direction: str, now_s: str, stats: Stats) -> None:
+        """A mail in the log folder from someone unknown: make them a contact."""
+        people = [rec.sender] if direction == "in" and rec.sender else list(rec.to)
+        for addr in self.linker.external([p for p in people if p], policy)[:1]:
+            cid = self.index.contact_by_email.get(addr.email)
+            if cid is None:
+                cid = self.add_contact(addr.name or addr.email, [addr.email], None, origin="log folder", relink=False)
+                stats.contacts_created += 1
+            self._x("INSERT OR IGNORE INTO links VALUES (?, 'contact', ?, 'log folder')", (iid, cid))
+
+    def _put_participants(self, iid: int, people: list[tuple[Address, str, str]]) -> None:
+        blocked = self.settings.blocklist
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO participants(interaction_id, email, name, role, status) VALUES (?, ?, ?, ?, ?)",
+            [(iid, a.email, a.name, role, status) for a, role, status in people if not (blocked and a.email in blocked)],
+        )
+
+    def _store_links(self, iid: int, match: Match, now_s: str, stats: Stats) -> None:
+        for addr, customer in match.new_contacts:
+            if addr.email in self.index.contact_by_email:
+                cid = self.index.contact_by_email[addr.email]
+            else:
+                cid = self.add_contact(addr.name or addr.email, [addr.email], customer, origin="auto", relink=False)
+                stats.contacts_created += 1
+            match.add(CONTACT, cid, "domain")
+        overrides = self._x("SELECT target, target_id, action FROM link_overrides WHERE interaction_id=?", (iid,)).fetchall()
+        for target, target_id, action in overrides:
+            if action == "unlink":
+                match.links.pop((target, target_id), None)
+            else:
+                match.links[(target, target_id)] = "manual"
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO links(interaction_id, target, target_id, reason) VALUES (?, ?, ?, ?)",
+            [(iid, t, tid, reason) for (t, tid), reason in match.links.items()],
+        )
+
+    # -- threads ------------------------------------------------------------
+    def _thread_for(self, rec: MailRecord) -> int | None:
+        ids = [i for i in (rec.message_id, *rec.in_reply_to, *rec.references) if i]
+        if not ids:
+            return None
+        marks = ",".join("?" * len(ids))
+        found = sorted({r[0] for r in self._x(f"SELECT thread_id FROM thread_refs WHERE message_id IN ({marks})", ids)})
+        if not found:
+            thread_id = self._x("INSERT INTO threads(subject) VALUES (?)", (rec.subject[:200],)).lastrowid
+        else:
+            thread_id = found[0]
+            for other in found[1:]:  # this mail joins two threads: merge them
+                self._x("UPDATE thread_refs SET thread_id=? WHERE thread_id=?", (thread_id, other))
+                self._x("UPDATE interactions SET thread_id=? WHERE thread_id=?", (thread_id, other))
+                self._x("DELETE FROM threads WHERE id=?", (other,))
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO thread_refs(message_id, thread_id) VALUES (?, ?)", [(i, thread_id) for i in ids]
+        )
+        return thread_id
+
+    def _thread_targets(self, thread_id: int) -> list[tuple[str, int]]:
+        return self._x(
+            """SELECT DISTINCT l.target, l.target_id FROM links l JOIN interactions i ON i.id = l.interaction_id
+               WHERE i.thread_id=? AND l.reason NOT IN ('thread')""",
+            (thread_id,),
+        ).fetchall()
+
+    def _propagate_threads(self, thread_ids: Iterable[int]) -> None:
+        """Mails of a thread without links of their own inherit its customers."""
+        for thread_id in thread_ids:
+            targets = [t for t in self._thread_targets(thread_id) if t[0] == CUSTOMER]
+            if not targets:
+                continue
+            members = self._x(
+                """SELECT id FROM interactions i WHERE thread_id=? AND NOT EXISTS
+                   (SELECT 1 FROM links l WHERE l.interaction_id=i.id AND l.reason != 'thread')""",
+                (thread_id,),
+            ).fetchall()
+            rows = []
+            for (iid,) in members:
+                unlinked = {
+                    (t, tid) for t, tid in self._x(
+                        "SELECT target, target_id FROM link_overrides WHERE interaction_id=? AND action='unlink'", (iid,)
+                    )
+                }
+                rows.extend((iid, t, tid) for t, tid in targets if (t, tid) not in unlinked)
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO links(interaction_id, target, target_id, reason) VALUES (?, ?, ?, 'thread')", rows
+            )
+
+    # -- re-linking ---------------------------------------------------------
+    def relink(self, interaction_ids: Iterable[int]) -> int:
+        """Recompute the automatic links of these interactions."""
+        ids = list(interaction_ids)
+        if not ids:
+            return 0
+        linker = self.linker
+        threads: set[int] = set()
+        stats = Stats()
+        now_s = iso(utcnow())
+        with self.transaction():
+            for iid in ids:
+                row = self._one("SELECT thread_id FROM interactions WHERE id=?", (iid,))
+                people = [
+                    (Address(e, n), role)
+                    for e, n, role in self._x("SELECT email, name, role FROM participants WHERE interaction_id=?", (iid,))
+                ]
+                policy = self._policy_for(iid)
+                match = linker.match(people, policy)
+                self._x("DELETE FROM links WHERE interaction_id=? AND reason NOT IN ('manual', 'log folder')", (iid,))
+                self._store_links(iid, match, now_s, stats)
+                if row is not None:
+                    threads.add(row)
+            self._propagate_threads(threads)
+            self._rescan_withheld(ids)
+        return len(ids)
+
+    def _rescan_withheld(self, ids: list[int]) -> None:
+        """Mail stored without content while it matched nothing, now linked:
+        the next sync of the sources that saw it reads it again to fill it in."""
+        if self.settings.unmatched != "metadata":
+            return
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk:chunk + 500]
+            marks = ",".join("?" * len(part))
+            self._x(
+                f"""UPDATE sources SET rescan=1 WHERE name IN (SELECT DISTINCT l.source FROM locations l
+                    JOIN interactions i ON i.id=l.item_id AND l.kind='interaction'
+                    WHERE i.id IN ({marks}) AND i.visibility='metadata'
+                    AND EXISTS (SELECT 1 FROM links k WHERE k.interaction_id=i.id))""",
+                part,
+            )
+
+    def _policy_for(self, interaction_id: int) -> SourcePolicy:
+        """Owner addresses of the sources that saw this interaction."""
+        owners: set[str] = set()
+        for (source,) in self._x(
+            "SELECT DISTINCT source FROM locations WHERE kind='interaction' AND item_id=?", (interaction_id,)
+        ):
+            owners.update(json.loads(self.meta(f"owner:{source}") or "[]"))
+        return SourcePolicy(name="", owner=frozenset(owners))
+
+    def remember_policy(self, policy: SourcePolicy) -> None:
+        self.set_meta(f"owner:{policy.name}", json.dumps(sorted(policy.owner)))
+
+    def set_link(self, interaction_id: int, target: str, target_id: int, action: str) -> None:
+        """A manual link or unlink; it wins over every rule and survives re-syncs."""
+        if action not in ("link", "unlink") or target not in (CUSTOMER, CONTACT):
+            raise StoreError(f"bad link request {action} {target}")
+        with self.transaction():
+            self._x(
+                "INSERT OR REPLACE INTO link_overrides(interaction_id, target, target_id, action, at) VALUES (?, ?, ?, ?, ?)",
+                (interaction_id, target, target_id, action, iso(utcnow())),
+            )
+            if action == "unlink":
+                self._x("DELETE FROM links WHERE interaction_id=? AND target=? AND target_id=?", (interaction_id, target, target_id))
+            else:
+                self._x("INSERT OR REPLACE INTO links VALUES (?, ?, ?, 'manual')", (interaction_id, target, target_id))
+
+    # -- appointments -------------------------------------------------------
+    def _apply_appointment(self, rec: AppointmentRecord, policy: SourcePolicy, now_s: str, stats: Stats) -> None:
+        linker = self.linker
+        loc = rec.location
+        if rec.recurrence_id:  # an override shares its resource with the master
+            loc = Location(loc.scope, f"{loc.local_id}{OVERRIDE_MARK}{rec.recurrence_id}", loc.etag)
+        reason = linker.skip_reason(rec, loc.scope, (), policy)
+        if reason:
+            self._skip(policy.name, loc, rec.uid, reason, now_s, stats)
+            return
+        key = appointment_key(rec)
+        participants = linker.appointment_participants(rec)
+        match = linker.match(participants, policy)
+        if not match.links and self.settings.unmatched == "drop":
+            self._skip(policy.name, loc, rec.uid, "no customer or contact matched", now_s, stats)
+            return
+        organizer = rec.organizer.address.email if rec.organizer else ""
+        direction = "out" if (not organizer or linker.is_internal(organizer, policy)) else "in"
+        want = self._visible(policy, bool(match.links))
+        values = dict(
+            kind="appointment", dedup_key=key, message_id="", content_hash="", thread_id=None,
+            date=utc_iso(rec.start), start=iso(rec.start), end=iso(rec.end), tzid=rec.tzid,
+            subject=rec.summary if want != "metadata" else None,
+            snippet=rec.description[:300] if want == "snippet" else None,
+            direction=direction, visibility=want, status=rec.status or "CONFIRMED", uid=rec.uid,
+            recurrence_id=rec.recurrence_id, rrule=rec.rrule,
+            location_text=rec.location_text if want != "metadata" else "", updated_at=now_s,
+        )
+        row = self._one("SELECT id FROM interactions WHERE dedup_key=?", (key,))
+        if row is None:
+            values["created_at"] = now_s
+            cols = ", ".join(f'"{c}"' for c in values)
+            iid = self._x(f"INSERT INTO interactions({cols}) VALUES ({', '.join('?' * len(values))})", values.values()).lastrowid
+            stats.added += 1
+        else:
+            iid = row
+            current = self.conn.execute(
+                'SELECT date, start, "end", subject, snippet, status, rrule, location_text, visibility, deleted FROM interactions WHERE id=?', (iid,)
+            ).fetchone()
+            new = (values["date"], values["start"], values["end"], values["subject"], values["snippet"], values["status"],
+                   values["rrule"], values["location_text"], values["visibility"], 0)
+            if tuple(current) != new:
+                sets = ", ".join(f'"{c}"=?' for c in values if c not in ("kind", "dedup_key"))
+                params = [v for c, v in values.items() if c not in ("kind", "dedup_key")]
+                self._x(f"UPDATE interactions SET {sets}, deleted=0 WHERE id=?", (*params, iid))
+                stats.updated += 1
+            else:
+                stats.seen += 1
+            self._x("DELETE FROM participants WHERE interaction_id=?", (iid,))
+            self._x("DELETE FROM links WHERE interaction_id=? AND reason NOT IN ('manual', 'log folder')", (iid,))
+        status = {a.address.email: a.status for a in rec.attendees}
+        self._put_participants(iid, [(a, role, status.get(a.email, "")) for a, role in participants])
+        self._x("DELETE FROM occurrences WHERE interaction_id=?", (iid,))
+        self.conn.executemany(
+            'INSERT OR REPLACE INTO occurrences(interaction_id, recurrence_id, start, "end", date, status) VALUES (?, ?, ?, ?, ?, ?)',
+            [(iid, o.recurrence_id, iso(o.start), iso(o.end), utc_iso(o.start), o.status) for o in rec.occurrences],
+        )
+        self._put_location(policy.name, loc, "interaction", iid, "", now_s)
+        self._x("DELETE FROM skipped WHERE source=? AND scope=? AND local_id=?", (policy.name, loc.scope, loc.local_id))
+        self._store_links(iid, match, now_s, stats)
+
+    # -- address books ------------------------------------------------------
+    def _apply_card(self, card: ContactCard, policy: SourcePolicy, now_s: str, stats: Stats) -> None:
+        loc = card.location
+        emails = [e.strip().lower() for e in card.emails if "@" in e]
+        name = card.full_name or " ".join(p for p in (card.given_name, card.family_name) if p) or (emails[0] if emails else "")
+        contact_id = self._one("SELECT id FROM contacts WHERE uid=?", (card.uid,)) if card.uid else None
+        if contact_id is None:
+            for email in emails:
+                contact_id = self.index.contact_by_email.get(email)
+                if contact_id is not None:
+                    break
+        customer_id = self._customer_for_card(card, emails, policy, stats)
+        if contact_id is None:
+            contact_id = self.add_contact(name, [], customer_id, origin=f"address book {policy.name}", uid=card.uid or None, relink=False)
+            stats.added += 1
+            stats.contacts_created += 1
+        else:
+            current_customer = self.index.customer_of_contact.get(contact_id)
+            self._x(
+                "UPDATE contacts SET name=?, customer_id=COALESCE(?, customer_id), uid=COALESCE(uid, ?) WHERE id=?",
+                (name, customer_id, card.uid or None, contact_id),
+            )
+            if customer_id is not None and customer_id != current_customer:
+                self.index.customer_of_contact[contact_id] = customer_id
+            stats.updated += 1
+        self._x(
+            "UPDATE contacts SET title=?, phones=?, categories=? WHERE id=?",
+            (card.title, json.dumps(list(card.phones)), json.dumps(list(card.categories)), contact_id),
+        )
+        self._attach_emails(contact_id, emails)
+        self._put_location(policy.name, loc, "contact", contact_id, "", now_s)
+        affected = self._interactions_with_emails(emails)
+        if affected:
+            self.relink(affected)
+
+    def _customer_for_card(self, card: ContactCard, emails: list[str], policy: SourcePolicy, stats: Stats) -> int | None:
+        org = card.organisation.strip()
+        if org:
+            found = self._one("SELECT id FROM customers WHERE name=? COLLATE NOCASE", (org,))
+            if found is not None:
+                return found
+        domains = []
+        for email in emails:
+            domain = email.rpartition("@")[2]
+            if is_freemail(domain, self.settings.extra_freemail) or email in self.settings.internal_domains:
+                continue
+            customer = self.linker.customer_for_domain(domain)
+            if customer is not None:
+                return customer
+            domains.append(registrable_domain(domain))
+        if org and policy.create_customers:
+            cid = self.add_customer(org, sorted(set(domains)), origin=f"address book {policy.name}")
+            stats.customers_created += 1
+            return cid
+        return None
+
+    # -- tasks read back ----------------------------------------------------
+    def _apply_task_state(self, state: TaskState, policy: SourcePolicy, now_s: str, stats: Stats) -> None:
+        row = self.conn.execute(
+            "SELECT id, status, due, title, version, pushed_version, remote_etag FROM tasks WHERE uid=?", (state.uid,)
+        ).fetchone()
+        if row is None:
+            return  # the user's own task, not ours
+        tid, status, due, title, version, pushed, etag = row
+        if state.location.etag and state.location.etag == etag:
+            stats.seen += 1
+            return
+        client_status = {"COMPLETED": "done", "CANCELLED": "cancelled"}.get(state.status, "open")
+        client_due = iso(state.due)
+        changed = client_status != status or (state.summary and state.summary != title) or (client_due or None) != (due or None)
+        if changed and version > pushed:
+            self._x(
+                "INSERT INTO conflicts(kind, item, resolution, at) VALUES ('task', ?, ?, ?)",
+                (state.uid, "changed in the CRM and in the client: the client's version wins", now_s),
+            )
+            log.warning("task %s changed on both sides; the client's version wins", state.uid)
+        completed = iso(state.completed) if client_status == "done" else None
+        self._x(
+            """UPDATE tasks SET status=?, due=?, title=?, completed_at=?, remote_etag=?, remote_scope=?,
+               remote_href=?, pushed_version=version, updated_at=? WHERE id=?""",
+            (client_status, client_due, state.summary or title, completed, state.location.etag,
+             state.location.scope, state.location.local_id, now_s, tid),
+        )
+        self._put_location(policy.name, state.location, "task", tid, "", now_s)
+        if changed:
+            stats.tasks_updated += 1
+        else:
+            stats.seen += 1
+
+    # -- flags and removals -------------------------------------------------
+    def _apply_flags(self, change: FlagChange, policy: SourcePolicy, now_s: str, stats: Stats) -> None:
+        loc = change.location
+        prior = self._location_item(policy.name, loc)
+        if prior is None:
+            return
+        if policy.private_keyword and policy.private_keyword in change.flags and prior[0] == "interaction":
+            self._skip(policy.name, loc, "", f"private keyword {policy.private_keyword}", now_s, stats)
+            return
+        self._x(
+            "UPDATE locations SET flags=? WHERE source=? AND scope=? AND local_id=?",
+            (" ".join(change.flags), policy.name, loc.scope, loc.local_id),
+        )
+        stats.updated += 1
+
+    def _apply_removed(self, policy: SourcePolicy, removed: list[Location], now_s: str) -> int:
+        count = 0
+        touched: set[int] = set()
+        for loc in removed:
+            rows = self._x(
+                """SELECT local_id, kind, item_id FROM locations WHERE source=? AND scope=? AND gone_at IS NULL
+                   AND (local_id=? OR local_id LIKE ? ESCAPE '\\')""",
+                (policy.name, loc.scope, loc.local_id, _like_prefix(loc.local_id + OVERRIDE_MARK)),
+            ).fetchall()
+            for local_id, kind, item_id in rows:
+                self._x(
+                    "UPDATE locations SET gone_at=? WHERE source=? AND scope=? AND local_id=?",
+                    (now_s, policy.name, loc.scope, local_id),
+                )
+                if kind == "interaction" and item_id is not None:
+                    touched.add(item_id)
+                count += 1
+        for iid in touched:
+            live = self._one(
+                "SELECT COUNT(*) FROM locations WHERE kind='interaction' AND item_id=? AND gone_at IS NULL", (iid,)
+            )
+            if live:
+                continue
+            if self.settings.on_delete == "erase":
+                self._erase_interaction(iid)
+            else:
+                self._x("UPDATE interactions SET deleted=1, updated_at=? WHERE id=?", (now_s, iid))
+        return count
+
+    def known_locations(self, source: str, scope: str) -> dict[str, str]:
+        rows = self._x(
+            "SELECT local_id, etag FROM locations WHERE source=? AND scope=? AND gone_at IS NULL", (source, scope)
+        )
+        return {local_id: etag for local_id, etag in rows if OVERRIDE_MARK not in local_id}
+
+    def known_scopes(self, source: str) -> list[str]:
+        return [r[0] for r in self._x("SELECT DISTINCT scope FROM locations WHERE source=? AND gone_at IS NULL", (source,))]
+
+    # -- blocklist ----------------------------------------------------------
+    def apply_blocklist(self) -> int:
+        """Remove what was logged from blocked addresses (retroactively)."""
+        blocked = self.settings.blocklist
+        if not blocked:
+            return 0
+        removed = 0
+        now_s = iso(utcnow())
+        with self.transaction():
+            candidates: dict[int, list[tuple[str, str]]] = {}
+            for iid, email, role in self._x("SELECT interaction_id, email, role FROM participants"):
+                candidates.setdefault(iid, []).append((email, role))
+            for iid, people in candidates.items():
+                sender_blocked = any(role == "from" and email in blocked for email, role in people)
+                if not sender_blocked:
+                    continue
+                for source, scope, local_id in self._x(
+                    "SELECT source, scope, local_id FROM locations WHERE kind='interaction' AND item_id=?", (iid,)
+                ).fetchall():
+                    self._x(
+                        """INSERT OR REPLACE INTO skipped(source, scope, local_id, message_id, reason, at)
+                           VALUES (?, ?, ?, (SELECT message_id FROM interactions WHERE id=?), 'blocked sender', ?)""",
+                        (source, scope, local_id, iid, now_s),
+                    )
+                self._erase_interaction(iid)
+                removed += 1
+            if blocked.addresses:
+                marks = ",".join("?" * len(blocked.addresses))
+                self._x(f"DELETE FROM participants WHERE email IN ({marks})", sorted(blocked.addresses))
+        return removed
+
+    # -- sources and runs ---------------------------------------------------
+    def source_state(self, name: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT type, cursor, fingerprint, rescan FROM sources WHERE name=?", (name,)).fetchone()
+        if row is None:
+            return None
+        return {"type": row[0], "cursor": json.loads(row[1]) if row[1] else None, "fingerprint": row[2], "rescan": bool(row[3])}
+
+    def register_source(self, name: str, type_name: str) -> None:
+        self._x("INSERT OR IGNORE INTO sources(name, type) VALUES (?, ?)", (name, type_name))
+        self._x("UPDATE sources SET type=? WHERE name=?", (type_name, name))
+
+    def save_cursor(self, name: str, cursor: dict | None) -> None:
+        self._x("UPDATE sources SET cursor=? WHERE name=?", (json.dumps(cursor, sort_keys=True) if cursor is not None else None, name))
+
+    def set_fingerprint(self, name: str, fingerprint: str) -> None:
+        self._x("UPDATE sources SET fingerprint=?, rescan=0 WHERE name=?", (fingerprint, name))
+
+    def request_rescan(self, name: str | None = None) -> None:
+        """The next sync of the source(s) reads everything again (no duplicates)."""
+        if name is None:
+            self._x("UPDATE sources SET rescan=1")
+        else:
+            self._x("UPDATE sources SET rescan=1 WHERE name=?", (name,))
+
+    def start_run(self, name: str, now: datetime | None = None) -> int:
+        return self._x("INSERT INTO runs(source, started_at, status) VALUES (?, ?, 'running')", (name, iso(now or utcnow()))).lastrowid
+
+    def finish_run(self, run_id: int, name: str, status: str, stats: Stats, message: str = "") -> None:
+        now_s = iso(utcnow())
+        self._x(
+            "UPDATE runs SET finished_at=?, status=?, stats=?, message=? WHERE id=?",
+            (now_s, status, json.dumps(stats.as_dict()), message, run_id),
+        )
+        items = self._one(
+            "SELECT COUNT(*) FROM locations WHERE source=? AND gone_at IS NULL AND kind != 'skipped'", (name,)
+        )
+        self._x(
+            "UPDATE sources SET last_run_at=?, last_status=?, last_error=?, items=? WHERE name=?",
+            (now_s, status, message if status != "ok" else None, items or 0, name),
+        )
+
+    # -- tasks ----------------------------------------------------------------
+    def add_task(
+        self,
+        title: str,
+        due: date | datetime | None = None,
+        customer_id: int | None = None,
+        interaction_id: int | None = None,
+        description: str = "",
+        rule_key: str | None = None,
+        contact_id: int | None = None,
+    ) -> int | None:
+        """Create a task; a rule-made task (``rule_key``) is created once only."""
+        now_s = iso(utcnow())
+        uid_seed = rule_key or f"{title}\x1f{now_s}\x1f{customer_id}\x1f{interaction_id}\x1f{self._one('SELECT COUNT(*) FROM tasks')}"
+        uid = "crm-bridge-" + hashlib.sha1(uid_seed.encode()).hexdigest()[:24]
+        with self.transaction():
+            cur = self._x(
+                """INSERT OR IGNORE INTO tasks(uid, rule_key, title, description, due, customer_id, contact_id,
+                   interaction_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (uid, rule_key, title, description, iso(due), customer_id, contact_id, interaction_id, now_s, now_s),
+            )
+            return cur.lastrowid if cur.rowcount else None
+
+    def update_task(self, task_id: int, **changes: Any) -> None:
+        allowed = {"title", "description", "due", "status"}
+        bad = set(changes) - allowed
+        if bad:
+            raise StoreError(f"cannot change {', '.join(sorted(bad))} of a task")
+        if self._one("SELECT id FROM tasks WHERE id=?", (task_id,)) is None:
+            raise StoreError(f"no task {task_id}")
+        now_s = iso(utcnow())
+        if "due" in changes:
+            changes["due"] = iso(changes["due"])
+        if changes.get("status") == "done":
+            changes["completed_at"] = now_s
+        elif "status" in changes:
+            changes["completed_at"] = None
+        sets = ", ".join(f"{k}=?" for k in changes)
+        with self.transaction():
+            self._x(f"UPDATE tasks SET {sets}, version=version+1, updated_at=? WHERE id=?", (*changes.values(), now_s, task_id))
+
+    def tasks(self, status: str | None = None) -> list[dict[str, Any]]:
+        where, params = ("WHERE t.status=?", (status,)) if status else ("", ())
+        return [
+            dict(r)
+            for r in self.db.query(
+                f"""SELECT t.id, t.uid, t.title, t.description, t.due, t.status, t.completed_at, t.rule_key,
+                    t.customer_id, c.name AS customer, t.interaction_id, t.remote_href, t.version, t.pushed_version
+                    FROM tasks t LEFT JOIN customers c ON c.id = t.customer_id {where}
+                    ORDER BY t.status, COALESCE(t.due, '9999'), t.id""",
+                params,
+            )
+        ]
+
+    def tasks_to_push(self) -> list[dict[str, Any]]:
+        return [
+            dict(r)
+            for r in self.db.query(
+                "SELECT * FROM tasks WHERE version > pushed_version OR remote_href IS NULL ORDER BY id"
+            )
+        ]
+
+    def record_push(self, task_id: int, version: int, source: str, scope: str, href: str, etag: str) -> None:
+        self._x(
+            """UPDATE tasks SET pushed_version=?, remote_source=?, remote_scope=?, remote_href=?, remote_etag=?
+               WHERE id=?""",
+            (version, source, scope, href, etag, task_id),
+        )
+
+    def record_card_push(self, uid: str, digest: str, source: str, scope: str, href: str, etag: str) -> None:
+        self._x(
+            """INSERT OR REPLACE INTO card_pushes(uid, content_hash, remote_source, remote_scope, remote_href, remote_etag)
+               VALUES (?, ?, ?, ?, ?, ?)""",
+            (uid, digest, source, scope, href, etag),
+        )
+
+    def log_conflict(self, kind: str, item: str, resolution: str) -> None:
+        log.warning("%s %s: %s", kind, item, resolution)
+        self._x("INSERT INTO conflicts(kind, item, resolution, at) VALUES (?, ?, ?, ?)", (kind, item, resolution, iso(utcnow())))
+
+    # -- read side ------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        out = {}
+        for table in ("customers", "contacts", "interactions", "links", "tasks", "quarantine", "skipped"):
+            out[table] = self._one(f"SELECT COUNT(*) FROM {table}")
+        out["mails"] = self._one("SELECT COUNT(*) FROM interactions WHERE kind='mail'")
+        out["appointments"] = self._one("SELECT COUNT(*) FROM interactions WHERE kind='appointment'")
+        return out
+
+    def customers(self) -> list[dict[str, Any]]:
+        rows = self.db.query(
+            """SELECT c.id, c.name, c.origin,
+               (SELECT group_concat(domain, ' ') FROM customer_domains d WHERE d.customer_id = c.id) AS domains,
+               (SELECT COUNT(*) FROM contacts k WHERE k.customer_id = c.id) AS contacts,
+               (SELECT COUNT(DISTINCT interaction_id) FROM links l WHERE l.target='customer' AND l.target_id=c.id) AS interactions,
+               (SELECT MAX(i.date) FROM links l JOIN interactions i ON i.id=l.interaction_id
+                 WHERE l.target='customer' AND l.target_id=c.id AND i.date <= strftime('%Y-%m-%dT%H:%M:%SZ','now')) AS last_contact,
+               (SELECT COUNT(*) FROM tasks t WHERE t.customer_id=c.id AND t.status='open') AS open_tasks
+               FROM customers c ORDER BY c.name COLLATE NOCASE"""
+        )
+        return [dict(r) for r in rows]
+
+    def customer(self, name: str) -> dict[str, Any]:
+        cid = self.customer_id(name)
+        info = next(c for c in self.customers() if c["id"] == cid)
+        info["contacts_list"] = [
+            dict(r)
+            for r in self.db.query(
+                """SELECT k.id, k.name, k.title, k.origin, group_concat(a.email, ' ') AS emails FROM contacts k
+                   LEFT JOIN contact_addresses a ON a.contact_id = k.id WHERE k.customer_id=? GROUP BY k.id ORDER BY k.name""",
+                (cid,),
+            )
+        ]
+        return info
+
+    def timeline(self, customer: str, limit: int = 50, include_deleted: bool = True) -> list[dict[str, Any]]:
+        """Interactions of a customer, newest first; recurring appointments as occurrences."""
+        cid = self.customer_id(customer)
+        rows = self.db.query(
+            """SELECT i.id, i.kind, i.date, i.start, i."end", i.subject, i.snippet, i.direction, i.status,
+               i.rrule, i.deleted, i.message_id, i.location_text, l.reason,
+               (SELECT p.email FROM participants p WHERE p.interaction_id=i.id AND p.role IN ('from','organizer') LIMIT 1) AS sender
+               FROM links l JOIN interactions i ON i.id=l.interaction_id
+               WHERE l.target='customer' AND l.target_id=?""",
+            (cid,),
+        )
+        items = []
+        for r in rows:
+            r = dict(r)
+            if not include_deleted and r["deleted"]:
+                continue
+            if r["rrule"]:
+                for o in self._x(
+                    'SELECT recurrence_id, start, "end", date, status FROM occurrences WHERE interaction_id=?', (r["id"],)
+                ):
+                    occ = dict(r, start=o[1], end=o[2], date=o[3], status=o[4], recurrence_id=o[0])
+                    items.append(occ)
+            else:
+                items.append(r)
+        items.sort(key=lambda x: x["date"] or "", reverse=True)
+        return items[:limit] if limit else items
+
+    def search(self, text: str, limit: int = 50) -> list[dict[str, Any]]:
+        query = " ".join(f'"{t}"' for t in text.replace('"', " ").split())
+        if not query:
+            return []
+        rows = self.db.query(
+            """SELECT i.id, i.kind, i.date, i.subject, i.snippet, i.direction, i.message_id,
+               (SELECT group_concat(c.name, ', ') FROM links l JOIN customers c ON c.id=l.target_id
+                WHERE l.interaction_id=i.id AND l.target='customer') AS customers
+               FROM interactions_fts f JOIN interactions i ON i.id = f.rowid
+               WHERE interactions_fts MATCH ? ORDER BY i.date DESC LIMIT ?""",
+            (query, limit),
+        )
+        return [dict(r) for r in rows]
+
+    def explain(self, message_id: str) -> list[dict[str, Any]]:
+        """Why a mail (by Message-ID) or appointment (by UID) is linked, or not logged."""
+        message_id = message_id.strip().strip("<>")
+        out = []
+        for iid, kind, subject in self._x(
+            "SELECT id, kind, subject FROM interactions WHERE message_id=? OR (kind='appointment' AND uid=?)",
+            (message_id, message_id),
+        ).fetchall():
+            links = []
+            for target, target_id, reason in self._x("SELECT target, target_id, reason FROM links WHERE interaction_id=?", (iid,)):
+                table = "customers" if target == CUSTOMER else "contacts"
+                name = self._one(f"SELECT name FROM {table} WHERE id=?", (target_id,))
+                links.append({"target": target, "id": target_id, "name": name, "reason": reason})
+            unlinked = [
+                {"target": t, "id": i} for t, i in self._x(
+                    "SELECT target, target_id FROM link_overrides WHERE interaction_id=? AND action='unlink'", (iid,)
+                )
+            ]
+            places = [
+                {"source": s, "scope": sc, "local_id": li, "gone": bool(g)}
+                for s, sc, li, g in self._x(
+                    "SELECT source, scope, local_id, gone_at FROM locations WHERE kind='interaction' AND item_id=?", (iid,)
+                )
+            ]
+            out.append({"interaction": iid, "kind": kind, "subject": subject, "logged": True, "links": links,
+                        "manually_unlinked": unlinked, "seen_in": places})
+        for source, scope, local_id, reason in self._x(
+            "SELECT source, scope, local_id, reason FROM skipped WHERE message_id=?", (message_id,)
+        ):
+            out.append({"logged": False, "reason": reason, "seen_in": [{"source": source, "scope": scope, "local_id": local_id}]})
+        return out
+
+    def quarantine(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.query("SELECT * FROM quarantine ORDER BY last_seen DESC, source, scope, local_id")]
+
+    def status(self) -> list[dict[str, Any]]:
+        rows = self.db.query(
+            """SELECT s.name, s.type, s.last_run_at, s.last_status, s.last_error, s.items,
+               (SELECT COUNT(*) FROM quarantine q WHERE q.source=s.name) AS quarantined,
+               (SELECT stats FROM runs r WHERE r.source=s.name ORDER BY r.id DESC LIMIT 1) AS last_stats
+               FROM sources s ORDER BY s.name"""
+        )
+        out = []
+        for r in rows:
+            r = dict(r)
+            r["last_stats"] = json.loads(r["last_stats"]) if r["last_stats"] else None
+            out.append(r)
+        return out
+
+    def interaction_id(self, ref: str) -> int:
+        """An interaction by id or by Message-ID."""
+        ref = ref.strip().strip("<>")
+        if ref.isdigit() and self._one("SELECT id FROM interactions WHERE id=?", (int(ref),)) is not None:
+            return int(ref)
+        found = self._x("SELECT id FROM interactions WHERE message_id=? OR uid=?", (ref, ref)).fetchall()
+        if not found:
+            raise StoreError(f"no interaction {ref!r}")
+        if len(found) > 1:
+            raise StoreError(f"{ref!r} names {len(found)} interactions; use the numeric id")
+        return found[0][0]
+
+    def contact_id(self, ref: str) -> int:
+        ref = ref.strip().lower()
+        if ref.isdigit():
+            found = self._one("SELECT id FROM contacts WHERE id=?", (int(ref),))
+        else:
+            found = self._one("SELECT contact_id FROM contact_addresses WHERE email=?", (ref,))
+        if found is None:
+            raise StoreError(f"no contact {ref!r}")
+        return found
+
+    def export(self) -> dict[str, list[dict[str, Any]]]:
+        out = {}
+        for table in ("customers", "customer_domains", "contacts", "contact_addresses", "interactions",
+                      "participants", "links", "tasks"):
+            out[table] = [dict(r) for r in self.db.query(f"SELECT * FROM {table} ORDER BY 1")]
+        return out
+
+    def snapshot(self) -> dict[str, list[tuple]]:
+        """The content of the store by natural keys (tests compare runs with it)."""
+        q = {
+            "customers": "SELECT name, origin FROM customers",
+            "domains": "SELECT d.domain, c.name FROM customer_domains d JOIN customers c ON c.id=d.customer_id",
+            "contacts": "SELECT a.email, k.name, k.origin FROM contact_addresses a JOIN contacts k ON k.id=a.contact_id",
+            "interactions": "SELECT dedup_key, kind, subject, snippet, date, direction, status, deleted, visibility FROM interactions",
+            "participants": "SELECT i.dedup_key, p.email, p.role FROM participants p JOIN interactions i ON i.id=p.interaction_id",
+            "links": """SELECT i.dedup_key, l.target, COALESCE(c.name, k.name), l.reason FROM links l
+                        JOIN interactions i ON i.id=l.interaction_id
+                        LEFT JOIN customers c ON l.target='customer' AND c.id=l.target_id
+                        LEFT JOIN contacts k ON l.target='contact' AND k.id=l.target_id""",
+            "threads": """SELECT a.dedup_key, b.dedup_key FROM interactions a JOIN interactions b
+                          ON a.thread_id=b.thread_id AND a.id<b.id""",
+            "locations": "SELECT source, scope, local_id, kind, etag, flags, gone_at IS NOT NULL FROM locations",
+            "skipped": "SELECT source, scope, local_id, reason FROM skipped",
+            "quarantine": "SELECT source, scope, local_id, reason FROM quarantine",
+            "tasks": "SELECT rule_key, title, due, status FROM tasks",
+            "cursors": "SELECT name, cursor FROM sources",
+        }
+        return {k: sorted(tuple(r) for r in self._x(sql)) for k, sql in q.items()}
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+#: schema version -> function bringing the previous version up to it
+MIGRATIONS: dict[int, Any] = {}

@@ -1,0 +1,410 @@
+"""The sync engine: one algorithm for every source.
+
+For each configured source: take the store lock, read the source's cursor,
+pull batches from its connector, store each batch and the cursor that comes
+with it in one transaction, retry transient failures from the last committed
+cursor, and record the run.  Then apply the follow-up rules and push tasks
+and customer cards to the sources named under ``[push]``.
+
+The engine knows connectors only through :mod:`connectors.base`; it never
+asks which protocol a source speaks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping
+
+from connectors.base import (
+    AuthError,
+    ConfigError as SourceConfigError,
+    Connector,
+    ConnectorError,
+    CursorInvalid,
+    SourceUnavailable,
+    TransientError,
+    make_connector,
+)
+from crm_core import followup
+from crm_core.records import Batch, CardPush, Location, PushResult, TaskPush, TaskState
+from crm_core.store import Stats, Store, utcnow
+from sync.config import Config
+from sync.lock import StoreLock
+
+log = logging.getLogger("crm.sync")
+
+Progress = Callable[[str, int, "int | None"], None]
+
+
+@dataclass
+class SourceResult:
+    name: str
+    type: str
+    status: str = "ok"  # ok | error | skipped
+    message: str = ""
+    stats: Stats = field(default_factory=Stats)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": self.name, "type": self.type, "status": self.status, "message": self.message,
+                "seconds": round(self.seconds, 3), **self.stats.as_dict()}
+
+
+class StoreView:
+    """What a connector may know of the store: its own locations.
+
+    A *blind* view knows nothing, so a rescan reads every item again
+    (deduplication keeps that free of duplicates) and removes nothing.
+    """
+
+    def __init__(self, store: Store, source: str, blind: bool = False):
+        self.store = store
+        self.source = source
+        self.blind = blind
+
+    def known(self, scope: str) -> Mapping[str, str]:
+        return {} if self.blind else self.store.known_locations(self.source, scope)
+
+    def scopes(self) -> list[str]:
+        return [] if self.blind else self.store.known_scopes(self.source)
+
+
+class Engine:
+    def __init__(self, config: Config, store: Store | None = None, progress: Progress | None = None,
+                 retries: int = 3, backoff: float = 1.0):
+        self.config = config
+        self.store = store or Store(config.store_path, config.linking)
+        self.progress = progress
+        self.retries = retries
+        self.backoff = backoff
+        self._connectors: dict[str, Connector] = {}
+
+    # -- set-up -------------------------------------------------------------
+    def connector(self, name: str) -> Connector:
+        if name not in self._connectors:
+            self._connectors[name] = make_connector(name, self.config.sources[name])
+        return self._connectors[name]
+
+    def close(self) -> None:
+        for conn in self._connectors.values():
+            try:
+                conn.close()
+            except Exception:  # closing is best effort
+                log.debug("closing %s failed", conn.name, exc_info=True)
+        self._connectors.clear()
+
+    def prepare(self) -> None:
+        """Bring config-level facts into the store: customers, blocklist changes."""
+        store = self.store
+        load_customers(store, self.config)
+        with store.transaction():
+            blocked = json.dumps(self.config.linking.blocklist.entries())
+            before = json.loads(store.meta("blocklist") or "[]")
+            if set(before) - set(json.loads(blocked)):
+                log.info("addresses were unblocked: every source reads everything again once")
+                store.request_rescan()
+            store.set_meta("blocklist", blocked)
+        store.apply_blocklist()
+
+    # -- running ------------------------------------------------------------
+    def run(self, names: list[str] | None = None, dry_run: bool = False, now: datetime | None = None,
+            push: bool = True) -> list[SourceResult]:
+        names = self._select(names)
+        with StoreLock(self.config.store_path):
+            if dry_run:
+                with self.store.rolled_back():
+                    results = self._run(names, now, push=False)
+            else:
+                results = self._run(names, now, push=push)
+        return results
+
+    def _select(self, names: list[str] | None) -> list[str]:
+        if not names:
+            return list(self.config.sources)
+        unknown = [n for n in names if n not in self.config.sources]
+        if unknown:
+            raise SourceConfigError(f"no source named {unknown[0]!r} in {self.config.path}")
+        return names
+
+    def _run(self, names: list[str], now: datetime | None, push: bool) -> list[SourceResult]:
+        for name in {*names, *(n for n in (self.config.push_tasks, self.config.push_cards) if n)}:
+            self.connector(name)  # a config mistake stops the run before anything is read
+        self.prepare()
+        results = [self.sync_source(name, now) for name in names]
+        created = followup.apply_rules(self.store, self.config.followup, now)
+        if created:
+            results.append(SourceResult("follow-up rules", "rules", stats=Stats(tasks_created=created)))
+        if push and self.config.push_tasks:
+            results.append(self.push_tasks(self.config.push_tasks))
+        if push and self.config.push_cards:
+            results.append(self.push_cards(self.config.push_cards))
+        return results
+
+    def sync_source(self, name: str, now: datetime | None = None) -> SourceResult:
+        options = self.config.sources[name]
+        policy = self.config.policies[name]
+        result = SourceResult(name, str(options.get("type")))
+        store = self.store
+        started = time.monotonic()
+        with store.transaction():
+            store.register_source(name, result.type)
+            store.remember_policy(policy)
+            run_id = store.start_run(name, now)
+        attempt = 0
+        while True:
+            try:
+                self._pull(name, policy, result, now)
+                break
+            except TransientError as exc:
+                attempt += 1
+                if attempt > self.retries:
+                    result.status, result.message = "error", f"{_describe(exc)} (gave up after {attempt} tries)"
+                    break
+                delay = self.backoff * 2 ** (attempt - 1)
+                log.warning("%s: %s; retrying in %.0f s", name, _describe(exc), delay)
+                self._connectors.pop(name, None)
+                time.sleep(delay)
+            except (AuthError, SourceUnavailable, SourceConfigError, ConnectorError) as exc:
+                result.status, result.message = "error", _describe(exc)
+                break
+            except Exception as exc:  # a bug: keep the other sources going, keep the traceback in the log
+                log.exception("%s: unexpected error", name)
+                result.status, result.message = "error", f"internal error: {exc.__class__.__name__}: {exc}"
+                break
+        if result.stats.problems and result.status == "ok":
+            result.status = "warning"
+            result.message = "; ".join(result.stats.problems[:3])
+        result.seconds = time.monotonic() - started
+        with store.transaction():
+            store.finish_run(run_id, name, result.status, result.stats, result.message)
+        if result.status != "ok":
+            log.warning("%s: %s", name, result.message)
+        return result
+
+    def _pull(self, name: str, policy, result: SourceResult, now: datetime | None) -> None:
+        store = self.store
+        state = store.source_state(name) or {}
+        fingerprint = policy.fingerprint()
+        cursor = state.get("cursor")
+        rescan = bool(state.get("rescan")) or (bool(state.get("fingerprint")) and state.get("fingerprint") != fingerprint)
+        if rescan:
+            log.info("%s: settings changed or a rescan was asked for; reading everything again", name)
+            cursor = None
+        connector = self.connector(name)
+        view = StoreView(store, name, blind=rescan)
+        try:
+            batches = iter(connector.pull(cursor, view))
+            first = next(batches, None)
+        except CursorInvalid as exc:
+            log.info("%s: %s; comparing everything", name, exc)
+            batches = iter(connector.pull(None, view))
+            first = next(batches, None)
+        batch: Batch | None = first
+        while batch is not None:
+            with store.transaction():
+                stats = store.apply_batch(policy, batch, now)
+                if batch.cursor is not None:
+                    store.save_cursor(name, batch.cursor)
+            result.stats.merge(stats)
+            if self.progress is not None:
+                self.progress(name, batch.done, batch.total)
+            batch = next(batches, None)
+        with store.transaction():
+            store.set_fingerprint(name, fingerprint)
+
+    # -- push ---------------------------------------------------------------
+    def push_tasks(self, name: str) -> SourceResult:
+        result = SourceResult(f"{name} (tasks)", str(self.config.sources[name].get("type")))
+        store = self.store
+        try:
+            connector = self.connector(name)
+            pending = store.tasks_to_push()
+            if not pending:
+                return result
+            pushes = [self._task_push(t) for t in pending]
+            results = connector.push_tasks(pushes, StoreView(store, name))
+            retry: list[tuple[dict, TaskPush]] = []
+            with store.transaction():
+                for task, push, res in zip(pending, pushes, results):
+                    if self._record_task_result(name, task, res, result):
+                        push.href = push.etag = push.scope = ""
+                        retry.append((task, push))
+            if retry:  # deleted in the client but edited in the CRM: edit beats delete
+                again = connector.push_tasks([p for _, p in retry], StoreView(store, name))
+                with store.transaction():
+                    for (task, _), res in zip(retry, again):
+                        self._record_task_result(name, task, res, result, retrying=True)
+        except ConnectorError as exc:
+            result.status, result.message = "error", _describe(exc)
+        except NotImplementedError as exc:
+            result.status, result.message = "error", str(exc)
+        return result
+
+    def _task_push(self, task: dict) -> TaskPush:
+        customer = task.get("customer_id")
+        name = self.store._one("SELECT name FROM customers WHERE id=?", (customer,)) if customer else None
+        lines = [task.get("description") or ""]
+        if name:
+            lines.append(f"Customer: {name}  (crm timeline \"{name}\")")
+        if task.get("interaction_id"):
+            row = self.store.conn.execute(
+                "SELECT kind, subject, date, message_id FROM interactions WHERE id=?", (task["interaction_id"],)
+            ).fetchone()
+            if row:
+                ref = f" <{row[3]}>" if row[3] else ""
+                lines.append(f"About the {row[0]} \"{row[1] or ''}\" of {row[2] or '?'}{ref} (crm explain {task['interaction_id']})")
+        lines.append(f"crm-bridge task {task['id']}")
+        status = {"done": "COMPLETED", "cancelled": "CANCELLED"}.get(task["status"], "NEEDS-ACTION")
+        return TaskPush(
+            uid=task["uid"], summary=task["title"], description="\n".join(l for l in lines if l),
+            due=_date_or_none(task.get("due")), status=status,
+            completed=_dt_or_none(task.get("completed_at")) if status == "COMPLETED" else None,
+            href=task.get("remote_href") or "", etag=task.get("remote_etag") or "", scope=task.get("remote_scope") or "",
+        )
+
+    def _record_task_result(self, name: str, task: dict, res: PushResult, result: SourceResult,
+                            retrying: bool = False) -> bool:
+        """Store one push outcome; True when the task must be uploaded anew."""
+        store = self.store
+        policy = self.config.policies[name]
+        if res.ok:
+            store.record_push(task["id"], task["version"], name, res.scope, res.href, res.etag)
+            store._put_location(name, Location(res.scope, res.href, res.etag), "task", task["id"], "", _now_s())
+            result.stats.tasks_updated += 1
+            return False
+        if res.conflict is not None:
+            store.log_conflict("task", task["uid"], "the client changed it too: the client's version wins")
+            store.apply_batch(policy, Batch(records=[res.conflict]))
+            return False
+        if res.gone and not retrying:
+            if task["version"] > task["pushed_version"] and task.get("remote_href"):
+                store.log_conflict("task", task["uid"], "deleted in the client but edited in the CRM: uploaded again")
+                return True
+            if task.get("remote_href"):
+                store.log_conflict("task", task["uid"], "deleted in the client: cancelled in the CRM")
+                store._x("UPDATE tasks SET status='cancelled', pushed_version=version WHERE id=?", (task["id"],))
+                return False
+            return True
+        result.status = "error"
+        result.stats.problems.append(f"task {task['id']}: {res.error or 'not stored'}")
+        result.message = "; ".join(result.stats.problems[:3])
+        return False
+
+    def push_cards(self, name: str) -> SourceResult:
+        from crm_core.cards import customer_cards
+
+        result = SourceResult(f"{name} (cards)", str(self.config.sources[name].get("type")))
+        store = self.store
+        try:
+            connector = self.connector(name)
+            cards = customer_cards(store)
+            if not cards:
+                return result
+            pushes = [c for c, _ in cards]
+            outcomes = connector.push_cards(pushes, StoreView(store, name))
+            with store.transaction():
+                for (push, digest), res in zip(cards, outcomes):
+                    if res.ok:
+                        store.record_card_push(push.uid, digest, name, res.scope, res.href, res.etag)
+                        result.stats.updated += 1
+                    elif res.conflict is not None or res.error:
+                        store.log_conflict("card", push.uid, res.error or "edited in the address book: left as it is")
+                        result.stats.problems.append(f"card {push.uid}: {res.error or 'edited by the user, not overwritten'}")
+        except ConnectorError as exc:
+            result.status, result.message = "error", _describe(exc)
+        except NotImplementedError as exc:
+            result.status, result.message = "error", str(exc)
+        if result.stats.problems and result.status == "ok":
+            result.status, result.message = "warning", "; ".join(result.stats.problems[:3])
+        return result
+
+    # -- watching -----------------------------------------------------------
+    def watch(self, names: list[str] | None = None, interval: float = 300.0,
+              on_result: Callable[[list[SourceResult]], None] | None = None,
+              stop: threading.Event | None = None) -> None:
+        """Sync, then wait for news (IMAP IDLE where the connector has it), forever."""
+        names = self._select(names)
+        stop = stop or threading.Event()
+        failures: dict[str, int] = {}
+        while not stop.is_set():
+            results = self.run(names)
+            if on_result:
+                on_result(results)
+            for r in results:
+                failures[r.name] = failures.get(r.name, 0) + 1 if r.status == "error" else 0
+            changed = threading.Event()
+
+            def wait(name: str) -> None:
+                errors = failures.get(name, 0)
+                if errors:  # back off while a source keeps failing
+                    stop.wait(min(300.0, 2.0 ** errors))
+                    changed.set()
+                    return
+                try:
+                    state = self.store.source_state(name) or {}
+                    connector = make_connector(name, self.config.sources[name])
+                    try:
+                        if connector.watch(state.get("cursor"), _NullView(), interval):
+                            changed.set()
+                    finally:
+                        connector.close()
+                except ConnectorError as exc:
+                    log.warning("%s: watching failed: %s", name, _describe(exc))
+                    stop.wait(5.0)
+                    changed.set()
+
+            threads = [threading.Thread(target=wait, args=(n,), daemon=True) for n in names]
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + interval
+            while not stop.is_set() and not changed.is_set() and time.monotonic() < deadline:
+                changed.wait(0.5)
+
+
+def load_customers(store: Store, config: Config) -> None:
+    """The ``[[customers]]`` of the config, into the store (idempotent)."""
+    for name, domains in config.customers:
+        store.add_customer(name, domains, origin="config")
+
+
+class _NullView:
+    def known(self, scope: str) -> Mapping[str, str]:
+        return {}
+
+    def scopes(self) -> list[str]:
+        return []
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or exc.__class__.__name__
+    kind = {AuthError: "authentication failed", TransientError: "connection problem",
+            SourceUnavailable: "unavailable", CursorInvalid: "cursor invalid"}.get(type(exc))
+    return f"{kind}: {text}" if kind and kind not in text else text
+
+
+def _now_s() -> str:
+    return utcnow().isoformat()
+
+
+def _date_or_none(value: str | None):
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value) if "T" in value else datetime.fromisoformat(value).date()
+    except ValueError:
+        return None
+
+
+def _dt_or_none(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)

@@ -1,0 +1,182 @@
+"""Deduplication across places, and the incremental file connectors."""
+
+from __future__ import annotations
+
+import mailbox
+import os
+from pathlib import Path
+
+from crm_core.store import Store
+from tests.conftest import CPYTHON_EMAIL_DATA, Crm, Maildir, make_mail, write_config
+
+OWNER = ["anna@nordlicht.example"]
+CUSTOMERS = (("Kunde GmbH", ["kunde.example"]),)
+
+
+def counts(crm) -> dict:
+    return crm.json("status")["counts"]
+
+
+def test_same_mail_in_two_mailboxes_is_one_interaction_seen_twice(tmp_path):
+    anna, jonas = Maildir(tmp_path / "anna"), Maildir(tmp_path / "jonas")
+    raw = make_mail(sender="kim@kunde.example", to="anna@nordlicht.example, jonas@nordlicht.example", message_id="both@x")
+    anna.add(raw)
+    jonas.add(raw, flags="")
+    crm = Crm(write_config(tmp_path / "crm.toml", customers=CUSTOMERS, sources={
+        "anna": {"type": "maildir", "path": str(anna.root), "owner": OWNER},
+        "jonas": {"type": "maildir", "path": str(jonas.root), "owner": ["jonas@nordlicht.example"]},
+    }))
+    crm("sync")
+    rows = crm.json("explain", "both@x")
+    assert len(rows) == 1
+    assert sorted(p["source"] for p in rows[0]["seen_in"]) == ["anna", "jonas"]
+    assert counts(crm)["mails"] == 1
+
+
+def test_message_id_is_a_hint_not_a_key(crm_env, maildir):
+    crm = crm_env()
+    # two different mails sharing one Message-ID stay two
+    maildir.add(make_mail(sender="kim@kunde.example", message_id="same@x", subject="Eins", body="erste"))
+    maildir.add(make_mail(sender="kim@kunde.example", message_id="same@x", subject="Zwei", body="zweite"))
+    # mails without a Message-ID still deduplicate on their content
+    no_id = make_mail(sender="kim@kunde.example", subject="Ohne ID", body="ohne")
+    maildir.add(no_id)
+    maildir.add(no_id)
+    crm("sync")
+    assert sorted(i["subject"] for i in crm.json("timeline", "Kunde GmbH")) == ["Eins", "Ohne ID", "Zwei"]
+
+
+def test_rerun_adds_nothing_and_move_between_folders_keeps_one_interaction(crm_env, maildir):
+    crm = crm_env()
+    path = maildir.add(make_mail(sender="kim@kunde.example", message_id="move@x"))
+    crm("sync")
+    before = counts(crm)
+    crm("sync")
+    assert counts(crm) == before
+    archive = maildir.root / ".Archiv" / "cur"
+    archive.mkdir(parents=True)
+    (maildir.root / ".Archiv" / "new").mkdir()
+    os.rename(path, archive / path.name)
+    crm("sync")
+    assert counts(crm) == before
+    places = crm.json("explain", "move@x")[0]["seen_in"]
+    assert {(p["scope"], p["gone"]) for p in places} == {("INBOX", True), ("Archiv", False)}
+    item = crm.json("timeline", "Kunde GmbH")[0]
+    assert item["deleted"] == 0
+
+
+def test_deleted_mail_is_marked_not_erased(crm_env, maildir):
+    crm = crm_env()
+    keep = maildir.add(make_mail(sender="kim@kunde.example", message_id="keep@x", subject="bleibt"))
+    gone = maildir.add(make_mail(sender="kim@kunde.example", message_id="gone@x", subject="weg"))
+    crm("sync")
+    gone.unlink()
+    crm("sync")
+    items = {i["subject"]: i["deleted"] for i in crm.json("timeline", "Kunde GmbH")}
+    assert items == {"bleibt": 0, "weg": 1}
+    assert keep.exists()
+
+
+def test_folder_that_lists_empty_removes_nothing(crm_env, maildir):
+    crm = crm_env()
+    paths = [maildir.add(make_mail(sender="kim@kunde.example", message_id=f"e{i}@x", subject=f"s{i}")) for i in range(3)]
+    crm("sync")
+    for p in paths:
+        p.unlink()
+    result = crm("sync")
+    assert "lists empty" in result.output
+    assert all(i["deleted"] == 0 for i in crm.json("timeline", "Kunde GmbH"))
+
+
+def test_unchanged_maildir_file_is_not_read_again_and_flags_are_cheap(tmp_path, crm_env, maildir):
+    crm = crm_env()
+    path = maildir.add(make_mail(sender="kim@kunde.example", message_id="flag@x", subject="Original"), flags="")
+    crm("sync")
+    # rewrite the content behind the same name: an unchanged listing means no read
+    path.write_bytes(make_mail(sender="kim@kunde.example", message_id="flag@x", subject="Anders"))
+    crm("sync")
+    assert [i["subject"] for i in crm.json("timeline", "Kunde GmbH")] == ["Original"]
+    # a flag change renames the file: a flag update, not a new interaction
+    os.rename(path, str(path).rsplit(":", 1)[0] + ":2,RS")
+    crm("sync")
+    store = Store(tmp_path / "crm.db")
+    flags = store.conn.execute("SELECT flags FROM locations WHERE kind='interaction'").fetchall()
+    assert flags == [("\\Answered \\Seen",)]
+    assert counts(crm)["mails"] == 1
+
+
+def test_mbox_is_read_incrementally(tmp_path):
+    box_path = tmp_path / "archive.mbox"
+    box = mailbox.mbox(box_path)
+    box.add(make_mail(sender="kim@kunde.example", message_id="mb1@x", subject="eins", body="From the start\nline"))
+    box.flush()
+    crm = Crm(write_config(tmp_path / "crm.toml", customers=CUSTOMERS,
+                           sources={"arch": {"type": "mbox", "path": str(box_path), "owner": OWNER}}))
+    crm("sync")
+    box.add(make_mail(sender="kim@kunde.example", message_id="mb2@x", subject="zwei"))
+    box.flush()
+    result = crm.json("sync")
+    assert result["results"][0]["added"] == 1
+    assert sorted(i["subject"] for i in crm.json("timeline", "Kunde GmbH")) == ["eins", "zwei"]
+    snippet = [i["snippet"] for i in crm.json("timeline", "Kunde GmbH") if i["subject"] == "eins"][0]
+    assert snippet == "From the start line"  # the mboxrd quoting of "From " is undone
+    again = crm.json("sync")
+    assert again["results"][0]["added"] == 0
+
+
+def test_eml_folder(tmp_path):
+    folder = tmp_path / "eml"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.eml").write_bytes(make_mail(sender="kim@kunde.example", message_id="eml1@x", subject="A"))
+    (folder / "sub" / "b.eml").write_bytes(make_mail(sender="kim@kunde.example", message_id="eml2@x", subject="B"))
+    crm = Crm(write_config(tmp_path / "crm.toml", customers=CUSTOMERS,
+                           sources={"files": {"type": "eml", "path": str(folder), "owner": OWNER}}))
+    crm("sync")
+    assert sorted(i["subject"] for i in crm.json("timeline", "Kunde GmbH")) == ["A", "B"]
+    assert crm.json("sync")["results"][0]["added"] == 0
+
+
+def _cpython_messages() -> list[Path]:
+    files = sorted(CPYTHON_EMAIL_DATA.glob("msg_*.txt"))
+    assert len(files) > 40, f"CPython's email test data not found in {CPYTHON_EMAIL_DATA}"
+    return files
+
+
+def test_every_cpython_test_message_is_stored_or_quarantined(tmp_path):
+    files = _cpython_messages()
+    folder = tmp_path / "eml"
+    folder.mkdir()
+    box = mailbox.mbox(tmp_path / "all.mbox")
+    for f in files:
+        (folder / (f.stem + ".eml")).write_bytes(f.read_bytes())
+        box.add(f.read_bytes())
+    box.flush()
+    crm = Crm(write_config(tmp_path / "crm.toml", internal=("python.org",), customers=(("ZZZ", ["zzz.org"]),),
+                           linking={"unmatched": "keep"}, sources={
+                               "eml": {"type": "eml", "path": str(folder)},
+                               "mbox": {"type": "mbox", "path": str(tmp_path / "all.mbox")},
+                           }))
+    result = crm.json("sync")
+    for source in result["results"]:
+        assert source["status"] == "ok", source
+        handled = source["added"] + source["updated"] + source["seen"] + source["skipped"] + source["quarantined"]
+        assert handled == len(files), source
+    quarantined = crm.json("quarantine", "list")
+    assert quarantined and all(q["reason"] for q in quarantined)
+    store = Store(tmp_path / "crm.db")
+    # every file is accounted for: a location (stored or not logged) or a quarantine entry
+    for source in ("eml", "mbox"):
+        placed = store.conn.execute("SELECT COUNT(*) FROM locations WHERE source=?", (source,)).fetchone()[0]
+        held = store.conn.execute("SELECT COUNT(*) FROM quarantine WHERE source=?", (source,)).fetchone()[0]
+        assert placed + held == len(files)
+
+
+def test_broken_item_is_quarantined_and_the_run_goes_on(crm_env, maildir):
+    crm = crm_env()
+    bad = maildir.root / "cur" / "999.broken:2,S"
+    bad.write_bytes(b"\x00\x01\x02 this is not a mail at all \xff\xfe")
+    maildir.add(make_mail(sender="kim@kunde.example", message_id="good@x"))
+    result = crm.json("sync")["results"][0]
+    assert result["quarantined"] == 1 and result["added"] == 1 and result["status"] == "ok"
+    [entry] = crm.json("quarantine", "list")
+    assert entry["local_id"] == "999.broken" and "header" in entry["reason"]
