@@ -394,8 +394,10 @@ def timeline(obj: Context, customer: str, limit: int, as_json: bool) -> None:
     for it in items:
         when = (it["date"] or "")[:16].replace("T", " ")
         if it["kind"] == "mail":
-            arrow = "->" if it["direction"] == "out" else "<-"
-            head = f"{when}  mail {arrow} {it['sender'] or ''}"
+            if it["direction"] == "out":
+                head = f"{when}  mail -> {it['recipients'] or ''}"
+            else:
+                head = f"{when}  mail <- {it['sender'] or ''}"
         else:
             head = f"{when}  appointment{' (cancelled)' if it['status'] == 'CANCELLED' else ''}"
         gone = "  [deleted on the server]" if it["deleted"] else ""

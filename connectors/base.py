@@ -85,6 +85,9 @@ class Connector(ABC):
     type: str = ""
     #: capabilities: "tasks" (push_tasks) and/or "cards" (push_cards)
     can_push: frozenset[str] = frozenset()
+    #: sources with a lower number sync first; address books (10) go before
+    #: mail and calendars (50) so that a first run links by their contacts
+    priority: int = 50
 
     def __init__(self, name: str, options: Mapping[str, Any]):
         self.name = name

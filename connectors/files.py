@@ -399,6 +399,7 @@ class IcsConnector(_WholeFileConnector):
 class VcfConnector(_WholeFileConnector):
     type = "vcf"
     suffixes = (".vcf",)
+    priority = 10
 
     def parse(self, text, loc):
         from connectors.vcard import parse_vcards

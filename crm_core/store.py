@@ -18,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
+import signal
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -207,6 +209,20 @@ CREATE TABLE IF NOT EXISTS quarantine (
     source TEXT NOT NULL, scope TEXT NOT NULL, local_id TEXT NOT NULL, reason TEXT NOT NULL,
     excerpt TEXT NOT NULL DEFAULT '', first_seen TEXT NOT NULL, last_seen TEXT NOT NULL,
     count INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (source, scope, local_id)) WITHOUT ROWID;
+CREATE VIRTUAL TABLE IF NOT EXISTS interactions_fts USING fts5(
+    subject, snippet, tokenize='unicode61 remove_diacritics 2', content='interactions');
+CREATE TRIGGER IF NOT EXISTS interactions_ai AFTER INSERT ON interactions BEGIN
+    INSERT INTO interactions_fts(rowid, subject, snippet) VALUES (new.id, new.subject, new.snippet);
+END;
+CREATE TRIGGER IF NOT EXISTS interactions_ad AFTER DELETE ON interactions BEGIN
+    INSERT INTO interactions_fts(interactions_fts, rowid, subject, snippet)
+    VALUES ('delete', old.id, old.subject, old.snippet);
+END;
+CREATE TRIGGER IF NOT EXISTS interactions_au AFTER UPDATE OF subject, snippet ON interactions BEGIN
+    INSERT INTO interactions_fts(interactions_fts, rowid, subject, snippet)
+    VALUES ('delete', old.id, old.subject, old.snippet);
+    INSERT INTO interactions_fts(rowid, subject, snippet) VALUES (new.id, new.subject, new.snippet);
+END;
 CREATE TABLE IF NOT EXISTS conflicts (
     id INTEGER PRIMARY KEY, kind TEXT NOT NULL, item TEXT NOT NULL, resolution TEXT NOT NULL, at TEXT NOT NULL);
 """
@@ -251,8 +267,6 @@ class Store:
                 for step in range(current + 1, SCHEMA_VERSION + 1):
                     MIGRATIONS[step](self)
                 self.set_meta("schema_version", str(SCHEMA_VERSION))
-        if not self.db["interactions_fts"].exists():
-            self.db["interactions"].enable_fts(["subject", "snippet"], create_triggers=True, tokenize="unicode61")
 
     def schema_version(self) -> int:
         try:
@@ -280,6 +294,7 @@ class Store:
             raise
         else:
             self.conn.execute("COMMIT")
+            _fault_point()
         finally:
             self._in_tx = False
 
@@ -1110,7 +1125,8 @@ class Store:
         rows = self.db.query(
             """SELECT i.id, i.kind, i.date, i.start, i."end", i.subject, i.snippet, i.direction, i.status,
                i.rrule, i.deleted, i.message_id, i.location_text, l.reason,
-               (SELECT p.email FROM participants p WHERE p.interaction_id=i.id AND p.role IN ('from','organizer') LIMIT 1) AS sender
+               (SELECT p.email FROM participants p WHERE p.interaction_id=i.id AND p.role IN ('from','organizer') LIMIT 1) AS sender,
+               (SELECT group_concat(p.email, ', ') FROM participants p WHERE p.interaction_id=i.id AND p.role='to') AS recipients
                FROM links l JOIN interactions i ON i.id=l.interaction_id
                WHERE l.target='customer' AND l.target_id=?""",
             (cid,),
@@ -1244,6 +1260,21 @@ class Store:
             "cursors": "SELECT name, cursor FROM sources",
         }
         return {k: sorted(tuple(r) for r in self._x(sql)) for k, sql in q.items()}
+
+
+_commits = 0
+
+
+def _fault_point() -> None:
+    """Fault injection for the crash tests: ``CRM_FAULT_KILL_AFTER_COMMITS=N``
+    kills the process with SIGKILL right after its N-th commit."""
+    global _commits
+    limit = os.environ.get("CRM_FAULT_KILL_AFTER_COMMITS")
+    if not limit:
+        return
+    _commits += 1
+    if _commits >= int(limit):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _like_prefix(prefix: str) -> str:

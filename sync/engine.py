@@ -125,7 +125,8 @@ class Engine:
 
     def _select(self, names: list[str] | None) -> list[str]:
         if not names:
-            return list(self.config.sources)
+            order = list(self.config.sources)
+            return sorted(order, key=lambda n: (self.connector(n).priority, order.index(n)))
         unknown = [n for n in names if n not in self.config.sources]
         if unknown:
             raise SourceConfigError(f"no source named {unknown[0]!r} in {self.config.path}")
@@ -368,8 +369,9 @@ class Engine:
 
 def load_customers(store: Store, config: Config) -> None:
     """The ``[[customers]]`` of the config, into the store (idempotent)."""
-    for name, domains in config.customers:
-        store.add_customer(name, domains, origin="config")
+    with store.transaction():
+        for name, domains in config.customers:
+            store.add_customer(name, domains, origin="config")
 
 
 class _NullView:
