@@ -426,3 +426,8 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+def customer_domains(seed: int = 1) -> list[str]:
+    """The ~200 registrable domains the generated correspondents write from."""
+    return list(_World(seed).domains)

@@ -57,7 +57,6 @@ class MailParseError(ValueError):
 
 
 _UNFOLD = re.compile(rb"\r?\n(?=[ \t])")
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
 _ANGLE_IDS = re.compile(r"<([^<>\s]+)>")
 _SIMPLE_ADDR = re.compile(r'^\s*(?:([^<>",;:()\\]*?)\s*<\s*([^<>\s",;:()\\]+@[^<>\s",;:()\\]+)\s*>|([^<>\s",;:()\\]+@[^<>\s",;:()\\]+))\s*$')
 _PARAM = re.compile(r';\s*([A-Za-z0-9_\-*]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]+)')
@@ -68,10 +67,14 @@ _SCRIPT = re.compile(r"(?is)<(script|style|head)\b.*?</\1\s*>")
 
 def split_message(raw: bytes) -> tuple[bytes, bytes]:
     """Split raw bytes into the header block and the body."""
-    m = _HEADER_END.search(raw)
-    if m is None:
-        return raw, b""
-    return raw[: m.start()], raw[m.end():]
+    lf = raw.find(b"\n\n")
+    crlf = raw.find(b"\r\n\r\n")
+    if crlf != -1 and (lf == -1 or crlf < lf):
+        return raw[:crlf], raw[crlf + 4:]
+    if lf != -1:
+        head = raw[:lf]
+        return (head[:-1] if head.endswith(b"\r") else head), raw[lf + 2:]
+    return raw, b""
 
 
 def _text(block: bytes) -> str:
@@ -81,6 +84,17 @@ def _text(block: bytes) -> str:
         return block.decode("cp1252", "replace")
 
 
+def _field_regex(names: Iterable[str] | None) -> re.Pattern[bytes]:
+    alternatives = b"|".join(re.escape(n.encode()) for n in names) if names else rb"[!-9;-~]+"
+    # a field name at the start of a line, its value and any folded continuation lines
+    return re.compile(rb"^(" + alternatives + rb")[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.M | re.I)
+
+
+_WANTED_FIELDS = _field_regex(HEADER_FIELDS)
+_ANY_FIELD = _field_regex(None)
+_FOLD = re.compile(rb"\r?\n[ \t]")
+
+
 def parse_header_block(block: bytes, wanted: frozenset[str] | None = _WANTED) -> dict[str, str]:
     """Unfold a header block; return lower-cased name -> value.
 
@@ -88,13 +102,13 @@ def parse_header_block(block: bytes, wanted: frozenset[str] | None = _WANTED) ->
     joined.  ``wanted=None`` keeps every field.
     """
     out: dict[str, str] = {}
-    for line in _UNFOLD.sub(b" ", block).split(b"\n"):
-        name, sep, value = line.partition(b":")
-        if not sep or not name or b" " in name.strip() or name[:1] in b" \t":
+    pattern = _ANY_FIELD if wanted is None else _WANTED_FIELDS
+    for name, value in pattern.findall(block):
+        key = name.lower().decode("ascii", "replace")
+        if wanted is not None and wanted is not _WANTED and key not in wanted:
             continue
-        key = name.strip().lower().decode("ascii", "replace")
-        if wanted is not None and key not in wanted:
-            continue
+        if b"\n" in value:
+            value = _FOLD.sub(b" ", value)
         text = _text(value).strip()
         if key in out:
             if key in _MULTI:
@@ -263,14 +277,18 @@ def text_snippet(prefix: bytes, cte: str, charset: str, subtype: str) -> str:
     if subtype == "html":
         text = html_to_text(text)
     lines = []
+    size = 0
     for line in text.splitlines():
         stripped = line.strip()
         if stripped == "--" and line.rstrip("\r\n") in ("-- ", "--"):
             break
-        if stripped.startswith(">"):
+        if not stripped or stripped.startswith(">"):
             continue
         lines.append(stripped)
-    return _WS.sub(" ", " ".join(lines)).strip()[:SNIPPET_CHARS]
+        size += len(stripped) + 1
+        if size > SNIPPET_CHARS * 2:  # enough text: folding whitespace only shortens it
+            break
+    return " ".join(" ".join(lines).split())[:SNIPPET_CHARS]
 
 
 class Part:
@@ -373,7 +391,7 @@ def record_from_headers(
         cc=parse_addresses(h.get("cc", "")),
         bcc=parse_addresses(h.get("bcc", "")),
         date=parse_date(h.get("date", "")),
-        subject=_WS.sub(" ", decode_words(h.get("subject", ""))).strip()[:998],
+        subject=" ".join(decode_words(h.get("subject", "")).split())[:998],
         snippet=snippet,
         flags=tuple(flags),
         bulk=bulk_reason(h, sender),

@@ -86,8 +86,8 @@ def utc_iso(value: datetime | date | None) -> str | None:
 def content_hash(sender: str, when: datetime | None, subject: str, body: str) -> str:
     """Hash of what makes a mail the same mail wherever it was stored."""
     minute = when.astimezone(timezone.utc).strftime("%Y%m%d%H%M") if when else ""
-    subject = _WS.sub(" ", subject).strip().lower()
-    body = _ALNUM.sub("", body.lower())[:64]
+    subject = " ".join(subject.split()).lower()
+    body = _ALNUM.sub("", body[:160].lower())[:64]
     raw = f"{sender.lower()}\x1f{minute}\x1f{subject}\x1f{body}"
     return hashlib.sha1(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -433,10 +433,13 @@ class Store:
         stats = Stats()
         now_s = iso(now or utcnow())
         touched_threads: set[int] = set()
+        mails = [r for r in batch.records if isinstance(r, MailRecord)]
+        if mails:
+            self._apply_mails(mails, policy, now_s, stats, touched_threads)
         for rec in batch.records:
             if isinstance(rec, MailRecord):
-                self._apply_mail(rec, policy, now_s, stats, touched_threads)
-            elif isinstance(rec, AppointmentRecord):
+                continue
+            if isinstance(rec, AppointmentRecord):
                 self._apply_appointment(rec, policy, now_s, stats)
             elif isinstance(rec, ContactCard):
                 self._apply_card(rec, policy, now_s, stats)
@@ -477,8 +480,9 @@ class Store:
             (source, loc.scope, loc.local_id, kind, item_id, loc.etag, flags, now_s),
         )
 
-    def _skip(self, source: str, loc: Location, message_id: str, reason: str, now_s: str, stats: Stats) -> None:
-        prior = self._location_item(source, loc)
+    def _skip(self, source: str, loc: Location, message_id: str, reason: str, now_s: str, stats: Stats,
+              priors: dict | None = None) -> None:
+        prior = priors.get((loc.scope, loc.local_id)) if priors is not None else self._location_item(source, loc)
         if prior is not None and prior[0] == "interaction" and prior[1] is not None:
             self._detach(source, loc, prior[1], now_s)
         self._x(
@@ -514,65 +518,188 @@ class Store:
             return "metadata"
         return vis
 
-    def _apply_mail(self, rec: MailRecord, policy: SourcePolicy, now_s: str, stats: Stats, threads: set[int]) -> None:
+    def _apply_mails(self, recs: list[MailRecord], policy: SourcePolicy, now_s: str, stats: Stats,
+                     threads: set[int]) -> None:
+        """Store a batch of mails with a handful of statements, not a handful per mail.
+
+        Ids are handed out here (the write transaction is ours alone), so
+        interactions, participants, locations, thread references and links
+        go in with one ``executemany`` each.
+        """
         linker = self.linker
-        loc = rec.location
-        reason = linker.skip_reason(rec, loc.scope, rec.flags, policy)
-        if reason:
-            self._skip(policy.name, loc, rec.message_id, reason, now_s, stats)
-            return
-        key, chash = mail_key(rec)
-        flags = " ".join(rec.flags)
-        row = self.conn.execute("SELECT id, visibility, thread_id FROM interactions WHERE dedup_key=?", (key,)).fetchone()
-        if row is not None:
-            iid, vis, thread_id = row
-            prior = self._location_item(policy.name, loc)
-            if prior is None or prior[1] != iid or prior[3] is not None:
-                self._put_location(policy.name, loc, "interaction", iid, flags, now_s)
-                self._x("UPDATE interactions SET deleted=0 WHERE id=? AND deleted=1", (iid,))
-                stats.updated += 1
+        source = policy.name
+        priors = self._priors(source, [r.location for r in recs])
+        keep: list[tuple[MailRecord, str, str]] = []
+        for rec in recs:
+            reason = linker.skip_reason(rec, rec.location.scope, rec.flags, policy)
+            if reason:
+                self._skip(source, rec.location, rec.message_id, reason, now_s, stats, priors)
             else:
-                self._put_location(policy.name, loc, "interaction", iid, flags, now_s)
-                stats.seen += 1
-            linked = bool(self._one("SELECT 1 FROM links WHERE interaction_id=? LIMIT 1", (iid,)))
-            want = self._visible(policy, linked)
-            if _VIS_RANK[want] > _VIS_RANK.get(vis, 0):
-                self._x(
-                    "UPDATE interactions SET subject=?, snippet=?, visibility=?, updated_at=? WHERE id=?",
-                    (rec.subject if want != "metadata" else None, rec.snippet if want == "snippet" else None, want, now_s, iid),
-                )
+                key, chash = mail_key(rec)
+                keep.append((rec, key, chash))
+        if not keep:
             return
-        participants = linker.mail_participants(rec)
-        match = linker.match(participants, policy)
-        thread_id = self._thread_for(rec)
-        if not match.links and thread_id is not None:
-            for target, target_id in self._thread_targets(thread_id):
-                match.add(target, target_id, "thread")
-        logged_by = ""
-        if policy.in_folder(loc.scope, policy.log_folder):
-            logged_by = "log folder"
-        if not match.links and not logged_by and self.settings.unmatched == "drop":
-            self._skip(policy.name, loc, rec.message_id, "no customer or contact matched", now_s, stats)
-            return
-        direction = linker.direction(rec, policy)
-        want = self._visible(policy, bool(match.links) or bool(logged_by))
-        iid = self._x(
-            """INSERT INTO interactions(kind, dedup_key, message_id, content_hash, thread_id, date, subject, snippet,
-               direction, visibility, bulk, has_attachments, logged_by, created_at, updated_at)
-               VALUES ('mail', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            (key, rec.message_id, chash, thread_id, utc_iso(rec.date),
-             rec.subject if want != "metadata" else None, rec.snippet if want == "snippet" else None,
-             direction, want, rec.bulk, int(rec.has_attachments), logged_by, now_s, now_s),
-        ).lastrowid
-        self._put_participants(iid, [(a, role, "") for a, role in participants])
-        self._put_location(policy.name, loc, "interaction", iid, flags, now_s)
-        self._x("DELETE FROM skipped WHERE source=? AND scope=? AND local_id=?", (policy.name, loc.scope, loc.local_id))
-        self._store_links(iid, match, now_s, stats)
-        if logged_by and not match.links:
+        existing = self._ids_by_key([k for _, k, _ in keep])
+        refmap = self._thread_refs([i for rec, _, _ in keep for i in (rec.message_id, *rec.in_reply_to, *rec.references) if i])
+        next_id = (self._one("SELECT MAX(id) FROM interactions") or 0) + 1
+        next_thread = (self._one("SELECT MAX(id) FROM threads") or 0) + 1
+        merged: dict[int, int] = {}
+        new_rows, part_rows, loc_rows, link_rows, ref_rows, thread_rows = [], [], [], [], [], []
+        withheld: dict[int, tuple[str, str, str]] = {}  # id -> (subject, snippet, visibility once linked)
+        logged: list[tuple[int, MailRecord, str]] = []
+        unskip: list[tuple[str, str, str]] = []
+        for rec, key, chash in keep:
+            loc = rec.location
+            flags = " ".join(rec.flags)
+            prior = priors.get((loc.scope, loc.local_id))
+            found = existing.get(key)
+            if found is not None:
+                iid, vis = found
+                if prior is None or prior[1] != iid or prior[3] is not None:
+                    stats.updated += 1
+                    self._x("UPDATE interactions SET deleted=0 WHERE id=? AND deleted=1", (iid,))
+                else:
+                    stats.seen += 1
+                if prior is not None and prior[0] == "skipped":
+                    unskip.append((source, loc.scope, loc.local_id))
+                loc_rows.append((source, loc.scope, loc.local_id, "interaction", iid, loc.etag, flags, now_s))
+                if vis != policy.visibility and _VIS_RANK[policy.visibility] > _VIS_RANK.get(vis, 0):
+                    linked = bool(self._one("SELECT 1 FROM links WHERE interaction_id=? LIMIT 1", (iid,)))
+                    want = self._visible(policy, linked)
+                    if _VIS_RANK[want] > _VIS_RANK.get(vis, 0):
+                        self._x(
+                            "UPDATE interactions SET subject=?, snippet=?, visibility=?, updated_at=? WHERE id=?",
+                            (rec.subject if want != "metadata" else None, rec.snippet if want == "snippet" else None,
+                             want, now_s, iid),
+                        )
+                continue
+            iid = next_id
+            next_id += 1
+            participants = linker.mail_participants(rec)
+            match = linker.match(participants, policy)
+            # thread: every id the mail names joins one thread; two threads it joins become one
+            ids = [i for i in (rec.message_id, *rec.in_reply_to, *rec.references) if i]
+            thread_id = None
+            if ids:
+                found_threads = sorted({_find(merged, refmap[i]) for i in ids if i in refmap})
+                if not found_threads:
+                    thread_id = next_thread
+                    next_thread += 1
+                    thread_rows.append((thread_id, rec.subject[:200]))
+                else:
+                    thread_id = found_threads[0]
+                    for other in found_threads[1:]:
+                        merged[other] = thread_id
+                        self._x("UPDATE thread_refs SET thread_id=? WHERE thread_id=?", (thread_id, other))
+                        self._x("UPDATE interactions SET thread_id=? WHERE thread_id=?", (thread_id, other))
+                        self._x("DELETE FROM threads WHERE id=?", (other,))
+                        threads.discard(other)
+                for i in ids:
+                    if i not in refmap:
+                        ref_rows.append((i, thread_id))
+                    refmap[i] = thread_id
+                threads.add(thread_id)
+            logged_by = "log folder" if policy.in_folder(loc.scope, policy.log_folder) else ""
+            if not match.links and not logged_by and self.settings.unmatched == "drop":
+                next_id -= 1
+                self._skip(source, loc, rec.message_id, "no customer or contact matched", now_s, stats, priors)
+                continue
+            direction = linker.direction(rec, policy)
+            want = self._visible(policy, bool(match.links) or bool(logged_by))
+            if want != policy.visibility:
+                withheld[iid] = (rec.subject, rec.snippet, policy.visibility)
+            new_rows.append((
+                iid, key, rec.message_id, chash, thread_id, utc_iso(rec.date),
+                rec.subject if want != "metadata" else None, rec.snippet if want == "snippet" else None,
+                direction, want, rec.bulk, int(rec.has_attachments), logged_by, now_s, now_s,
+            ))
+            existing[key] = (iid, want)
+            blocked = self.settings.blocklist
+            seen_people = set()
+            for a, role in participants:
+                if (a.email, role) in seen_people or (blocked and a.email in blocked):
+                    continue
+                seen_people.add((a.email, role))
+                part_rows.append((iid, a.email, a.name, role, ""))
+            loc_rows.append((source, loc.scope, loc.local_id, "interaction", iid, loc.etag, flags, now_s))
+            if prior is not None and prior[0] == "skipped":
+                unskip.append((source, loc.scope, loc.local_id))
+            for addr, customer in match.new_contacts:
+                cid = self.index.contact_by_email.get(addr.email)
+                if cid is None:
+                    cid = self.add_contact(addr.name or addr.email, [addr.email], customer, origin="auto", relink=False)
+                    stats.contacts_created += 1
+                match.add(CONTACT, cid, "domain")
+            link_rows.extend((iid, t, tid, reason) for (t, tid), reason in match.links.items())
+            if logged_by and not match.links:
+                logged.append((iid, rec, direction))
+            stats.added += 1
+        x = self.conn.executemany
+        x("INSERT INTO threads(id, subject) VALUES (?, ?)", thread_rows)
+        x("INSERT OR IGNORE INTO thread_refs(message_id, thread_id) VALUES (?, ?)",
+          [(i, _find(merged, t)) for i, t in ref_rows])
+        x("""INSERT INTO interactions(id, dedup_key, message_id, content_hash, thread_id, date, subject, snippet,
+             direction, visibility, bulk, has_attachments, logged_by, created_at, updated_at, kind)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'mail')""",
+          [row[:4] + ((_find(merged, row[4]) if row[4] is not None else None),) + row[5:] for row in new_rows])
+        x("INSERT OR IGNORE INTO participants(interaction_id, email, name, role, status) VALUES (?, ?, ?, ?, ?)", part_rows)
+        x("""INSERT INTO locations(source, scope, local_id, kind, item_id, etag, flags, seen_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT(source, scope, local_id) DO UPDATE SET kind=excluded.kind,
+             item_id=excluded.item_id, etag=excluded.etag, flags=excluded.flags,
+             seen_at=excluded.seen_at, gone_at=NULL""", loc_rows)
+        x("DELETE FROM skipped WHERE source=? AND scope=? AND local_id=?", unskip)
+        x("INSERT OR REPLACE INTO links(interaction_id, target, target_id, reason) VALUES (?, ?, ?, ?)", link_rows)
+        for iid, rec, direction in logged:
             self._log_unknown(iid, rec, policy, direction, now_s, stats)
-        if thread_id is not None:
-            threads.add(thread_id)
-        stats.added += 1
+        self._propagate_threads(threads)
+        threads.clear()
+        if withheld:  # withheld while unmatched, linked through their thread after all
+            ids = list(withheld)
+            for chunk in range(0, len(ids), 500):
+                part = ids[chunk:chunk + 500]
+                marks = ",".join("?" * len(part))
+                for (iid,) in self._x(f"SELECT DISTINCT interaction_id FROM links WHERE interaction_id IN ({marks})", part).fetchall():
+                    subject, snippet, vis = withheld[iid]
+                    self._x("UPDATE interactions SET subject=?, snippet=?, visibility=? WHERE id=?",
+                            (subject if vis != "metadata" else None, snippet if vis == "snippet" else None, vis, iid))
+
+    def _priors(self, source: str, locs: list[Location]) -> dict[tuple[str, str], tuple]:
+        """What the store knows of these locations: (scope, local id) -> (kind, item, etag, gone)."""
+        out: dict[tuple[str, str], tuple] = {}
+        by_scope: dict[str, list[str]] = {}
+        for loc in locs:
+            by_scope.setdefault(loc.scope, []).append(loc.local_id)
+        for scope, local_ids in by_scope.items():
+            for chunk in range(0, len(local_ids), 500):
+                part = local_ids[chunk:chunk + 500]
+                marks = ",".join("?" * len(part))
+                for local_id, kind, item_id, etag, gone in self._x(
+                    f"""SELECT local_id, kind, item_id, etag, gone_at FROM locations
+                        WHERE source=? AND scope=? AND local_id IN ({marks})""", (source, scope, *part)
+                ):
+                    out[(scope, local_id)] = (kind, item_id, etag, gone)
+        return out
+
+    def _ids_by_key(self, keys: list[str]) -> dict[str, tuple[int, str]]:
+        out = {}
+        for chunk in range(0, len(keys), 500):
+            part = keys[chunk:chunk + 500]
+            marks = ",".join("?" * len(part))
+            for key, iid, vis in self._x(
+                f"SELECT dedup_key, id, visibility FROM interactions WHERE dedup_key IN ({marks})", part
+            ):
+                out[key] = (iid, vis)
+        return out
+
+    def _thread_refs(self, ids: list[str]) -> dict[str, int]:
+        out = {}
+        ids = list(dict.fromkeys(ids))
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk:chunk + 500]
+            marks = ",".join("?" * len(part))
+            out.update(self._x(f"SELECT message_id, thread_id FROM thread_refs WHERE message_id IN ({marks})", part))
+        return out
 
     def _log_unknown(self, iid: int, rec: MailRecord, policy: SourcePolicy, direction: str, now_s: str, stats: Stats) -> None:
         """A mail in the log folder from someone unknown: make them a contact."""
@@ -611,53 +738,23 @@ class Store:
         )
 
     # -- threads ------------------------------------------------------------
-    def _thread_for(self, rec: MailRecord) -> int | None:
-        ids = [i for i in (rec.message_id, *rec.in_reply_to, *rec.references) if i]
-        if not ids:
-            return None
-        marks = ",".join("?" * len(ids))
-        found = sorted({r[0] for r in self._x(f"SELECT thread_id FROM thread_refs WHERE message_id IN ({marks})", ids)})
-        if not found:
-            thread_id = self._x("INSERT INTO threads(subject) VALUES (?)", (rec.subject[:200],)).lastrowid
-        else:
-            thread_id = found[0]
-            for other in found[1:]:  # this mail joins two threads: merge them
-                self._x("UPDATE thread_refs SET thread_id=? WHERE thread_id=?", (thread_id, other))
-                self._x("UPDATE interactions SET thread_id=? WHERE thread_id=?", (thread_id, other))
-                self._x("DELETE FROM threads WHERE id=?", (other,))
-        self.conn.executemany(
-            "INSERT OR IGNORE INTO thread_refs(message_id, thread_id) VALUES (?, ?)", [(i, thread_id) for i in ids]
-        )
-        return thread_id
-
-    def _thread_targets(self, thread_id: int) -> list[tuple[str, int]]:
-        return self._x(
-            """SELECT DISTINCT l.target, l.target_id FROM links l JOIN interactions i ON i.id = l.interaction_id
-               WHERE i.thread_id=? AND l.reason NOT IN ('thread')""",
-            (thread_id,),
-        ).fetchall()
-
     def _propagate_threads(self, thread_ids: Iterable[int]) -> None:
         """Mails of a thread without links of their own inherit its customers."""
-        for thread_id in thread_ids:
-            targets = [t for t in self._thread_targets(thread_id) if t[0] == CUSTOMER]
-            if not targets:
-                continue
-            members = self._x(
-                """SELECT id FROM interactions i WHERE thread_id=? AND NOT EXISTS
-                   (SELECT 1 FROM links l WHERE l.interaction_id=i.id AND l.reason != 'thread')""",
-                (thread_id,),
-            ).fetchall()
-            rows = []
-            for (iid,) in members:
-                unlinked = {
-                    (t, tid) for t, tid in self._x(
-                        "SELECT target, target_id FROM link_overrides WHERE interaction_id=? AND action='unlink'", (iid,)
-                    )
-                }
-                rows.extend((iid, t, tid) for t, tid in targets if (t, tid) not in unlinked)
-            self.conn.executemany(
-                "INSERT OR IGNORE INTO links(interaction_id, target, target_id, reason) VALUES (?, ?, ?, 'thread')", rows
+        ids = sorted(set(thread_ids))
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk:chunk + 500]
+            marks = ",".join("?" * len(part))
+            self._x(
+                f"""INSERT OR IGNORE INTO links(interaction_id, target, target_id, reason)
+                    SELECT DISTINCT m.id, l.target, l.target_id, 'thread'
+                    FROM interactions m
+                    JOIN interactions o ON o.thread_id = m.thread_id AND o.id != m.id
+                    JOIN links l ON l.interaction_id = o.id AND l.reason != 'thread' AND l.target = 'customer'
+                    WHERE m.thread_id IN ({marks})
+                    AND NOT EXISTS (SELECT 1 FROM links x WHERE x.interaction_id = m.id AND x.reason != 'thread')
+                    AND NOT EXISTS (SELECT 1 FROM link_overrides u WHERE u.interaction_id = m.id
+                                    AND u.target = l.target AND u.target_id = l.target_id AND u.action = 'unlink')""",
+                part,
             )
 
     # -- re-linking ---------------------------------------------------------
@@ -1275,6 +1372,12 @@ def _fault_point() -> None:
     _commits += 1
     if _commits >= int(limit):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _find(merged: dict[int, int], thread_id: int) -> int:
+    while thread_id in merged:
+        thread_id = merged[thread_id]
+    return thread_id
 
 
 def _like_prefix(prefix: str) -> str:
