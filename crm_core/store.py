@@ -986,8 +986,8 @@ class Store:
             self._skip(policy.name, loc, "", f"private keyword {policy.private_keyword}", now_s, stats)
             return
         self._x(
-            "UPDATE locations SET flags=? WHERE source=? AND scope=? AND local_id=?",
-            (" ".join(change.flags), policy.name, loc.scope, loc.local_id),
+            "UPDATE locations SET flags=?, etag=CASE WHEN ?='' THEN etag ELSE ? END WHERE source=? AND scope=? AND local_id=?",
+            (" ".join(change.flags), loc.etag, loc.etag, policy.name, loc.scope, loc.local_id),
         )
         stats.updated += 1
 

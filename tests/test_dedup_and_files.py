@@ -98,7 +98,8 @@ def test_unchanged_maildir_file_is_not_read_again_and_flags_are_cheap(tmp_path, 
     assert [i["subject"] for i in crm.json("timeline", "Kunde GmbH")] == ["Original"]
     # a flag change renames the file: a flag update, not a new interaction
     os.rename(path, str(path).rsplit(":", 1)[0] + ":2,RS")
-    crm("sync")
+    assert crm.json("sync")["results"][0]["updated"] == 1
+    assert crm.json("sync")["results"][0]["updated"] == 0  # the new flags are remembered
     store = Store(tmp_path / "crm.db")
     flags = store.conn.execute("SELECT flags FROM locations WHERE kind='interaction'").fetchall()
     assert flags == [("\\Answered \\Seen",)]
