@@ -237,7 +237,7 @@ def _print_results(results, as_json: bool, dry_run: bool) -> None:
     prefix = "would be " if dry_run else ""
     for r in results:
         s = r.stats
-        parts = [f"{s.added} {prefix}added", f"{s.updated} updated", f"{s.skipped} not logged"]
+        parts = [] if r.type == "rules" else [f"{s.added} {prefix}added", f"{s.updated} updated", f"{s.skipped} not logged"]
         if s.quarantined:
             parts.append(f"{s.quarantined} quarantined")
         if s.removed:
@@ -346,30 +346,23 @@ def _target(store, customer: str | None, contact: str | None) -> tuple[str, int]
     return "contact", store.contact_id(contact)
 
 
-@main.command()
-@click.argument("interaction")
-@click.option("--customer", help="Customer name or id.")
-@click.option("--contact", help="Contact e-mail or id.")
-@click.pass_obj
-def link(obj: Context, interaction: str, customer: str | None, contact: str | None) -> None:
-    """Link an interaction (id or Message-ID) by hand; survives re-syncs."""
-    store = obj.store
-    target, target_id = _target(store, customer, contact)
-    store.set_link(store.interaction_id(interaction), target, target_id, "link")
-    click.echo("linked")
+def _link_command(action: str, help_text: str):
+    @click.argument("interaction")
+    @click.option("--customer", help="Customer name or id.")
+    @click.option("--contact", help="Contact e-mail or id.")
+    @click.pass_obj
+    def command(obj: Context, interaction: str, customer: str | None, contact: str | None) -> None:
+        store = obj.store
+        target, target_id = _target(store, customer, contact)
+        store.set_link(store.interaction_id(interaction), target, target_id, action)
+        click.echo(f"{action}ed")
+
+    command.__doc__ = help_text
+    return main.command(name=action)(command)
 
 
-@main.command()
-@click.argument("interaction")
-@click.option("--customer", help="Customer name or id.")
-@click.option("--contact", help="Contact e-mail or id.")
-@click.pass_obj
-def unlink(obj: Context, interaction: str, customer: str | None, contact: str | None) -> None:
-    """Remove a link by hand; no rule brings it back."""
-    store = obj.store
-    target, target_id = _target(store, customer, contact)
-    store.set_link(store.interaction_id(interaction), target, target_id, "unlink")
-    click.echo("unlinked")
+link = _link_command("link", "Link an interaction (id or Message-ID) by hand; survives re-syncs.")
+unlink = _link_command("unlink", "Remove a link by hand; no rule brings it back.")
 
 
 # -- timeline / search / explain -----------------------------------------------------

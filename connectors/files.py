@@ -94,13 +94,33 @@ class _Batcher:
         return batch
 
 
-class MaildirConnector(Connector):
-    type = "maildir"
+class _PathConnector(Connector):
+    """A source read from ``path``: a file, or a folder of files ending in ``suffixes``."""
+
+    what = "file"
+    suffixes: tuple[str, ...] = ()
+    recursive = True
 
     def __init__(self, name, options):
         super().__init__(name, options)
-        self.root = _path_option(name, self.options, "Maildir")
+        self.root = _path_option(name, self.options, self.what)
         self.batch_size = _batch_size(name, self.options)
+
+    def files(self) -> list[Path]:
+        if self.root.is_file():
+            return [self.root]
+        if not self.root.is_dir():
+            raise SourceUnavailable(f"{self.root} does not exist")
+        found = self.root.rglob("*") if self.recursive else self.root.iterdir()
+        return sorted(
+            p for p in found
+            if p.is_file() and not p.name.startswith(".") and (not self.suffixes or p.suffix.lower() in self.suffixes)
+        )
+
+
+class MaildirConnector(_PathConnector):
+    type = "maildir"
+    what = "Maildir"
 
     def folders(self) -> dict[str, Path]:
         if not (self.root / "cur").is_dir() and not (self.root / "new").is_dir():
@@ -175,21 +195,10 @@ def time_ns() -> int:
     return time.time_ns()
 
 
-class EmlConnector(Connector):
+class EmlConnector(_PathConnector):
     type = "eml"
+    what = "folder of .eml files"
     suffixes = (".eml",)
-
-    def __init__(self, name, options):
-        super().__init__(name, options)
-        self.root = _path_option(name, self.options, "folder of .eml files")
-        self.batch_size = _batch_size(name, self.options)
-
-    def files(self) -> list[Path]:
-        if self.root.is_file():
-            return [self.root]
-        if not self.root.is_dir():
-            raise SourceUnavailable(f"{self.root} does not exist")
-        return sorted(p for p in self.root.rglob("*") if p.suffix.lower() in self.suffixes and p.is_file())
 
     def scope_of(self, path: Path) -> tuple[str, str]:
         base = self.root if self.root.is_dir() else self.root.parent
@@ -222,20 +231,10 @@ class EmlConnector(Connector):
         yield final
 
 
-class MboxConnector(Connector):
+class MboxConnector(_PathConnector):
     type = "mbox"
-
-    def __init__(self, name, options):
-        super().__init__(name, options)
-        self.root = _path_option(name, self.options, "mbox file")
-        self.batch_size = _batch_size(name, self.options)
-
-    def files(self) -> list[Path]:
-        if self.root.is_file():
-            return [self.root]
-        if not self.root.is_dir():
-            raise SourceUnavailable(f"{self.root} does not exist")
-        return sorted(p for p in self.root.iterdir() if p.is_file() and not p.name.startswith("."))
+    what = "mbox file"
+    recursive = False
 
     def pull(self, cursor: dict | None, view: SourceView) -> Iterator[Batch]:
         cursor = dict(cursor or {})
@@ -324,21 +323,8 @@ def _unquote(lines: list[bytes]) -> bytes:
     return data[:-1] if data.endswith(b"\n\n") else data
 
 
-class _WholeFileConnector(Connector):
+class _WholeFileConnector(_PathConnector):
     """A file (or folder of files) of many items, parsed again when it changes."""
-
-    suffixes: tuple[str, ...] = ()
-
-    def __init__(self, name, options):
-        super().__init__(name, options)
-        self.root = _path_option(name, self.options, f"{self.suffixes[0]} file")
-
-    def files(self) -> list[Path]:
-        if self.root.is_file():
-            return [self.root]
-        if not self.root.is_dir():
-            raise SourceUnavailable(f"{self.root} does not exist")
-        return sorted(p for p in self.root.rglob("*") if p.suffix.lower() in self.suffixes and p.is_file())
 
     def parse(self, text: str, loc: Location) -> tuple[list[Record], list[Failure]]:
         raise NotImplementedError
@@ -378,6 +364,7 @@ class _WholeFileConnector(Connector):
                 batch.problems.append(f"{path} holds no items any more; nothing removed")
                 gone = []
             batch.removed.extend(gone)
+            batch.done = len(records) + len(failures)
             yield batch
         final = Batch(cursor={k: v for k, v in new_cursor.items() if v is not None})
         yield final
@@ -385,6 +372,7 @@ class _WholeFileConnector(Connector):
 
 class IcsConnector(_WholeFileConnector):
     type = "ics"
+    what = ".ics file"
     suffixes = (".ics",)
 
     def parse(self, text, loc):
@@ -398,6 +386,7 @@ class IcsConnector(_WholeFileConnector):
 
 class VcfConnector(_WholeFileConnector):
     type = "vcf"
+    what = ".vcf file"
     suffixes = (".vcf",)
     priority = 10
 
