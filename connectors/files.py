@@ -356,6 +356,10 @@ class _WholeFileConnector(_PathConnector):
                 item = self.item_id(rec)
                 rec.location = Location(scope, item, etag)
                 present.add(item)
+            # each broken item of the file gets a place of its own, stable while the file is unchanged
+            failures = [Failure(Location(scope, f"{path.name}#broken-{n}", etag), f.reason, f.excerpt)
+                        for n, f in enumerate(failures, 1)]
+            present.update(f.location.local_id for f in failures)
             batch.records.extend(records)
             batch.failures.extend(failures)
             known = view.known(scope)

@@ -3,7 +3,8 @@
 Each contact becomes a vCard 4.0 with the customer as ORG and the CRM's view
 in NOTE (last contact, open tasks); each customer a ``KIND:org`` card.  UIDs
 are stable, so a card is updated in place, never duplicated.  Only cards
-whose content changed since the last push are returned.
+whose content changed since the last push are returned, and none that the
+user edited in the address book: those are the user's from then on.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import hashlib
 
 from crm_core.records import CardPush
 from crm_core.store import Store
+
+#: the content hash recorded for a card the user edited: it is theirs from then on
+USER_EDITED = "user-edited"
 
 
 def _esc(value: str) -> str:
@@ -60,7 +64,7 @@ def customer_cards(store: Store) -> list[tuple[CardPush, str]]:
         text = vcard(lines)
         digest = hashlib.sha1(text.encode()).hexdigest()
         prior = pushed.get(uid)
-        if prior and prior[0] == digest:
+        if prior and prior[0] in (digest, USER_EDITED):
             continue
         href, etag, scope = (prior[1] or "", prior[2] or "", prior[3] or "") if prior else ("", "", "")
         cards.append((CardPush(uid=uid, vcard=text, href=href, etag=etag, scope=scope), digest))

@@ -456,6 +456,8 @@ class Store:
                    excerpt=excluded.excerpt, last_seen=excluded.last_seen, count=count+1""",
                 (policy.name, loc.scope, loc.local_id, failure.reason[:500], failure.excerpt[:500], now_s, now_s),
             )
+            # known with its etag, so an unchanged broken item is not fetched again every run
+            self._put_location(policy.name, loc, "quarantined", None, "", now_s)
             stats.quarantined += 1
         if batch.removed:
             stats.removed += self._apply_removed(policy, batch.removed, now_s)
@@ -479,6 +481,8 @@ class Store:
                seen_at=excluded.seen_at, gone_at=NULL""",
             (source, loc.scope, loc.local_id, kind, item_id, loc.etag, flags, now_s),
         )
+        if kind != "quarantined":
+            self._x("DELETE FROM quarantine WHERE source=? AND scope=? AND local_id=?", (source, loc.scope, loc.local_id))
 
     def _skip(self, source: str, loc: Location, message_id: str, reason: str, now_s: str, stats: Stats,
               priors: dict | None = None) -> None:
@@ -560,7 +564,7 @@ class Store:
                     self._x("UPDATE interactions SET deleted=0 WHERE id=? AND deleted=1", (iid,))
                 else:
                     stats.seen += 1
-                if prior is not None and prior[0] == "skipped":
+                if prior is not None and prior[0] in ("skipped", "quarantined"):
                     unskip.append((source, loc.scope, loc.local_id))
                 loc_rows.append((source, loc.scope, loc.local_id, "interaction", iid, loc.etag, flags, now_s))
                 if vis != policy.visibility and _VIS_RANK[policy.visibility] > _VIS_RANK.get(vis, 0):
@@ -622,7 +626,7 @@ class Store:
                 seen_people.add((a.email, role))
                 part_rows.append((iid, a.email, a.name, role, ""))
             loc_rows.append((source, loc.scope, loc.local_id, "interaction", iid, loc.etag, flags, now_s))
-            if prior is not None and prior[0] == "skipped":
+            if prior is not None and prior[0] in ("skipped", "quarantined"):
                 unskip.append((source, loc.scope, loc.local_id))
             for addr, customer in match.new_contacts:
                 cid = self.index.contact_by_email.get(addr.email)
@@ -649,6 +653,7 @@ class Store:
              item_id=excluded.item_id, etag=excluded.etag, flags=excluded.flags,
              seen_at=excluded.seen_at, gone_at=NULL""", loc_rows)
         x("DELETE FROM skipped WHERE source=? AND scope=? AND local_id=?", unskip)
+        x("DELETE FROM quarantine WHERE source=? AND scope=? AND local_id=?", unskip)
         x("INSERT OR REPLACE INTO links(interaction_id, target, target_id, reason) VALUES (?, ?, ?, ?)", link_rows)
         for iid, rec, direction in logged:
             self._log_unknown(iid, rec, policy, direction, now_s, stats)
@@ -1007,6 +1012,8 @@ class Store:
                 )
                 if kind == "interaction" and item_id is not None:
                     touched.add(item_id)
+                elif kind == "task" and item_id is not None:
+                    self._task_gone(item_id)
                 count += 1
         for iid in touched:
             live = self._one(
@@ -1019,6 +1026,16 @@ class Store:
             else:
                 self._x("UPDATE interactions SET deleted=1, updated_at=? WHERE id=?", (now_s, iid))
         return count
+
+    def _task_gone(self, task_id: int) -> None:
+        """A pushed task was deleted in the client.  Unless the CRM changed it
+        since (then the push uploads it again: edit beats delete), it is cancelled."""
+        row = self.conn.execute("SELECT uid, status, version, pushed_version FROM tasks WHERE id=?", (task_id,)).fetchone()
+        if row is None or row[2] > row[3]:
+            return
+        if row[1] == "open":
+            self.log_conflict("task", row[0], "deleted in the client: cancelled in the CRM")
+            self._x("UPDATE tasks SET status='cancelled', remote_href=NULL, remote_etag=NULL WHERE id=?", (task_id,))
 
     def known_locations(self, source: str, scope: str) -> dict[str, str]:
         rows = self._x(
@@ -1094,7 +1111,8 @@ class Store:
             (now_s, status, json.dumps(stats.as_dict()), message, run_id),
         )
         items = self._one(
-            "SELECT COUNT(*) FROM locations WHERE source=? AND gone_at IS NULL AND kind != 'skipped'", (name,)
+            "SELECT COUNT(*) FROM locations WHERE source=? AND gone_at IS NULL AND kind NOT IN ('skipped', 'quarantined')",
+            (name,),
         )
         self._x(
             "UPDATE sources SET last_run_at=?, last_status=?, last_error=?, items=? WHERE name=?",
@@ -1159,7 +1177,8 @@ class Store:
         return [
             dict(r)
             for r in self.db.query(
-                "SELECT * FROM tasks WHERE version > pushed_version OR remote_href IS NULL ORDER BY id"
+                """SELECT * FROM tasks WHERE version > pushed_version
+                   OR (remote_href IS NULL AND NOT (status = 'cancelled' AND pushed_version > 0)) ORDER BY id"""
             )
         ]
 

@@ -32,6 +32,7 @@ from connectors.base import (
 )
 from crm_core import followup
 from crm_core.records import Batch, CardPush, Location, PushResult, TaskPush, TaskState
+from crm_core.cards import USER_EDITED
 from crm_core.store import Stats, Store, utcnow
 from sync.config import Config
 from sync.lock import StoreLock
@@ -313,9 +314,14 @@ class Engine:
                     if res.ok:
                         store.record_card_push(push.uid, digest, name, res.scope, res.href, res.etag)
                         result.stats.updated += 1
-                    elif res.conflict is not None or res.error:
-                        store.log_conflict("card", push.uid, res.error or "edited in the address book: left as it is")
-                        result.stats.problems.append(f"card {push.uid}: {res.error or 'edited by the user, not overwritten'}")
+                    elif res.conflict is not None or res.error.startswith("conflict"):
+                        # the user edited the card: from now on it is theirs, and it says so once
+                        store.record_card_push(push.uid, USER_EDITED, name, res.scope or push.scope,
+                                               res.href or push.href, res.etag)
+                        store.log_conflict("card", push.uid, "edited in the address book: not overwritten, no longer updated")
+                        result.stats.problems.append(f"card {push.uid}: edited in the address book, not overwritten")
+                    else:
+                        result.stats.problems.append(f"card {push.uid}: {res.error or 'not stored'}")
         except ConnectorError as exc:
             result.status, result.message = "error", _describe(exc)
         except NotImplementedError as exc:

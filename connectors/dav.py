@@ -1,0 +1,946 @@
+"""CalDAV and CardDAV sources.
+
+The two connectors differ only in class attributes (which home set, which
+resource type, which multiget, which parser), the way vdirsyncer's
+storages do.  Requests go straight through one :mod:`niquests` session (the
+HTTP library caldav 3 uses) so the connector controls every header
+(``If-Match``, ``If-None-Match``, ``Depth``) and every request it sends:
+
+* discovery, once: ``/.well-known/caldav`` (RFC 6764) for a bare host,
+  ``current-user-principal`` -> ``calendar-home-set``; the result is kept in
+  the cursor;
+* each run: one ``PROPFIND Depth: 1`` on the home lists the collections with
+  their ``sync-token``/``getctag``; a collection whose token did not move
+  costs nothing more;
+* a collection that moved: ``REPORT sync-collection`` (RFC 6578) with the
+  stored token, then ``calendar-multiget``/``addressbook-multiget`` in
+  batches of :attr:`MULTIGET_BATCH` for the changed hrefs;
+* a server without sync-collection, or one that forgot the token: a full
+  listing (``PROPFIND Depth: 1``, href + etag) compared with
+  ``view.known(collection_url)``; vanished hrefs are reported removed.
+
+Collections configured by URL (``calendars = ["https://..."]``) skip the
+home listing: one ``REPORT`` each per run.
+
+Cursor (JSON-able)::
+
+    {
+      "v": 1,
+      "url": "<configured url>",          # a change of url drops the rest
+      "select": [...],                    # the configured calendars/addressbooks
+      "home": "<home collection url>",    # "" when only URLs are configured
+      "collections": {
+        "<collection url>": {"token": "<sync-token>" | "", "ctag": "<getctag>" | "",
+                             "mode": "sync" | "list"}
+      }
+    }
+
+``scope`` of every record is the collection URL (absolute, trailing
+slash), ``local_id`` the item's href path, ``etag`` the server's etag as
+sent (quotes included).
+
+Every HTTP or network failure is mapped in one place,
+:meth:`_Http.request`: 401/403 -> :class:`AuthError`; refused connection,
+timeout, reset, 429 and 5xx -> :class:`TransientError`; other failures ->
+:class:`SourceUnavailable`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable, Iterator, Mapping
+from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
+from xml.sax.saxutils import escape as xml_escape
+
+from crm_core.records import (
+    Batch,
+    CardPush,
+    Failure,
+    Location,
+    PushResult,
+    TaskPush,
+    TaskState,
+)
+
+from .base import (
+    AuthError,
+    ConfigError,
+    Connector,
+    SourceUnavailable,
+    SourceView,
+    TransientError,
+    secret,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CalDavConnector", "CardDavConnector"]
+
+DAV = "DAV:"
+CALDAV = "urn:ietf:params:xml:ns:caldav"
+CARDDAV = "urn:ietf:params:xml:ns:carddav"
+CS = "http://calendarserver.org/ns/"
+XML_TYPE = "application/xml; charset=utf-8"
+_SAFE = "/@:+!$&'()*,;=~"
+_NAME_OK = re.compile(r"^[A-Za-z0-9@._+=-]{1,200}$")
+
+
+def _q(ns: str, name: str) -> str:
+    return f"{{{ns}}}{name}"
+
+
+# ---------------------------------------------------------------------------
+# small helpers
+
+
+def _norm_path(path: str) -> str:
+    """The canonical quoting of an href path (servers differ in what they
+    escape: ``@`` vs ``%40`` ...)."""
+    return quote(unquote(path), safe=_SAFE)
+
+
+def _join(base: str, href: str) -> str:
+    """Absolute URL of ``href`` (a path or a URL) relative to ``base``."""
+    parts = urlsplit(urljoin(base, href))
+    return urlunsplit((parts.scheme, parts.netloc, _norm_path(parts.path), "", ""))
+
+
+def _dir(url: str) -> str:
+    return url if url.endswith("/") else url + "/"
+
+
+def _path(url: str) -> str:
+    return urlsplit(url).path
+
+
+def _item_name(uid: str, ext: str) -> str:
+    """A deterministic file name for ``uid``: the UID itself when it is
+    URL-safe, else a hash of it."""
+    if _NAME_OK.match(uid) and uid not in {".", ".."}:
+        return uid + ext
+    return hashlib.sha1(uid.encode("utf-8")).hexdigest() + ext
+
+
+def _xml(content: bytes) -> Any:
+    from lxml import etree
+
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True, recover=False)
+    return etree.fromstring(content, parser)
+
+
+def _status_code(text: str | None) -> int:
+    if not text:
+        return 200
+    parts = text.split()
+    try:
+        return int(parts[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+@dataclass
+class _Item:
+    href: str  # canonical path
+    etag: str
+    status: int
+    data: str | None = None
+
+
+@dataclass
+class _Collection:
+    url: str
+    name: str = ""
+    token: str | None = None
+    ctag: str | None = None
+
+
+def _parse_multistatus(content: bytes, base: str, data_tag: str | None = None) -> tuple[list[_Item], str | None]:
+    """Items (href, etag, status, data) and the DAV:sync-token of a 207."""
+    root = _xml(content)
+    items: list[_Item] = []
+    for response in root.iterchildren(_q(DAV, "response")):
+        href = response.findtext(_q(DAV, "href"))
+        if not href:
+            continue
+        path = _path(_join(base, href.strip()))
+        status = _status_code(response.findtext(_q(DAV, "status")))
+        etag = ""
+        data = None
+        is_collection = False
+        for propstat in response.iterchildren(_q(DAV, "propstat")):
+            if _status_code(propstat.findtext(_q(DAV, "status"))) != 200:
+                continue
+            prop = propstat.find(_q(DAV, "prop"))
+            if prop is None:
+                continue
+            etag = prop.findtext(_q(DAV, "getetag")) or etag
+            rtype = prop.find(_q(DAV, "resourcetype"))
+            if rtype is not None and rtype.find(_q(DAV, "collection")) is not None:
+                is_collection = True
+            if data_tag is not None:
+                node = prop.find(data_tag)
+                if node is not None and node.text is not None:
+                    data = node.text
+        if is_collection:
+            continue
+        items.append(_Item(path, etag.strip(), status, data))
+    token = root.findtext(_q(DAV, "sync-token"))
+    return items, token.strip() if token else token
+
+
+# ---------------------------------------------------------------------------
+# HTTP: the one place where errors are mapped
+
+
+class _Missing(SourceUnavailable):
+    """404/410: the URL names nothing (a scope problem, not a server one)."""
+
+
+class _Response:
+    __slots__ = ("status", "headers", "content", "url")
+
+    def __init__(self, status: int, headers: Mapping[str, str], content: bytes, url: str):
+        self.status = status
+        self.headers = headers
+        self.content = content
+        self.url = url
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+
+class _Http:
+    def __init__(self, source: str, username: str | None, password: str | None,
+                 verify: bool | str, timeout: float):
+        import niquests
+
+        self.source = source
+        self.session = niquests.Session()
+        self.session.headers["User-Agent"] = "crm-bridge"
+        self.username = username
+        self.password = password
+        self.auth: Any = (username, password or "") if username else None
+        self.verify = verify
+        self.timeout = timeout
+        self.count = 0  # requests sent, for tests and benchmarks
+
+    def close(self) -> None:
+        try:
+            self.session.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        body: str | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        allow: Iterable[int] = (),
+        redirects: bool = True,
+    ) -> _Response:
+        """Send one request; statuses in ``allow`` (and 2xx) come back, every
+        other outcome is raised as a connector error."""
+        import niquests
+
+        hdrs = dict(headers or {})
+        data = body.encode("utf-8") if isinstance(body, str) else body
+        for attempt in range(2):
+            self.count += 1
+            try:
+                raw = self.session.request(
+                    method, url, data=data, headers=hdrs, auth=self.auth,
+                    timeout=self.timeout, verify=self.verify, allow_redirects=redirects,
+                )
+                content = raw.content or b""
+            except niquests.exceptions.SSLError as exc:
+                raise SourceUnavailable(f"{self.source}: TLS error talking to {url}: {exc}") from exc
+            except (niquests.exceptions.Timeout, niquests.exceptions.ConnectionError,
+                    niquests.exceptions.ChunkedEncodingError) as exc:
+                raise TransientError(f"{self.source}: {method} {url}: {type(exc).__name__}: {exc}") from exc
+            except niquests.exceptions.RequestException as exc:
+                raise SourceUnavailable(f"{self.source}: {method} {url}: {exc}") from exc
+            status = raw.status_code or 0
+            if (
+                status == 401
+                and attempt == 0
+                and self.username
+                and "digest" in (raw.headers.get("WWW-Authenticate", "") or "").lower()
+                and isinstance(self.auth, tuple)
+            ):
+                self.auth = niquests.auth.HTTPDigestAuth(self.username, self.password or "")
+                continue
+            break
+        response = _Response(status, raw.headers, content, url)
+        if 200 <= status < 300 or status in allow or (not redirects and 300 <= status < 400):
+            return response
+        what = f"{self.source}: {method} {url}: HTTP {status}"
+        if status == 401:
+            raise AuthError(f"{self.source}: the server refused the credentials (HTTP 401 on {url})")
+        if status == 403:
+            raise AuthError(f"{self.source}: access denied (HTTP 403 on {method} {url})")
+        if status in (404, 410):
+            raise _Missing(what)
+        if status == 429 or status >= 500:
+            raise TransientError(what)
+        raise SourceUnavailable(what + (f": {response.text[:200]}" if response.content else ""))
+
+
+# ---------------------------------------------------------------------------
+# the connectors
+
+
+_PROPFIND_HOME = (
+    '<?xml version="1.0" encoding="utf-8"?>'
+    '<D:propfind xmlns:D="DAV:" xmlns:CS="http://calendarserver.org/ns/">'
+    "<D:prop><D:resourcetype/><D:displayname/>{tokens}</D:prop></D:propfind>"
+)
+_TOKENS = "<D:sync-token/><CS:getctag/>"
+
+_PROPFIND_ETAGS = (
+    '<?xml version="1.0" encoding="utf-8"?>'
+    '<D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getetag/></D:prop></D:propfind>'
+)
+
+_SYNC = (
+    '<?xml version="1.0" encoding="utf-8"?>'
+    '<D:sync-collection xmlns:D="DAV:"><D:sync-token>{token}</D:sync-token>'
+    "<D:sync-level>1</D:sync-level><D:prop><D:getetag/></D:prop></D:sync-collection>"
+)
+
+
+class _DavConnector(Connector):
+    # --- what differs between CalDAV and CardDAV
+    select_key = ""  # "calendars" | "addressbooks"
+    push_key = ""  # "tasks_calendar" | "cards_addressbook"
+    home_set = ""  # clark name of the home-set property
+    collection_type = ""  # clark name of the resource type
+    well_known = ""
+    multiget = ""  # the report element, with namespace prefix
+    data_prop = ""  # clark name of the data property
+    data_elem = ""  # prefixed name of the data property
+    ns_decl = ""
+    item_ext = ""
+    content_type = ""
+
+    #: hrefs per multiget
+    MULTIGET_BATCH = 500
+    #: a full listing that comes back empty while at least this many items
+    #: are known is reported as a problem instead of deleting them
+    EMPTY_GUARD = 3
+
+    def __init__(self, name: str, options: Mapping[str, Any]):
+        super().__init__(name, options)
+        opts = self.options
+        url = opts.get("url")
+        if not isinstance(url, str) or not url.strip():
+            raise ConfigError(f"sources.{name}.url is missing")
+        url = url.strip()
+        if "://" not in url:
+            url = "https://" + url
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"sources.{name}.url must be an http(s) URL")
+        if parts.username or parts.password:
+            raise ConfigError(f"sources.{name}.url must not contain credentials")
+        self.url = urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, ""))
+        username = opts.get("username")
+        if username is not None and not isinstance(username, str):
+            raise ConfigError(f"sources.{name}.username must be a string")
+        self.username = username
+        self._password_resolved = False
+        self._password: str | None = None
+        select = opts.get(self.select_key)
+        if select is None:
+            select = []
+        elif isinstance(select, str):
+            select = [select]
+        if not isinstance(select, list) or not all(isinstance(s, str) and s for s in select):
+            raise ConfigError(f"sources.{name}.{self.select_key} must be a list of names or URLs")
+        self.select: list[str] = list(select)
+        verify = opts.get("verify_tls", True)
+        if not isinstance(verify, (bool, str)):
+            raise ConfigError(f"sources.{name}.verify_tls must be true, false or a CA bundle path")
+        self.verify = verify
+        timeout = opts.get("timeout", 30)
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+            raise ConfigError(f"sources.{name}.timeout must be a positive number of seconds")
+        self.timeout = float(timeout)
+        for key, default in (("window_past_days", 730), ("window_future_days", 365)):
+            value = opts.get(key, default)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"sources.{name}.{key} must be a whole number of days")
+            setattr(self, key, value)
+        push = opts.get(self.push_key)
+        if push is not None and (not isinstance(push, str) or not push.strip()):
+            raise ConfigError(f"sources.{name}.{self.push_key} must name a collection")
+        self.push_target: str | None = push.strip() if push else None
+        self.can_push = frozenset({self._push_capability}) if self.push_target else frozenset()
+        self._http: _Http | None = None
+        self._home: str | None = None
+        self._push_url: str | None = None
+
+    _push_capability = ""
+
+    # ------------------------------------------------------------ plumbing
+
+    @property
+    def http(self) -> _Http:
+        if self._http is None:
+            if not self._password_resolved:
+                self._password = secret(self.name, self.options)
+                self._password_resolved = True
+            self._http = _Http(self.name, self.username, self._password, self.verify, self.timeout)
+        return self._http
+
+    @property
+    def request_count(self) -> int:
+        """HTTP requests sent so far (benchmarks and tests read it)."""
+        return self._http.count if self._http else 0
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    def _propfind(self, url: str, body: str, depth: str, allow: Iterable[int] = ()) -> _Response:
+        return self.http.request(
+            "PROPFIND", url, body, {"Depth": depth, "Content-Type": XML_TYPE}, allow=allow
+        )
+
+    def _window(self) -> tuple[datetime, datetime]:
+        now = datetime.now(timezone.utc)
+        return now - timedelta(days=self.window_past_days), now + timedelta(days=self.window_future_days)
+
+    # ----------------------------------------------------------- discovery
+
+    def _props_of(self, url: str) -> tuple[Any, str]:
+        """PROPFIND depth 0 of the discovery properties; (prop element, final url)."""
+        body = (
+            '<?xml version="1.0" encoding="utf-8"?>'
+            '<D:propfind xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav" '
+            'xmlns:CR="urn:ietf:params:xml:ns:carddav"><D:prop><D:resourcetype/>'
+            "<D:current-user-principal/><C:calendar-home-set/><CR:addressbook-home-set/>"
+            "</D:prop></D:propfind>"
+        )
+        from lxml import etree
+
+        resp = self._propfind(url, body, "0")
+        root = _xml(resp.content)
+        merged = etree.Element(_q(DAV, "prop"))
+        for response in root.iterchildren(_q(DAV, "response")):
+            if _status_code(response.findtext(_q(DAV, "status"))) in (404, 410):
+                raise _Missing(f"{self.name}: PROPFIND {url}: 404 Not Found")  # Xandikos: a 207 saying 404
+            for propstat in response.iterchildren(_q(DAV, "propstat")):
+                if _status_code(propstat.findtext(_q(DAV, "status"))) != 200:
+                    continue
+                prop = propstat.find(_q(DAV, "prop"))
+                if prop is not None:
+                    for child in prop:
+                        merged.append(copy.deepcopy(child))
+            break
+        return merged, resp.url
+
+    def _discover_home(self) -> tuple[str, bool]:
+        """(URL, is_collection): the home set to list, or the collection the
+        configured URL names."""
+        url = self.url
+        if _path(url) in ("", "/"):
+            # RFC 6764: a bare host; ask /.well-known first
+            try:
+                resp = self.http.request(
+                    "PROPFIND", urljoin(url, self.well_known), _PROPFIND_ETAGS,
+                    {"Depth": "0", "Content-Type": XML_TYPE}, allow=(404, 405, 501), redirects=False,
+                )
+                location = resp.headers.get("Location")
+                if 300 <= resp.status < 400 and location:
+                    url = _dir(urljoin(url, location))
+                elif resp.status == 207:
+                    url = urljoin(url, self.well_known)
+            except _Missing:
+                pass
+        prop, _ = self._props_of(url)
+        rtype = prop.find(_q(DAV, "resourcetype"))
+        if rtype is not None and rtype.find(self.collection_type) is not None:
+            return _dir(_join(url, _path(url))), True
+        home = prop.findtext(f"{self.home_set}/{_q(DAV, 'href')}")
+        if home:
+            return _dir(_join(url, home.strip())), False
+        principal = prop.findtext(f"{_q(DAV, 'current-user-principal')}/{_q(DAV, 'href')}")
+        if principal:
+            principal_url = _dir(_join(url, principal.strip()))
+            pprop, _ = self._props_of(principal_url)
+            home = pprop.findtext(f"{self.home_set}/{_q(DAV, 'href')}")
+            if home:
+                return _dir(_join(url, home.strip())), False
+            return principal_url, False
+        return _dir(_join(url, _path(url))), False
+
+    def _list_home(self, home: str, tokens: bool = True) -> list[_Collection]:
+        """The collections under ``home``; with their sync-token/ctag when
+        ``tokens`` (computing those is most of the cost on Radicale, so a
+        first run, which reads everything anyway, does not ask)."""
+        resp = self._propfind(home, _PROPFIND_HOME.format(tokens=_TOKENS if tokens else ""), "1")
+        root = _xml(resp.content)
+        found = []
+        for response in root.iterchildren(_q(DAV, "response")):
+            href = response.findtext(_q(DAV, "href"))
+            if not href:
+                continue
+            url = _dir(_join(home, href.strip()))
+            if _status_code(response.findtext(_q(DAV, "status"))) in (404, 410):
+                if _path(url) == _path(_dir(_join(home, _path(home)))):
+                    raise _Missing(f"{self.name}: PROPFIND {home}: 404 Not Found")
+                continue
+            is_type = False
+            name = token = ctag = None
+            for propstat in response.iterchildren(_q(DAV, "propstat")):
+                if _status_code(propstat.findtext(_q(DAV, "status"))) != 200:
+                    continue
+                prop = propstat.find(_q(DAV, "prop"))
+                if prop is None:
+                    continue
+                rtype = prop.find(_q(DAV, "resourcetype"))
+                if rtype is not None and rtype.find(self.collection_type) is not None:
+                    is_type = True
+                name = prop.findtext(_q(DAV, "displayname")) or name
+                token = prop.findtext(_q(DAV, "sync-token")) or token
+                ctag = prop.findtext(_q(CS, "getctag")) or ctag
+            if is_type:
+                last = unquote(_path(url).rstrip("/").rsplit("/", 1)[-1])
+                found.append(_Collection(url, (name or last).strip(), token and token.strip(), ctag and ctag.strip()))
+        return found
+
+    @staticmethod
+    def _matches(col: _Collection, wanted: str) -> bool:
+        last = unquote(_path(col.url).rstrip("/").rsplit("/", 1)[-1])
+        return wanted in (col.name, last)
+
+    def _is_url(self, value: str) -> bool:
+        return value.startswith(("http://", "https://", "/"))
+
+    def _collections(self, state: dict, problems: list[str]) -> list[_Collection]:
+        """The collections to read this run (uses and updates ``state``)."""
+        explicit = [_dir(_join(self.url, s)) for s in self.select if self._is_url(s)]
+        names = [s for s in self.select if not self._is_url(s)]
+        push = self.push_target
+        need_home = not self.select or bool(names) or (push is not None and not self._is_url(push))
+        result: dict[str, _Collection] = {u: _Collection(u) for u in explicit}
+        if push is not None and self._is_url(push):
+            url = _dir(_join(self.url, push))
+            result.setdefault(url, _Collection(url))
+        if not need_home:
+            state["home"] = ""
+            return list(result.values())
+        listed: list[_Collection] | None = None
+        home = state.get("home") or ""
+        tokens = any(e.get("token") or e.get("ctag") for e in (state.get("collections") or {}).values())
+        if home:
+            try:
+                listed = [_Collection(home)] if state.get("home_is_collection") else self._list_home(home, tokens)
+            except _Missing:
+                listed = None
+        if listed is None:
+            home, is_collection = self._discover_home()
+            state["home"] = home
+            state["home_is_collection"] = is_collection
+            listed = [_Collection(home)] if is_collection else self._list_home(home, tokens)
+        self._home = None if state.get("home_is_collection") else home
+        if state.get("home_is_collection"):
+            for col in listed:
+                result.setdefault(col.url, col)
+            return list(result.values())
+        for wanted in names:
+            hits = [c for c in listed if self._matches(c, wanted)]
+            if not hits:
+                problems.append(f"{self.name}: no {self.select_key[:-1]} named {wanted!r} under {home}")
+            for col in hits:
+                result[col.url] = col
+        if not self.select:
+            for col in listed:
+                result[col.url] = col
+        if push is not None and not self._is_url(push):
+            for col in listed:
+                if self._matches(col, push):
+                    result[col.url] = col
+                    self._push_url = col.url
+        return list(result.values())
+
+    # ----------------------------------------------------------------- pull
+
+    def pull(self, cursor: dict | None, view: SourceView) -> Iterator[Batch]:
+        state: dict = copy.deepcopy(cursor) if isinstance(cursor, dict) else {}
+        if state.get("v") != 1 or state.get("url") != self.url or state.get("select") != self.select:
+            state = {"v": 1, "url": self.url, "select": list(self.select), "home": "", "collections": {}}
+        start = copy.deepcopy(state)
+        problems: list[str] = []
+        try:
+            collections = self._collections(state, problems)
+        except _Missing as exc:
+            yield Batch(problems=[f"{self.name}: {self.url} cannot be read ({exc}); nothing is removed"])
+            return
+        if problems:
+            yield Batch(problems=problems)
+        window = self._window()
+        stored: dict = state.setdefault("collections", {})
+        done = 0
+        current = {c.url for c in collections}
+        for col in collections:
+            entry = stored.get(col.url) or {}
+            if col.token and entry.get("token"):
+                if entry["token"] == col.token:
+                    continue  # the home listing says: nothing moved
+            elif col.ctag and entry.get("ctag") == col.ctag:
+                continue
+            try:
+                for batch in self._pull_collection(col, entry, view, window, stored, state, done):
+                    done = batch.done
+                    if batch.cursor is not None:
+                        start = batch.cursor
+                    yield batch
+            except _Missing as exc:
+                yield Batch(problems=[f"{self.name}: collection {col.url} cannot be read ({exc}); "
+                                      "nothing under it is removed"])
+        # collections that vanished from the listing: say so, remove nothing
+        if state.get("home") and not state.get("home_is_collection") and not self.select:
+            for scope in view.scopes():
+                if scope.startswith(state["home"]) and scope not in current and view.known(scope):
+                    problems_gone = (f"{self.name}: collection {scope} is no longer listed on the server; "
+                                     f"its {len(view.known(scope))} items are kept")
+                    yield Batch(problems=[problems_gone])
+        for url in list(stored):
+            if url not in current:
+                del stored[url]
+        if state != start:
+            yield Batch(cursor=copy.deepcopy(state), done=done)
+
+    def _pull_collection(
+        self, col: _Collection, entry: dict, view: SourceView, window, stored: dict, state: dict, done: int,
+    ) -> Iterator[Batch]:
+        known = dict(view.known(col.url))
+        listing, removed, token, mode = self._changes(col, entry, known)
+        changed = [href for href, etag in listing.items() if known.get(href) != etag or not etag]
+        remaining = (set(known) - set(removed)) | set(listing)
+        new_entry = {"token": token or "", "ctag": col.ctag or "", "mode": mode}
+        if not remaining and len(known) >= self.EMPTY_GUARD:
+            yield Batch(problems=[
+                f"{self.name}: collection {col.url} lists no items while {len(known)} are known; "
+                "nothing is removed (a server or permission problem?)"])
+            return
+        batches = [changed[i : i + self.MULTIGET_BATCH] for i in range(0, len(changed), self.MULTIGET_BATCH)]
+        total = done + len(changed)
+        if not batches:
+            stored[col.url] = new_entry
+            yield Batch(removed=[Location(col.url, h, known.get(h, "")) for h in removed],
+                        cursor=copy.deepcopy(state), done=done, total=total)
+            return
+        for index, hrefs in enumerate(batches):
+            records, failures, gone = self._fetch(col.url, hrefs, window)
+            done += len(hrefs)
+            last = index == len(batches) - 1
+            batch = Batch(records=records, failures=failures, done=done, total=total,
+                          removed=[Location(col.url, h, known.get(h, "")) for h in gone if h in known])
+            if last:
+                stored[col.url] = new_entry
+                batch.removed.extend(Location(col.url, h, known.get(h, "")) for h in removed)
+                batch.cursor = copy.deepcopy(state)
+            yield batch
+
+    def _changes(self, col: _Collection, entry: dict, known: Mapping[str, str]
+                 ) -> tuple[dict[str, str], list[str], str | None, str]:
+        """(changed-or-listed href -> etag, removed hrefs, new token, mode)."""
+        if entry.get("mode") != "list":
+            old = entry.get("token") or ""
+            result = self._sync_report(col.url, old)
+            if result is not None and old and result[2] is None:
+                # the token is no longer valid: list everything
+                old = ""
+                result = self._sync_report(col.url, "")
+            if result is not None and result[2] is not None:
+                present, deleted, token = result
+                if old:
+                    return present, deleted, token, "sync"
+                removed = [h for h in known if h not in present]
+                return present, removed, token, "sync"
+        # no sync-collection: a full listing
+        resp = self._propfind(col.url, _PROPFIND_ETAGS, "1")
+        items, _ = _parse_multistatus(resp.content, col.url)
+        if any(i.href == _path(col.url) and i.status in (404, 410) for i in items):
+            raise _Missing(f"{self.name}: PROPFIND {col.url}: 404 Not Found")
+        present = {i.href: i.etag for i in items if i.status == 200 and i.href != _path(col.url)}
+        removed = [h for h in known if h not in present]
+        return present, removed, None, "list"
+
+    def _sync_report(self, url: str, token: str) -> tuple[dict[str, str], list[str], str | None] | None:
+        """sync-collection; None when the server has no such report,
+        (.., .., None) when it refused the token."""
+        body = _SYNC.format(token=xml_escape(token))
+        resp = self.http.request(
+            "REPORT", url, body, {"Depth": "0", "Content-Type": XML_TYPE},
+            allow=(400, 403, 405, 409, 412, 415, 422, 501),
+        )
+        if resp.status == 207:
+            items, new_token = _parse_multistatus(resp.content, url)
+            if new_token is None:
+                return None
+            present: dict[str, str] = {}
+            deleted: list[str] = []
+            for item in items:
+                if item.href == _path(url):
+                    continue
+                if item.status in (404, 410):
+                    deleted.append(item.href)
+                else:
+                    present[item.href] = item.etag
+            return present, deleted, new_token
+        text = resp.text
+        if "valid-sync-token" in text and token:
+            log.info("%s: server refused the sync token for %s; listing everything", self.name, url)
+            return {}, [], None
+        if resp.status == 403 and not any(
+            marker in text for marker in ("supported-report", "sync-traversal", "valid-sync-token")
+        ):
+            raise AuthError(f"{self.name}: access denied (HTTP 403 on REPORT {url})")
+        if resp.status == 400 and token:
+            # some servers answer an unknown token with a plain 400
+            return {}, [], None
+        log.info("%s: no sync-collection on %s (HTTP %s); listing instead", self.name, url, resp.status)
+        return None
+
+    def _multiget_body(self, hrefs: list[str]) -> str:
+        parts = [
+            f'<?xml version="1.0" encoding="utf-8"?><{self.multiget} xmlns:D="DAV:" {self.ns_decl}>',
+            f"<D:prop><D:getetag/><{self.data_elem}/></D:prop>",
+        ]
+        parts.extend(f"<D:href>{xml_escape(h)}</D:href>" for h in hrefs)
+        parts.append(f"</{self.multiget}>")
+        return "".join(parts)
+
+    def _fetch(self, url: str, hrefs: list[str], window) -> tuple[list, list[Failure], list[str]]:
+        resp = self.http.request(
+            "REPORT", url, self._multiget_body(hrefs), {"Depth": "1", "Content-Type": XML_TYPE}
+        )
+        items, _ = _parse_multistatus(resp.content, url, self.data_prop)
+        records: list = []
+        failures: list[Failure] = []
+        gone: list[str] = []
+        seen = set()
+        for item in items:
+            seen.add(item.href)
+            location = Location(url, item.href, item.etag)
+            if item.status in (404, 410):
+                gone.append(item.href)
+                continue
+            if item.status != 200 or item.data is None:
+                failures.append(Failure(location, f"the server sent no data (status {item.status})"))
+                continue
+            recs, fails = self._parse(item.data, location, window)
+            records.extend(recs)
+            failures.extend(fails)
+        return records, failures, gone
+
+    def _parse(self, text: str, location: Location, window) -> tuple[list, list[Failure]]:
+        raise NotImplementedError
+
+    def _parse_one(self, text: str, location: Location) -> Any:
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- push
+
+    def _push_collection(self) -> str:
+        if self._push_url:
+            return self._push_url
+        if self.push_target is None:
+            raise ConfigError(f"sources.{self.name}.{self.push_key} is not set: nowhere to write")
+        if self._is_url(self.push_target):
+            self._push_url = _dir(_join(self.url, self.push_target))
+            return self._push_url
+        state: dict = {"home": ""}
+        self._collections(state, [])
+        if self._push_url:
+            return self._push_url
+        if state.get("home_is_collection") or not state.get("home"):
+            raise ConfigError(f"sources.{self.name}.{self.push_key}: no collection named "
+                              f"{self.push_target!r} and no home to create it in")
+        self._push_url = self._create_push_collection(state["home"], self.push_target)
+        return self._push_url
+
+    def _create_push_collection(self, home: str, name: str) -> str:
+        raise NotImplementedError
+
+    def _get(self, url: str) -> _Response:
+        return self.http.request("GET", url, None, {"Accept": self.content_type}, allow=(404, 410))
+
+    def _etag_of(self, url: str) -> str:
+        resp = self._propfind(url, _PROPFIND_ETAGS, "0", allow=(404, 410))
+        if resp.status != 207:
+            return ""
+        items, _ = _parse_multistatus(resp.content, url)
+        return items[0].etag if items else ""
+
+    def _put(self, uid: str, text: str, href: str, etag: str, scope: str,
+             conflict: Callable[[str, Location], TaskState | None]) -> PushResult:
+        """One conditional write; see push_tasks for the outcomes."""
+        from .ical import normalised_hash
+
+        if href and etag:
+            target = _join(scope or self._push_collection(), href)
+            headers = {"If-Match": etag}
+        else:
+            scope = self._push_collection()
+            target = _join(scope, _item_name(uid, self.item_ext))
+            headers = {"If-None-Match": "*"}
+            etag = ""
+        scope = scope or _dir(target.rsplit("/", 1)[0])
+        path = _path(target)
+        headers["Content-Type"] = f"{self.content_type}; charset=utf-8"
+        resp = self.http.request("PUT", target, text, headers, allow=(404, 409, 410, 412, 415, 400, 422))
+        if 200 <= resp.status < 300:
+            new_etag = resp.headers.get("ETag") or self._etag_of(target)
+            return PushResult(uid, True, scope=scope, href=path, etag=new_etag)
+        if resp.status in (404, 410):
+            return PushResult(uid, False, scope=scope, href=path, gone=True,
+                              error="the item is gone from the server")
+        if resp.status == 412:
+            current = self._get(target)
+            if current.status in (404, 410):
+                if etag:
+                    return PushResult(uid, False, scope=scope, href=path, gone=True,
+                                      error="the item is gone from the server")
+                return PushResult(uid, False, scope=scope, href=path,
+                                  error="412 on create but nothing there; retry later")
+            server_etag = current.headers.get("ETag") or self._etag_of(target)
+            if normalised_hash(current.content) == normalised_hash(text):
+                # what we meant to write is already there (a retry after a crash)
+                return PushResult(uid, True, scope=scope, href=path, etag=server_etag)
+            location = Location(scope, path, server_etag)
+            return PushResult(uid, False, scope=scope, href=path, etag=server_etag,
+                              conflict=conflict(current.text, location),
+                              error="conflict: the server has another version")
+        return PushResult(uid, False, scope=scope, href=path,
+                          error=f"the server refused the item (HTTP {resp.status}): {resp.text[:200]}")
+
+
+class CalDavConnector(_DavConnector):
+    """A CalDAV account or calendar: events become appointments, VTODOs
+    come back as :class:`TaskState`; CRM tasks are written as VTODOs into
+    ``tasks_calendar``.
+
+    Options: ``url``, ``username``, ``password_env``/``password_command``,
+    ``calendars`` (names or URLs; default all), ``verify_tls``, ``timeout``,
+    ``window_past_days`` (730), ``window_future_days`` (365),
+    ``tasks_calendar`` (name or URL; created when missing).
+    """
+
+    type = "caldav"
+    select_key = "calendars"
+    push_key = "tasks_calendar"
+    _push_capability = "tasks"
+    home_set = _q(CALDAV, "calendar-home-set")
+    collection_type = _q(CALDAV, "calendar")
+    well_known = "/.well-known/caldav"
+    multiget = "C:calendar-multiget"
+    data_prop = _q(CALDAV, "calendar-data")
+    data_elem = "C:calendar-data"
+    ns_decl = 'xmlns:C="urn:ietf:params:xml:ns:caldav"'
+    item_ext = ".ics"
+    content_type = "text/calendar"
+
+    def _parse(self, text, location, window):
+        from .ical import parse_calendar
+
+        return parse_calendar(text, location, window)
+
+    def push_tasks(self, tasks: list[TaskPush], view: SourceView) -> list[PushResult]:
+        """Write each task as one VTODO, conditionally.
+
+        * new (no href/etag): PUT ``If-None-Match: *`` to
+          ``<tasks calendar>/<uid>.ics``; a 412 means it is already there:
+          the same content (DTSTAMP aside) is success, other content comes
+          back as ``conflict`` (the server's :class:`TaskState`);
+        * known: PUT ``If-Match: <etag>``; 412 -> ``conflict`` (or success
+          when the server already has this content), 404 -> ``gone``.
+
+        Nothing is ever overwritten blindly.  :class:`AuthError` and
+        :class:`TransientError` propagate; a retry is safe.
+        """
+        from .ical import build_vtodo, parse_calendar
+
+        window = self._window()
+
+        def conflict(text: str, location: Location) -> TaskState | None:
+            records, _ = parse_calendar(text, location, window)
+            for record in records:
+                if isinstance(record, TaskState):
+                    return record
+            return None
+
+        results = []
+        for task in tasks:
+            results.append(self._put(task.uid, build_vtodo(task), task.href, task.etag, task.scope, conflict))
+        return results
+
+    def _create_push_collection(self, home: str, name: str) -> str:
+        url = _dir(_join(home, quote(name if _NAME_OK.match(name) else _item_name(name, ""), safe="")))
+        body = (
+            '<?xml version="1.0" encoding="utf-8"?>'
+            '<C:mkcalendar xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:set><D:prop>'
+            f"<D:displayname>{xml_escape(name)}</D:displayname>"
+            '<C:supported-calendar-component-set><C:comp name="VTODO"/></C:supported-calendar-component-set>'
+            "</D:prop></D:set></C:mkcalendar>"
+        )
+        self.http.request("MKCALENDAR", url, body, {"Content-Type": XML_TYPE}, allow=(405,))
+        return url
+
+
+class CardDavConnector(_DavConnector):
+    """A CardDAV account or address book: vCards become :class:`ContactCard`;
+    customers and contacts are written into ``cards_addressbook``.
+
+    Options: ``url``, ``username``, ``password_env``/``password_command``,
+    ``addressbooks`` (names or URLs; default all), ``verify_tls``,
+    ``timeout``, ``cards_addressbook`` (name or URL; created when missing).
+    """
+
+    type = "carddav"
+    select_key = "addressbooks"
+    push_key = "cards_addressbook"
+    _push_capability = "cards"
+    home_set = _q(CARDDAV, "addressbook-home-set")
+    collection_type = _q(CARDDAV, "addressbook")
+    well_known = "/.well-known/carddav"
+    multiget = "CR:addressbook-multiget"
+    data_prop = _q(CARDDAV, "address-data")
+    data_elem = "CR:address-data"
+    ns_decl = 'xmlns:CR="urn:ietf:params:xml:ns:carddav"'
+    item_ext = ".vcf"
+    content_type = "text/vcard"
+
+    def _parse(self, text, location, window):
+        from .vcard import parse_vcards
+
+        return parse_vcards(text, location)
+
+    def push_cards(self, cards: list[CardPush], view: SourceView) -> list[PushResult]:
+        """Write each card conditionally (``If-None-Match: *`` when new,
+        ``If-Match`` when known).  A 412 with other content on the server is
+        reported as ``ok=False, error="conflict: ..."`` with the server's
+        etag; the card is never overwritten blindly."""
+        return [self._put(c.uid, c.vcard, c.href, c.etag, c.scope, lambda text, loc: None) for c in cards]
+
+    def _create_push_collection(self, home: str, name: str) -> str:
+        url = _dir(_join(home, quote(name if _NAME_OK.match(name) else _item_name(name, ""), safe="")))
+        body = (
+            '<?xml version="1.0" encoding="utf-8"?>'
+            '<D:mkcol xmlns:D="DAV:" xmlns:CR="urn:ietf:params:xml:ns:carddav"><D:set><D:prop>'
+            "<D:resourcetype><D:collection/><CR:addressbook/></D:resourcetype>"
+            f"<D:displayname>{xml_escape(name)}</D:displayname></D:prop></D:set></D:mkcol>"
+        )
+        self.http.request("MKCOL", url, body, {"Content-Type": XML_TYPE}, allow=(405,))
+        return url
