@@ -165,11 +165,16 @@ def test_every_cpython_test_message_is_stored_or_quarantined(tmp_path):
     quarantined = crm.json("quarantine", "list")
     assert quarantined and all(q["reason"] for q in quarantined)
     store = Store(tmp_path / "crm.db")
-    # every file is accounted for: a location (stored or not logged) or a quarantine entry
+    # every file is accounted for: stored, not logged (with the reason), or quarantined (with the reason)
     for source in ("eml", "mbox"):
-        placed = store.conn.execute("SELECT COUNT(*) FROM locations WHERE source=?", (source,)).fetchone()[0]
+        kinds = dict(store.conn.execute(
+            "SELECT kind, COUNT(*) FROM locations WHERE source=? GROUP BY kind", (source,)).fetchall())
+        assert sum(kinds.values()) == len(files)
         held = store.conn.execute("SELECT COUNT(*) FROM quarantine WHERE source=?", (source,)).fetchone()[0]
-        assert placed + held == len(files)
+        assert held == kinds["quarantined"] > 0
+    # a broken item that did not change is not read again
+    again = crm.json("sync")["results"]
+    assert all(r["quarantined"] == 0 for r in again)
 
 
 def test_broken_item_is_quarantined_and_the_run_goes_on(crm_env, maildir):
