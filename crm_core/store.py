@@ -28,8 +28,6 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-import sqlite_utils
-
 from crm_core.domains import is_freemail, normalise_domain, registrable_domain
 from crm_core.linking import CONTACT, CUSTOMER, LinkIndex, Linker, Match
 from crm_core.records import (
@@ -241,7 +239,7 @@ class Store:
         conn.execute("PRAGMA foreign_keys=OFF")
         conn.execute("PRAGMA temp_store=MEMORY")
         self.conn = conn
-        self.db = sqlite_utils.Database(conn)
+        self._db = None
         self.settings = settings or LinkingSettings()
         self._index: LinkIndex | None = None
         self._in_tx = False
@@ -310,6 +308,16 @@ class Store:
             self._in_tx = False
             self._index = None
 
+    @property
+    def db(self):
+        """The store as a :class:`sqlite_utils.Database` (imported on first use:
+        it is not needed on the sync path and costs start-up time)."""
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn)
+        return self._db
+
     def _x(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, tuple(params))
 
@@ -362,20 +370,21 @@ class Store:
             added = []
             for domain in domains:
                 domain = normalise_domain(domain)
+                if self.index.customer_by_domain.get(domain) == cid:
+                    continue  # known already: nothing to check or re-link
                 if not domain or "." not in domain:
                     raise StoreError(f"{domain!r} is not a domain")
                 if any(domain == d or domain.endswith("." + d) for d in self.settings.internal_domains.domains):
                     raise StoreError(f"{domain} is one of the company's internal domains")
                 if is_freemail(domain, self.settings.extra_freemail):
                     raise StoreError(f"{domain} is a freemail provider; add its people as contacts instead")
-                owner = self._one("SELECT customer_id FROM customer_domains WHERE domain=?", (domain,))
-                if owner is not None and owner != cid:
+                owner = self.index.customer_by_domain.get(domain)
+                if owner is not None:
                     other = self._one("SELECT name FROM customers WHERE id=?", (owner,))
                     raise StoreError(f"{domain} already belongs to {other}")
-                if owner is None:
-                    self._x("INSERT INTO customer_domains(domain, customer_id) VALUES (?, ?)", (domain, cid))
-                    self.index.customer_by_domain[domain] = cid
-                    added.append(domain)
+                self._x("INSERT INTO customer_domains(domain, customer_id) VALUES (?, ?)", (domain, cid))
+                self.index.customer_by_domain[domain] = cid
+                added.append(domain)
             if added:
                 self.relink(self._interactions_with_domains(added))
         return cid
