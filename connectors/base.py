@@ -109,14 +109,25 @@ class Connector(ABC):
         raise NotImplementedError(f"{self.type} sources cannot store contacts")
 
     def watch(self, cursor: dict | None, view: SourceView, timeout: float) -> bool:
-        """Block until the source reports a change or ``timeout`` passes.
+        """Block until the source reports a change, ``timeout`` passes or
+        :meth:`wake` is called (from another thread).
 
         Returns True when something may have changed.  The default polls.
         """
-        import time
-
-        time.sleep(timeout)
+        self._wake_event().wait(timeout)
         return True
+
+    def wake(self) -> None:
+        """End a :meth:`watch` that another thread is blocked in."""
+        self._wake_event().set()
+
+    def _wake_event(self):
+        import threading
+
+        event = self.__dict__.get("_wakeup")
+        if event is None:
+            event = self.__dict__["_wakeup"] = threading.Event()
+        return event
 
     def close(self) -> None:
         """Release connections; called once after the run."""

@@ -401,6 +401,18 @@ def _snippet_from_prefix(prefix: bytes, part: Part) -> str:
     return text_snippet(data, part.cte, part.charset, part.ctype[5:])
 
 
+def _peer_closed(sock: socket.socket) -> bool:
+    """True when the other end hung up (works under TLS too: it asks the TCP socket)."""
+    import select
+
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN | getattr(select, "POLLRDHUP", 0))
+    for _fd, events in poller.poll(0):
+        if events & (select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)):
+            return True
+    return False
+
+
 class ImapConnector(Connector):
     """Read mail from IMAP folders (see the module docstring)."""
 
@@ -824,6 +836,14 @@ class ImapConnector(Connector):
         return batch
 
     # -- watch ----------------------------------------------------------------
+    def wake(self) -> None:
+        """End a watch() blocked in IDLE: shut the socket down under it."""
+        super().wake()
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.socket().shutdown(socket.SHUT_RDWR)
+
     def watch(self, cursor: dict | None, view: SourceView, timeout: float) -> bool:
         """IDLE on INBOX (or the first configured folder) until it changes or ``timeout`` passes."""
         with self._errors():
@@ -854,11 +874,15 @@ class ImapConnector(Connector):
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
-                    for resp in client.idle_check(timeout=min(left, 60)):
+                    responses = client.idle_check(timeout=min(left, 60))
+                    for resp in responses:
                         if len(resp) >= 2 and resp[1] in (b"EXISTS", b"EXPUNGE", b"FETCH", b"VANISHED"):
                             changed = True
                         elif resp and resp[0] == b"BYE":
                             raise imaplib.IMAP4.abort("server said BYE during IDLE")
+                    # imapclient's idle_check swallows EOF and returns nothing: look at the socket
+                    if not responses and _peer_closed(client.socket()):
+                        raise imaplib.IMAP4.abort("the server closed the connection during IDLE")
             finally:
                 if self._client is not None:
                     client.idle_done()

@@ -51,6 +51,7 @@ def domain_chain(domain: str) -> tuple[str, ...]:
     return tuple(chain)
 
 
+@lru_cache(maxsize=65536)
 def is_freemail(domain: str, extra: frozenset[str] = frozenset()) -> bool:
     domain = normalise_domain(domain)
     return domain in _FREEMAIL or domain in extra or registrable_domain(domain) in _FREEMAIL
@@ -65,6 +66,7 @@ class AddressSet:
     def __init__(self, entries: list[str] | tuple[str, ...] = ()):
         self.addresses = frozenset(e.strip().lower() for e in entries if "@" in e.strip()[1:])
         self.domains = frozenset(normalise_domain(e) for e in entries if "@" not in e.strip()[1:] and e.strip())
+        self._by_domain: dict[str, bool] = {}
 
     def __contains__(self, email: str) -> bool:
         email = email.lower()
@@ -72,7 +74,13 @@ class AddressSet:
             return True
         if not self.domains:
             return False
-        return any(d in self.domains for d in domain_chain(email.rpartition("@")[2]))
+        domain = email.rpartition("@")[2]
+        found = self._by_domain.get(domain)
+        if found is None:
+            if len(self._by_domain) > 100_000:
+                self._by_domain.clear()
+            found = self._by_domain[domain] = any(d in self.domains for d in domain_chain(domain))
+        return found
 
     def __bool__(self) -> bool:
         return bool(self.addresses or self.domains)

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from connectors.base import (
     AuthError,
@@ -57,22 +58,80 @@ class SourceResult:
 
 
 class StoreView:
-    """What a connector may know of the store: its own locations.
+    """What a connector may know of the store: its own locations, as committed.
 
     A *blind* view knows nothing, so a rescan reads every item again
     (deduplication keeps that free of duplicates) and removes nothing.
+    Connectors run in a prefetch thread; there the view reads through a
+    connection of its own (WAL lets it read beside the writer).
     """
 
     def __init__(self, store: Store, source: str, blind: bool = False):
         self.store = store
         self.source = source
         self.blind = blind
+        self._owner = threading.get_ident()
+        self._local = threading.local()
+
+    def _conn(self):
+        if threading.get_ident() == self._owner:
+            return None
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.store.reader()
+        return conn
 
     def known(self, scope: str) -> Mapping[str, str]:
-        return {} if self.blind else self.store.known_locations(self.source, scope)
+        return {} if self.blind else self.store.known_locations(self.source, scope, self._conn())
 
     def scopes(self) -> list[str]:
-        return [] if self.blind else self.store.known_scopes(self.source)
+        return [] if self.blind else self.store.known_scopes(self.source, self._conn())
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+
+
+def prefetch(batches: Iterator[Batch], ahead: int = 1) -> Iterator[Batch]:
+    """Run a connector's pull one batch ahead in a thread of its own.
+
+    While the store writes batch *n* (SQLite releases the GIL while it
+    works), the connector already fetches and parses batch *n + 1*.
+    Errors reach the caller in order, after the batches before them.
+    """
+    results: queue.Queue = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                results.put(("batch", batch))
+                if stop.is_set():
+                    return
+            results.put(("end", None))
+        except BaseException as exc:  # handed to the consumer
+            results.put(("error", exc))
+
+    worker = threading.Thread(target=produce, name="crm-pull", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = results.get()
+            if kind == "batch":
+                yield value
+            elif kind == "end":
+                return
+            else:
+                raise value
+    finally:
+        stop.set()
+        while worker.is_alive():  # let a producer blocked on a full queue finish
+            try:
+                results.get(timeout=0.1)
+            except queue.Empty:
+                pass
+            worker.join(timeout=0.1)
 
 
 class Engine:
@@ -206,18 +265,26 @@ class Engine:
             log.info("%s: %s; comparing everything", name, exc)
             batches = iter(connector.pull(None, view))
             first = next(batches, None)
-        batch: Batch | None = first
-        while batch is not None:
-            with store.transaction():
-                stats = store.apply_batch(policy, batch, now)
-                if batch.cursor is not None:
-                    store.save_cursor(name, batch.cursor)
-            result.stats.merge(stats)
-            if self.progress is not None:
-                self.progress(name, batch.done, batch.total)
-            batch = next(batches, None)
+        try:
+            if first is not None:
+                self._store_batch(name, policy, first, result, now)
+                for batch in prefetch(batches) if store.path != ":memory:" else batches:
+                    self._store_batch(name, policy, batch, result, now)
+        finally:
+            view.close()
         with store.transaction():
             store.set_fingerprint(name, fingerprint)
+
+    def _store_batch(self, name: str, policy, batch: Batch, result: SourceResult, now: datetime | None) -> None:
+        """A batch and the cursor that comes with it: one transaction."""
+        store = self.store
+        with store.transaction():
+            stats = store.apply_batch(policy, batch, now)
+            if batch.cursor is not None:
+                store.save_cursor(name, batch.cursor)
+        result.stats.merge(stats)
+        if self.progress is not None:
+            self.progress(name, batch.done, batch.total)
 
     # -- push ---------------------------------------------------------------
     def push_tasks(self, name: str) -> SourceResult:
@@ -334,7 +401,14 @@ class Engine:
     def watch(self, names: list[str] | None = None, interval: float = 300.0,
               on_result: Callable[[list[SourceResult]], None] | None = None,
               stop: threading.Event | None = None) -> None:
-        """Sync, then wait for news (IMAP IDLE where the connector has it), forever."""
+        """Sync, then wait for news, again and again until ``stop`` is set.
+
+        Each source waits in its connector's :meth:`~connectors.base.Connector.watch`
+        (IMAP IDLE; the others poll every ``interval`` seconds).  The first
+        source that reports a change wakes the others, and everything is
+        synced again.  A source that keeps failing is retried with
+        exponential back-off, up to five minutes apart.
+        """
         names = self._select(names)
         stop = stop or threading.Event()
         failures: dict[str, int] = {}
@@ -343,34 +417,51 @@ class Engine:
             if on_result:
                 on_result(results)
             for r in results:
-                failures[r.name] = failures.get(r.name, 0) + 1 if r.status == "error" else 0
-            changed = threading.Event()
+                if r.name in names:
+                    failures[r.name] = failures.get(r.name, 0) + 1 if r.status == "error" else 0
+            self._wait_for_news(names, failures, interval, stop)
 
-            def wait(name: str) -> None:
-                errors = failures.get(name, 0)
-                if errors:  # back off while a source keeps failing
-                    stop.wait(min(300.0, 2.0 ** errors))
+    def _wait_for_news(self, names: list[str], failures: dict[str, int], interval: float,
+                       stop: threading.Event) -> None:
+        changed = threading.Event()
+        finished = threading.Event()
+        deadline = time.monotonic() + interval
+        watchers: list[tuple[Connector, threading.Thread]] = []
+
+        def wait(name: str, connector: Connector, cursor: dict | None) -> None:
+            try:
+                if connector.watch(cursor, _NullView(), interval):
                     changed.set()
-                    return
-                try:
-                    state = self.store.source_state(name) or {}
-                    connector = make_connector(name, self.config.sources[name])
-                    try:
-                        if connector.watch(state.get("cursor"), _NullView(), interval):
-                            changed.set()
-                    finally:
-                        connector.close()
-                except ConnectorError as exc:
+            except ConnectorError as exc:
+                if not finished.is_set():
                     log.warning("%s: watching failed: %s", name, _describe(exc))
-                    stop.wait(5.0)
+                    failures[name] = failures.get(name, 0) + 1
+                    changed.set()
+            except Exception:
+                if not finished.is_set():
+                    log.exception("%s: watching failed", name)
                     changed.set()
 
-            threads = [threading.Thread(target=wait, args=(n,), daemon=True) for n in names]
-            for t in threads:
-                t.start()
-            deadline = time.monotonic() + interval
+        for name in names:
+            errors = failures.get(name, 0)
+            if errors:  # no watching a failing source: back off, then sync everything again
+                deadline = min(deadline, time.monotonic() + min(300.0, 2.0 ** errors))
+                continue
+            connector = make_connector(name, self.config.sources[name])
+            cursor = (self.store.source_state(name) or {}).get("cursor")
+            thread = threading.Thread(target=wait, args=(name, connector, cursor), name=f"watch-{name}", daemon=True)
+            watchers.append((connector, thread))
+            thread.start()
+        try:
             while not stop.is_set() and not changed.is_set() and time.monotonic() < deadline:
-                changed.wait(0.5)
+                changed.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+        finally:
+            finished.set()
+            for connector, _ in watchers:
+                connector.wake()
+            for connector, thread in watchers:
+                thread.join(timeout=10)
+                connector.close()
 
 
 def load_customers(store: Store, config: Config) -> None:

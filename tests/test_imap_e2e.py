@@ -83,3 +83,60 @@ def test_uidvalidity_reset_makes_no_duplicates(tmp_path, dovecot):
     items = crm.json("timeline", "Kunde GmbH")
     assert sorted(i["subject"] for i in items) == [f"s{i}" for i in range(5)]
     assert all(not i["deleted"] for i in items)
+
+
+def _wait_for(predicate, seconds: float = 30.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.25)
+    return False
+
+
+def test_sync_watch_logs_new_mail_within_seconds_and_survives_a_server_restart(tmp_path, dovecot):
+    """`crm sync --watch` as its own process: IDLE, then reconnect with back-off."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from crm_core.store import Store
+
+    config = write_config(tmp_path / "crm.toml", customers=CUSTOMERS, internal=("nordlicht.example",),
+                          sources={"alice": imap_source(dovecot, "alice", folders=["INBOX"])})
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "--config", str(config), "sync", "--watch", "--interval", "120"],
+                            cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def stored(message_id: str) -> bool:
+        if not (tmp_path / "crm.db").exists():
+            return False
+        store = Store(tmp_path / "crm.db")
+        try:
+            return store.conn.execute("SELECT 1 FROM interactions WHERE message_id=?", (message_id,)).fetchone() is not None
+        finally:
+            store.close()
+
+    reconnected = False
+    try:
+        assert _wait_for(lambda: (tmp_path / "crm.db").exists() and Store(tmp_path / "crm.db").status() != [])
+        dovecot.append("alice", "INBOX", make_mail(sender="kim@kunde.example", message_id="idle1@x", subject="neu"))
+        assert _wait_for(lambda: stored("idle1@x"), 20), "a new mail did not arrive through IDLE"
+        # the server goes away and comes back: the watcher reconnects by itself
+        dovecot.stop()
+        dovecot.start()
+        dovecot.append("alice", "INBOX", make_mail(sender="kim@kunde.example", message_id="idle2@x", subject="danach"))
+        reconnected = _wait_for(lambda: stored("idle2@x"), 60)
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+    assert reconnected, f"no reconnect after the server restart: {out}\n{err}"
+    assert "Traceback" not in err, err
