@@ -909,6 +909,7 @@ class CardDavConnector(_DavConnector):
     """
 
     type = "carddav"
+    priority = 10  # contacts first: a first run then links appointments and mail by them
     select_key = "addressbooks"
     push_key = "cards_addressbook"
     _push_capability = "cards"
