@@ -1046,22 +1046,14 @@ class Store:
             self.log_conflict("task", row[0], "deleted in the client: cancelled in the CRM")
             self._x("UPDATE tasks SET status='cancelled', remote_href=NULL, remote_etag=NULL WHERE id=?", (task_id,))
 
-    def reader(self) -> sqlite3.Connection:
-        """A second, read-only connection (for a thread that only reads)."""
-        from urllib.parse import quote
-
-        conn = sqlite3.connect(f"file:{quote(self.path)}?mode=ro", uri=True, timeout=30, check_same_thread=False)
-        conn.execute("PRAGMA query_only=ON")
-        return conn
-
-    def known_locations(self, source: str, scope: str, conn: sqlite3.Connection | None = None) -> dict[str, str]:
-        rows = (conn or self.conn).execute(
+    def known_locations(self, source: str, scope: str) -> dict[str, str]:
+        rows = self.conn.execute(
             "SELECT local_id, etag FROM locations WHERE source=? AND scope=? AND gone_at IS NULL", (source, scope)
         )
         return {local_id: etag for local_id, etag in rows if OVERRIDE_MARK not in local_id}
 
-    def known_scopes(self, source: str, conn: sqlite3.Connection | None = None) -> list[str]:
-        rows = (conn or self.conn).execute(
+    def known_scopes(self, source: str) -> list[str]:
+        rows = self.conn.execute(
             "SELECT DISTINCT scope FROM locations WHERE source=? AND gone_at IS NULL", (source,)
         )
         return [r[0] for r in rows]

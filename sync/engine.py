@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 from connectors.base import (
     AuthError,
@@ -58,80 +57,22 @@ class SourceResult:
 
 
 class StoreView:
-    """What a connector may know of the store: its own locations, as committed.
+    """What a connector may know of the store: its own locations.
 
     A *blind* view knows nothing, so a rescan reads every item again
     (deduplication keeps that free of duplicates) and removes nothing.
-    Connectors run in a prefetch thread; there the view reads through a
-    connection of its own (WAL lets it read beside the writer).
     """
 
     def __init__(self, store: Store, source: str, blind: bool = False):
         self.store = store
         self.source = source
         self.blind = blind
-        self._owner = threading.get_ident()
-        self._local = threading.local()
-
-    def _conn(self):
-        if threading.get_ident() == self._owner:
-            return None
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self.store.reader()
-        return conn
 
     def known(self, scope: str) -> Mapping[str, str]:
-        return {} if self.blind else self.store.known_locations(self.source, scope, self._conn())
+        return {} if self.blind else self.store.known_locations(self.source, scope)
 
     def scopes(self) -> list[str]:
-        return [] if self.blind else self.store.known_scopes(self.source, self._conn())
-
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-
-
-def prefetch(batches: Iterator[Batch], ahead: int = 1) -> Iterator[Batch]:
-    """Run a connector's pull one batch ahead in a thread of its own.
-
-    While the store writes batch *n* (SQLite releases the GIL while it
-    works), the connector already fetches and parses batch *n + 1*.
-    Errors reach the caller in order, after the batches before them.
-    """
-    results: queue.Queue = queue.Queue(maxsize=ahead)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for batch in batches:
-                results.put(("batch", batch))
-                if stop.is_set():
-                    return
-            results.put(("end", None))
-        except BaseException as exc:  # handed to the consumer
-            results.put(("error", exc))
-
-    worker = threading.Thread(target=produce, name="crm-pull", daemon=True)
-    worker.start()
-    try:
-        while True:
-            kind, value = results.get()
-            if kind == "batch":
-                yield value
-            elif kind == "end":
-                return
-            else:
-                raise value
-    finally:
-        stop.set()
-        while worker.is_alive():  # let a producer blocked on a full queue finish
-            try:
-                results.get(timeout=0.1)
-            except queue.Empty:
-                pass
-            worker.join(timeout=0.1)
+        return [] if self.blind else self.store.known_scopes(self.source)
 
 
 class Engine:
@@ -265,13 +206,10 @@ class Engine:
             log.info("%s: %s; comparing everything", name, exc)
             batches = iter(connector.pull(None, view))
             first = next(batches, None)
-        try:
-            if first is not None:
-                self._store_batch(name, policy, first, result, now)
-                for batch in prefetch(batches) if store.path != ":memory:" else batches:
-                    self._store_batch(name, policy, batch, result, now)
-        finally:
-            view.close()
+        if first is not None:
+            self._store_batch(name, policy, first, result, now)
+            for batch in batches:
+                self._store_batch(name, policy, batch, result, now)
         with store.transaction():
             store.set_fingerprint(name, fingerprint)
 
