@@ -60,6 +60,7 @@ class MailParseError(ValueError):
 _UNFOLD = re.compile(rb"\r?\n(?=[ \t])")
 _ANGLE_IDS = re.compile(r"<([^<>\s]+)>")
 _SIMPLE_ADDR = re.compile(r'^\s*(?:([^<>",;:()\\]*?)\s*<\s*([^<>\s",;:()\\]+@[^<>\s",;:()\\]+)\s*>|([^<>\s",;:()\\]+@[^<>\s",;:()\\]+))\s*$')
+_QUOTED_ADDR = re.compile(r'^\s*"((?:[^"\\]|\\.)*)"\s*<\s*([^<>\s",;:()\\]+@[^<>\s",;:()\\]+)\s*>\s*$')
 _PARAM = re.compile(r';\s*([A-Za-z0-9_\-*]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]+)')
 _WS = re.compile(r"\s+")
 _TAGS = re.compile(r"<[^>]*>")
@@ -160,10 +161,14 @@ def parse_addresses(value: str) -> tuple[Address, ...]:
     if not value:
         return ()
     m = _SIMPLE_ADDR.match(value)
-    if m is not None and "=?" not in value:
+    if m is not None:
         if m.group(3):
             return (Address(m.group(3).lower()),)
-        return (Address(m.group(2).lower(), m.group(1).strip()),)
+        return (Address(m.group(2).lower(), decode_words(m.group(1).strip())),)
+    m = _QUOTED_ADDR.match(value)
+    if m is not None:
+        name = re.sub(r"\\(.)", r"\1", m.group(1))
+        return (Address(m.group(2).lower(), decode_words(name).strip()),)
     out = []
     seen = set()
     try:

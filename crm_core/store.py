@@ -542,23 +542,39 @@ class Store:
         linker = self.linker
         source = policy.name
         priors = self._priors(source, [r.location for r in recs])
+        skip_rows: list[tuple] = []
+        loc_rows: list[tuple] = []
+        unquarantine: list[tuple] = []
+
+        def skip(rec: MailRecord, reason: str) -> None:
+            loc = rec.location
+            prior = priors.get((loc.scope, loc.local_id))
+            if prior is not None and prior[0] == "interaction" and prior[1] is not None:
+                self._detach(source, loc, prior[1], now_s)
+            if prior is not None and prior[0] == "quarantined":
+                unquarantine.append((source, loc.scope, loc.local_id))
+            skip_rows.append((source, loc.scope, loc.local_id, rec.message_id, reason, now_s))
+            loc_rows.append((source, loc.scope, loc.local_id, "skipped", None, loc.etag, "", now_s))
+            stats.skipped += 1
+
         keep: list[tuple[MailRecord, str, str]] = []
         for rec in recs:
             reason = linker.skip_reason(rec, rec.location.scope, rec.flags, policy)
             if reason:
-                self._skip(source, rec.location, rec.message_id, reason, now_s, stats, priors)
+                skip(rec, reason)
             else:
                 key, chash = mail_key(rec)
                 keep.append((rec, key, chash))
-        if not keep:
-            return
-        existing = self._ids_by_key([k for _, k, _ in keep])
+        existing = self._ids_by_key([k for _, k, _ in keep]) if keep else {}
         refmap = self._thread_refs([i for rec, _, _ in keep for i in (rec.message_id, *rec.in_reply_to, *rec.references) if i])
         next_id = (self._one("SELECT MAX(id) FROM interactions") or 0) + 1
         next_thread = (self._one("SELECT MAX(id) FROM threads") or 0) + 1
         merged: dict[int, int] = {}
-        new_rows, part_rows, loc_rows, link_rows, ref_rows, thread_rows = [], [], [], [], [], []
+        new_rows, part_rows, link_rows, ref_rows, thread_rows = [], [], [], [], []
         withheld: dict[int, tuple[str, str, str]] = {}  # id -> (subject, snippet, visibility once linked)
+        next_contact: int | None = None
+        contact_rows: list[tuple] = []
+        address_rows: list[tuple] = []
         logged: list[tuple[int, MailRecord, str]] = []
         unskip: list[tuple[str, str, str]] = []
         for rec, key, chash in keep:
@@ -615,7 +631,7 @@ class Store:
             logged_by = "log folder" if policy.in_folder(loc.scope, policy.log_folder) else ""
             if not match.links and not logged_by and self.settings.unmatched == "drop":
                 next_id -= 1
-                self._skip(source, loc, rec.message_id, "no customer or contact matched", now_s, stats, priors)
+                skip(rec, "no customer or contact matched")
                 continue
             direction = linker.direction(rec, policy)
             want = self._visible(policy, bool(match.links) or bool(logged_by))
@@ -640,7 +656,13 @@ class Store:
             for addr, customer in match.new_contacts:
                 cid = self.index.contact_by_email.get(addr.email)
                 if cid is None:
-                    cid = self.add_contact(addr.name or addr.email, [addr.email], customer, origin="auto", relink=False)
+                    if next_contact is None:
+                        next_contact = (self._one("SELECT MAX(id) FROM contacts") or 0) + 1
+                    cid, next_contact = next_contact, next_contact + 1
+                    contact_rows.append((cid, addr.name or addr.email, customer, "auto", now_s))
+                    address_rows.append((addr.email, cid))
+                    self.index.contact_by_email[addr.email] = cid
+                    self.index.customer_of_contact[cid] = customer
                     stats.contacts_created += 1
                 match.add(CONTACT, cid, "domain")
             link_rows.extend((iid, t, tid, reason) for (t, tid), reason in match.links.items())
@@ -648,6 +670,11 @@ class Store:
                 logged.append((iid, rec, direction))
             stats.added += 1
         x = self.conn.executemany
+        x("INSERT INTO contacts(id, name, customer_id, origin, created_at) VALUES (?, ?, ?, ?, ?)", contact_rows)
+        x("INSERT OR IGNORE INTO contact_addresses(email, contact_id) VALUES (?, ?)", address_rows)
+        x("""INSERT INTO skipped(source, scope, local_id, message_id, reason, at) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT(source, scope, local_id) DO UPDATE SET message_id=excluded.message_id,
+             reason=excluded.reason, at=excluded.at""", skip_rows)
         x("INSERT INTO threads(id, subject) VALUES (?, ?)", thread_rows)
         x("INSERT OR IGNORE INTO thread_refs(message_id, thread_id) VALUES (?, ?)",
           [(i, _find(merged, t)) for i, t in ref_rows])
@@ -662,7 +689,7 @@ class Store:
              item_id=excluded.item_id, etag=excluded.etag, flags=excluded.flags,
              seen_at=excluded.seen_at, gone_at=NULL""", loc_rows)
         x("DELETE FROM skipped WHERE source=? AND scope=? AND local_id=?", unskip)
-        x("DELETE FROM quarantine WHERE source=? AND scope=? AND local_id=?", unskip)
+        x("DELETE FROM quarantine WHERE source=? AND scope=? AND local_id=?", unskip + unquarantine)
         x("INSERT OR REPLACE INTO links(interaction_id, target, target_id, reason) VALUES (?, ?, ?, ?)", link_rows)
         for iid, rec, direction in logged:
             self._log_unknown(iid, rec, policy, direction, now_s, stats)

@@ -140,3 +140,52 @@ def test_sync_watch_logs_new_mail_within_seconds_and_survives_a_server_restart(t
             out, err = proc.communicate()
     assert reconnected, f"no reconnect after the server restart: {out}\n{err}"
     assert "Traceback" not in err, err
+
+
+def test_a_failing_source_is_one_status_line_and_the_others_still_sync(tmp_path, dovecot):
+    from tests.conftest import Maildir
+
+    box = Maildir(tmp_path / "mail")
+    box.add(make_mail(sender="kim@kunde.example", message_id="local@x", subject="lokal"))
+    os.environ["CRM_E2E_WRONG_PW"] = "not-the-password"
+    bad = imap_source(dovecot, "alice")
+    bad["password_env"] = "CRM_E2E_WRONG_PW"
+    down = imap_source(dovecot, "alice", port=1, timeout=5)  # nothing listens on port 1
+    crm = Crm(write_config(tmp_path / "crm.toml", customers=CUSTOMERS, internal=("nordlicht.example",), sources={
+        "wrong-password": bad, "server-down": down,
+        "local": {"type": "maildir", "path": str(box.root), "owner": ["alice@nordlicht.example"]}}))
+    result = crm("sync", ok=False)
+    assert result.exit_code == 1
+    status = {s["name"]: s for s in crm.json("status")["sources"]}
+    assert status["local"]["last_status"] == "ok" and status["local"]["items"] == 1
+    assert status["wrong-password"]["last_status"] == "error"
+    assert "authentication failed" in status["wrong-password"]["last_error"]
+    assert status["server-down"]["last_status"] == "error"
+    assert "\n" not in status["server-down"]["last_error"]
+    text = crm("status").output
+    assert "not-the-password" not in text + result.output
+    assert [line for line in text.splitlines() if line.startswith("wrong-password")]
+
+
+def test_start_up_imports_only_the_connectors_the_config_uses(tmp_path):
+    """A Maildir-only config never imports imapclient, caldav or exchangelib."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import Maildir
+
+    Maildir(tmp_path / "mail")
+    config = write_config(tmp_path / "crm.toml", sources={"local": {"type": "maildir", "path": str(tmp_path / "mail")}})
+    probe = (
+        "import sys, cli\n"
+        "try:\n"
+        f"    cli.main(['--config', {str(config)!r}, 'sync'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('imapclient', 'caldav', 'exchangelib', 'niquests', 'icalendar', 'vobject') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
