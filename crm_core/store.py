@@ -24,7 +24,7 @@ import signal
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -1222,11 +1222,34 @@ class Store:
         ]
 
     def record_push(self, task_id: int, version: int, source: str, scope: str, href: str, etag: str) -> None:
+        """The task as of ``version`` is in the calendar at ``href``."""
         self._x(
             """UPDATE tasks SET pushed_version=?, remote_source=?, remote_scope=?, remote_href=?, remote_etag=?
                WHERE id=?""",
             (version, source, scope, href, etag, task_id),
         )
+        self._put_location(source, Location(scope, href, etag), "task", task_id, "", iso(utcnow()))
+
+    def cancel_task(self, task_id: int) -> None:
+        self._x("UPDATE tasks SET status='cancelled', pushed_version=version WHERE id=?", (task_id,))
+
+    def task_description(self, task: dict[str, Any]) -> str:
+        """The text a calendar shows under a task: what it is about, and how to find it in the CRM."""
+        lines = [task.get("description") or ""]
+        if task.get("customer_id"):
+            name = self._one("SELECT name FROM customers WHERE id=?", (task["customer_id"],))
+            if name:
+                lines.append(f'Customer: {name}  (crm timeline "{name}")')
+        if task.get("interaction_id"):
+            row = self.conn.execute(
+                "SELECT kind, subject, date, message_id FROM interactions WHERE id=?", (task["interaction_id"],)
+            ).fetchone()
+            if row:
+                ref = f" <{row[3]}>" if row[3] else ""
+                lines.append(f'About the {row[0]} "{row[1] or ""}" of {row[2] or "?"}{ref} '
+                             f'(crm explain {row[3] or task["interaction_id"]})')
+        lines.append(f"crm-bridge task {task['id']}")
+        return "\n".join(line for line in lines if line)
 
     def record_card_push(self, uid: str, digest: str, source: str, scope: str, href: str, etag: str) -> None:
         self._x(

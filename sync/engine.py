@@ -31,9 +31,9 @@ from connectors.base import (
     make_connector,
 )
 from crm_core import followup
-from crm_core.records import Batch, CardPush, Location, PushResult, TaskPush, TaskState
+from crm_core.records import Batch, PushResult, TaskPush
 from crm_core.cards import USER_EDITED
-from crm_core.store import Stats, Store, utcnow
+from crm_core.store import Stats, Store
 from sync.config import Config
 from sync.lock import StoreLock
 
@@ -253,22 +253,9 @@ class Engine:
         return result
 
     def _task_push(self, task: dict) -> TaskPush:
-        customer = task.get("customer_id")
-        name = self.store._one("SELECT name FROM customers WHERE id=?", (customer,)) if customer else None
-        lines = [task.get("description") or ""]
-        if name:
-            lines.append(f"Customer: {name}  (crm timeline \"{name}\")")
-        if task.get("interaction_id"):
-            row = self.store.conn.execute(
-                "SELECT kind, subject, date, message_id FROM interactions WHERE id=?", (task["interaction_id"],)
-            ).fetchone()
-            if row:
-                ref = f" <{row[3]}>" if row[3] else ""
-                lines.append(f"About the {row[0]} \"{row[1] or ''}\" of {row[2] or '?'}{ref} (crm explain {task['interaction_id']})")
-        lines.append(f"crm-bridge task {task['id']}")
         status = {"done": "COMPLETED", "cancelled": "CANCELLED"}.get(task["status"], "NEEDS-ACTION")
         return TaskPush(
-            uid=task["uid"], summary=task["title"], description="\n".join(l for l in lines if l),
+            uid=task["uid"], summary=task["title"], description=self.store.task_description(task),
             due=_date_or_none(task.get("due")), status=status,
             completed=_dt_or_none(task.get("completed_at")) if status == "COMPLETED" else None,
             href=task.get("remote_href") or "", etag=task.get("remote_etag") or "", scope=task.get("remote_scope") or "",
@@ -281,7 +268,6 @@ class Engine:
         policy = self.config.policies[name]
         if res.ok:
             store.record_push(task["id"], task["version"], name, res.scope, res.href, res.etag)
-            store._put_location(name, Location(res.scope, res.href, res.etag), "task", task["id"], "", _now_s())
             result.stats.tasks_updated += 1
             return False
         if res.conflict is not None:
@@ -294,7 +280,7 @@ class Engine:
                 return True
             if task.get("remote_href"):
                 store.log_conflict("task", task["uid"], "deleted in the client: cancelled in the CRM")
-                store._x("UPDATE tasks SET status='cancelled', pushed_version=version WHERE id=?", (task["id"],))
+                store.cancel_task(task["id"])
                 return False
             return True
         result.status = "error"
@@ -422,10 +408,6 @@ def _describe(exc: BaseException) -> str:
     kind = {AuthError: "authentication failed", TransientError: "connection problem",
             SourceUnavailable: "unavailable", CursorInvalid: "cursor invalid"}.get(type(exc))
     return f"{kind}: {text}" if kind and kind not in text else text
-
-
-def _now_s() -> str:
-    return utcnow().isoformat()
 
 
 def _date_or_none(value: str | None):

@@ -17,7 +17,7 @@ from crm_core.followup import apply_rules
 from crm_core.settings import FollowupSettings
 from crm_core.store import Store
 from sync.lock import StoreLock
-from tests.conftest import Crm, make_mail, write_config
+from tests.conftest import make_mail, write_config
 
 
 def run_crm(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:

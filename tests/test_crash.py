@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from crm_core.store import Store
-from tests.conftest import Maildir, make_mail, write_config
+from tests.conftest import Maildir, make_mail
 
 REPO = Path(__file__).resolve().parents[1]
 TIMED_RUNS = 10

@@ -13,15 +13,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from connectors import base
 from connectors.base import Connector, CursorInvalid, TransientError
 from crm_core.records import Address, Batch, FlagChange, Location, MailRecord
-from crm_core.store import Store
 from sync.config import parse_config
 from sync.engine import Engine
 

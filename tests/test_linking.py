@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from crm_core.domains import domain_chain, is_freemail, registrable_domain
 from crm_core.store import Store

@@ -7,7 +7,6 @@ way Thunderbird or Apple Reminders would change a task.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import icalendar
 import pytest
