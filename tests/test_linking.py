@@ -238,3 +238,38 @@ def test_private_folder_and_keyword_are_never_logged(crm_env, maildir):
     logged = explain(crm, "log@x")[0]
     assert logged["logged"] and [(l["target"], l["reason"]) for l in logged["links"]] == [("contact", "log folder")]
     assert crm.json("search", "privat") == []
+
+
+VCARDS = (
+    "BEGIN:VCARD\r\nVERSION:4.0\r\nUID:card-1\r\nFN:Petra Neu\r\nORG:Neukunde AG\r\n"
+    "EMAIL:petra@neukunde.example\r\nEMAIL:petra.privat@gmx.de\r\nTEL:+49 30 1234567\r\nEND:VCARD\r\n"
+    "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:card-2\r\nFN:Kim Kunde\r\nORG:Kunde GmbH\r\n"
+    "EMAIL;TYPE=WORK:kim@kunde.example\r\nCATEGORIES:Einkauf\r\nEND:VCARD\r\n"
+)
+
+
+def test_address_book_creates_customers_only_when_allowed(tmp_path, maildir):
+    from tests.conftest import Crm
+
+    (tmp_path / "book.vcf").write_text(VCARDS)
+    maildir.add(make_mail(sender="Petra <petra.privat@gmx.de>", message_id="petra@x", subject="von privat"))
+    for allowed in (False, True):
+        sources = {
+            "book": {"type": "vcf", "path": str(tmp_path / "book.vcf"), "create_customers": allowed},
+            "anna": {"type": "maildir", "path": str(maildir.root), "owner": ["anna@nordlicht.example"]},
+        }
+        crm = Crm(write_config(tmp_path / f"{allowed}.toml", store=f"{allowed}.db",
+                               customers=(("Kunde GmbH", ["kunde.example"]),), sources=sources))
+        crm("sync")
+        names = {c["name"]: c for c in crm.json("customers", "list")}
+        kunde = crm.json("customers", "show", "Kunde GmbH")
+        assert [k["emails"] for k in kunde["contacts_list"]] == ["kim@kunde.example"]
+        if not allowed:
+            assert set(names) == {"Kunde GmbH"}
+            assert explain(crm, "petra@x")[0]["links"][0]["target"] == "contact"
+            continue
+        assert set(names) == {"Kunde GmbH", "Neukunde AG"}
+        # the new customer gets the card's company domain, never the freemail one
+        assert names["Neukunde AG"]["domains"] == "neukunde.example"
+        # and the private address on the card links the mail to the customer by exact address
+        assert timeline_subjects(crm, "Neukunde AG") == ["von privat"]
