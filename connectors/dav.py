@@ -9,9 +9,16 @@ HTTP library caldav 3 uses) so the connector controls every header
 * discovery, once: ``/.well-known/caldav`` (RFC 6764) for a bare host,
   ``current-user-principal`` -> ``calendar-home-set``; the result is kept in
   the cursor;
-* each run: one ``PROPFIND Depth: 1`` on the home lists the collections with
-  their ``sync-token``/``getctag``; a collection whose token did not move
-  costs nothing more;
+* the home (``PROPFIND Depth: 1``, resource type and display name only)
+  is listed on the first run, again every :attr:`REDISCOVER_SECONDS` to
+  find new collections that match the selection, on every run while a
+  configured name matches nothing, and when a known collection answers 404;
+* each run, each collection to read: one ``PROPFIND Depth: 0`` asking for
+  ONE change marker, ``CS:getctag`` (``DAV:sync-token`` on a server without
+  getctag); a collection whose marker did not move costs nothing more.
+  (Token properties are what servers spend their time on: Radicale hashes
+  every member for each, so asking both, or asking them for every
+  collection in the home, multiplies the cost of a no-change run.)
 * a collection that moved: ``REPORT sync-collection`` (RFC 6578) with the
   stored token, then ``calendar-multiget``/``addressbook-multiget`` in
   batches of :attr:`MULTIGET_BATCH` for the changed hrefs;
@@ -20,7 +27,7 @@ HTTP library caldav 3 uses) so the connector controls every header
   ``view.known(collection_url)``; vanished hrefs are reported removed.
 
 Collections configured by URL (``calendars = ["https://..."]``) skip the
-home listing: one ``REPORT`` each per run.
+home listing: one probe each per run, and the reading when it moved.
 
 Cursor (JSON-able)::
 
@@ -29,11 +36,21 @@ Cursor (JSON-able)::
       "url": "<configured url>",          # a change of url drops the rest
       "select": [...],                    # the configured calendars/addressbooks
       "home": "<home collection url>",    # "" when only URLs are configured
+      "home_is_collection": bool,         # the url names one collection
+      "listed": <epoch seconds>,          # the last home listing
+      "from_home": [<collection url>...], # what it picked, probed until the next
+      "missing": [<name>...],             # names it did not find (list again)
+      "push": "<push target>", "push_url": "<its url>",
       "collections": {
         "<collection url>": {"token": "<sync-token>" | "", "ctag": "<getctag>" | "",
-                             "mode": "sync" | "list"}
+                             "mode": "sync" | "list",
+                             "probe": "getctag" | "sync-token" | ""}
       }
     }
+
+The marker is read before the collection is, so a change landing in
+between moves the marker again and is read next run; a ctag changes
+whenever a member changes (tests check this on Radicale and Xandikos).
 
 ``scope`` of every record is the collection URL (absolute, trailing
 slash), ``local_id`` the item's href path, ``etag`` the server's etag as
@@ -48,9 +65,11 @@ timeout, reset, 429 and 5xx -> :class:`TransientError`; other failures ->
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import logging
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -110,6 +129,24 @@ def _join(base: str, href: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, _norm_path(parts.path), "", ""))
 
 
+#: an href path that _norm_path leaves as it is (no escapes, no dot segments)
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9_.~/@:+!$&'()*,;=-]*")
+
+
+@functools.lru_cache(maxsize=4096)
+def _href_path_slow(base: str, href: str) -> str:
+    return _path(_join(base, href))
+
+
+def _href_path(base: str, href: str) -> str:
+    """The canonical path of ``href`` (a path or a URL) relative to ``base``;
+    what ``_path(_join(base, href))`` gives, without the URL parsing for the
+    usual plain absolute path."""
+    if _PLAIN_PATH.fullmatch(href) and not href.startswith("//") and "/." not in href:
+        return href
+    return _href_path_slow(base, href)
+
+
 def _dir(url: str) -> str:
     return url if url.endswith("/") else url + "/"
 
@@ -157,6 +194,10 @@ class _Collection:
     name: str = ""
     token: str | None = None
     ctag: str | None = None
+    #: what the depth-0 probe asked: "getctag" | "sync-token" | "" (nothing)
+    probed: str = ""
+    #: the probe found nothing there (404/410): the reason, else ""
+    missing: str = ""
 
 
 def _parse_multistatus(content: bytes, base: str, data_tag: str | None = None) -> tuple[list[_Item], str | None]:
@@ -167,7 +208,7 @@ def _parse_multistatus(content: bytes, base: str, data_tag: str | None = None) -
         href = response.findtext(_q(DAV, "href"))
         if not href:
             continue
-        path = _path(_join(base, href.strip()))
+        path = _href_path(base, href.strip())
         status = _status_code(response.findtext(_q(DAV, "status")))
         etag = ""
         data = None
@@ -298,10 +339,16 @@ class _Http:
 
 _PROPFIND_HOME = (
     '<?xml version="1.0" encoding="utf-8"?>'
-    '<D:propfind xmlns:D="DAV:" xmlns:CS="http://calendarserver.org/ns/">'
-    "<D:prop><D:resourcetype/><D:displayname/>{tokens}</D:prop></D:propfind>"
+    '<D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:displayname/></D:prop></D:propfind>'
 )
-_TOKENS = "<D:sync-token/><CS:getctag/>"
+#: the depth-0 change-marker probes, one property each
+_PROBE = {
+    "getctag": '<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:" '
+               'xmlns:CS="http://calendarserver.org/ns/"><D:prop><CS:getctag/></D:prop></D:propfind>',
+    "sync-token": '<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:">'
+                  "<D:prop><D:sync-token/></D:prop></D:propfind>",
+}
+_PROBE_TAG = {"getctag": _q(CS, "getctag"), "sync-token": _q(DAV, "sync-token")}
 
 _PROPFIND_ETAGS = (
     '<?xml version="1.0" encoding="utf-8"?>'
@@ -334,6 +381,9 @@ class _DavConnector(Connector):
     #: a full listing that comes back empty while at least this many items
     #: are known is reported as a problem instead of deleting them
     EMPTY_GUARD = 3
+    #: a source that finds its collections under the home lists the home
+    #: again after this many seconds, to find collections that are new
+    REDISCOVER_SECONDS = 3600.0
 
     def __init__(self, name: str, options: Mapping[str, Any]):
         super().__init__(name, options)
@@ -482,24 +532,26 @@ class _DavConnector(Connector):
             return principal_url, False
         return _dir(_join(url, _path(url))), False
 
-    def _list_home(self, home: str, tokens: bool = True) -> list[_Collection]:
-        """The collections under ``home``; with their sync-token/ctag when
-        ``tokens`` (computing those is most of the cost on Radicale, so a
-        first run, which reads everything anyway, does not ask)."""
-        resp = self._propfind(home, _PROPFIND_HOME.format(tokens=_TOKENS if tokens else ""), "1")
+    def _list_home(self, home: str) -> list[_Collection]:
+        """The collections under ``home`` (resource type and display name
+        only: the change markers are asked of each wanted collection on its
+        own, see :meth:`_probe`; on Radicale a listing with tokens costs a
+        token computation for every collection in the home, wanted or not)."""
+        resp = self._propfind(home, _PROPFIND_HOME, "1")
         root = _xml(resp.content)
         found = []
+        home_path = _path(_dir(_join(home, _path(home))))
         for response in root.iterchildren(_q(DAV, "response")):
             href = response.findtext(_q(DAV, "href"))
             if not href:
                 continue
             url = _dir(_join(home, href.strip()))
             if _status_code(response.findtext(_q(DAV, "status"))) in (404, 410):
-                if _path(url) == _path(_dir(_join(home, _path(home)))):
+                if _path(url) == home_path:
                     raise _Missing(f"{self.name}: PROPFIND {home}: 404 Not Found")
                 continue
             is_type = False
-            name = token = ctag = None
+            name = None
             for propstat in response.iterchildren(_q(DAV, "propstat")):
                 if _status_code(propstat.findtext(_q(DAV, "status"))) != 200:
                     continue
@@ -510,12 +562,55 @@ class _DavConnector(Connector):
                 if rtype is not None and rtype.find(self.collection_type) is not None:
                     is_type = True
                 name = prop.findtext(_q(DAV, "displayname")) or name
-                token = prop.findtext(_q(DAV, "sync-token")) or token
-                ctag = prop.findtext(_q(CS, "getctag")) or ctag
             if is_type:
                 last = unquote(_path(url).rstrip("/").rsplit("/", 1)[-1])
-                found.append(_Collection(url, (name or last).strip(), token and token.strip(), ctag and ctag.strip()))
+                found.append(_Collection(url, (name or last).strip()))
         return found
+
+    def _probe(self, col: _Collection, entry: Mapping[str, Any]) -> None:
+        """Ask ``col`` (depth 0) for ONE change marker and note it in ``col``.
+
+        The marker is ``CS:getctag`` unless an earlier probe found the
+        server has none (``entry["probe"]``); then ``DAV:sync-token``, and
+        nothing at all for a server with neither.  A getctag changes
+        whenever a member changes (Radicale: a hash of the members' hrefs
+        and etags; Xandikos: the git tree id), and it is read *before* the
+        collection is, so a change that lands in between is seen next time.
+        A 404/410 sets ``col.missing``.
+        """
+        kind = entry.get("probe", "getctag") if entry else "getctag"
+        if kind not in ("getctag", "sync-token"):
+            col.probed = ""
+            return
+        resp = self._propfind(col.url, _PROBE[kind], "0", allow=(404, 410))
+        col.probed = kind
+        if resp.status in (404, 410):
+            col.missing = f"HTTP {resp.status}"
+            return
+        root = _xml(resp.content)
+        for response in root.iterchildren(_q(DAV, "response")):
+            if _status_code(response.findtext(_q(DAV, "status"))) in (404, 410):
+                col.missing = "404 Not Found"  # Xandikos: a 207 saying 404
+                return
+            for propstat in response.iterchildren(_q(DAV, "propstat")):
+                if _status_code(propstat.findtext(_q(DAV, "status"))) != 200:
+                    continue
+                value = propstat.findtext(f"{_q(DAV, 'prop')}/{_PROBE_TAG[kind]}")
+                if value and value.strip():
+                    if kind == "getctag":
+                        col.ctag = value.strip()
+                    else:
+                        col.token = value.strip()
+            break
+
+    @staticmethod
+    def _unchanged(col: _Collection, entry: Mapping[str, Any]) -> bool:
+        """The probe says nothing moved since ``entry`` was stored."""
+        if col.probed == "getctag":
+            return bool(col.ctag) and entry.get("ctag") == col.ctag
+        if col.probed == "sync-token":
+            return bool(col.token) and entry.get("token") == col.token
+        return False
 
     @staticmethod
     def _matches(col: _Collection, wanted: str) -> bool:
@@ -525,52 +620,110 @@ class _DavConnector(Connector):
     def _is_url(self, value: str) -> bool:
         return value.startswith(("http://", "https://", "/"))
 
-    def _collections(self, state: dict, problems: list[str]) -> list[_Collection]:
-        """The collections to read this run (uses and updates ``state``)."""
+    def _listing_due(self, state: dict, now: float) -> bool:
+        """Whether this run lists the home to find (new) collections by name,
+        instead of probing the ones the last listing found."""
+        if not state.get("home") or not state.get("listed"):
+            return True
+        if state.get("home_is_collection"):
+            return False
+        if state.get("missing") or state.get("push") != self.push_target:
+            return True  # a wanted name had no collection: look again every run
+        if not state.get("from_home"):
+            return True  # nothing was found last time: nothing to probe
+        return abs(now - float(state["listed"])) >= self.REDISCOVER_SECONDS
+
+    def _collections(self, state: dict, problems: list[str], probe: bool = True) -> list[_Collection]:
+        """The collections to read this run (uses and updates ``state``),
+        each probed for its change marker when ``probe``.
+
+        The home is listed on the first run, then again every
+        :attr:`REDISCOVER_SECONDS` (new collections matching the selection
+        are found then), on every run while a configured name matches
+        nothing, and whenever a collection the last listing found is gone
+        (404); between those runs each known collection costs one depth-0
+        PROPFIND.
+        """
         explicit = [_dir(_join(self.url, s)) for s in self.select if self._is_url(s)]
         names = [s for s in self.select if not self._is_url(s)]
         push = self.push_target
         need_home = not self.select or bool(names) or (push is not None and not self._is_url(push))
+        stored: dict = state.get("collections") or {}
         result: dict[str, _Collection] = {u: _Collection(u) for u in explicit}
         if push is not None and self._is_url(push):
             url = _dir(_join(self.url, push))
             result.setdefault(url, _Collection(url))
         if not need_home:
             state["home"] = ""
-            return list(result.values())
-        listed: list[_Collection] | None = None
+            return self._probed(list(result.values()), stored, probe)
+        now = time.time()
         home = state.get("home") or ""
-        tokens = any(e.get("token") or e.get("ctag") for e in (state.get("collections") or {}).values())
+        if not self._listing_due(state, now):
+            if state.get("home_is_collection"):
+                self._home = None
+                result.setdefault(home, _Collection(home))
+                return self._probed(list(result.values()), stored, probe)
+            self._home = home
+            if state.get("push_url"):
+                self._push_url = state["push_url"]
+            from_home = [_Collection(u) for u in state.get("from_home") or () if u not in result]
+            cols = self._probed(list(result.values()) + from_home, stored, probe)
+            if not any(c.missing for c in from_home):
+                return cols
+            # a collection the last listing found is gone: list again
+            log.info("%s: a known collection is gone; listing %s again", self.name, home)
+            result = {c.url: c for c in cols if c.url in result}
+            reuse = {c.url: c for c in cols if c.url not in result and not c.missing}
+        else:
+            reuse = {}
+        listed: list[_Collection] | None = None
         if home:
             try:
-                listed = [_Collection(home)] if state.get("home_is_collection") else self._list_home(home, tokens)
+                listed = [_Collection(home)] if state.get("home_is_collection") else self._list_home(home)
             except _Missing:
                 listed = None
         if listed is None:
             home, is_collection = self._discover_home()
             state["home"] = home
             state["home_is_collection"] = is_collection
-            listed = [_Collection(home)] if is_collection else self._list_home(home, tokens)
+            listed = [_Collection(home)] if is_collection else self._list_home(home)
+        state["listed"] = now
+        state["push"] = push
+        state.pop("push_url", None)
+        state["missing"] = []
         self._home = None if state.get("home_is_collection") else home
+        picked: dict[str, _Collection] = {}
         if state.get("home_is_collection"):
             for col in listed:
-                result.setdefault(col.url, col)
-            return list(result.values())
-        for wanted in names:
-            hits = [c for c in listed if self._matches(c, wanted)]
-            if not hits:
-                problems.append(f"{self.name}: no {self.select_key[:-1]} named {wanted!r} under {home}")
-            for col in hits:
-                result[col.url] = col
-        if not self.select:
-            for col in listed:
-                result[col.url] = col
-        if push is not None and not self._is_url(push):
-            for col in listed:
-                if self._matches(col, push):
-                    result[col.url] = col
-                    self._push_url = col.url
-        return list(result.values())
+                picked.setdefault(col.url, col)
+        else:
+            for wanted in names:
+                hits = [c for c in listed if self._matches(c, wanted)]
+                if not hits:
+                    problems.append(f"{self.name}: no {self.select_key[:-1]} named {wanted!r} under {home}")
+                    state["missing"].append(wanted)
+                for col in hits:
+                    picked[col.url] = col
+            if not self.select:
+                for col in listed:
+                    picked[col.url] = col
+            if push is not None and not self._is_url(push):
+                for col in listed:
+                    if self._matches(col, push):
+                        picked[col.url] = col
+                        self._push_url = state["push_url"] = col.url
+                if not state.get("push_url"):
+                    state["missing"].append(push)  # a push creates it: look again next run
+        state["from_home"] = [u for u in picked if u not in result]
+        fresh = [reuse.get(u, c) for u, c in picked.items() if u not in result]
+        return list(result.values()) + self._probed(fresh, stored, probe)
+
+    def _probed(self, cols: list[_Collection], stored: Mapping[str, Any], probe: bool) -> list[_Collection]:
+        if probe:
+            for col in cols:
+                if not col.probed and not col.missing:
+                    self._probe(col, stored.get(col.url) or {})
+        return cols
 
     # ----------------------------------------------------------------- pull
 
@@ -593,11 +746,12 @@ class _DavConnector(Connector):
         current = {c.url for c in collections}
         for col in collections:
             entry = stored.get(col.url) or {}
-            if col.token and entry.get("token"):
-                if entry["token"] == col.token:
-                    continue  # the home listing says: nothing moved
-            elif col.ctag and entry.get("ctag") == col.ctag:
+            if col.missing:
+                yield Batch(problems=[f"{self.name}: collection {col.url} cannot be read "
+                                      f"({col.missing}); nothing under it is removed"])
                 continue
+            if self._unchanged(col, entry):
+                continue  # the probe says: nothing moved
             try:
                 for batch in self._pull_collection(col, entry, view, window, stored, state, done):
                     done = batch.done
@@ -627,7 +781,13 @@ class _DavConnector(Connector):
         listing, removed, token, mode = self._changes(col, entry, known)
         changed = [href for href, etag in listing.items() if known.get(href) != etag or not etag]
         remaining = (set(known) - set(removed)) | set(listing)
-        new_entry = {"token": token or "", "ctag": col.ctag or "", "mode": mode}
+        if col.probed == "getctag" and col.ctag:
+            probe = "getctag"
+        elif col.probed and mode == "sync" and token:
+            probe = "sync-token"  # no getctag here: the token is the marker
+        else:
+            probe = ""  # neither: every run reads the collection
+        new_entry = {"token": token or "", "ctag": col.ctag or "", "mode": mode, "probe": probe}
         if not remaining and len(known) >= self.EMPTY_GUARD:
             yield Batch(problems=[
                 f"{self.name}: collection {col.url} lists no items while {len(known)} are known; "
@@ -762,7 +922,7 @@ class _DavConnector(Connector):
             self._push_url = _dir(_join(self.url, self.push_target))
             return self._push_url
         state: dict = {"home": ""}
-        self._collections(state, [])
+        self._collections(state, [], probe=False)
         if self._push_url:
             return self._push_url
         if state.get("home_is_collection") or not state.get("home"):

@@ -11,7 +11,7 @@ import icalendar
 import pytest
 
 from connectors.base import AuthError, SourceUnavailable, TransientError
-from connectors.dav import CalDavConnector, CardDavConnector
+from connectors.dav import CalDavConnector, CardDavConnector, _Collection
 from connectors.ical import normalised_hash
 from connectors.vcard import build_vcard
 from crm_core.records import (
@@ -160,14 +160,14 @@ def test_no_change_run_costs_one_request(server):
     view.sync(by_name)
     before = by_name.request_count
     assert view.sync(by_name) == []  # nothing changed: no batch at all
-    assert by_name.request_count - before == 1  # one PROPFIND of the home, no REPORT
+    assert by_name.request_count - before == 1  # one depth-0 PROPFIND of the calendar, no REPORT
 
     cards = carddav(server, addressbooks=[book])  # configured by URL
     view2 = MemoryView()
     view2.sync(cards)
     before = cards.request_count
     assert records_of(view2.sync(cards)) == []
-    assert cards.request_count - before == 1  # one REPORT for the one collection
+    assert cards.request_count - before == 1  # one depth-0 PROPFIND for the one collection
 
 
 def test_discovery_from_bare_host_filters_by_name(server):
@@ -189,6 +189,187 @@ def test_collection_url_as_source_url(server):
     view = MemoryView()
     batches = view.sync(caldav(server, url=col))
     assert [r.summary for r in records_of(batches)] == ["direct"]
+
+
+# ------------------------------------------ change markers and rediscovery
+
+
+def make_calendar_as(srv, path_name: str, displayname: str) -> str:
+    """A calendar at ``<home>/<path_name>/`` whose display name is ``displayname``."""
+    path = f"{srv.home}{path_name}/"
+    body = (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        '<C:mkcalendar xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">'
+        f"<D:set><D:prop><D:displayname>{displayname}</D:displayname></D:prop></D:set></C:mkcalendar>"
+    )
+    resp = srv.request("MKCALENDAR", path, body, {"Content-Type": "application/xml"})
+    assert resp.status in (200, 201), (resp.status, resp.text)
+    return srv.abs(path)
+
+
+def test_ctag_moves_with_every_member_change(server):
+    """A no-change run trusts CS:getctag alone; it must move on every add,
+    change and delete of a member, and stay put while nothing happens."""
+    col = server.make_calendar()
+    conn = caldav(server, calendars=[col])
+
+    def ctag() -> str:
+        probed = _Collection(col)
+        conn._probe(probed, {})
+        assert probed.probed == "getctag" and probed.ctag and not probed.missing
+        return probed.ctag
+
+    seen = [ctag()]
+    assert ctag() == seen[0]
+    server.put(col, "a.ics", ics("a"))
+    seen.append(ctag())
+    assert ctag() == seen[-1]
+    server.put(col, "a.ics", ics("a", "changed summary"))
+    seen.append(ctag())
+    server.put(col, "a.ics", ics("a", "changed summary", stamp="20250101T000000Z"))  # a stamp only
+    seen.append(ctag())
+    server.put(col, "b.ics", ics("b"))
+    seen.append(ctag())
+    server.delete(col + "a.ics")
+    seen.append(ctag())
+    server.put(col, "a.ics", ics("a", "back again"))
+    seen.append(ctag())
+    assert len(set(seen)) == len(seen), seen
+    conn.close()
+
+
+def test_every_change_after_a_no_change_run_is_read(server):
+    """ctag skip, then each kind of change: none is missed."""
+    name = server.unique("marker")
+    col = server.make_calendar(name)
+    server.put(col, "a.ics", ics("a", "one"))
+    conn = caldav(server, calendars=[name])
+    view = MemoryView()
+    view.sync(conn)
+    assert view.cursor["collections"][col]["probe"] == "getctag"
+    for change, requests in ((lambda: server.put(col, "a.ics", ics("a", "two")), 3),
+                             (lambda: server.put(col, "b.ics", ics("b", "three")), 3),
+                             (lambda: server.delete(col + "a.ics"), 2)):
+        assert view.sync(conn) == []
+        change()
+        before = conn.request_count
+        view.sync(conn)
+        # the probe, a sync-collection REPORT, a multiget when there is something to fetch
+        assert conn.request_count - before == requests
+        assert_view_matches(view, server, col)
+    assert [r.summary for r in view.all_records()] == ["three"]
+
+
+def test_sync_token_is_the_marker_without_getctag(server):
+    """A server that gave no getctag is probed for its sync-token instead."""
+    col = server.make_calendar()
+    server.put(col, "a.ics", ics("a", "one"))
+    conn = caldav(server, calendars=[col])
+    view = MemoryView()
+    view.sync(conn)
+    entry = view.cursor["collections"][col]
+    entry["ctag"], entry["probe"] = "", "sync-token"  # as if the server had none
+    before = conn.request_count
+    assert view.sync(conn) == []
+    assert conn.request_count - before == 1
+    server.put(col, "a.ics", ics("a", "two"))
+    batches = view.sync(conn)
+    assert [r.summary for r in records_of(batches)] == ["two"]
+    assert view.cursor["collections"][col]["probe"] == "sync-token"
+    assert view.sync(conn) == []
+
+
+def test_names_rediscover_new_and_lost_collections(server):
+    """Selected by name: the known collection is probed directly; a new one
+    with the same name is found at the next listing; a deleted one is
+    noticed at once (404) and reported, nothing removed."""
+    name = server.unique("team")
+    first = server.make_calendar(name)
+    server.put(first, "a.ics", ics("a", "in the first"))
+    conn = caldav(server, calendars=[name])
+    view = MemoryView()
+    view.sync(conn)
+    listed = view.cursor["listed"]
+
+    second = make_calendar_as(server, server.unique("team-b"), name)
+    server.put(second, "b.ics", ics("b", "in the second"))
+    before = conn.request_count
+    assert view.sync(conn) == []  # not listed again yet: only the known one is asked
+    assert conn.request_count - before == 1
+    assert view.cursor["listed"] == listed
+
+    conn.REDISCOVER_SECONDS = 0
+    batches = view.sync(conn)
+    assert [r.summary for r in records_of(batches)] == ["in the second"]
+    assert set(view.cursor["collections"]) == {first, second}
+    conn.REDISCOVER_SECONDS = 3600
+    before = conn.request_count
+    assert view.sync(conn) == []
+    assert conn.request_count - before == 2  # one probe per collection
+
+    assert server.delete(first).status in (200, 204)
+    batches = view.sync(conn)
+    assert removed_of(batches) == []
+    assert set(view.cursor["collections"]) == {second}
+    assert view.known(first)  # kept
+    assert server.delete(second).status in (200, 204)
+    batches = view.sync(conn)
+    assert any(f"no calendar named {name!r}" in p for b in batches for p in b.problems)
+    assert removed_of(batches) == [] and view.known(second)
+
+
+def test_missing_name_is_looked_for_every_run(server):
+    name = server.unique("later")
+    conn = caldav(server, calendars=[name])
+    view = MemoryView()
+    view.sync(conn)
+    assert any(name in p for p in view.problems)
+    col = server.make_calendar(name)
+    server.put(col, "x.ics", ics("x", "now it exists"))
+    batches = view.sync(conn)
+    assert [r.summary for r in records_of(batches)] == ["now it exists"]
+    assert view.cursor["missing"] == []
+
+
+def test_all_collections_vanished_one_is_reported(own_radicale, monkeypatch):
+    srv = own_radicale
+    monkeypatch.setenv(PW_ENV, srv.password)
+    one, two = srv.make_calendar(), srv.make_calendar()
+    srv.put(one, "a.ics", ics("a"))
+    srv.put(two, "b.ics", ics("b"))
+    conn = caldav(srv)  # every calendar of the home
+    view = MemoryView()
+    view.sync(conn)
+    before = conn.request_count
+    assert view.sync(conn) == []
+    assert conn.request_count - before == 2
+    srv.delete(two)
+    batches = view.sync(conn)
+    assert any(two in p and "no longer listed" in p for b in batches for p in b.problems)
+    assert removed_of(batches) == [] and view.known(two)
+    three = srv.make_calendar()
+    srv.put(three, "c.ics", ics("c", "third"))
+    conn.REDISCOVER_SECONDS = 0
+    assert [r.summary for r in records_of(view.sync(conn))] == ["third"]
+
+
+def test_cursor_of_the_previous_version_still_works(server):
+    """Entries without "probe" and a cursor without "listed": one listing, no re-read."""
+    name = server.unique("old")
+    col = server.make_calendar(name)
+    server.put(col, "a.ics", ics("a"))
+    conn = caldav(server, calendars=[name])
+    view = MemoryView()
+    view.sync(conn)
+    old = {k: v for k, v in view.cursor.items() if k in ("v", "url", "select", "home", "collections")}
+    old["collections"] = {u: {"token": e["token"], "ctag": "", "mode": e["mode"]}
+                          for u, e in old["collections"].items()}
+    view.cursor = old
+    assert records_of(view.sync(conn)) == []
+    assert view.cursor["collections"][col]["probe"] == "getctag"
+    before = conn.request_count
+    assert view.sync(conn) == []
+    assert conn.request_count - before == 1
 
 
 # ----------------------------------------------- lost tokens and fallbacks
