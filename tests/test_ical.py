@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -10,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import icalendar
 import pytest
+import recurring_ical_events
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -305,7 +307,7 @@ def test_fast_reader_agrees_with_icalendar():
     ]
     compared = 0
     for text in samples:
-        fast = _fast_parse(text, LOC)
+        fast = _fast_parse(text, LOC, WINDOW)
         if fast is None:
             continue
         slow, failures = _slow_parse(text, LOC, WINDOW)
@@ -313,6 +315,206 @@ def test_fast_reader_agrees_with_icalendar():
         assert [repr(r) for r in fast] == [repr(r) for r in slow]
         compared += 1
     assert compared >= 20
+
+
+# ------------------------------------------- the fast path for simple series
+
+
+RIE_TESTS = Path(os.path.dirname(recurring_ical_events.__file__)) / "test"
+SERIES_FILES = [p for p in ICS_FILES + sorted(RIE_TESTS.rglob("*.ics"))
+                if re.search(r"^(RRULE|RECURRENCE-ID)", p.read_bytes().decode("utf-8", "replace"), re.M | re.I)]
+
+
+def has_series(records) -> bool:
+    return any(getattr(r, "rrule", "") or getattr(r, "recurrence_id", "") for r in records)
+
+
+def assert_fast_equals_slow(text: str, window=WINDOW, expect_fast: bool = True) -> list:
+    fast = _fast_parse(text, LOC, window)
+    if fast is None:
+        assert not expect_fast, "the fast path refused:\n" + text
+        return []
+    slow, failures = _slow_parse(text, LOC, window)
+    assert failures == []
+    assert [repr(r) for r in fast] == [repr(r) for r in slow]
+    return fast
+
+
+def test_series_fast_path_agrees_on_every_recurring_test_file():
+    """icalendar's and recurring_ical_events' own test calendars: wherever the
+    fast path takes a series, it gives exactly the occurrences the thorough
+    reader gives."""
+    assert len(SERIES_FILES) > 40
+    compared = 0
+    for path in SERIES_FILES:
+        text = path.read_bytes().decode("utf-8", "replace")
+        compared += has_series(assert_fast_equals_slow(text, WINDOW, expect_fast=False))
+    assert compared >= 30  # most simple series of those folders do take the fast path
+
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def series(*lines: str, overrides: tuple = ()) -> str:
+    master = raw_event("UID:s", "DTSTAMP:20240101T000000Z", "SUMMARY:series", *lines)
+    return cal(master, *(raw_event("UID:s", "DTSTAMP:20240101T000000Z", "SUMMARY:override", *o) for o in overrides))
+
+
+def master_of(records):
+    [master] = [r for r in records if not r.recurrence_id]
+    return master
+
+
+def test_series_across_both_dst_changes_in_berlin():
+    text = series("DTSTART;TZID=Europe/Berlin:20240325T020000", "DTEND;TZID=Europe/Berlin:20240325T030000",
+                  "RRULE:FREQ=DAILY;COUNT=8")
+    occ = master_of(assert_fast_equals_slow(text)).occurrences
+    assert len(occ) == 8
+    assert all(o.start.tzinfo is BERLIN for o in occ)
+    assert occ[0].start.utcoffset() == timedelta(hours=1) and occ[-1].start.utcoffset() == timedelta(hours=2)
+    # 02:00 on 31 March does not exist; both readers keep the wall time
+    assert occ[6].start.replace(tzinfo=None) == datetime(2024, 3, 31, 2)
+    autumn = series("DTSTART;TZID=Europe/Berlin:20241025T023000", "DTEND;TZID=Europe/Berlin:20241025T033000",
+                    "RRULE:FREQ=DAILY;UNTIL=20241030T000000Z", "EXDATE;TZID=Europe/Berlin:20241026T023000")
+    occ = master_of(assert_fast_equals_slow(autumn)).occurrences
+    assert [o.start.day for o in occ] == [25, 27, 28, 29]  # 02:30 on the 27th happens twice: once here
+
+
+def test_series_with_exdates_moved_and_cancelled_occurrences():
+    text = series(
+        "DTSTART;TZID=Europe/Berlin:20240105T100000", "DTEND;TZID=Europe/Berlin:20240105T110000",
+        "RRULE:FREQ=WEEKLY;COUNT=6", "EXDATE;TZID=Europe/Berlin:20240112T100000,20240209T100000",
+        "EXDATE:20240202T090000Z",
+        overrides=(
+            ("RECURRENCE-ID;TZID=Europe/Berlin:20240119T100000", "DTSTART;TZID=Europe/Berlin:20240119T150000",
+             "DTEND;TZID=Europe/Berlin:20240119T160000"),
+            ("RECURRENCE-ID;TZID=Europe/Berlin:20240126T100000", "DTSTART;TZID=Europe/Berlin:20240126T100000",
+             "STATUS:CANCELLED"),
+        ),
+    )
+    records = assert_fast_equals_slow(text)
+    occ = master_of(records).occurrences
+    assert [(o.start.day, o.start.hour, o.status) for o in occ] == [
+        (5, 10, "CONFIRMED"), (19, 15, "CONFIRMED"), (26, 10, "CANCELLED")]
+    assert master_of(records).rrule == "FREQ=WEEKLY;COUNT=6"
+    assert len(records) == 3
+
+
+def test_series_moved_into_and_out_of_the_window():
+    window = (datetime(2024, 1, 10, tzinfo=timezone.utc), datetime(2024, 1, 31, tzinfo=timezone.utc))
+    text = series("DTSTART:20240101T080000Z", "DTEND:20240101T090000Z", "RRULE:FREQ=WEEKLY",
+                  overrides=(("RECURRENCE-ID:20240108T080000Z", "DTSTART:20240111T080000Z"),  # moved in
+                             ("RECURRENCE-ID:20240115T080000Z", "DTSTART:20240215T080000Z"),  # moved out
+                             ("RECURRENCE-ID:20240103T080000Z", "DTSTART:20240112T080000Z")))  # no such occurrence
+    occ = master_of(assert_fast_equals_slow(text, window)).occurrences
+    assert [o.start.day for o in occ] == [11, 12, 22, 29]
+
+
+def test_series_rule_parts_count_until_and_all_day():
+    cases = [
+        ("DTSTART;VALUE=DATE:20240101", "DTEND;VALUE=DATE:20240102", "RRULE:FREQ=YEARLY;UNTIL=20270101"),
+        ("DTSTART;VALUE=DATE:20240131", "RRULE:BYMONTHDAY=31;FREQ=MONTHLY;COUNT=7",
+         "EXDATE;VALUE=DATE:20240331"),
+        ("DTSTART;VALUE=DATE:20240101", "DTEND;VALUE=DATE:20240103", "RRULE:FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,FR"),
+        ("DTSTART;TZID=America/New_York:20240308T233000", "RRULE:FREQ=DAILY;COUNT=5"),
+        ("DTSTART;TZID=Europe/Berlin:20240102T090000", "DTEND;TZID=Europe/Berlin:20240102T093000",
+         "RRULE:FREQ=MONTHLY;BYDAY=-1FR;UNTIL=20241231T230000Z;WKST=SU"),
+        ("DTSTART:20240101T120000Z", "RRULE:FREQ=DAILY;COUNT=3", "EXDATE;VALUE=DATE:20240102"),
+    ]
+    for lines in cases:
+        records = assert_fast_equals_slow(series(*lines))
+        assert master_of(records).occurrences
+    all_day = master_of(assert_fast_equals_slow(series(*cases[0]))).occurrences
+    assert [o.start for o in all_day] == [date(y, 1, 1) for y in (2024, 2025, 2026, 2027)]
+    assert all(o.end - o.start == timedelta(days=1) for o in all_day)
+    rule = master_of(assert_fast_equals_slow(series(*cases[1]))).rrule
+    assert rule == "FREQ=MONTHLY;COUNT=7;BYMONTHDAY=31"  # icalendar's order
+
+
+@pytest.mark.parametrize("lines, overrides", [
+    (("DTSTART:20240101T080000Z", "RRULE:FREQ=DAILY;COUNT=3", "RDATE:20240110T080000Z"), ()),
+    (("DTSTART:20240101T080000Z", "RRULE:FREQ=HOURLY;COUNT=3"), ()),
+    (("DTSTART:20240101T080000Z", "RRULE:FREQ=DAILY;COUNT=-3"), ()),
+    (("DTSTART:20240101T080000", "RRULE:FREQ=DAILY;COUNT=3"), ()),  # floating
+    (("DTSTART;TZID=W. Europe Standard Time:20240101T080000", "RRULE:FREQ=DAILY;COUNT=3"), ()),
+    (("DTSTART;TZID=Europe/Berlin:20240101T080000", "RRULE:FREQ=DAILY;UNTIL=20240105"), ()),
+    (("DTSTART:20240101T080000Z", "RRULE:FREQ=DAILY;COUNT=3", "RRULE:FREQ=WEEKLY;COUNT=3"), ()),
+    (("DTSTART:20240101T080000Z", "RRULE:FREQ=DAILY;COUNT=9"),
+     (("RECURRENCE-ID;RANGE=THISANDFUTURE:20240103T080000Z", "DTSTART:20240103T100000Z"),)),
+    (("DTSTART:20240101T080000Z", "RRULE:FREQ=DAILY;COUNT=9"),
+     (("RECURRENCE-ID:20240103T080000Z", "DTSTART:20240103T100000Z", "SEQUENCE:1"),
+      ("RECURRENCE-ID:20240103T080000Z", "DTSTART:20240103T110000Z", "SEQUENCE:2"))),
+    (("DTSTART:20240101T080000Z", "DURATION:PT1H", "RRULE:FREQ=DAILY;COUNT=3"), ()),
+])
+def test_unusual_series_take_the_thorough_path(lines, overrides):
+    text = series(*lines, overrides=overrides)
+    assert _fast_parse(text, LOC, WINDOW) is None
+    records, failures = parse_calendar(text, LOC, WINDOW)
+    assert records or failures
+
+
+def _random_series(rng: random.Random) -> tuple[str, tuple[datetime, datetime]]:
+    """A series with random zone, length, rule, EXDATEs and overrides."""
+    all_day = rng.random() < 0.25
+    zone = rng.choice(["Europe/Berlin", "Europe/Berlin", "UTC", "America/New_York"])
+    base = datetime(2024, rng.choice([1, 3, 3, 10, 10, 12]), rng.randint(1, 28),
+                    rng.choice([0, 1, 2, 3, 9, 23]), rng.choice([0, 30]))
+
+    def prop(name: str, when: datetime, tz: str = zone) -> str:
+        if all_day:
+            return f"{name};VALUE=DATE:{when:%Y%m%d}"
+        if tz == "UTC":
+            return f"{name}:{when:%Y%m%dT%H%M%S}Z"
+        return f"{name};TZID={tz}:{when:%Y%m%dT%H%M%S}"
+
+    length = (timedelta(days=rng.choice([1, 2])) if all_day
+              else timedelta(minutes=rng.choice([0, 30, 60, 1440, 1500])))
+    freq = rng.choice(["DAILY", "WEEKLY", "WEEKLY", "MONTHLY", "YEARLY"])
+    parts = [f"FREQ={freq}"]
+    if rng.random() < 0.3:
+        parts.append(f"INTERVAL={rng.randint(1, 3)}")
+    ending = rng.choice(["COUNT", "UNTIL", ""])
+    if ending == "COUNT":
+        parts.append(f"COUNT={rng.randint(1, 40)}")
+    elif ending == "UNTIL":
+        until = base + timedelta(days=rng.randint(-3, 400))
+        parts.append(f"UNTIL={until:%Y%m%d}" if all_day else
+                     f"UNTIL={until.replace(tzinfo=ZoneInfo(zone)).astimezone(timezone.utc):%Y%m%dT%H%M%S}Z")
+    if freq == "WEEKLY" and rng.random() < 0.5:
+        parts.append("BYDAY=" + ",".join(rng.sample(["MO", "TU", "WE", "TH", "FR", "SA", "SU"], rng.randint(1, 3))))
+    if freq == "MONTHLY" and rng.random() < 0.5:
+        parts.append(rng.choice(["BYMONTHDAY=31", "BYMONTHDAY=-1", "BYDAY=2TU", "BYDAY=-1FR"]))
+    rng.shuffle(parts)
+    step = {"DAILY": timedelta(days=1), "WEEKLY": timedelta(weeks=1),
+            "MONTHLY": timedelta(days=31), "YEARLY": timedelta(days=365)}[freq]
+    lines = [prop("DTSTART", base), "RRULE:" + ";".join(parts), "STATUS:" + rng.choice(["CONFIRMED", "TENTATIVE"])]
+    if rng.random() < 0.85:
+        lines.append(prop("DTEND", base + length))
+    for _ in range(rng.randint(0, 3)):
+        when = base + step * rng.randint(0, 10) + rng.choice([timedelta(0), timedelta(0), timedelta(hours=1)])
+        if not all_day and zone != "UTC" and rng.random() < 0.3:
+            lines.append(prop("EXDATE", when.replace(tzinfo=ZoneInfo(zone)).astimezone(timezone.utc), "UTC"))
+        else:
+            lines.append(prop("EXDATE", when))
+    overrides = []
+    for k in sorted(set(rng.randint(0, 8) for _ in range(rng.randint(0, 3)))):
+        rid = base + step * k
+        moved = rid + rng.choice([timedelta(0), timedelta(hours=3), timedelta(days=-2), timedelta(days=400)])
+        lines_o = [prop("RECURRENCE-ID", rid), prop("DTSTART", moved),
+                   "STATUS:" + rng.choice(["CONFIRMED", "CANCELLED"])]
+        if rng.random() < 0.7:
+            lines_o.append(prop("DTEND", moved + length))
+        overrides.append(tuple(lines_o))
+    lo = datetime(2024, rng.choice([1, 2, 6]), rng.randint(1, 28), rng.choice([0, 9, 23]), tzinfo=timezone.utc)
+    return series(*lines, overrides=tuple(overrides)), (lo, lo + timedelta(days=rng.choice([10, 40, 365, 800])))
+
+
+def test_series_fast_path_agrees_on_generated_series():
+    taken = 0
+    for seed in range(400):
+        text, window = _random_series(random.Random(seed))
+        taken += has_series(assert_fast_equals_slow(text, window, expect_fast=False))
+    assert taken >= 300
 
 
 # ------------------------------------------------------------- build_vtodo
