@@ -627,7 +627,8 @@ class Store:
                     if i not in refmap:
                         ref_rows.append((i, thread_id))
                     refmap[i] = thread_id
-                threads.add(thread_id)
+                if found_threads:  # a mail alone in a new thread has nobody to inherit from or pass on to
+                    threads.add(thread_id)
             logged_by = "log folder" if policy.in_folder(loc.scope, policy.log_folder) else ""
             if not match.links and not logged_by and self.settings.unmatched == "drop":
                 next_id -= 1
