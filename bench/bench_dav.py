@@ -52,7 +52,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench._results import write_section  # noqa: E402
 from bench.mailgen import customer_domains  # noqa: E402
-from tests.dav_servers import PASSWORD, USER, DavServer, free_port  # noqa: E402
+from tests import dav_servers  # noqa: E402
+from tests.dav_servers import USER, DavServer  # noqa: E402
 
 WORK = ROOT / "bench" / "work" / "dav"
 VENV = ROOT / "bench" / "work" / "vdirsyncer-venv"
@@ -196,39 +197,8 @@ def make_card(i: int, rng: random.Random, domains: list[str]) -> tuple[str, str]
 
 
 def start_radicale(root: Path) -> DavServer:
-    """tests/dav_servers._radicale, but logging every request at info."""
-    root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    (root / "users").write_text(f"{USER}:{PASSWORD}\n")
-    (root / "config").write_text(f"""
-[server]
-hosts = 127.0.0.1:{port}
-max_connections = 20
-
-[auth]
-type = htpasswd
-htpasswd_filename = {root / 'users'}
-htpasswd_encryption = plain
-delay = 0
-
-[rights]
-type = owner_only
-
-[storage]
-filesystem_folder = {root / 'collections'}
-
-[web]
-type = none
-
-[logging]
-level = info
-mask_passwords = True
-""")
-    server = DavServer(kind="radicale", root=root, port=port,
-                       argv=[sys.executable, "-m", "radicale", "--config", str(root / "config")],
-                       log_path=root / "server.log")
-    server.start()
-    return server
+    """The tests' Radicale, logging every request (with its own time) at info."""
+    return dav_servers.start_radicale(root, log_level="info")
 
 
 def load(server: DavServer, n_events: int, n_cards: int) -> tuple[float, float, int, int]:

@@ -231,7 +231,8 @@ class DavServer:
         return count
 
 
-def _radicale(root: Path, htpasswd_lines: list[str] | None = None) -> DavServer:
+def start_radicale(root: Path, htpasswd_lines: list[str] | None = None, log_level: str = "warning") -> DavServer:
+    """Radicale on a free loopback port, storage and config under ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     users = root / "users"
@@ -259,7 +260,7 @@ filesystem_folder = {root / 'collections'}
 type = none
 
 [logging]
-level = warning
+level = {log_level}
 mask_passwords = True
 """
     )
@@ -288,7 +289,7 @@ def _xandikos(root: Path) -> DavServer:
 
 @pytest.fixture(scope="module")
 def radicale(tmp_path_factory):
-    server = _radicale(tmp_path_factory.mktemp("radicale"))
+    server = start_radicale(tmp_path_factory.mktemp("radicale"))
     try:
         yield server
     finally:
@@ -298,7 +299,7 @@ def radicale(tmp_path_factory):
 @pytest.fixture
 def own_radicale(tmp_path):
     """A Radicale of the test's own, free to be stopped and restarted."""
-    server = _radicale(tmp_path / "radicale")
+    server = start_radicale(tmp_path / "radicale")
     try:
         yield server
     finally:
