@@ -800,17 +800,37 @@ class _DavConnector(Connector):
             yield Batch(removed=[Location(col.url, h, known.get(h, "")) for h in removed],
                         cursor=copy.deepcopy(state), done=done, total=total)
             return
-        for index, hrefs in enumerate(batches):
-            records, failures, gone = self._fetch(col.url, hrefs, window)
-            done += len(hrefs)
-            last = index == len(batches) - 1
-            batch = Batch(records=records, failures=failures, done=done, total=total,
-                          removed=[Location(col.url, h, known.get(h, "")) for h in gone if h in known])
-            if last:
-                stored[col.url] = new_entry
-                batch.removed.extend(Location(col.url, h, known.get(h, "")) for h in removed)
-                batch.cursor = copy.deepcopy(state)
-            yield batch
+        # the next multiget is on its way while this one is parsed and
+        # stored: the server works while we do (one batch ahead, so at most
+        # two answers are held)
+        pool = None
+        if len(batches) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dav-prefetch")
+        ahead = None
+        try:
+            for index, hrefs in enumerate(batches):
+                if ahead is None:
+                    resp = self._multiget(col.url, hrefs)
+                else:
+                    resp, ahead = ahead.result(), None
+                if pool is not None and index + 1 < len(batches):
+                    ahead = pool.submit(self._multiget, col.url, batches[index + 1])
+                records, failures, gone = self._read_multiget(col.url, resp, window)
+                del resp
+                done += len(hrefs)
+                last = index == len(batches) - 1
+                batch = Batch(records=records, failures=failures, done=done, total=total,
+                              removed=[Location(col.url, h, known.get(h, "")) for h in gone if h in known])
+                if last:
+                    stored[col.url] = new_entry
+                    batch.removed.extend(Location(col.url, h, known.get(h, "")) for h in removed)
+                    batch.cursor = copy.deepcopy(state)
+                yield batch
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
     def _changes(self, col: _Collection, entry: dict, known: Mapping[str, str]
                  ) -> tuple[dict[str, str], list[str], str | None, str]:
@@ -882,17 +902,21 @@ class _DavConnector(Connector):
         parts.append(f"</{self.multiget}>")
         return "".join(parts)
 
-    def _fetch(self, url: str, hrefs: list[str], window) -> tuple[list, list[Failure], list[str]]:
-        resp = self.http.request(
+    def _multiget(self, url: str, hrefs: list[str]) -> _Response:
+        return self.http.request(
             "REPORT", url, self._multiget_body(hrefs), {"Depth": "1", "Content-Type": XML_TYPE}
         )
+
+    def _fetch(self, url: str, hrefs: list[str], window) -> tuple[list, list[Failure], list[str]]:
+        return self._read_multiget(url, self._multiget(url, hrefs), window)
+
+    def _read_multiget(self, url: str, resp: _Response, window) -> tuple[list, list[Failure], list[str]]:
         items, _ = _parse_multistatus(resp.content, url, self.data_prop)
         records: list = []
         failures: list[Failure] = []
         gone: list[str] = []
-        seen = set()
+        parse = self._parse
         for item in items:
-            seen.add(item.href)
             location = Location(url, item.href, item.etag)
             if item.status in (404, 410):
                 gone.append(item.href)
@@ -900,9 +924,10 @@ class _DavConnector(Connector):
             if item.status != 200 or item.data is None:
                 failures.append(Failure(location, f"the server sent no data (status {item.status})"))
                 continue
-            recs, fails = self._parse(item.data, location, window)
+            recs, fails = parse(item.data, location, window)
             records.extend(recs)
-            failures.extend(fails)
+            if fails:
+                failures.extend(fails)
         return records, failures, gone
 
     def _parse(self, text: str, location: Location, window) -> tuple[list, list[Failure]]:

@@ -11,7 +11,7 @@ import icalendar
 import pytest
 
 from connectors.base import AuthError, SourceUnavailable, TransientError
-from connectors.dav import CalDavConnector, CardDavConnector, _Collection
+from connectors.dav import CalDavConnector, CardDavConnector, _Collection, _href_path, _join, _path
 from connectors.ical import normalised_hash
 from connectors.vcard import build_vcard
 from crm_core.records import (
@@ -660,6 +660,43 @@ def test_carddav_batches_and_cursor_only_on_last(rad):
     assert [len(b.records) for b in fetching] == [3, 3, 1]
     assert [b.cursor is not None for b in fetching] == [False, False, True]
     assert batches[-1].done == 7
+
+
+def test_batches_fetched_ahead_and_abandoned_pull_leaves_no_thread(server):
+    """The next multiget is fetched while a batch is stored; a pull that is
+    not read to the end leaves nothing running, and the next run reads what
+    the abandoned one did not commit."""
+    import threading
+
+    col = server.make_calendar()
+    for i in range(10):
+        server.put(col, f"e{i}.ics", ics(f"e{i}", f"m{i}"))
+    conn = caldav(server, calendars=[col])
+    conn.MULTIGET_BATCH = 2
+    view = MemoryView()
+    pulling = conn.pull(None, view)
+    batch = next(pulling)
+    while not batch.records:
+        batch = next(pulling)
+    view.apply(batch)
+    pulling.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("dav-prefetch")]
+    assert view.cursor is None
+    batches = view.sync(conn)
+    assert [len(b.records) for b in batches if b.records] == [2] * 4  # the committed two are not read again
+    assert sorted(r.summary for r in view.all_records()) == sorted(f"m{i}" for i in range(10))
+    assert_view_matches(view, server, col)
+
+
+@pytest.mark.parametrize("href", [
+    "/alice/cal/e1.ics", "/alice/cal/a%40b.ics", "/alice/cal/a@b.ics", "/alice/cal/with space.ics",
+    "/alice/cal/%C3%BC.ics", "/alice/cal/ü.ics", "/alice/./cal/../cal/x.ics", "//other/x", "x.ics",
+    "http://127.0.0.1:1/alice/cal/e%201.ics", "/alice/cal/a;b=c,d+e!$&'()*~.ics", "/alice/cal/",
+    "/alice/cal/.hidden", "/a/b?q=1", "/a/b#frag",
+])
+def test_href_short_cut_is_the_canonical_path(href):
+    base = "http://127.0.0.1:5232/alice/cal/"
+    assert _href_path(base, href) == _path(_join(base, href))
 
 
 # ------------------------------------------------------------- failures
