@@ -2,8 +2,8 @@
 
 The two connectors differ only in class attributes (which home set, which
 resource type, which multiget, which parser), the way vdirsyncer's
-storages do.  Requests go straight through one :mod:`niquests` session (the
-HTTP library caldav 3 uses) so the connector controls every header
+storages do.  Requests go through a small client on the standard
+library's :mod:`http.client` (:class:`_Http`), so the connector controls every header
 (``If-Match``, ``If-None-Match``, ``Depth``) and every request it sends:
 
 * discovery, once: ``/.well-known/caldav`` (RFC 6764) for a bare host,
@@ -257,25 +257,142 @@ class _Response:
 
 
 class _Http:
+    """HTTP/1.1 with keep-alive on the standard library's :mod:`http.client`.
+
+    One connection per thread and origin (the multiget prefetch runs in a
+    thread of its own); Basic authentication, with Digest when the server
+    asks for it; redirects followed for reads.  Importing a full HTTP
+    library cost a no-change run more than the requests themselves.
+    """
+
+    MAX_REDIRECTS = 5
+
     def __init__(self, source: str, username: str | None, password: str | None,
                  verify: bool | str, timeout: float):
-        import niquests
+        import threading
 
         self.source = source
-        self.session = niquests.Session()
-        self.session.headers["User-Agent"] = "crm-bridge"
         self.username = username
         self.password = password
-        self.auth: Any = (username, password or "") if username else None
         self.verify = verify
         self.timeout = timeout
         self.count = 0  # requests sent, for tests and benchmarks
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._digest: dict[str, str] | None = None
+        self._nc = 0
+        self._ssl: Any = None
 
     def close(self) -> None:
-        try:
-            self.session.close()
-        except Exception:  # noqa: BLE001
-            pass
+        for conn in self._all:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self._all.clear()
+        self._local = __import__("threading").local()
+
+    def _context(self) -> Any:
+        import ssl
+
+        if self._ssl is None:
+            if self.verify is False:
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            else:
+                ctx = ssl.create_default_context(cafile=self.verify if isinstance(self.verify, str) else None)
+            self._ssl = ctx
+        return self._ssl
+
+    def _connection(self, scheme: str, netloc: str) -> Any:
+        import http.client
+
+        pool = getattr(self._local, "pool", None)
+        if pool is None:
+            pool = self._local.pool = {}
+        conn = pool.get((scheme, netloc))
+        if conn is None:
+            if scheme == "https":
+                conn = http.client.HTTPSConnection(netloc, timeout=self.timeout, context=self._context())
+            else:
+                conn = http.client.HTTPConnection(netloc, timeout=self.timeout)
+            pool[(scheme, netloc)] = conn
+            self._all.append(conn)
+        return conn
+
+    def _authorization(self, method: str, path: str) -> str | None:
+        import base64
+
+        if not self.username:
+            return None
+        if self._digest is None:
+            token = base64.b64encode(f"{self.username}:{self.password or ''}".encode()).decode()
+            return f"Basic {token}"
+        return self._digest_header(method, path)
+
+    def _digest_header(self, method: str, path: str, cnonce: str | None = None) -> str:
+        """RFC 7616 Digest (MD5 or SHA-256, qop=auth)."""
+        import os as _os
+
+        ch = self._digest or {}
+        algorithm = ch.get("algorithm", "MD5").upper()
+        h = hashlib.sha256 if algorithm.startswith("SHA-256") else hashlib.md5
+
+        def hx(text: str) -> str:
+            return h(text.encode()).hexdigest()
+
+        realm, nonce = ch.get("realm", ""), ch.get("nonce", "")
+        ha1 = hx(f"{self.username}:{realm}:{self.password or ''}")
+        ha2 = hx(f"{method}:{path}")
+        fields = [f'username="{self.username}"', f'realm="{realm}"', f'nonce="{nonce}"', f'uri="{path}"',
+                  f"algorithm={algorithm}"]
+        if "auth" in [q.strip() for q in ch.get("qop", "").split(",")]:
+            self._nc += 1
+            nc, cnonce = f"{self._nc:08x}", cnonce or _os.urandom(8).hex()
+            fields += ["qop=auth", f"nc={nc}", f'cnonce="{cnonce}"',
+                       f'response="{hx(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}")}"']
+        else:
+            fields.append(f'response="{hx(f"{ha1}:{nonce}:{ha2}")}"')
+        if "opaque" in ch:
+            fields.append(f'opaque="{ch["opaque"]}"')
+        return "Digest " + ", ".join(fields)
+
+    def _send(self, method: str, url: str, data: bytes | None, headers: dict[str, str]) -> tuple[int, Any, bytes]:
+        import http.client
+        import socket
+        import ssl
+
+        parts = urlsplit(url)
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        hdrs = {"User-Agent": "crm-bridge", **headers}
+        auth = self._authorization(method, path)
+        if auth:
+            hdrs["Authorization"] = auth
+        for attempt in range(2):  # a kept-alive connection the server closed meanwhile: once more, fresh
+            conn = self._connection(parts.scheme, parts.netloc)
+            self.count += 1
+            try:
+                conn.request(method, path, body=data, headers=hdrs)
+                raw = conn.getresponse()
+                content = raw.read()
+            except ssl.SSLError as exc:
+                conn.close()
+                raise SourceUnavailable(f"{self.source}: TLS error talking to {url}: {exc}") from exc
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                conn.close()
+                if attempt == 0:
+                    continue
+                raise TransientError(f"{self.source}: {method} {url}: {type(exc).__name__}: {exc}") from exc
+            except (OSError, socket.timeout, http.client.HTTPException) as exc:
+                conn.close()
+                raise TransientError(f"{self.source}: {method} {url}: {type(exc).__name__}: {exc}") from exc
+            if raw.will_close:
+                conn.close()
+            return raw.status, raw.headers, content
+        raise TransientError(f"{self.source}: {method} {url}: connection closed")  # pragma: no cover
 
     def request(
         self,
@@ -288,37 +405,21 @@ class _Http:
     ) -> _Response:
         """Send one request; statuses in ``allow`` (and 2xx) come back, every
         other outcome is raised as a connector error."""
-        import niquests
-
         hdrs = dict(headers or {})
         data = body.encode("utf-8") if isinstance(body, str) else body
-        for attempt in range(2):
-            self.count += 1
-            try:
-                raw = self.session.request(
-                    method, url, data=data, headers=hdrs, auth=self.auth,
-                    timeout=self.timeout, verify=self.verify, allow_redirects=redirects,
-                )
-                content = raw.content or b""
-            except niquests.exceptions.SSLError as exc:
-                raise SourceUnavailable(f"{self.source}: TLS error talking to {url}: {exc}") from exc
-            except (niquests.exceptions.Timeout, niquests.exceptions.ConnectionError,
-                    niquests.exceptions.ChunkedEncodingError) as exc:
-                raise TransientError(f"{self.source}: {method} {url}: {type(exc).__name__}: {exc}") from exc
-            except niquests.exceptions.RequestException as exc:
-                raise SourceUnavailable(f"{self.source}: {method} {url}: {exc}") from exc
-            status = raw.status_code or 0
-            if (
-                status == 401
-                and attempt == 0
-                and self.username
-                and "digest" in (raw.headers.get("WWW-Authenticate", "") or "").lower()
-                and isinstance(self.auth, tuple)
-            ):
-                self.auth = niquests.auth.HTTPDigestAuth(self.username, self.password or "")
+        for _hop in range(self.MAX_REDIRECTS + 1):
+            status, raw_headers, content = self._send(method, url, data, hdrs)
+            challenge = raw_headers.get("WWW-Authenticate", "") or ""
+            if status == 401 and self.username and self._digest is None and challenge.lower().startswith("digest"):
+                self._digest = _parse_challenge(challenge)
+                status, raw_headers, content = self._send(method, url, data, hdrs)
+            if redirects and status in (301, 302, 303, 307, 308) and raw_headers.get("Location"):
+                url = urljoin(url, raw_headers["Location"])
+                if status == 303:
+                    method, data = "GET", None
                 continue
             break
-        response = _Response(status, raw.headers, content, url)
+        response = _Response(status, raw_headers, content, url)
         if 200 <= status < 300 or status in allow or (not redirects and 300 <= status < 400):
             return response
         what = f"{self.source}: {method} {url}: HTTP {status}"
@@ -331,6 +432,14 @@ class _Http:
         if status == 429 or status >= 500:
             raise TransientError(what)
         raise SourceUnavailable(what + (f": {response.text[:200]}" if response.content else ""))
+
+
+def _parse_challenge(header: str) -> dict[str, str]:
+    """``Digest realm="x", nonce="y", qop="auth"`` -> {"realm": "x", ...}."""
+    out = {}
+    for key, quoted, bare in re.findall(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))', header.partition(" ")[2]):
+        out[key.lower()] = quoted if quoted else bare
+    return out
 
 
 # ---------------------------------------------------------------------------

@@ -67,12 +67,13 @@ class DavServer:
     argv: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
+    cert: Path | None = None  # set when the server speaks HTTPS with this self-signed certificate
 
     # ------------------------------------------------------------------ urls
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"{'https' if self.cert else 'http'}://127.0.0.1:{self.port}/"
 
     @property
     def home(self) -> str:
@@ -84,7 +85,7 @@ class DavServer:
         return f"/{self.user}/" if self.kind == "radicale" else f"/{self.user}/contacts/"
 
     def abs(self, path: str) -> str:
-        return path if path.startswith("http") else f"http://127.0.0.1:{self.port}{path}"
+        return path if path.startswith("http") else f"{self.url.rstrip('/')}{path}"
 
     @staticmethod
     def unique(prefix: str = "c") -> str:
@@ -135,7 +136,13 @@ class DavServer:
     def request(self, method: str, path: str, body: str | bytes = b"",
                 headers: dict[str, str] | None = None, auth: bool = True) -> Response:
         target = urlsplit(self.abs(path))
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        if self.cert:
+            import ssl
+
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=30,
+                                               context=ssl.create_default_context(cafile=str(self.cert)))
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
             hdrs = dict(headers or {})
             if auth:
@@ -231,8 +238,10 @@ class DavServer:
         return count
 
 
-def start_radicale(root: Path, htpasswd_lines: list[str] | None = None, log_level: str = "warning") -> DavServer:
-    """Radicale on a free loopback port, storage and config under ``root``."""
+def start_radicale(root: Path, htpasswd_lines: list[str] | None = None, log_level: str = "warning",
+                   tls: tuple[Path, Path] | None = None) -> DavServer:
+    """Radicale on a free loopback port, storage and config under ``root``;
+    with ``tls=(cert, key)`` it speaks HTTPS."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     users = root / "users"
@@ -243,6 +252,7 @@ def start_radicale(root: Path, htpasswd_lines: list[str] | None = None, log_leve
 [server]
 hosts = 127.0.0.1:{port}
 max_connections = 20
+{f"ssl = True{chr(10)}certificate = {tls[0]}{chr(10)}key = {tls[1]}" if tls else ""}
 
 [auth]
 type = htpasswd
@@ -267,7 +277,7 @@ mask_passwords = True
     server = DavServer(
         kind="radicale", root=root, port=port,
         argv=[sys.executable, "-m", "radicale", "--config", str(config)],
-        log_path=root / "server.log",
+        log_path=root / "server.log", cert=tls[0] if tls else None,
     )
     server.start()
     return server
