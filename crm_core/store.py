@@ -445,12 +445,13 @@ class Store:
         mails = [r for r in batch.records if isinstance(r, MailRecord)]
         if mails:
             self._apply_mails(mails, policy, now_s, stats, touched_threads)
+        appointments = [r for r in batch.records if isinstance(r, AppointmentRecord)]
+        if appointments:
+            self._apply_appointments(appointments, policy, now_s, stats)
         for rec in batch.records:
-            if isinstance(rec, MailRecord):
+            if isinstance(rec, (MailRecord, AppointmentRecord)):
                 continue
-            if isinstance(rec, AppointmentRecord):
-                self._apply_appointment(rec, policy, now_s, stats)
-            elif isinstance(rec, ContactCard):
+            if isinstance(rec, ContactCard):
                 self._apply_card(rec, policy, now_s, stats)
             elif isinstance(rec, TaskState):
                 self._apply_task_state(rec, policy, now_s, stats)
@@ -572,9 +573,7 @@ class Store:
         merged: dict[int, int] = {}
         new_rows, part_rows, link_rows, ref_rows, thread_rows = [], [], [], [], []
         withheld: dict[int, tuple[str, str, str]] = {}  # id -> (subject, snippet, visibility once linked)
-        next_contact: int | None = None
-        contact_rows: list[tuple] = []
-        address_rows: list[tuple] = []
+        contacts = _NewContacts(self, now_s, stats)
         logged: list[tuple[int, MailRecord, str]] = []
         unskip: list[tuple[str, str, str]] = []
         for rec, key, chash in keep:
@@ -654,25 +653,13 @@ class Store:
             loc_rows.append((source, loc.scope, loc.local_id, "interaction", iid, loc.etag, flags, now_s))
             if prior is not None and prior[0] in ("skipped", "quarantined"):
                 unskip.append((source, loc.scope, loc.local_id))
-            for addr, customer in match.new_contacts:
-                cid = self.index.contact_by_email.get(addr.email)
-                if cid is None:
-                    if next_contact is None:
-                        next_contact = (self._one("SELECT MAX(id) FROM contacts") or 0) + 1
-                    cid, next_contact = next_contact, next_contact + 1
-                    contact_rows.append((cid, addr.name or addr.email, customer, "auto", now_s))
-                    address_rows.append((addr.email, cid))
-                    self.index.contact_by_email[addr.email] = cid
-                    self.index.customer_of_contact[cid] = customer
-                    stats.contacts_created += 1
-                match.add(CONTACT, cid, "domain")
+            contacts.add_to(match)
             link_rows.extend((iid, t, tid, reason) for (t, tid), reason in match.links.items())
             if logged_by and not match.links:
                 logged.append((iid, rec, direction))
             stats.added += 1
         x = self.conn.executemany
-        x("INSERT INTO contacts(id, name, customer_id, origin, created_at) VALUES (?, ?, ?, ?, ?)", contact_rows)
-        x("INSERT OR IGNORE INTO contact_addresses(email, contact_id) VALUES (?, ?)", address_rows)
+        contacts.flush()
         x("""INSERT INTO skipped(source, scope, local_id, message_id, reason, at) VALUES (?, ?, ?, ?, ?, ?)
              ON CONFLICT(source, scope, local_id) DO UPDATE SET message_id=excluded.message_id,
              reason=excluded.reason, at=excluded.at""", skip_rows)
@@ -869,23 +856,86 @@ class Store:
                 self._x("INSERT OR REPLACE INTO links VALUES (?, ?, ?, 'manual')", (interaction_id, target, target_id))
 
     # -- appointments -------------------------------------------------------
-    def _apply_appointment(self, rec: AppointmentRecord, policy: SourcePolicy, now_s: str, stats: Stats) -> None:
+    def _apply_appointments(self, recs: list[AppointmentRecord], policy: SourcePolicy, now_s: str,
+                            stats: Stats) -> None:
+        """Appointments: new ones go in with one statement per table, known ones are compared and updated."""
         linker = self.linker
-        loc = rec.location
-        if rec.recurrence_id:  # an override shares its resource with the master
-            loc = Location(loc.scope, f"{loc.local_id}{OVERRIDE_MARK}{rec.recurrence_id}", loc.etag)
-        reason = linker.skip_reason(rec, loc.scope, (), policy)
-        if reason:
-            self._skip(policy.name, loc, rec.uid, reason, now_s, stats)
-            return
-        key = appointment_key(rec)
-        participants = linker.appointment_participants(rec)
-        match = linker.match(participants, policy)
-        if not match.links and self.settings.unmatched == "drop":
-            self._skip(policy.name, loc, rec.uid, "no customer or contact matched", now_s, stats)
-            return
+        source = policy.name
+        placed = []
+        for rec in recs:
+            loc = rec.location
+            if rec.recurrence_id:  # an override shares its resource with the master
+                loc = Location(loc.scope, f"{loc.local_id}{OVERRIDE_MARK}{rec.recurrence_id}", loc.etag)
+            placed.append((rec, loc))
+        priors = self._priors(source, [loc for _, loc in placed])
+        existing = self._ids_by_key([appointment_key(rec) for rec, _ in placed])
+        next_id = first_new = (self._one("SELECT MAX(id) FROM interactions") or 0) + 1
+        contacts = _NewContacts(self, now_s, stats)
+        rows, part_rows, occ_rows, loc_rows, link_rows, unskip = [], [], [], [], [], []
+        for rec, loc in placed:
+            reason = linker.skip_reason(rec, loc.scope, (), policy)
+            if reason:
+                self._skip(source, loc, rec.uid, reason, now_s, stats, priors)
+                continue
+            key = appointment_key(rec)
+            participants = linker.appointment_participants(rec)
+            match = linker.match(participants, policy)
+            if not match.links and self.settings.unmatched == "drop":
+                self._skip(source, loc, rec.uid, "no customer or contact matched", now_s, stats, priors)
+                continue
+            values = self._appointment_values(rec, policy, match, key, now_s)
+            found = existing.get(key)
+            if found is not None and found[0] >= first_new:  # twice in this batch: one more place
+                loc_rows.append((source, loc.scope, loc.local_id, "interaction", found[0], loc.etag, "", now_s))
+                stats.seen += 1
+                continue
+            if found is not None:
+                contacts.add_to(match)
+                self._update_appointment(found[0], rec, loc, values, participants, match, policy, now_s, stats)
+                continue
+            iid, next_id = next_id, next_id + 1
+            existing[key] = (iid, values["visibility"])
+            rows.append((iid, now_s, *values.values()))
+            status = {a.address.email: a.status for a in rec.attendees}
+            blocked = self.settings.blocklist
+            seen: set[tuple[str, str]] = set()
+            for a, role in participants:
+                if (a.email, role) not in seen and not (blocked and a.email in blocked):
+                    seen.add((a.email, role))
+                    part_rows.append((iid, a.email, a.name, role, status.get(a.email, "")))
+            occ_rows.extend((iid, o.recurrence_id, iso(o.start), iso(o.end), utc_iso(o.start), o.status)
+                            for o in rec.occurrences)
+            loc_rows.append((source, loc.scope, loc.local_id, "interaction", iid, loc.etag, "", now_s))
+            prior = priors.get((loc.scope, loc.local_id))
+            if prior is not None and prior[0] in ("skipped", "quarantined"):
+                unskip.append((source, loc.scope, loc.local_id))
+            contacts.add_to(match)
+            link_rows.extend((iid, t, tid, r) for (t, tid), r in match.links.items())
+            stats.added += 1
+        contacts.flush()
+        if rows:
+            cols = ", ".join(f'"{c}"' for c in ("id", "created_at", *self._appointment_columns))
+            self.conn.executemany(f"INSERT INTO interactions({cols}) VALUES ({', '.join('?' * (len(self._appointment_columns) + 2))})", rows)
+        x = self.conn.executemany
+        x("INSERT OR IGNORE INTO participants(interaction_id, email, name, role, status) VALUES (?, ?, ?, ?, ?)", part_rows)
+        x('INSERT OR REPLACE INTO occurrences(interaction_id, recurrence_id, start, "end", date, status) VALUES (?, ?, ?, ?, ?, ?)', occ_rows)
+        x("""INSERT INTO locations(source, scope, local_id, kind, item_id, etag, flags, seen_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT(source, scope, local_id) DO UPDATE SET kind=excluded.kind,
+             item_id=excluded.item_id, etag=excluded.etag, flags=excluded.flags,
+             seen_at=excluded.seen_at, gone_at=NULL""", loc_rows)
+        x("DELETE FROM skipped WHERE source=? AND scope=? AND local_id=?", unskip)
+        x("DELETE FROM quarantine WHERE source=? AND scope=? AND local_id=?", unskip)
+        x("INSERT OR REPLACE INTO links(interaction_id, target, target_id, reason) VALUES (?, ?, ?, ?)", link_rows)
+
+    _appointment_columns = ("kind", "dedup_key", "message_id", "content_hash", "thread_id", "date", "start", "end",
+                            "tzid", "subject", "snippet", "direction", "visibility", "status", "uid", "recurrence_id",
+                            "rrule", "location_text", "updated_at")
+
+    def _appointment_values(self, rec: AppointmentRecord, policy: SourcePolicy, match: Match, key: str,
+                            now_s: str) -> dict[str, Any]:
         organizer = rec.organizer.address.email if rec.organizer else ""
-        direction = "out" if (not organizer or linker.is_internal(organizer, policy)) else "in"
+        direction = "out" if (not organizer or self.linker.is_internal(organizer, policy)) else "in"
         want = self._visible(policy, bool(match.links))
         values = dict(
             kind="appointment", dedup_key=key, message_id="", content_hash="", thread_id=None,
@@ -896,28 +946,26 @@ class Store:
             recurrence_id=rec.recurrence_id, rrule=rec.rrule,
             location_text=rec.location_text if want != "metadata" else "", updated_at=now_s,
         )
-        row = self._one("SELECT id FROM interactions WHERE dedup_key=?", (key,))
-        if row is None:
-            values["created_at"] = now_s
-            cols = ", ".join(f'"{c}"' for c in values)
-            iid = self._x(f"INSERT INTO interactions({cols}) VALUES ({', '.join('?' * len(values))})", values.values()).lastrowid
-            stats.added += 1
+        return values
+
+    def _update_appointment(self, iid: int, rec: AppointmentRecord, loc: Location, values: dict[str, Any],
+                            participants: list[tuple[Address, str]], match: Match, policy: SourcePolicy,
+                            now_s: str, stats: Stats) -> None:
+        """A known appointment seen again: compare, update what changed, relink."""
+        current = self.conn.execute(
+            'SELECT date, start, "end", subject, snippet, status, rrule, location_text, visibility, deleted FROM interactions WHERE id=?', (iid,)
+        ).fetchone()
+        new = (values["date"], values["start"], values["end"], values["subject"], values["snippet"], values["status"],
+               values["rrule"], values["location_text"], values["visibility"], 0)
+        if tuple(current) != new:
+            sets = ", ".join(f'"{c}"=?' for c in values if c not in ("kind", "dedup_key"))
+            params = [v for c, v in values.items() if c not in ("kind", "dedup_key")]
+            self._x(f"UPDATE interactions SET {sets}, deleted=0 WHERE id=?", (*params, iid))
+            stats.updated += 1
         else:
-            iid = row
-            current = self.conn.execute(
-                'SELECT date, start, "end", subject, snippet, status, rrule, location_text, visibility, deleted FROM interactions WHERE id=?', (iid,)
-            ).fetchone()
-            new = (values["date"], values["start"], values["end"], values["subject"], values["snippet"], values["status"],
-                   values["rrule"], values["location_text"], values["visibility"], 0)
-            if tuple(current) != new:
-                sets = ", ".join(f'"{c}"=?' for c in values if c not in ("kind", "dedup_key"))
-                params = [v for c, v in values.items() if c not in ("kind", "dedup_key")]
-                self._x(f"UPDATE interactions SET {sets}, deleted=0 WHERE id=?", (*params, iid))
-                stats.updated += 1
-            else:
-                stats.seen += 1
-            self._x("DELETE FROM participants WHERE interaction_id=?", (iid,))
-            self._x("DELETE FROM links WHERE interaction_id=? AND reason NOT IN ('manual', 'log folder')", (iid,))
+            stats.seen += 1
+        self._x("DELETE FROM participants WHERE interaction_id=?", (iid,))
+        self._x("DELETE FROM links WHERE interaction_id=? AND reason NOT IN ('manual', 'log folder')", (iid,))
         status = {a.address.email: a.status for a in rec.attendees}
         self._put_participants(iid, [(a, role, status.get(a.email, "")) for a, role in participants])
         self._x("DELETE FROM occurrences WHERE interaction_id=?", (iid,))
@@ -1454,6 +1502,46 @@ def _fault_point() -> None:
     _commits += 1
     if _commits >= int(limit):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _NewContacts:
+    """Contacts that linking creates while a batch is stored, written in one go.
+
+    Ids are handed out here (the write transaction is the store's alone);
+    the link index learns each contact at once, so the next record of the
+    same batch already finds it.
+    """
+
+    def __init__(self, store: Store, now_s: str, stats: Stats):
+        self.store = store
+        self.now_s = now_s
+        self.stats = stats
+        self.next_id: int | None = None
+        self.rows: list[tuple] = []
+        self.addresses: list[tuple[str, int]] = []
+
+    def add_to(self, match: Match) -> None:
+        """Create the contacts ``match`` asks for and link them to it."""
+        index = self.store.index
+        for addr, customer in match.new_contacts:
+            cid = index.contact_by_email.get(addr.email)
+            if cid is None:
+                if self.next_id is None:
+                    self.next_id = (self.store._one("SELECT MAX(id) FROM contacts") or 0) + 1
+                cid, self.next_id = self.next_id, self.next_id + 1
+                self.rows.append((cid, addr.name or addr.email, customer, "auto", self.now_s))
+                self.addresses.append((addr.email, cid))
+                index.contact_by_email[addr.email] = cid
+                index.customer_of_contact[cid] = customer
+                self.stats.contacts_created += 1
+            match.add(CONTACT, cid, "domain")
+        match.new_contacts = []
+
+    def flush(self) -> None:
+        x = self.store.conn.executemany
+        x("INSERT INTO contacts(id, name, customer_id, origin, created_at) VALUES (?, ?, ?, ?, ?)", self.rows)
+        x("INSERT OR IGNORE INTO contact_addresses(email, contact_id) VALUES (?, ?)", self.addresses)
+        self.rows, self.addresses = [], []
 
 
 def _find(merged: dict[int, int], thread_id: int) -> int:
