@@ -11,6 +11,16 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 HEADER = "# Benchmark results\n\nEach section is rewritten by the script named in it; run it again to refresh.\n"
 
 
+def like_an_installation() -> None:
+    """Let the ``crm`` processes a benchmark starts write and reuse bytecode,
+    as an installed crm-bridge does (a developer shell may forbid it, which
+    makes every start compile the sources again)."""
+    import os
+
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ.pop("PYTHONPYCACHEPREFIX", None)
+
+
 def machine() -> str:
     import os
 

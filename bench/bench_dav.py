@@ -50,7 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._results import write_section  # noqa: E402
+from bench._results import like_an_installation, write_section  # noqa: E402
 from bench.mailgen import customer_domains  # noqa: E402
 from tests import dav_servers  # noqa: E402
 from tests.dav_servers import USER, DavServer  # noqa: E402
@@ -452,6 +452,7 @@ def med(values: list[float]) -> str:
 
 
 def main() -> None:
+    like_an_installation()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--cards", type=int, default=3000)

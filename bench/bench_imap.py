@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._results import write_section  # noqa: E402
+from bench._results import like_an_installation, write_section  # noqa: E402
 from tests.imap_server import running_dovecot  # noqa: E402
 
 try:
@@ -289,6 +289,7 @@ def run(n: int, rss_scale: bool, seed: int) -> str:
 
 
 def main() -> int:
+    like_an_installation()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=20_000, help="mails in INBOX (Sent gets n/10)")
     ap.add_argument("--seed", type=int, default=1)

@@ -26,7 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from bench._results import write_section  # noqa: E402
+from bench._results import like_an_installation, write_section  # noqa: E402
 from bench.mailgen import customer_domains, write_maildir  # noqa: E402
 
 
@@ -49,6 +49,7 @@ def files_of(maildir: Path) -> list[Path]:
 
 
 def main() -> None:
+    like_an_installation()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=50_000)
     parser.add_argument("--keep", action="store_true", help="keep the generated Maildir for the next run")
@@ -63,9 +64,12 @@ def main() -> None:
         print(f"generated {args.n} mails in {time.perf_counter() - t:.1f} s")
     paths = files_of(maildir)
 
-    t = time.perf_counter()
-    total = sum(len(p.read_bytes()) for p in paths)
-    read_s = time.perf_counter() - t
+    os.sync()  # the generator's writes must not slow the reads that are timed
+    read_s = float("inf")
+    for _ in range(2):  # the second pass reads from the page cache, as every measurement after it does
+        t = time.perf_counter()
+        total = sum(len(p.read_bytes()) for p in paths)
+        read_s = min(read_s, time.perf_counter() - t)
     t = time.perf_counter()
     for p in paths:
         email.message_from_bytes(p.read_bytes(), policy=email.policy.compat32)
@@ -104,7 +108,7 @@ def main() -> None:
         "",
         "| what | seconds | mails/s | ratio |",
         "| --- | ---: | ---: | ---: |",
-        f"| read every file (floor) | {read_s:.2f} | {args.n / read_s:,.0f} | - |",
+        f"| read every file, from the page cache (floor) | {read_s:.2f} | {args.n / read_s:,.0f} | - |",
         f"| `email` parse, policy.compat32 | {compat_s:.2f} | {args.n / compat_s:,.0f} | - |",
         f"| `email` parse + 6 headers, policy.default (from 5,000) | {default_s:.2f} | {args.n / default_s:,.0f} | - |",
         f"| **`crm sync`, whole process, fresh store** | **{first_s:.2f}** | **{rate:,.0f}** | "
