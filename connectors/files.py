@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Iterator
 
 from connectors.base import ConfigError, Connector, SourceUnavailable, SourceView
-from connectors.mailparse import MailParseError, parse_message
+from connectors.mailparse import MAX_MESSAGE_BYTES, MailParseError, parse_message
 from crm_core.records import Batch, Failure, FlagChange, Location, Record
 
 MAILDIR_FLAGS = {"D": "\\Draft", "F": "\\Flagged", "P": "$Forwarded", "R": "\\Answered", "S": "\\Seen", "T": "\\Deleted"}
@@ -57,11 +57,13 @@ def _excerpt(raw: bytes) -> str:
 
 def _read_mail(path: Path, loc: Location, flags: tuple[str, ...] = ()) -> Record | Failure:
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_MESSAGE_BYTES)
+            size = os.fstat(fh.fileno()).st_size
     except OSError as exc:
         return Failure(loc, f"cannot read {path.name}: {exc.strerror or exc}")
     try:
-        return parse_message(raw, loc, flags)
+        return parse_message(raw, loc, flags, size)
     except MailParseError as exc:
         return Failure(loc, str(exc), _excerpt(raw))
     except Exception as exc:  # a parser bug must not stop the run
@@ -254,14 +256,14 @@ class MboxConnector(_PathConnector):
             start = prior.get("size", 0) if grown else 0
             known = view.known(scope)
             present: set[str] = set()
-            for offset, raw in _mbox_messages(path, start):
+            for offset, raw, size in _mbox_messages(path, start):
                 local = f"{offset}:{hashlib.sha1(raw).hexdigest()[:12]}"
                 present.add(local)
                 if local in known:
                     continue
                 loc = Location(scope, local, "")
                 try:
-                    item: Record | Failure = parse_message(raw, loc)
+                    item: Record | Failure = parse_message(raw, loc, size=size)
                 except MailParseError as exc:
                     item = Failure(loc, str(exc), _excerpt(raw))
                 except Exception as exc:
@@ -287,30 +289,34 @@ def _head_hash(path: Path) -> str:
         return hashlib.sha1(fh.read(4096)).hexdigest()[:16]
 
 
-def _mbox_messages(path: Path, start: int) -> Iterator[tuple[int, bytes]]:
-    """(offset, message bytes) of an mbox file from ``start``; mboxrd unquoting."""
+def _mbox_messages(path: Path, start: int) -> Iterator[tuple[int, bytes, int]]:
+    """(offset, message bytes, full size) of an mbox file from ``start``; mboxrd unquoting.
+
+    Of a message larger than :data:`MAX_MESSAGE_BYTES` only that much is kept.
+    """
     with open(path, "rb") as fh:
         fh.seek(start)
-        offset = start
         current: list[bytes] = []
+        kept = size = 0
         current_at = None
         pos = start
         previous_blank = True
         for line in fh:
             if line.startswith(b"From ") and previous_blank:
                 if current_at is not None:
-                    yield current_at, _unquote(current)
-                current, current_at = [], pos
-            elif current_at is None:
-                current_at = pos  # a file that does not start with "From "
-                current.append(line)
+                    yield current_at, _unquote(current), size
+                current, current_at, kept, size = [], pos, 0, 0
             else:
-                current.append(line)
+                if current_at is None:
+                    current_at = pos  # a file that does not start with "From "
+                size += len(line)
+                if kept < MAX_MESSAGE_BYTES:
+                    current.append(line)
+                    kept += len(line)
             previous_blank = line in (b"\n", b"\r\n")
             pos += len(line)
         if current_at is not None and current:
-            yield current_at, _unquote(current)
-        del offset
+            yield current_at, _unquote(current), size
 
 
 def _unquote(lines: list[bytes]) -> bytes:

@@ -34,6 +34,10 @@ from crm_core.records import Address, Location, MailRecord
 SNIPPET_RAW_BYTES = 4096
 #: characters kept of the snippet
 SNIPPET_CHARS = 300
+#: bytes of a message file read at most: headers and the text part come
+#: first, and a 200 MB attachment must not cost 200 MB of memory (a text
+#: part that only starts after 1 MB of attachments gives no snippet)
+MAX_MESSAGE_BYTES = 1024 * 1024
 
 #: the header fields the CRM reads (IMAP fetches exactly these)
 HEADER_FIELDS = (
@@ -419,8 +423,12 @@ def record_from_headers(
     )
 
 
-def parse_message(raw: bytes, location: Location, flags: Iterable[str] = ()) -> MailRecord:
-    """Parse a whole message (a Maildir file, an mbox entry, an .eml)."""
+def parse_message(raw: bytes, location: Location, flags: Iterable[str] = (), size: int | None = None) -> MailRecord:
+    """Parse a whole message (a Maildir file, an mbox entry, an .eml).
+
+    ``raw`` may be the first :data:`MAX_MESSAGE_BYTES` of a larger message
+    whose full ``size`` is given; what was cut off counts as attachments.
+    """
     if not raw.strip():
         raise MailParseError("empty message")
     if raw.startswith(b"From ") and b"\n" in raw[:1000]:  # an mbox separator left in
@@ -435,4 +443,6 @@ def parse_message(raw: bytes, location: Location, flags: Iterable[str] = ()) -> 
         # IMAP servers hand out CRLF line ends; files may have either: compare like with like
         prefix = part.body[: 2 * SNIPPET_RAW_BYTES].replace(b"\r\n", b"\n")[:SNIPPET_RAW_BYTES]
         snippet = text_snippet(prefix, part.cte, part.charset, part.ctype[5:])
-    return record_from_headers(h, location, snippet=snippet, flags=flags, size=len(raw), has_attachments=attachments)
+    truncated = size is not None and size > len(raw)
+    return record_from_headers(h, location, snippet=snippet, flags=flags, size=size or len(raw),
+                               has_attachments=attachments or truncated)

@@ -186,3 +186,66 @@ def test_broken_item_is_quarantined_and_the_run_goes_on(crm_env, maildir):
     assert result["quarantined"] == 1 and result["added"] == 1 and result["status"] == "ok"
     [entry] = crm.json("quarantine", "list")
     assert entry["local_id"] == "999.broken" and "header" in entry["reason"]
+
+
+def _sync_peak_rss_mb(config: Path) -> float:
+    """Peak RSS of a `crm sync` process, from its own /proc/self/status (VmHWM).
+
+    The rusage of a child also counts the memory of the parent it was forked
+    from, so the child reports its own high-water mark when it ends.
+    """
+    import subprocess
+    import sys
+
+    probe = (
+        "import re, runpy, sys\n"
+        f"sys.argv = ['crm', '--config', {str(config)!r}, 'sync']\n"
+        "try:\n"
+        "    runpy.run_module('cli', run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "status = open('/proc/self/status').read()\n"
+        "print('VmHWM', re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.split("VmHWM")[-1]) / 1024
+
+
+def test_huge_attachment_is_not_read_whole(tmp_path):
+    """A 30 MB attachment: the mail is stored with its text, and only the start of the file is read."""
+    import base64
+
+    owner = ["anna@nordlicht.example"]
+    small, big = Maildir(tmp_path / "small"), Maildir(tmp_path / "big")
+    small.add(make_mail(sender="kim@kunde.example", message_id="small@x"))
+    boundary = "b0undary"
+    raw = (
+        "From: Kim <kim@kunde.example>\r\nTo: anna@nordlicht.example\r\nSubject: Pläne\r\n"
+        "Message-ID: <huge@x>\r\nDate: Thu, 01 Oct 2026 09:30:00 +0000\r\nMIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'
+        f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nAnbei die Pläne.\r\n"
+        f"--{boundary}\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n"
+        'Content-Disposition: attachment; filename="plan.pdf"\r\n\r\n'
+    ).encode() + base64.encodebytes(os.urandom(22 * 1024 * 1024)) + f"\r\n--{boundary}--\r\n".encode()
+    big.add(raw)
+    box = mailbox.mbox(tmp_path / "big.mbox")
+    box.add(raw)
+    box.flush()
+    size_mb = len(raw) / 1024 / 1024
+    del raw
+    baseline = _sync_peak_rss_mb(write_config(tmp_path / "small.toml", store="small.db", customers=CUSTOMERS,
+                                              sources={"s": {"type": "maildir", "path": str(small.root)}}))
+    config = write_config(tmp_path / "crm.toml", customers=CUSTOMERS, sources={
+        "anna": {"type": "maildir", "path": str(big.root), "owner": owner},
+        "archive": {"type": "mbox", "path": str(tmp_path / "big.mbox"), "owner": owner},
+    })
+    peak = _sync_peak_rss_mb(config)
+    assert peak - baseline < size_mb / 2, (baseline, peak, size_mb)
+    crm = Crm(config)
+    [item] = crm.json("timeline", "Kunde GmbH")
+    assert item["subject"] == "Pläne" and item["snippet"] == "Anbei die Pläne."
+    assert len(crm.json("explain", "huge@x")[0]["seen_in"]) == 2  # one interaction, both places
+    store = Store(tmp_path / "crm.db")
+    assert store.conn.execute("SELECT has_attachments FROM interactions").fetchone() == (1,)
