@@ -38,6 +38,7 @@ from collections import defaultdict
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import Any, Iterable
 
+from crm_core.contentlines import escape_text, fold_line
 from crm_core.records import (
     AppointmentRecord,
     Attendee,
@@ -1223,36 +1224,6 @@ def _fast_series(group: list[tuple[list, AppointmentRecord]], window: tuple[date
 # writing
 
 
-def _escape(value: str) -> str:
-    return (
-        value.replace("\\", "\\\\")
-        .replace(";", "\\;")
-        .replace(",", "\\,")
-        .replace("\r\n", "\\n")
-        .replace("\n", "\\n")
-        .replace("\r", "\\n")
-    )
-
-
-def _fold_line(line: str) -> str:
-    """Fold a content line at 75 octets without splitting UTF-8 sequences."""
-    data = line.encode("utf-8")
-    if len(data) <= 75:
-        return line
-    out = []
-    current = b""
-    limit = 75
-    for char in line:
-        encoded = char.encode("utf-8")
-        if len(current) + len(encoded) > limit:
-            out.append(current.decode("utf-8"))
-            current = b""
-            limit = 74  # the leading space counts
-        current += encoded
-    out.append(current.decode("utf-8"))
-    return "\r\n ".join(out)
-
-
 def _utc_stamp(value: datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
@@ -1274,10 +1245,10 @@ def build_vtodo(task: TaskPush, now: datetime | None = None) -> str:
         "BEGIN:VTODO",
         f"UID:{task.uid}",
         f"DTSTAMP:{_utc_stamp(now)}",
-        f"SUMMARY:{_escape(task.summary or '')}",
+        f"SUMMARY:{escape_text(task.summary or '')}",
     ]
     if task.description:
-        lines.append(f"DESCRIPTION:{_escape(task.description)}")
+        lines.append(f"DESCRIPTION:{escape_text(task.description)}")
     if isinstance(task.due, datetime):
         lines.append(f"DUE:{_utc_stamp(task.due)}")
     elif isinstance(task.due, date):
@@ -1287,7 +1258,7 @@ def build_vtodo(task: TaskPush, now: datetime | None = None) -> str:
         lines.append(f"COMPLETED:{_utc_stamp(task.completed or now)}")
         lines.append("PERCENT-COMPLETE:100")
     lines += ["END:VTODO", "END:VCALENDAR"]
-    return "\r\n".join(_fold_line(line) for line in lines) + "\r\n"
+    return "\r\n".join(fold_line(line) for line in lines) + "\r\n"
 
 
 # --------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import re
 from datetime import datetime, timezone
 from typing import Iterable
 
+from crm_core.contentlines import escape_text, fold_line
 from crm_core.records import ContactCard, Failure, Location
 
 __all__ = ["parse_vcards", "build_vcard", "card_uid"]
@@ -243,32 +244,6 @@ def _excerpt(lines: list[str]) -> str:
 # writing
 
 
-def _escape(value: str) -> str:
-    return (
-        value.replace("\\", "\\\\")
-        .replace(",", "\\,")
-        .replace(";", "\\;")
-        .replace("\r\n", "\\n")
-        .replace("\n", "\\n")
-        .replace("\r", "\\n")
-    )
-
-
-def _fold(line: str) -> str:
-    data = line.encode("utf-8")
-    if len(data) <= 75:
-        return line
-    out, current, limit = [], b"", 75
-    for char in line:
-        encoded = char.encode("utf-8")
-        if len(current) + len(encoded) > limit:
-            out.append(current.decode("utf-8"))
-            current, limit = b"", 74
-        current += encoded
-    out.append(current.decode("utf-8"))
-    return "\r\n ".join(out)
-
-
 def build_vcard(
     uid: str,
     full_name: str,
@@ -297,29 +272,29 @@ def build_vcard(
         "BEGIN:VCARD",
         f"VERSION:{version}",
         f"PRODID:{_PRODID}",
-        f"UID:{_escape(uid)}",
-        f"FN:{_escape(full)}",
-        f"N:{_escape(family_name)};{_escape(given_name)};;;",
+        f"UID:{escape_text(uid)}",
+        f"FN:{escape_text(full)}",
+        f"N:{escape_text(family_name)};{escape_text(given_name)};;;",
     ]
     for index, email in enumerate(emails):
         pref = (";PREF=1" if version == "4.0" else ";TYPE=INTERNET,PREF") if index == 0 else (
             "" if version == "4.0" else ";TYPE=INTERNET")
-        lines.append(f"EMAIL{pref}:{_escape(email)}")
+        lines.append(f"EMAIL{pref}:{escape_text(email)}")
     for phone in phones:
         lines.append(f"TEL;VALUE=uri:tel:{phone}" if version == "4.0" and phone.startswith("+") and " " not in phone
-                     else f"TEL:{_escape(phone)}")
+                     else f"TEL:{escape_text(phone)}")
     if organisation:
-        lines.append(f"ORG:{_escape(organisation)}")
+        lines.append(f"ORG:{escape_text(organisation)}")
     if title:
-        lines.append(f"TITLE:{_escape(title)}")
+        lines.append(f"TITLE:{escape_text(title)}")
     cats = [c for c in categories if c]
     if cats:
-        lines.append("CATEGORIES:" + ",".join(_escape(c) for c in cats))
+        lines.append("CATEGORIES:" + ",".join(escape_text(c) for c in cats))
     if url:
         lines.append(f"URL:{url}")
     if note:
-        lines.append(f"NOTE:{_escape(note)}")
+        lines.append(f"NOTE:{escape_text(note)}")
     rev_utc = rev.astimezone(timezone.utc) if rev.tzinfo else rev
     lines.append(f"REV:{rev_utc.strftime('%Y%m%dT%H%M%SZ')}")
     lines.append("END:VCARD")
-    return "\r\n".join(_fold(line) for line in lines) + "\r\n"
+    return "\r\n".join(fold_line(line) for line in lines) + "\r\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 
+from crm_core.contentlines import escape_text, fold_line
 from crm_core.records import CardPush
 from crm_core.store import Store
 
@@ -18,24 +19,8 @@ from crm_core.store import Store
 USER_EDITED = "user-edited"
 
 
-def _esc(value: str) -> str:
-    return (value or "").replace("\\", "\\\\").replace("\n", "\\n").replace(",", "\\,").replace(";", "\\;")
-
-
-def _fold(line: str) -> str:
-    out, chunk = [], line.encode("utf-8")
-    while len(chunk) > 75:
-        cut = 75
-        while cut > 0 and (chunk[cut] & 0xC0) == 0x80:  # do not split a UTF-8 sequence
-            cut -= 1
-        out.append(chunk[:cut].decode("utf-8"))
-        chunk = b" " + chunk[cut:]
-    out.append(chunk.decode("utf-8"))
-    return "\r\n".join(out)
-
-
 def vcard(lines: list[str]) -> str:
-    return "\r\n".join(_fold(l) for l in ["BEGIN:VCARD", "VERSION:4.0", "PRODID:-//crm-bridge//EN", *lines, "END:VCARD"]) + "\r\n"
+    return "\r\n".join(fold_line(l) for l in ["BEGIN:VCARD", "VERSION:4.0", "PRODID:-//crm-bridge//EN", *lines, "END:VCARD"]) + "\r\n"
 
 
 def customer_cards(store: Store) -> list[tuple[CardPush, str]]:
@@ -45,8 +30,8 @@ def customer_cards(store: Store) -> list[tuple[CardPush, str]]:
     out = []
     for c in store.customers():
         note = f"crm-bridge customer. Last contact: {c['last_contact'] or 'none'}. Open tasks: {c['open_tasks']}."
-        lines = [f"UID:crm-bridge-customer-{c['id']}", "KIND:org", f"FN:{_esc(c['name'])}", f"ORG:{_esc(c['name'])}",
-                 f"NOTE:{_esc(note)}"]
+        lines = [f"UID:crm-bridge-customer-{c['id']}", "KIND:org", f"FN:{escape_text(c['name'])}", f"ORG:{escape_text(c['name'])}",
+                 f"NOTE:{escape_text(note)}"]
         lines += [f"URL:https://{d}" for d in (c["domains"] or "").split()[:1]]
         out.append((f"crm-bridge-customer-{c['id']}", lines))
         for k in store.customer(c["name"])["contacts_list"]:
@@ -54,10 +39,10 @@ def customer_cards(store: Store) -> list[tuple[CardPush, str]]:
             if not emails:
                 continue
             knote = f"Customer: {c['name']}. Last contact with the customer: {c['last_contact'] or 'none'}. Open tasks: {c['open_tasks']}."
-            klines = [f"UID:crm-bridge-contact-{k['id']}", f"FN:{_esc(k['name'] or emails[0])}", f"ORG:{_esc(c['name'])}",
-                      *[f"EMAIL:{e}" for e in emails], f"NOTE:{_esc(knote)}"]
+            klines = [f"UID:crm-bridge-contact-{k['id']}", f"FN:{escape_text(k['name'] or emails[0])}", f"ORG:{escape_text(c['name'])}",
+                      *[f"EMAIL:{e}" for e in emails], f"NOTE:{escape_text(knote)}"]
             if k["title"]:
-                klines.append(f"TITLE:{_esc(k['title'])}")
+                klines.append(f"TITLE:{escape_text(k['title'])}")
             out.append((f"crm-bridge-contact-{k['id']}", klines))
     cards = []
     for uid, lines in out:

@@ -45,6 +45,12 @@ from crm_core.settings import LinkingSettings, SourcePolicy
 log = logging.getLogger("crm.store")
 
 SCHEMA_VERSION = 1
+#: a place an item was seen, new or seen again (rows: source, scope, local id, kind, item, etag, flags, time)
+_UPSERT_LOCATION = """INSERT INTO locations(source, scope, local_id, kind, item_id, etag, flags, seen_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT(source, scope, local_id) DO UPDATE SET kind=excluded.kind,
+    item_id=excluded.item_id, etag=excluded.etag, flags=excluded.flags,
+    seen_at=excluded.seen_at, gone_at=NULL"""
 #: separates a resource's local id from the RECURRENCE-ID of an override in it
 OVERRIDE_MARK = "#rid="
 _VIS_RANK = {"metadata": 0, "subject": 1, "snippet": 2}
@@ -483,14 +489,7 @@ class Store:
         ).fetchone()
 
     def _put_location(self, source: str, loc: Location, kind: str, item_id: int | None, flags: str, now_s: str) -> None:
-        self._x(
-            """INSERT INTO locations(source, scope, local_id, kind, item_id, etag, flags, seen_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT(source, scope, local_id) DO UPDATE SET kind=excluded.kind,
-               item_id=excluded.item_id, etag=excluded.etag, flags=excluded.flags,
-               seen_at=excluded.seen_at, gone_at=NULL""",
-            (source, loc.scope, loc.local_id, kind, item_id, loc.etag, flags, now_s),
-        )
+        self._x(_UPSERT_LOCATION, (source, loc.scope, loc.local_id, kind, item_id, loc.etag, flags, now_s))
         if kind != "quarantined":
             self._x("DELETE FROM quarantine WHERE source=? AND scope=? AND local_id=?", (source, loc.scope, loc.local_id))
 
@@ -671,11 +670,7 @@ class Store:
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'mail')""",
           [row[:4] + ((_find(merged, row[4]) if row[4] is not None else None),) + row[5:] for row in new_rows])
         x("INSERT OR IGNORE INTO participants(interaction_id, email, name, role, status) VALUES (?, ?, ?, ?, ?)", part_rows)
-        x("""INSERT INTO locations(source, scope, local_id, kind, item_id, etag, flags, seen_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT(source, scope, local_id) DO UPDATE SET kind=excluded.kind,
-             item_id=excluded.item_id, etag=excluded.etag, flags=excluded.flags,
-             seen_at=excluded.seen_at, gone_at=NULL""", loc_rows)
+        x(_UPSERT_LOCATION, loc_rows)
         x("DELETE FROM skipped WHERE source=? AND scope=? AND local_id=?", unskip)
         x("DELETE FROM quarantine WHERE source=? AND scope=? AND local_id=?", unskip + unquarantine)
         x("INSERT OR REPLACE INTO links(interaction_id, target, target_id, reason) VALUES (?, ?, ?, ?)", link_rows)
@@ -919,11 +914,7 @@ class Store:
         x = self.conn.executemany
         x("INSERT OR IGNORE INTO participants(interaction_id, email, name, role, status) VALUES (?, ?, ?, ?, ?)", part_rows)
         x('INSERT OR REPLACE INTO occurrences(interaction_id, recurrence_id, start, "end", date, status) VALUES (?, ?, ?, ?, ?, ?)', occ_rows)
-        x("""INSERT INTO locations(source, scope, local_id, kind, item_id, etag, flags, seen_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT(source, scope, local_id) DO UPDATE SET kind=excluded.kind,
-             item_id=excluded.item_id, etag=excluded.etag, flags=excluded.flags,
-             seen_at=excluded.seen_at, gone_at=NULL""", loc_rows)
+        x(_UPSERT_LOCATION, loc_rows)
         x("DELETE FROM skipped WHERE source=? AND scope=? AND local_id=?", unskip)
         x("DELETE FROM quarantine WHERE source=? AND scope=? AND local_id=?", unskip)
         x("INSERT OR REPLACE INTO links(interaction_id, target, target_id, reason) VALUES (?, ?, ?, ?)", link_rows)
