@@ -357,20 +357,25 @@ class _WholeFileConnector(_PathConnector):
                 yield batch
                 continue
             records, failures = self.parse(text, Location(scope, path.name, etag))
+            known = view.known(scope)
             present = set()
+            changed = []
             for rec in records:
                 item = self.item_id(rec)
-                rec.location = Location(scope, item, etag)
+                # an item's etag is a hash of what it says, so an unchanged item of a changed file is not news
+                rec.location = Location(scope, item, _content_etag(rec))
                 present.add(item)
+                if known.get(item) != rec.location.etag:
+                    changed.append(rec)
+            records = changed
             # each broken item of the file gets a place of its own, stable while the file is unchanged
             failures = [Failure(Location(scope, f"{path.name}#broken-{n}", etag), f.reason, f.excerpt)
                         for n, f in enumerate(failures, 1)]
             present.update(f.location.local_id for f in failures)
             batch.records.extend(records)
             batch.failures.extend(failures)
-            known = view.known(scope)
             gone = [Location(scope, u) for u in known if u not in present]
-            if gone and not records and len(known) > 1:
+            if gone and not present and len(known) > 1:
                 batch.problems.append(f"{path} holds no items any more; nothing removed")
                 gone = []
             batch.removed.extend(gone)
@@ -378,6 +383,12 @@ class _WholeFileConnector(_PathConnector):
             yield batch
         final = Batch(cursor={k: v for k, v in new_cursor.items() if v is not None})
         yield final
+
+
+def _content_etag(rec: Record) -> str:
+    from dataclasses import replace
+
+    return "h:" + hashlib.sha1(repr(replace(rec, location=Location("", ""))).encode()).hexdigest()[:20]
 
 
 class IcsConnector(_WholeFileConnector):
