@@ -22,7 +22,7 @@ import binascii
 import codecs
 import html
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from email.header import decode_header
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import Iterable, Iterator
@@ -196,9 +196,25 @@ def parse_ids(value: str) -> tuple[str, ...]:
     return (token,) if token and " " not in token else ()
 
 
+_MONTHS = {m: i for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split(), 1)}
+_RFC5322_DATE = re.compile(
+    r"^\s*(?:[A-Za-z]{3},\s*)?(\d{1,2})\s+([A-Za-z]{3})\s+(\d{4})\s+(\d{2}):(\d{2})(?::(\d{2}))?\s+([+-])(\d{2})(\d{2})\s*(?:\(.*\))?\s*$"
+)
+
+
 def parse_date(value: str) -> datetime | None:
     if not value:
         return None
+    m = _RFC5322_DATE.match(value)  # the usual form, without email.utils' general parser
+    if m is not None and m.group(2).lower() in _MONTHS:
+        day, _mon, year, hour, minute, second, sign, oh, om = m.groups()
+        try:
+            offset = timedelta(hours=int(oh), minutes=int(om))
+            when = datetime(int(year), _MONTHS[_mon.lower()], int(day), int(hour), int(minute), int(second or 0),
+                            tzinfo=timezone(-offset if sign == "-" else offset))
+            return when.astimezone(timezone.utc)
+        except (ValueError, OverflowError):
+            pass  # let the general parser have a go
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
