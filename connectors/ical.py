@@ -38,7 +38,7 @@ from collections import defaultdict
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import Any, Iterable
 
-from crm_core.contentlines import escape_text, fold_line
+from crm_core.contentlines import PARAM_SPLIT, escape_text, fold_line, split_content_line
 from crm_core.records import (
     AppointmentRecord,
     Attendee,
@@ -735,7 +735,7 @@ def _fast_split(line: str) -> tuple[str, dict[str, str], str]:
     value = line[colon + 1 :]
     if ";" not in head:
         return head.upper(), {}, value
-    parts = _PARAM_SPLIT.split(head) if '"' in head else head.split(";")
+    parts = PARAM_SPLIT.split(head) if '"' in head else head.split(";")
     params: dict[str, str] = {}
     for part in parts[1:]:
         key, eq, val = part.partition("=")
@@ -1265,28 +1265,16 @@ def build_vtodo(task: TaskPush, now: datetime | None = None) -> str:
 # comparing
 
 
-_PARAM_SPLIT = re.compile(r';(?=(?:[^"]*"[^"]*")*[^"]*$)')
 
 
 def _split_content_line(line: str) -> tuple[str, str, str]:
     """(NAME, sorted params, value) of one unfolded content line."""
-    in_quotes = False
-    colon = -1
-    for index, char in enumerate(line):
-        if char == '"':
-            in_quotes = not in_quotes
-        elif char == ":" and not in_quotes:
-            colon = index
-            break
-    if colon < 0:
+    split = split_content_line(line)
+    if split is None:
         return line.strip().upper(), "", ""
-    head, value = line[:colon], line[colon + 1 :]
-    parts = _PARAM_SPLIT.split(head)
-    name = parts[0].strip().upper()
-    if "." in name:  # vCard groups: item1.EMAIL
-        name = name.rsplit(".", 1)[1]
+    name, raw_params, value = split
     params = []
-    for param in parts[1:]:
+    for param in raw_params:
         key, _, val = param.partition("=")
         params.append(f"{key.strip().upper()}={val.strip()}")
     return name, ";".join(sorted(params)), value.rstrip()

@@ -21,14 +21,13 @@ import re
 from datetime import datetime, timezone
 from typing import Iterable
 
-from crm_core.contentlines import escape_text, fold_line
+from crm_core.contentlines import escape_text, fold_line, split_content_line
 from crm_core.records import ContactCard, Failure, Location
 
 __all__ = ["parse_vcards", "build_vcard", "card_uid"]
 
 _PRODID = "-//crm-bridge//crm-bridge//EN"
 _UNFOLD = re.compile(r"\r?\n[ \t]")
-_PARAM_SPLIT = re.compile(r';(?=(?:[^"]*"[^"]*")*[^"]*$)')
 
 
 class _Bad(Exception):
@@ -72,25 +71,14 @@ def _split_escaped(value: str, sep: str) -> list[str]:
 
 
 def _content_line(line: str) -> tuple[str, dict[str, str], str]:
-    in_quotes = False
-    colon = -1
-    for index, char in enumerate(line):
-        if char == '"':
-            in_quotes = not in_quotes
-        elif char == ":" and not in_quotes:
-            colon = index
-            break
-    if colon < 0:
+    split = split_content_line(line)
+    if split is None:
         raise _Bad(f"line without a colon: {line[:60]!r}")
-    head, value = line[:colon], line[colon + 1 :]
-    parts = _PARAM_SPLIT.split(head)
-    name = parts[0].strip().upper()
-    if "." in name:
-        name = name.rsplit(".", 1)[1]  # item1.EMAIL -> EMAIL
+    name, raw_params, value = split
     if not name:
         raise _Bad(f"line without a property name: {line[:60]!r}")
     params: dict[str, str] = {}
-    for param in parts[1:]:
+    for param in raw_params:
         key, eq, val = param.partition("=")
         if not eq:  # vCard 2.1: TEL;WORK;VOICE:...
             params.setdefault("TYPE", "")

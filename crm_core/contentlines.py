@@ -7,6 +7,34 @@ these two functions.
 
 from __future__ import annotations
 
+import re
+
+#: a ``;`` that separates parameters (not one inside a quoted parameter value)
+PARAM_SPLIT = re.compile(r';(?=(?:[^"]*"[^"]*")*[^"]*$)')
+
+
+def split_content_line(line: str) -> tuple[str, list[str], str] | None:
+    """``item1.EMAIL;TYPE=work:a@b`` -> ("EMAIL", ["TYPE=work"], "a@b").
+
+    The name is upper-cased and loses a vCard group prefix; parameters stay
+    as written.  None when the line has no ``:`` outside quotes.
+    """
+    in_quotes = False
+    colon = -1
+    for index, char in enumerate(line):
+        if char == '"':
+            in_quotes = not in_quotes
+        elif char == ":" and not in_quotes:
+            colon = index
+            break
+    if colon < 0:
+        return None
+    parts = PARAM_SPLIT.split(line[:colon])
+    name = parts[0].strip().upper()
+    if "." in name:  # vCard groups: item1.EMAIL
+        name = name.rsplit(".", 1)[1]
+    return name, parts[1:], line[colon + 1:]
+
 
 def escape_text(value: str) -> str:
     """Escape a TEXT value: backslash, comma, semicolon, line breaks."""
