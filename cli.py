@@ -292,17 +292,18 @@ def customers() -> None:
 @customers.command("add")
 @click.argument("name")
 @click.option("--domain", "domains", multiple=True, metavar="DOMAIN", help="A mail domain of the customer (repeatable).")
+@click.option("--owner", "account_owner", metavar="WHO", help="The account owner (shown in pushed address-book cards).")
 @click.pass_obj
-def customers_add(obj: Context, name: str, domains: tuple[str, ...]) -> None:
+def customers_add(obj: Context, name: str, domains: tuple[str, ...], account_owner: str | None) -> None:
     """Create a customer or give it more domains; past mail is linked at once.
 
     \b
     Example:
-        crm customers add "Stadtwerke Lindenau" --domain stadtwerke-lindenau.de
+        crm customers add "Stadtwerke Lindenau" --domain stadtwerke-lindenau.de --owner "Anna Weber"
     """
     store = obj.store
     before = store.counts()["links"]
-    cid = store.add_customer(name, domains)
+    cid = store.add_customer(name, domains, account_owner=account_owner)
     click.echo(f"customer {cid}: {name}; {store.counts()['links'] - before} new links")
 
 
@@ -332,6 +333,8 @@ def customers_show(obj: Context, name: str, as_json: bool) -> None:
         return
     click.echo(f"{info['name']} (id {info['id']}, from {info['origin']})")
     click.echo(f"  domains: {info['domains'] or '-'}")
+    if info["account_owner"]:
+        click.echo(f"  account owner: {info['account_owner']}")
     click.echo(f"  {info['interactions']} interactions, last contact {info['last_contact'] or '-'}, {info['open_tasks']} open tasks")
     for k in info["contacts_list"]:
         click.echo(f"  - {k['name']} <{k['emails'] or ''}>{'  ' + k['title'] if k['title'] else ''}")
@@ -495,6 +498,29 @@ def tasks_add(obj: Context, title: str, customer: str | None, due: str | None, i
     iid = store.interaction_id(interaction) if interaction else None
     task_id = store.add_task(title, due=_parse_due(due), customer_id=cid, interaction_id=iid)
     click.echo(f"task {task_id} added")
+
+
+@tasks.command("edit")
+@click.argument("task_id", type=int)
+@click.option("--title", help="A new title.")
+@click.option("--due", help="YYYY-MM-DD or +N days.")
+@click.pass_obj
+def tasks_edit(obj: Context, task_id: int, title: str | None, due: str | None) -> None:
+    """Change a task's title or due date; the next sync changes it in the calendar too.
+
+    \b
+    Example:
+        crm tasks edit 12 --due +7
+    """
+    changes: dict[str, Any] = {}
+    if title is not None:
+        changes["title"] = title
+    if due is not None:
+        changes["due"] = _parse_due(due)
+    if not changes:
+        raise click.UsageError("give --title and/or --due")
+    obj.store.update_task(task_id, **changes)
+    click.echo(f"task {task_id} changed")
 
 
 @tasks.command("done")

@@ -29,7 +29,8 @@ def customer_cards(store: Store) -> list[tuple[CardPush, str]]:
         "SELECT uid, content_hash, remote_href, remote_etag, remote_scope FROM card_pushes")}
     out = []
     for c in store.customers():
-        note = f"crm-bridge customer. Last contact: {c['last_contact'] or 'none'}. Open tasks: {c['open_tasks']}."
+        owner = f" Account owner: {c['account_owner']}." if c["account_owner"] else ""
+        note = f"crm-bridge customer. Last contact: {c['last_contact'] or 'none'}. Open tasks: {c['open_tasks']}.{owner}"
         lines = [f"UID:crm-bridge-customer-{c['id']}", "KIND:org", f"FN:{escape_text(c['name'])}", f"ORG:{escape_text(c['name'])}",
                  f"NOTE:{escape_text(note)}"]
         lines += [f"URL:https://{d}" for d in (c["domains"] or "").split()[:1]]
@@ -38,7 +39,8 @@ def customer_cards(store: Store) -> list[tuple[CardPush, str]]:
             emails = (k["emails"] or "").split()
             if not emails:
                 continue
-            knote = f"Customer: {c['name']}. Last contact with the customer: {c['last_contact'] or 'none'}. Open tasks: {c['open_tasks']}."
+            knote = (f"Customer: {c['name']}. Last contact with the customer: {c['last_contact'] or 'none'}. "
+                     f"Open tasks: {c['open_tasks']}.{owner}")
             klines = [f"UID:crm-bridge-contact-{k['id']}", f"FN:{escape_text(k['name'] or emails[0])}", f"ORG:{escape_text(c['name'])}",
                       *[f"EMAIL:{e}" for e in emails], f"NOTE:{escape_text(knote)}"]
             if k["title"]:

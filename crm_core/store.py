@@ -135,7 +135,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS customers (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE COLLATE NOCASE,
-    origin TEXT NOT NULL DEFAULT 'manual', created_at TEXT NOT NULL);
+    origin TEXT NOT NULL DEFAULT 'manual', account_owner TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS customer_domains (
     domain TEXT PRIMARY KEY, customer_id INTEGER NOT NULL REFERENCES customers(id));
 CREATE TABLE IF NOT EXISTS contacts (
@@ -362,8 +362,12 @@ class Store:
             raise StoreError(f"no customer named {name_or_id!r}")
         return found
 
-    def add_customer(self, name: str, domains: Iterable[str] = (), origin: str = "manual") -> int:
-        """Create or extend a customer; new domains re-link past interactions."""
+    def add_customer(self, name: str, domains: Iterable[str] = (), origin: str = "manual",
+                     account_owner: str | None = None) -> int:
+        """Create or extend a customer; new domains re-link past interactions.
+
+        ``account_owner`` (who looks after the customer) is set when given.
+        """
         name = name.strip()
         if not name:
             raise StoreError("a customer needs a name")
@@ -373,6 +377,9 @@ class Store:
                 cid = self._x(
                     "INSERT INTO customers(name, origin, created_at) VALUES (?, ?, ?)", (name, origin, iso(utcnow()))
                 ).lastrowid
+            if account_owner is not None:
+                self._x("UPDATE customers SET account_owner=? WHERE id=? AND account_owner != ?",
+                        (account_owner.strip(), cid, account_owner.strip()))
             added = []
             for domain in domains:
                 domain = normalise_domain(domain)
@@ -1313,7 +1320,7 @@ class Store:
 
     def customers(self) -> list[dict[str, Any]]:
         rows = self.db.query(
-            """SELECT c.id, c.name, c.origin,
+            """SELECT c.id, c.name, c.origin, c.account_owner,
                (SELECT group_concat(domain, ' ') FROM customer_domains d WHERE d.customer_id = c.id) AS domains,
                (SELECT COUNT(*) FROM contacts k WHERE k.customer_id = c.id) AS contacts,
                (SELECT COUNT(DISTINCT interaction_id) FROM links l WHERE l.target='customer' AND l.target_id=c.id) AS interactions,
@@ -1460,7 +1467,7 @@ class Store:
     def snapshot(self) -> dict[str, list[tuple]]:
         """The content of the store by natural keys (tests compare runs with it)."""
         q = {
-            "customers": "SELECT name, origin FROM customers",
+            "customers": "SELECT name, origin, account_owner FROM customers",
             "domains": "SELECT d.domain, c.name FROM customer_domains d JOIN customers c ON c.id=d.customer_id",
             "contacts": "SELECT a.email, k.name, k.origin FROM contact_addresses a JOIN contacts k ON k.id=a.contact_id",
             "interactions": "SELECT dedup_key, kind, subject, snippet, date, direction, status, deleted, visibility FROM interactions",

@@ -31,7 +31,7 @@ class Config:
     store_path: Path
     linking: LinkingSettings
     followup: FollowupSettings
-    customers: list[tuple[str, list[str]]] = field(default_factory=list)
+    customers: list[tuple[str, list[str], str | None]] = field(default_factory=list)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     policies: dict[str, SourcePolicy] = field(default_factory=dict)
     push_tasks: str | None = None
@@ -96,7 +96,10 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
             domains = [domains]
         if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
             raise ConfigError(f"customers[{n}].domains must be a list of domains")
-        customers.append((entry["name"].strip(), domains))
+        owner = entry.get("account_owner")
+        if owner is not None and not isinstance(owner, str):
+            raise ConfigError(f"customers[{n}].account_owner must be a name or an address")
+        customers.append((entry["name"].strip(), domains, owner))
     sources: dict[str, dict[str, Any]] = {}
     policies: dict[str, SourcePolicy] = {}
     for name, table in _table(data, "sources").items():

@@ -391,8 +391,8 @@ class Engine:
 def load_customers(store: Store, config: Config) -> None:
     """The ``[[customers]]`` of the config, into the store (idempotent)."""
     with store.transaction():
-        for name, domains in config.customers:
-            store.add_customer(name, domains, origin="config")
+        for name, domains, owner in config.customers:
+            store.add_customer(name, domains, origin="config", account_owner=owner)
 
 
 class _NullView:

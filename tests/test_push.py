@@ -98,10 +98,16 @@ def test_task_added_and_closed_in_the_crm_reaches_the_calendar(setup):
     assert set(titles) == {"Follow up: Begehung Heizungskeller", "Angebot schicken"}
     assert titles["Angebot schicken"]["DUE"].dt.isoformat().startswith("2026-12-24")
     manual = next(t for t in crm.json("tasks", "list") if t["title"] == "Angebot schicken")
+    # an edit in the CRM changes the VTODO in place
+    crm("tasks", "edit", str(manual["id"]), "--title", "Angebot schicken (mit Rabatt)", "--due", "2027-01-08")
+    crm("sync")
+    titles = {str(t["SUMMARY"]): t for t in vtodos(server, tasks_url).values()}
+    assert set(titles) == {"Follow up: Begehung Heizungskeller", "Angebot schicken (mit Rabatt)"}
+    assert titles["Angebot schicken (mit Rabatt)"]["DUE"].dt.isoformat().startswith("2027-01-08")
     crm("tasks", "done", str(manual["id"]))
     crm("sync")
     titles = {str(t["SUMMARY"]): t for t in vtodos(server, tasks_url).values()}
-    assert str(titles["Angebot schicken"]["STATUS"]) == "COMPLETED"
+    assert str(titles["Angebot schicken (mit Rabatt)"]["STATUS"]) == "COMPLETED"
     assert len(titles) == 2
 
 
@@ -145,11 +151,12 @@ def test_edit_beats_delete(setup):
 
 def test_customers_go_into_the_address_book_and_user_edits_survive(setup):
     crm, server, _, book_url, _ = setup
+    crm("customers", "add", "Kunde GmbH", "--owner", "Anna Weber")
     crm("sync")
-    cards = {h: server.get(h).text for h in server.hrefs(book_url)}
+    cards = {h: server.get(h).text.replace("\r\n ", "") for h in server.hrefs(book_url)}  # unfolded
     org = [t for t in cards.values() if "KIND:org" in t]
     people = [t for t in cards.values() if "kim@kunde.example" in t]
-    assert len(org) == 1 and "Kunde GmbH" in org[0]
+    assert len(org) == 1 and "Kunde GmbH" in org[0] and "Account owner: Anna Weber" in org[0]
     assert len(people) == 1 and "ORG:Kunde GmbH" in people[0] and "Open tasks: 1" in people[0]
     for _ in range(3):
         crm("sync")
