@@ -340,7 +340,7 @@ class _WholeFileConnector(_PathConnector):
 
     def pull(self, cursor: dict | None, view: SourceView) -> Iterator[Batch]:
         cursor = dict(cursor or {})
-        new_cursor = {}
+        new_cursor: dict[str, str | None] = {}
         for path in self.files():
             scope = str(path)
             st = path.stat()

@@ -253,7 +253,7 @@ def bulk_reason(h: dict[str, str], sender: Address | None) -> str:
 def content_type(value: str) -> tuple[str, dict[str, str]]:
     """``text/plain; charset=utf-8`` -> ("text/plain", {"charset": "utf-8"})."""
     main, _, _rest = value.partition(";")
-    params = {}
+    params: dict[str, str] = {}
     for key, val in _PARAM.findall(value):
         if val.startswith('"'):
             val = val[1:-1].replace('\\"', '"')
@@ -363,6 +363,7 @@ def iter_parts(h: dict[str, str], body: bytes, depth: int = 0, section: str = ""
     Inside multipart/digest a part without a Content-Type is a message/rfc822
     (RFC 2046 5.1.5).
     """
+    params: dict[str, str]
     if digest and not h.get("content-type"):
         ctype, params = "message/rfc822", {}
     else:

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, overload
 
 from crm_core.domains import is_freemail, normalise_domain, registrable_domain
 from crm_core.linking import CONTACT, CUSTOMER, LinkIndex, Linker, Match
@@ -66,6 +66,10 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(microsecond=0)
 
 
+@overload
+def iso(value: datetime | date) -> str: ...
+@overload
+def iso(value: None) -> None: ...
 def iso(value: datetime | date | None) -> str | None:
     if value is None:
         return None
@@ -324,6 +328,12 @@ class Store:
             self._db = sqlite_utils.Database(self.conn)
         return self._db
 
+    def _insert(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """Run an INSERT; the new row's id."""
+        rowid = self.conn.execute(sql, tuple(params)).lastrowid
+        assert rowid is not None
+        return rowid
+
     def _x(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, tuple(params))
 
@@ -374,9 +384,9 @@ class Store:
         with self.transaction():
             cid = self._one("SELECT id FROM customers WHERE name=? COLLATE NOCASE", (name,))
             if cid is None:
-                cid = self._x(
+                cid = self._insert(
                     "INSERT INTO customers(name, origin, created_at) VALUES (?, ?, ?)", (name, origin, iso(utcnow()))
-                ).lastrowid
+                )
             if account_owner is not None:
                 self._x("UPDATE customers SET account_owner=? WHERE id=? AND account_owner != ?",
                         (account_owner.strip(), cid, account_owner.strip()))
@@ -429,10 +439,10 @@ class Store:
     ) -> int:
         emails = [e.strip().lower() for e in emails if "@" in e]
         with self.transaction():
-            cid = self._x(
+            cid = self._insert(
                 "INSERT INTO contacts(name, customer_id, uid, origin, created_at) VALUES (?, ?, ?, ?, ?)",
                 (name, customer_id, uid, origin, iso(utcnow())),
-            ).lastrowid
+            )
             self.index.customer_of_contact[cid] = customer_id
             self._attach_emails(cid, emails)
             if relink and emails:
@@ -453,7 +463,7 @@ class Store:
     def apply_batch(self, policy: SourcePolicy, batch: Batch, now: datetime | None = None) -> Stats:
         """Store everything a batch carries (inside the caller's transaction)."""
         stats = Stats()
-        now_s = iso(now or utcnow())
+        now_s: str = iso(now or utcnow())
         touched_threads: set[int] = set()
         mails = [r for r in batch.records if isinstance(r, MailRecord)]
         if mails:
@@ -577,7 +587,11 @@ class Store:
         next_id = (self._one("SELECT MAX(id) FROM interactions") or 0) + 1
         next_thread = (self._one("SELECT MAX(id) FROM threads") or 0) + 1
         merged: dict[int, int] = {}
-        new_rows, part_rows, link_rows, ref_rows, thread_rows = [], [], [], [], []
+        new_rows: list[tuple] = []
+        part_rows: list[tuple] = []
+        link_rows: list[tuple] = []
+        ref_rows: list[tuple] = []
+        thread_rows: list[tuple] = []
         withheld: dict[int, tuple[str, str, str]] = {}  # id -> (subject, snippet, visibility once linked)
         contacts = _NewContacts(self, now_s, stats)
         logged: list[tuple[int, MailRecord, str]] = []
@@ -686,9 +700,9 @@ class Store:
         self._propagate_threads(threads)
         threads.clear()
         if withheld:  # withheld while unmatched, linked through their thread after all
-            ids = list(withheld)
-            for chunk in range(0, len(ids), 500):
-                part = ids[chunk:chunk + 500]
+            withheld_ids = list(withheld)
+            for chunk in range(0, len(withheld_ids), 500):
+                part = withheld_ids[chunk:chunk + 500]
                 marks = ",".join("?" * len(part))
                 for (iid,) in self._x(f"SELECT DISTINCT interaction_id FROM links WHERE interaction_id IN ({marks})", part).fetchall():
                     subject, snippet, vis = withheld[iid]
@@ -713,7 +727,7 @@ class Store:
         return out
 
     def _ids_by_key(self, keys: list[str]) -> dict[str, tuple[int, str]]:
-        out = {}
+        out: dict[str, tuple[int, str]] = {}
         for chunk in range(0, len(keys), 500):
             part = keys[chunk:chunk + 500]
             marks = ",".join("?" * len(part))
@@ -724,7 +738,7 @@ class Store:
         return out
 
     def _thread_refs(self, ids: list[str]) -> dict[str, int]:
-        out = {}
+        out: dict[str, int] = {}
         ids = list(dict.fromkeys(ids))
         for chunk in range(0, len(ids), 500):
             part = ids[chunk:chunk + 500]
@@ -873,7 +887,12 @@ class Store:
         existing = self._ids_by_key([appointment_key(rec) for rec, _ in placed])
         next_id = first_new = (self._one("SELECT MAX(id) FROM interactions") or 0) + 1
         contacts = _NewContacts(self, now_s, stats)
-        rows, part_rows, occ_rows, loc_rows, link_rows, unskip = [], [], [], [], [], []
+        rows: list[tuple] = []
+        part_rows: list[tuple] = []
+        occ_rows: list[tuple] = []
+        loc_rows: list[tuple] = []
+        link_rows: list[tuple] = []
+        unskip: list[tuple] = []
         for rec, loc in placed:
             reason = linker.skip_reason(rec, loc.scope, (), policy)
             if reason:
@@ -1188,7 +1207,8 @@ class Store:
             self._x("UPDATE sources SET rescan=1 WHERE name=?", (name,))
 
     def start_run(self, name: str, now: datetime | None = None) -> int:
-        return self._x("INSERT INTO runs(source, started_at, status) VALUES (?, ?, 'running')", (name, iso(now or utcnow()))).lastrowid
+        return self._insert("INSERT INTO runs(source, started_at, status) VALUES (?, ?, 'running')",
+                            (name, iso(now or utcnow())))
 
     def finish_run(self, run_id: int, name: str, status: str, stats: Stats, message: str = "") -> None:
         now_s = iso(utcnow())

@@ -405,8 +405,9 @@ class _NullView:
 
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip() or exc.__class__.__name__
-    kind = {AuthError: "authentication failed", TransientError: "connection problem",
-            SourceUnavailable: "unavailable", CursorInvalid: "cursor invalid"}.get(type(exc))
+    kinds: dict[type[BaseException], str] = {AuthError: "authentication failed", TransientError: "connection problem",
+                                             SourceUnavailable: "unavailable", CursorInvalid: "cursor invalid"}
+    kind = kinds.get(type(exc))
     return f"{kind}: {text}" if kind and kind not in text else text
 
 
