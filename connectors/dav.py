@@ -531,11 +531,14 @@ class _DavConnector(Connector):
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
             raise ConfigError(f"sources.{name}.timeout must be a positive number of seconds")
         self.timeout = float(timeout)
+        days = {}
         for key, default in (("window_past_days", 730), ("window_future_days", 365)):
             value = opts.get(key, default)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"sources.{name}.{key} must be a whole number of days")
-            setattr(self, key, value)
+            days[key] = value
+        self.window_past_days: int = days["window_past_days"]
+        self.window_future_days: int = days["window_future_days"]
         push = opts.get(self.push_key)
         if push is not None and (not isinstance(push, str) or not push.strip()):
             raise ConfigError(f"sources.{name}.{self.push_key} must name a collection")

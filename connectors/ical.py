@@ -36,7 +36,7 @@ import warnings
 import zoneinfo
 from collections import defaultdict
 from datetime import date, datetime, timedelta, timezone, tzinfo
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 
 from crm_core.contentlines import PARAM_SPLIT, escape_text, fold_line, split_content_line
 from crm_core.records import (
@@ -176,9 +176,9 @@ class _Zones:
                     if value.tzinfo is zone:
                         return value, iana
                     return value.replace(tzinfo=zone), iana
-            zone, iana = self.resolve(value.tzinfo)
-            if zone is not None and zone is not value.tzinfo:
-                value = value.replace(tzinfo=zone)
+            resolved, iana = self.resolve(value.tzinfo)
+            if resolved is not None and resolved is not value.tzinfo:
+                value = value.replace(tzinfo=resolved)
             return value, iana
         if isinstance(value, date):
             return value, ""
@@ -449,7 +449,7 @@ def _expand(
     query = recurring_ical_events.of(mini)
     freq = master.rrule.upper()
     if any(f"FREQ={f}" in freq for f in _SUBDAILY):
-        found = []
+        found: list[Any] = []
         for item in query.after(lo):
             start = item.get("DTSTART").dt
             compare = start if isinstance(start, datetime) else datetime(start.year, start.month, start.day)
@@ -547,10 +547,11 @@ def _parse(
     if not text or not text.strip():
         failures.append(Failure(location, "empty calendar data"))
         return
+    tops: list[Any] | None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            tops = icalendar.Calendar.from_ical(text, multiple=True)
+            tops = list(icalendar.Calendar.from_ical(text, multiple=True))
             if not tops:
                 # an unterminated component: the single-component reader
                 # either makes sense of it or says what is wrong
@@ -1131,11 +1132,14 @@ def _fast_series(group: list[tuple[list, AppointmentRecord]], window: tuple[date
     zones = _Zones({})
     lo, hi = _window_bound(window[0]), _window_bound(window[1])
     start, end = master.start, master.end
+    rrule_prop = _first(props, "RRULE")
+    if start is None or end is None or rrule_prop is None:
+        raise _NotSimple
     timed = isinstance(start, datetime)
     if not timed and isinstance(end, datetime):
         raise _NotSimple
     exdates = _exdates(props, zones)
-    rule_text, until_text = _canonical_rrule(_first(props, "RRULE")[1])
+    rule_text, until_text = _canonical_rrule(rrule_prop[1])
     if until_text and (len(until_text) == 8) == timed:
         raise _NotSimple  # UNTIL as a date for a timed series or the other way round
     if not timed and any(isinstance(x, datetime) for x in exdates):
@@ -1143,8 +1147,8 @@ def _fast_series(group: list[tuple[list, AppointmentRecord]], window: tuple[date
     if any(f"FREQ={f}" in rule_text for f in _SUBDAILY):
         raise _NotSimple
     # the series' times, as recurring_ical_events makes them comparable
-    start_dt = start if timed else datetime(start.year, start.month, start.day)
-    end_dt = end if timed else datetime(end.year, end.month, end.day)
+    start_dt = cast(datetime, start) if timed else datetime(start.year, start.month, start.day)
+    end_dt = cast(datetime, end) if timed else datetime(end.year, end.month, end.day)
     duration = end_dt - start_dt
     until = None
     if until_text:
@@ -1174,6 +1178,8 @@ def _fast_series(group: list[tuple[list, AppointmentRecord]], window: tuple[date
         if not orec.recurrence_id:
             continue
         rid_prop = _first(oprops, "RECURRENCE-ID")
+        if rid_prop is None:
+            raise _NotSimple
         ids = _rids(_fast_time(rid_prop[1], rid_prop[0], zones))
         if isinstance(orec.start, datetime) != timed:
             raise _NotSimple
@@ -1194,6 +1200,8 @@ def _fast_series(group: list[tuple[list, AppointmentRecord]], window: tuple[date
             hit = overrides.get(key, hit)
         if hit is None:
             seen_starts.add(when)
+            occ_start: datetime | date
+            occ_end: datetime | date
             occ_start, occ_end = when, when + duration
             if not timed:
                 occ_start, occ_end = occ_start.date(), occ_end.date()

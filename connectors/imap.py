@@ -705,6 +705,7 @@ class ImapConnector(Connector):
             prev = None
         else:
             resets = prev["resets"] if prev else []
+        state: dict[str, Any]
         if prev is None:
             state = {"uidvalidity": uidvalidity, "last_uid": 0, "modseq": 0, "uidnext": 0, "exists": 0, "resets": resets}
         else:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what is missing
-# (Dovecot for the IMAP tests, the Python test extras), then runs pytest.
+# (Dovecot for the IMAP tests, the Python test extras), checks the types
+# with mypy, then runs pytest.
 # Extra arguments go to pytest.  pytest's "no tests ran" (exit 5) fails too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,4 +15,5 @@ if ! command -v dovecot >/dev/null 2>&1 && [ ! -x /usr/sbin/dovecot ]; then
 fi
 
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+python3 -m mypy
 exec python3 -m pytest -q "$@"
