@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._results import like_an_installation, write_section  # noqa: E402
 from bench.mailgen import customer_domains  # noqa: E402
+from crm_core.contentlines import escape_text, fold_line  # noqa: E402
 from tests import dav_servers  # noqa: E402
 from tests.dav_servers import USER, DavServer  # noqa: E402
 
@@ -93,26 +94,8 @@ TOPICS = ["Wartung Heizungsanlage", "Angebot Wärmepumpe", "Baubesprechung", "Ab
 STAFF = ["anna.weber", "jonas.keller", "lena.fischer", "tom.becker"]
 
 
-def _esc(text: str) -> str:
-    return text.replace("\\", "\\\\").replace(";", "\\;").replace(",", "\\,").replace("\n", "\\n")
-
-
-def _fold(line: str) -> str:
-    raw = line.encode("utf-8")
-    if len(raw) <= 75:
-        return line
-    out, cut = [], 75
-    while len(raw) > cut:
-        while (raw[cut] & 0xC0) == 0x80:
-            cut -= 1
-        out.append(raw[:cut].decode("utf-8"))
-        raw, cut = b" " + raw[cut:], 75
-    out.append(raw.decode("utf-8"))
-    return "\r\n".join(out)
-
-
 def _lines(lines: list[str]) -> str:
-    return "\r\n".join(_fold(l) for l in "\r\n".join(lines).split("\r\n")) + "\r\n"
+    return "\r\n".join(fold_line(l) for l in "\r\n".join(lines).split("\r\n")) + "\r\n"
 
 
 def _person(rng: random.Random) -> tuple[str, str]:
@@ -142,11 +125,11 @@ def make_event(i: int, rng: random.Random, domains: list[str], today: date) -> t
         f"LAST-MODIFIED:{(start - timedelta(days=10)).strftime(fmt)}Z",
         f"DTSTART;TZID=Europe/Berlin:{start.strftime(fmt)}",
         f"DTEND;TZID=Europe/Berlin:{end.strftime(fmt)}",
-        f"SUMMARY:{_esc(rng.choice(TOPICS))} – {domain.split('.')[0].title()}",
-        f"LOCATION:{_esc(rng.choice(['Vor Ort beim Kunden', 'Büro Kiel', 'Teams', 'Baustelle, Haus ' + str(rng.randint(1, 40))]))}",
-        "DESCRIPTION:" + _esc("Agenda:\n1. Stand der Arbeiten\n2. Offene Punkte, Termine\n3. Nächste Schritte"),
+        f"SUMMARY:{escape_text(rng.choice(TOPICS))} – {domain.split('.')[0].title()}",
+        f"LOCATION:{escape_text(rng.choice(['Vor Ort beim Kunden', 'Büro Kiel', 'Teams', 'Baustelle, Haus ' + str(rng.randint(1, 40))]))}",
+        "DESCRIPTION:" + escape_text("Agenda:\n1. Stand der Arbeiten\n2. Offene Punkte, Termine\n3. Nächste Schritte"),
         "STATUS:CONFIRMED", "TRANSP:OPAQUE", "SEQUENCE:0",
-        f"ORGANIZER;CN={_esc(organizer.replace('.', ' ').title())}:mailto:{organizer}@{INTERNAL}",
+        f"ORGANIZER;CN={escape_text(organizer.replace('.', ' ').title())}:mailto:{organizer}@{INTERNAL}",
     ]
     for _ in range(rng.randint(1, 3)):
         first, last = _person(rng)
@@ -175,19 +158,19 @@ def make_card(i: int, rng: random.Random, domains: list[str]) -> tuple[str, str]
     title = rng.choice(["Geschäftsführer", "Einkauf", "Technische Leitung", "Hausmeister", "Projektleitung", ""])
     if i % 2:
         lines = ["BEGIN:VCARD", "VERSION:3.0", "PRODID:-//crm-bridge bench//DE", f"UID:{uid}",
-                 f"N:{_esc(last)};{_esc(first)};;;", f"FN:{first} {last}", f"ORG:{_esc(org)};Technik",
+                 f"N:{escape_text(last)};{escape_text(first)};;;", f"FN:{first} {last}", f"ORG:{escape_text(org)};Technik",
                  f"EMAIL;TYPE=INTERNET,WORK:{email}", f"TEL;TYPE=WORK,VOICE:{phone}", f"TEL;TYPE=CELL:{mobile}",
                  f"ADR;TYPE=WORK:;;Hauptstraße {rng.randint(1, 200)};Kiel;;{rng.randint(20000, 29999)};Deutschland"]
         if rng.random() < 0.3:
             lines.append(f"EMAIL;TYPE=INTERNET,HOME:{first.lower()}{rng.randint(1, 99)}@gmx.example")
     else:
         lines = ["BEGIN:VCARD", "VERSION:4.0", "PRODID:-//crm-bridge bench//DE", f"UID:urn:uuid:{uid}",
-                 "KIND:individual", f"N:{_esc(last)};{_esc(first)};;;", f"FN:{first} {last}", f"ORG:{_esc(org)}",
+                 "KIND:individual", f"N:{escape_text(last)};{escape_text(first)};;;", f"FN:{first} {last}", f"ORG:{escape_text(org)}",
                  f"EMAIL;TYPE=work;PREF=1:{email}", f"TEL;VALUE=uri;TYPE=\"work,voice\":tel:{phone.replace(' ', '-')}",
                  f"TEL;VALUE=uri;TYPE=cell:tel:{mobile.replace(' ', '-')}",
                  f"REV:{datetime(2025, 1, 1) + timedelta(minutes=i):%Y%m%dT%H%M%SZ}"]
     if title:
-        lines.append(f"TITLE:{_esc(title)}")
+        lines.append(f"TITLE:{escape_text(title)}")
     lines.append("END:VCARD")
     return f"{uid}.vcf", _lines(lines)
 

@@ -38,7 +38,7 @@ from collections import defaultdict
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import Any, Iterable, cast
 
-from crm_core.contentlines import PARAM_SPLIT, escape_text, fold_line, split_content_line
+from crm_core.contentlines import PARAM_SPLIT, escape_text, fold_line, split_content_line, value_colon
 from crm_core.records import (
     AppointmentRecord,
     Attendee,
@@ -717,23 +717,10 @@ def _fast_lines(text: str) -> list[str]:
 
 
 def _fast_split(line: str) -> tuple[str, dict[str, str], str]:
-    colon = line.find(":")
-    head = line[:colon] if colon >= 0 else ""
-    if colon < 0 or '"' in head:
-        if colon < 0:
-            raise _NotSimple
-        # quoted parameter values may hold ':' and ';'
-        in_quotes = False
-        for index, char in enumerate(line):
-            if char == '"':
-                in_quotes = not in_quotes
-            elif char == ":" and not in_quotes:
-                colon = index
-                break
-        else:
-            raise _NotSimple
-        head = line[:colon]
-    value = line[colon + 1 :]
+    colon = value_colon(line)  # quoted parameter values may hold ':' and ';'
+    if colon < 0:
+        raise _NotSimple
+    head, value = line[:colon], line[colon + 1 :]
     if ";" not in head:
         return head.upper(), {}, value
     parts = PARAM_SPLIT.split(head) if '"' in head else head.split(";")

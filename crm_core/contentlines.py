@@ -13,20 +13,26 @@ import re
 PARAM_SPLIT = re.compile(r';(?=(?:[^"]*"[^"]*")*[^"]*$)')
 
 
+def value_colon(line: str) -> int:
+    """Index of the ``:`` that starts the value (quoted parameters may hold ``:``), or -1."""
+    if '"' not in line.partition(":")[0]:
+        return line.find(":")
+    in_quotes = False
+    for index, char in enumerate(line):
+        if char == '"':
+            in_quotes = not in_quotes
+        elif char == ":" and not in_quotes:
+            return index
+    return -1
+
+
 def split_content_line(line: str) -> tuple[str, list[str], str] | None:
     """``item1.EMAIL;TYPE=work:a@b`` -> ("EMAIL", ["TYPE=work"], "a@b").
 
     The name is upper-cased and loses a vCard group prefix; parameters stay
     as written.  None when the line has no ``:`` outside quotes.
     """
-    in_quotes = False
-    colon = -1
-    for index, char in enumerate(line):
-        if char == '"':
-            in_quotes = not in_quotes
-        elif char == ":" and not in_quotes:
-            colon = index
-            break
+    colon = value_colon(line)
     if colon < 0:
         return None
     parts = PARAM_SPLIT.split(line[:colon])
