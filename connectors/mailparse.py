@@ -124,10 +124,25 @@ def parse_header_block(block: bytes, wanted: frozenset[str] | None = _WANTED) ->
     return out
 
 
+_ENCODED_WORD = re.compile(r"=\?([^?]*?)\?([qQbB])\?(.*?)\?=")
+
+
 def decode_words(value: str) -> str:
-    """Decode RFC 2047 encoded words; never raises."""
+    """Decode RFC 2047 encoded words; never raises.
+
+    The usual one-line value is decoded here, the way
+    :func:`email.header.decode_header` does it (whitespace between two
+    encoded words dropped, adjacent words of one charset joined before
+    decoding, so a character split across words survives) at a fraction
+    of its cost; anything unusual goes through ``decode_header``.
+    """
     if "=?" not in value:
         return value
+    if "\n" not in value and value.isascii():
+        try:
+            return _decode_words_fast(value)
+        except (ValueError, binascii.Error):
+            pass
     try:
         parts = decode_header(value)
     except Exception:
@@ -141,23 +156,73 @@ def decode_words(value: str) -> str:
     return "".join(chunks)
 
 
-def _decode_bytes(data: bytes, charset: str) -> str:
+def _decode_words_fast(value: str) -> str:
+    out: list[str] = []
+    run: list[bytes] = []
+    run_charset = ""
+    pos = 0
+    for m in _ENCODED_WORD.finditer(value):
+        gap = value[pos:m.start()]
+        if pos == 0:
+            gap = gap.lstrip()
+        if gap and not (run and gap.isspace()):
+            if run:
+                out.append(_decode_bytes(b"".join(run), run_charset))
+                run = []
+            out.append(gap)
+        charset, encoding, encoded = m.group(1).lower(), m.group(2), m.group(3).encode("ascii")
+        if encoding in "qQ":
+            if b"=" in encoded[-2:]:
+                raise ValueError("a cut =XX: leave it to decode_header")
+            word = binascii.a2b_qp(encoded.replace(b"_", b" "))
+        else:
+            if len(encoded) % 4:
+                encoded += b"==="[: 4 - len(encoded) % 4]
+            word = binascii.a2b_base64(encoded)
+        if run and charset != run_charset:
+            out.append(_decode_bytes(b"".join(run), run_charset))
+            run = []
+        run_charset = charset
+        run.append(word)
+        pos = m.end()
+    if run:
+        out.append(_decode_bytes(b"".join(run), run_charset))
+    out.append(value[pos:])
+    return "".join(out)
+
+
+def _decode_bytes(data: bytes, charset: str, cut: bool = False) -> str:
+    """Decode with a charset from a mail; never raises.
+
+    ``cut``: ``data`` may end inside a multi-byte character (a prefix of a
+    part), which is then dropped instead of failing the whole decode.
+    """
     charset = (charset or "").strip().strip('"').lower() or "utf-8"
     if charset in ("us-ascii", "ascii", "unknown-8bit", "x-unknown", "utf8"):
         charset = "utf-8"
-    try:
-        codecs.lookup(charset)
-    except LookupError:
-        charset = "utf-8"
+    elif charset not in _KNOWN_CHARSETS:
+        try:
+            codecs.lookup(charset)
+            _KNOWN_CHARSETS.add(charset)
+        except LookupError:
+            charset = "utf-8"
     try:
         return data.decode(charset)
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as exc:
+        if cut and exc.end >= len(data) and exc.start >= len(data) - 4:
+            try:
+                return data[:exc.start].decode(charset)
+            except UnicodeDecodeError:
+                pass
         if charset != "utf-8":
             return data.decode(charset, "replace")
         try:
             return data.decode("cp1252")
         except UnicodeDecodeError:
             return data.decode("latin-1")
+
+
+_KNOWN_CHARSETS = {"utf-8", "iso-8859-1", "iso-8859-15", "windows-1252", "cp1252", "latin-1"}
 
 
 def parse_addresses(value: str) -> tuple[Address, ...]:
@@ -297,20 +362,38 @@ def html_to_text(text: str) -> str:
     return html.unescape(_TAGS.sub(" ", text))
 
 
+#: characters of a text part looked at first; the rest only when these do not make the snippet
+_SNIPPET_HEAD = 1024
+
+
 def text_snippet(prefix: bytes, cte: str, charset: str, subtype: str) -> str:
     """The snippet of a text part from its first raw bytes.
 
     ``prefix`` must be the part's first :data:`SNIPPET_RAW_BYTES` raw bytes
     (or all of them when shorter).  Quoted lines and signatures are left
-    out; whitespace is folded.
+    out; whitespace is folded.  A character cut in two at the end of the
+    prefix is dropped, not allowed to turn the whole text into mojibake.
     """
     data = decode_transfer(prefix[:SNIPPET_RAW_BYTES], cte)
-    text = _decode_bytes(data, charset)
+    text = _decode_bytes(data, charset, cut=True)
     if subtype == "html":
         text = html_to_text(text)
+    if len(text) > _SNIPPET_HEAD:  # most texts give their snippet early: split only their head into lines
+        snippet = _snippet_of(text[:_SNIPPET_HEAD], partial=True)
+        if snippet is not None:
+            return snippet
+    return _snippet_of(text, partial=False) or ""
+
+
+def _snippet_of(text: str, partial: bool) -> str | None:
+    """The snippet of ``text``; None when ``partial`` (text is a head) and the head's last line was needed."""
     lines = []
     size = 0
-    for line in text.splitlines():
+    all_lines = text.splitlines()
+    last = len(all_lines) - 1
+    for i, line in enumerate(all_lines):
+        if partial and i == last:
+            return None  # the head may end inside this line
         stripped = line.strip()
         if stripped == "--" and line.rstrip("\r\n") in ("-- ", "--"):
             break

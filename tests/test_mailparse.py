@@ -1,0 +1,83 @@
+"""The shared mail parsing helpers: RFC 2047 words and the snippet rule.
+
+Both have a fast path; these tests hold the fast paths to the slow,
+obvious definitions (the standard library's decode_header, the snippet
+rule applied line by line to the whole text).
+"""
+
+from __future__ import annotations
+
+from email.header import decode_header
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connectors.mailparse import SNIPPET_CHARS, SNIPPET_RAW_BYTES, _decode_bytes, decode_words, text_snippet
+
+WORDS = [
+    "=?utf-8?q?Bj=C3=B6rn?=", "=?UTF-8?B?w7Z4?=", "=?iso-8859-1?q?J=FCrgen_M=FCller?=", "=?utf-8?b?w6Q=?=",
+    "=?utf-8?q?=C3?=", "=?utf-8?q?=B6?=",  # one character split across two words
+    "=?utf-8?q?a=ZZb?=", "=?utf-8?q?end=?=", "=?utf-8?q?e=A?=", "=?utf-8?b?YWJ?=", "=?bogus?q?x?=",
+    "=??q?plain?=", "=?utf-8*de?q?x_y?=", "=?utf-8?b?!!!?=", "=?windows-1252?q?=80?=", "=?utf-8?Q?=e2=82=ac?=",
+    "=?utf-8?q??=", "plain", "x y", "<a@b.c>", '"Quoted, Name"', "Müller",
+]
+
+
+def reference_decode(value: str) -> str:
+    """decode_header, joined the way mailparse always did it."""
+    try:
+        parts = decode_header(value)
+    except Exception:
+        return value
+    return "".join(d if isinstance(d, str) else _decode_bytes(d, c or "ascii") for d, c in parts)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(WORDS), st.sampled_from(["", " ", "  ", "\t", ", "])), min_size=1, max_size=6))
+def test_encoded_words_decode_like_the_standard_library(pieces):
+    value = "".join(w + sep for w, sep in pieces)
+    assert decode_words(value) == reference_decode(value)
+
+
+def test_encoded_words_common_cases():
+    assert decode_words("=?utf-8?q?Bj=C3=B6rn_Rossi?= <b@x.example>") == "Björn Rossi <b@x.example>"
+    assert decode_words("=?utf-8?q?=C3?= =?utf-8?q?=B6?=") == "ö"  # split character, whitespace between words dropped
+    assert decode_words("Re: =?iso-8859-1?q?Angebot_f=FCr?= Sie") == "Re: Angebot für Sie"
+    assert decode_words("no words here") == "no words here"
+
+
+def reference_snippet(text: str) -> str:
+    """The snippet rule on the whole text: no quoted lines, stop at the signature, fold whitespace."""
+    kept = []
+    for line in text.splitlines():
+        if line in ("-- ", "--"):
+            break
+        if line.strip() and not line.strip().startswith(">"):
+            kept.append(line.strip())
+    return " ".join(" ".join(kept).split())[:SNIPPET_CHARS]
+
+
+LINES = st.sampled_from([
+    "Guten Tag,", "", "   ", "> zitiert", ">> tiefer zitiert", "  > eingerueckt zitiert", "-- ", "--", "---",
+    "Wir bitten um Rueckruf zur Wartung der Anlage im Untergeschoss.", "x" * 300, "Gruesse " * 30, "ü" * 120,
+])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(LINES, max_size=60))
+def test_snippet_of_a_long_text_equals_the_rule_applied_to_all_of_it(lines):
+    text = "\n".join(lines)
+    raw = text.encode("utf-8")
+    if len(raw) > SNIPPET_RAW_BYTES:  # the rule reads the first SNIPPET_RAW_BYTES bytes
+        raw = raw[:SNIPPET_RAW_BYTES]
+        text = raw.decode("utf-8", "ignore")
+    assert text_snippet(raw, "8bit", "utf-8", "plain") == reference_snippet(text)
+
+
+def test_character_cut_at_the_prefix_end_does_not_garble_the_snippet():
+    body = ("Grüße aus Lindenau. " + "ä" * 3000).encode("utf-8")
+    prefix = body[:SNIPPET_RAW_BYTES - 1]  # ends inside a two-byte character
+    assert prefix.decode("utf-8", "ignore") != prefix.decode("utf-8", "replace")
+    snippet = text_snippet(prefix, "8bit", "utf-8", "plain")
+    assert snippet.startswith("Grüße aus Lindenau. ää")
+    assert "Ã" not in snippet
