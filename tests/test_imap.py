@@ -192,6 +192,47 @@ def test_interrupted_first_sync_resumes_where_it_stopped(dovecot):
     assert len(view.known("INBOX")) == 9
 
 
+def test_pull_stopped_with_fetches_in_flight_leaves_a_usable_connector(dovecot):
+    # batches are pipelined: when the engine stops reading, the server still
+    # has answers on the wire; the same connector must not read them later
+    dovecot.append("alice", "INBOX", [mail(i) for i in range(12)])
+    view = MemoryView()
+    conn = connector(dovecot, batch_size=3)
+    pull = conn.pull(None, view)
+    view.apply(next(pull))
+    pull.close()
+    assert view.cursor["folders"]["INBOX"]["last_uid"] == 3
+    batches = view.sync(conn)
+    assert sorted(r.message_id for b in batches for r in b.records) == sorted(f"m{i}@kunde.example" for i in range(3, 12))
+    assert all(r.snippet.startswith("Hallo, das ist Nachricht") for r in view.records.values())
+    assert len(view.known("INBOX")) == 12 and not view.failures
+    conn.close()
+
+
+def test_pipelined_fetches_are_matched_by_uid(dovecot):
+    from connectors.imap import Fetches
+
+    dovecot.append("alice", "INBOX", [mail(i) for i in range(6)])
+    with dovecot.client("alice") as c:
+        c.select_folder("INBOX", readonly=True)
+        c._imap.debug = 0
+        fetches = Fetches(c)
+        first = fetches.send("1:3", ["UID", "RFC822.SIZE"])
+        second = fetches.send("4:6", ["UID", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]"])
+        third = fetches.send("1:6", ["UID", "FLAGS"])
+        fetches.wait(second)  # the later command first: the earlier answers are kept, not lost
+        fetches.wait(first, third)
+        got = fetches.take([1, 5])
+        assert set(got) == {1, 5}
+        assert set(got[1]) == {b"UID", b"RFC822.SIZE", b"FLAGS"}
+        assert got[5][b"BODY[HEADER.FIELDS (SUBJECT)]"].strip() == b"Subject: Anfrage 4"
+        assert sorted(fetches.take()) == [2, 3, 4, 6] and not fetches.busy
+        bad = fetches.send("1", ["NOSUCHITEM"])
+        with pytest.raises(Exception, match="UID FETCH failed"):
+            fetches.wait(bad)
+        assert c.noop()  # the connection is still in step after the failed command
+
+
 def test_since_is_pushed_into_the_search(dovecot):
     old = datetime(2020, 1, 1, tzinfo=timezone.utc)
     with dovecot.client("alice") as c:
