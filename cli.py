@@ -205,8 +205,14 @@ def sync(obj: Context, sources: tuple[str, ...], as_json: bool, dry_run: bool, w
         crm sync --dry-run
         crm sync --watch
     """
+    import gc
+
     from sync.engine import Engine
 
+    # a first sync allocates millions of short-lived, acyclic objects
+    # (parsed headers, records, rows): collecting the young generation
+    # every 700 allocations cost about 7 % of its time
+    gc.set_threshold(50_000, 20, 100)
     config = obj.config
     progress = _ProgressLine()
     engine = Engine(config, obj.store, progress=progress)
