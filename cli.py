@@ -215,7 +215,7 @@ def sync(obj: Context, sources: tuple[str, ...], as_json: bool, dry_run: bool, w
     gc.set_threshold(50_000, 20, 100)
     config = obj.config
     progress = _ProgressLine()
-    engine = Engine(config, obj.store, progress=progress)
+    engine = Engine(config, obj.store, progress=progress, parallel=True)
     try:
         if watch:
             def report(results):

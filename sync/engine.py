@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from connectors.base import (
     AuthError,
@@ -34,6 +34,7 @@ from crm_core import followup
 from crm_core.records import Batch, PushResult, TaskPush
 from crm_core.cards import USER_EDITED
 from crm_core.store import Stats, Store
+from sync import worker
 from sync.config import Config
 from sync.lock import StoreLock
 
@@ -77,8 +78,10 @@ class StoreView:
 
 class Engine:
     def __init__(self, config: Config, store: Store | None = None, progress: Progress | None = None,
-                 retries: int = 3, backoff: float = 1.0):
+                 retries: int = 3, backoff: float = 1.0, parallel: bool = False):
+        """``parallel``: run each pull in a child process (:mod:`sync.worker`) where that is possible."""
         self.config = config
+        self.parallel = parallel
         self.store = store or Store(config.store_path, config.linking)
         self.progress = progress
         self.retries = retries
@@ -200,11 +203,11 @@ class Engine:
         connector = self.connector(name)
         view = StoreView(store, name, blind=rescan)
         try:
-            batches = iter(connector.pull(cursor, view))
+            batches = iter(self._start_pull(name, connector, cursor, view))
             first = next(batches, None)
         except CursorInvalid as exc:
             log.info("%s: %s; comparing everything", name, exc)
-            batches = iter(connector.pull(None, view))
+            batches = iter(self._start_pull(name, connector, None, view))
             first = next(batches, None)
         if first is not None:
             self._store_batch(name, policy, first, result, now)
@@ -212,6 +215,12 @@ class Engine:
                 self._store_batch(name, policy, batch, result, now)
         with store.transaction():
             store.set_fingerprint(name, fingerprint)
+
+    def _start_pull(self, name: str, connector: Connector, cursor: dict | None, view: StoreView) -> Iterator[Batch]:
+        if self.parallel and worker.available():
+            options = self.config.sources[name]
+            return worker.pull(lambda: make_connector(name, options), cursor, view)
+        return connector.pull(cursor, view)
 
     def _store_batch(self, name: str, policy, batch: Batch, result: SourceResult, now: datetime | None) -> None:
         """A batch and the cursor that comes with it: one transaction."""
