@@ -109,6 +109,23 @@ def test_parallel_and_in_process_runs_store_the_same(tmp_path):
     assert stores[0] == stores[1]
 
 
+def test_batches_of_every_file_source_cross_a_process_boundary_unchanged():
+    """Mail, appointments, contacts, failures and locations pickle to equal copies."""
+    import pickle
+
+    from connectors.base import make_connector
+    from sync.engine import _NullView
+
+    config = load_config(str(REPO / "config.example.toml"))
+    seen = set()
+    for name, options in config.sources.items():
+        for batch in make_connector(name, options).pull(None, _NullView()):
+            copy = pickle.loads(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+            assert copy == batch
+            seen |= {type(x).__name__ for x in (*batch.records, *batch.failures)}
+    assert {"MailRecord", "AppointmentRecord", "ContactCard", "Failure"} <= seen
+
+
 def test_errors_come_back_as_themselves(tmp_path, caplog):
     engine = probe_engine(tmp_path, parallel=True, fail="auth")
     [result] = [r for r in engine.run() if r.name == "probe"]
