@@ -99,14 +99,42 @@ def _field_regex(names: Iterable[str] | None) -> re.Pattern[bytes]:
 _WANTED_FIELDS = _field_regex(HEADER_FIELDS)
 _ANY_FIELD = _field_regex(None)
 _FOLD = re.compile(rb"\r?\n[ \t]")
+# the same on text, for a header block that is valid UTF-8 as a whole (nearly all)
+_WANTED_FIELDS_STR = re.compile(_WANTED_FIELDS.pattern.decode("ascii"), re.M | re.I | re.ASCII)
+_ANY_FIELD_STR = re.compile(_ANY_FIELD.pattern.decode("ascii"), re.M | re.I | re.ASCII)
+_FOLD_STR = re.compile(r"\r?\n[ \t]")
 
 
 def parse_header_block(block: bytes, wanted: frozenset[str] | None = _WANTED) -> dict[str, str]:
     """Unfold a header block; return lower-cased name -> value.
 
     The first occurrence of a field wins, except To/Cc/Bcc, which are
-    joined.  ``wanted=None`` keeps every field.
+    joined.  ``wanted=None`` keeps every field.  Each field's bytes are
+    UTF-8, or else cp1252: a block that is UTF-8 throughout is decoded in
+    one go, one with stray 8-bit bytes field by field.
     """
+    try:
+        text = block.decode("utf-8")
+    except UnicodeDecodeError:
+        return _parse_header_fields(block, wanted)
+    out: dict[str, str] = {}
+    pattern = _ANY_FIELD_STR if wanted is None else _WANTED_FIELDS_STR
+    for name, value in pattern.findall(text):
+        key = name.lower()
+        if wanted is not None and wanted is not _WANTED and key not in wanted:
+            continue
+        if "\n" in value:
+            value = _FOLD_STR.sub(" ", value)
+        value = value.strip()
+        if key in out:
+            if key in _MULTI:
+                out[key] = f"{out[key]}, {value}"
+            continue
+        out[key] = value
+    return out
+
+
+def _parse_header_fields(block: bytes, wanted: frozenset[str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     pattern = _ANY_FIELD if wanted is None else _WANTED_FIELDS
     for name, value in pattern.findall(block):

@@ -81,3 +81,25 @@ def test_character_cut_at_the_prefix_end_does_not_garble_the_snippet():
     snippet = text_snippet(prefix, "8bit", "utf-8", "plain")
     assert snippet.startswith("Grüße aus Lindenau. ää")
     assert "Ã" not in snippet
+
+
+def test_header_block_decoded_at_once_reads_like_field_by_field():
+    """The one-decode path gives what decoding each field on its own gives."""
+    import sysconfig
+    from pathlib import Path
+
+    from connectors.mailparse import _WANTED, _parse_header_fields, parse_header_block, split_message
+
+    files = sorted((Path(sysconfig.get_paths()["stdlib"]) / "test" / "test_email" / "data").glob("msg_*.txt"))
+    files += sorted((Path(__file__).resolve().parents[1] / "examples" / "mail").rglob("*.demo*"))
+    blocks = [split_message(f.read_bytes())[0] for f in files]
+    blocks.append("Subject: Grüße\r\nFrom: =?utf-8?q?J=C3=BCrgen?= <j@x.example>\r\nTo: a@x.example,\r\n\tb@x.example\r\n"
+                  "to: c@x.example\r\nX-Other: 1\r\n".encode())
+    assert len(blocks) > 40
+    for block in blocks:
+        for wanted in (_WANTED, None):
+            assert parse_header_block(block, wanted) == _parse_header_fields(block, wanted)
+    assert parse_header_block(blocks[-1])["to"] == "a@x.example, b@x.example, c@x.example"
+    # a stray cp1252 byte in one field leaves the others' UTF-8 alone
+    mixed = "Subject: Gr\xfc\xdfe\r\n".encode("cp1252") + "From: Jürgen <j@x.example>\r\n".encode()
+    assert parse_header_block(mixed) == {"subject": "Grüße", "from": "Jürgen <j@x.example>"}
