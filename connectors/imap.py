@@ -69,6 +69,12 @@ which gives the same snippet as :func:`~connectors.mailparse.parse_message`
 on the stored file.  Folders are opened with EXAMINE and every body fetch
 uses ``BODY.PEEK``: the connector never changes the mailbox.
 
+The commands are pipelined (:class:`Fetches`): the header FETCH of the
+next two batches is on the wire before a batch is parsed and handed to
+the engine, so the server works while this process parses and the store
+writes.  A pull stopped half-way drops its connection rather than read
+stale answers later.
+
 Flags and deletions
 -------------------
 With CONDSTORE (``ENABLE CONDSTORE`` before EXAMINE) flag changes come from
@@ -262,7 +268,13 @@ def parse_fetch(data: list[Any]) -> dict[int, dict[bytes, Any]]:
             text, literal = item
         else:
             text, literal = item, None
-        if text:
+        if text == b")\r\n" and stack:  # the usual end of a message's list, after its literal
+            done = stack.pop()
+            if stack:
+                stack[-1].append(done)
+            else:
+                _store_message(out, done)
+        elif text:
             for tok in _TOKEN.findall(text):
                 first = tok[0]
                 if first == 40:  # (
