@@ -50,7 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._results import like_an_installation, write_section  # noqa: E402
+from bench._results import TreeMemory, like_an_installation, write_section  # noqa: E402
 from bench.mailgen import customer_domains  # noqa: E402
 from crm_core.contentlines import escape_text, fold_line  # noqa: E402
 from tests import dav_servers  # noqa: E402
@@ -333,19 +333,25 @@ def run_input(argv: list[str], cwd: Path, stdin: bytes) -> str:
 
 
 def run_wait4(argv: list[str], cwd: Path, env: dict | None = None) -> tuple[float, int, str, str]:
-    """Wall seconds, peak RSS (MB, os.wait4), stdout, stderr; output goes to files so no pipe can fill."""
+    """Wall seconds, peak memory (MB), stdout, stderr; output goes to files so no pipe can fill.
+
+    Peak memory: the summed PSS of the process and its reader process
+    (bench/_results.TreeMemory; os.wait4's ru_maxrss includes this script's own RSS).
+    """
     out_f = WORK / "child.out"
     err_f = WORK / "child.err"
     with open(out_f, "wb") as out, open(err_f, "wb") as err:
         started = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
+        memory = TreeMemory(proc.pid)
+        _, status, _usage = os.wait4(proc.pid, 0)
+        tree_mb, _rss_sum = memory.stop()
         elapsed = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
     stdout, stderr = out_f.read_text("utf-8", "replace"), err_f.read_text("utf-8", "replace")
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(map(str, argv))} failed ({proc.returncode}):\n{stdout[-3000:]}\n{stderr[-3000:]}")
-    return elapsed, usage.ru_maxrss // 1024, stdout, stderr
+    return elapsed, tree_mb, stdout, stderr
 
 
 def crm_config(server: DavServer, path: Path) -> None:
@@ -627,7 +633,7 @@ def bench(server: DavServer, args, cmdline: str) -> str:
         "",
         *rows,
         "",
-        f"(e) Peak RSS of `crm sync` (os.wait4): initial **{max(m['crm_rss'])} MB**, "
+        f"(e) Peak memory of `crm sync` (sync and reader process; see run_wait4): initial **{max(m['crm_rss'])} MB**, "
         f"no-change {max(m['crm_nc_rss'])} MB.",
         "",
         f"Requests, `crm sync` initial: {kinds(m['crm_reqs'][-1])}. First rerun: {kinds(m['rerun_reqs'][-1])}. "
