@@ -79,13 +79,13 @@ def pull(make: Callable[[], Connector], cursor: dict | None, view: SourceView) -
     finished = False
     try:
         while True:
-            kind, payload = _recv(ours)
+            kind, payload = _talk(ours)
             if kind == "batch":
                 yield payload
             elif kind == "known":
-                _send(ours, ("answer", dict(view.known(payload))))
+                _talk(ours, ("answer", dict(view.known(payload))))
             elif kind == "scopes":
-                _send(ours, ("answer", list(view.scopes())))
+                _talk(ours, ("answer", list(view.scopes())))
             elif kind == "error":
                 finished = True
                 raise payload
@@ -93,9 +93,7 @@ def pull(make: Callable[[], Connector], cursor: dict | None, view: SourceView) -
                 finished = True
                 return
             else:
-                raise TransientError(f"reader process sent {kind!r}")
-    except (EOFError, OSError) as exc:
-        raise TransientError(f"the reader process ended unexpectedly ({type(exc).__name__}: {exc})") from None
+                raise TransientError(f"the reader process sent {kind!r}")
     finally:
         ours.close()
         if not finished:  # the engine stopped early, or the child died: make sure it is gone
@@ -104,6 +102,17 @@ def pull(make: Callable[[], Connector], cursor: dict | None, view: SourceView) -
             except ProcessLookupError:
                 pass
         _reap(pid)
+
+
+def _talk(sock: socket.socket, message: tuple[str, Any] | None = None) -> tuple[str, Any]:
+    """Send ``message``, or receive one; a lost reader process is a transient error."""
+    try:
+        if message is not None:
+            _send(sock, message)
+            return message
+        return _recv(sock)
+    except (EOFError, OSError) as exc:
+        raise TransientError(f"the reader process ended unexpectedly ({type(exc).__name__}: {exc})") from None
 
 
 def _reap(pid: int) -> None:

@@ -52,6 +52,10 @@ class ProbeConnector(Connector):
             raise CursorInvalid("probe: token expired")
         if fail == "bug":
             {}["no such key"]
+        if fail == "oserror":
+            open(Path(self.options["out"]).parent / "no" / "such" / "file")
+        if fail == "die":
+            os._exit(3)
         self._say(f"before known {sorted(view.known('box'))} scopes {view.scopes()}")
         for n in range(int(self.options.get("items", 4))):
             rec = MailRecord(Location("box", f"i{n}", "e"), message_id=f"p{n}@kunde.example",
@@ -138,6 +142,21 @@ def test_errors_come_back_as_themselves(tmp_path, caplog):
         [result] = [r for r in engine.run() if r.name == "probe"]
     assert result.message == "internal error: KeyError: 'no such key'"
     assert "in the reader process" in caplog.text and "test_worker.py" in caplog.text  # the child's traceback
+    engine.store.close()
+
+
+def test_a_bug_raising_oserror_is_not_mistaken_for_a_lost_reader(tmp_path):
+    engine = probe_engine(tmp_path, parallel=True, fail="oserror")
+    [result] = [r for r in engine.run() if r.name == "probe"]
+    assert result.message.startswith("internal error: FileNotFoundError")
+    engine.store.close()
+
+
+def test_a_reader_that_dies_is_a_transient_error_and_nothing_is_stored(tmp_path):
+    engine = probe_engine(tmp_path, parallel=True, fail="die")
+    [result] = [r for r in engine.run() if r.name == "probe"]
+    assert result.status == "error" and "the reader process ended unexpectedly" in result.message
+    assert engine.store.source_state("probe").get("cursor") is None
     engine.store.close()
 
 
