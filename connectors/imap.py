@@ -110,8 +110,9 @@ import re
 import socket
 import ssl
 import time
+from array import array
 from datetime import date, datetime
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from connectors.base import (
     AuthError,
@@ -473,6 +474,14 @@ def _snippet_from_prefix(prefix: bytes, part: Part) -> str:
     return text_snippet(data, part.cte, part.charset, part.ctype[5:])
 
 
+def _still_there(local_id: str, prefix: str, uids: set[int]) -> bool:
+    """Whether ``local_id`` ("uidvalidity:uid") names one of ``uids`` under the current UIDVALIDITY."""
+    if not local_id.startswith(prefix):
+        return False
+    tail = local_id[len(prefix):]
+    return tail.isdigit() and int(tail) in uids
+
+
 def _peer_closed(sock: socket.socket) -> bool:
     """True when the other end hung up (works under TLS too: it asks the TCP socket)."""
     import select
@@ -792,25 +801,29 @@ class ImapConnector(Connector):
         last_uid = state["last_uid"]
         if same_mail:
             all_uids = None
-            new_uids: list[int] = []
+            new_uids: Sequence[int] = ()
         else:
             all_uids = uid_search_all(client, self._esearch) if exists else []
-            new_uids = [u for u in all_uids if u > last_uid]
+            # UIDs as 8-byte machine integers, not Python ints: a big folder's list stays small
+            new_uids = array("Q", (u for u in all_uids if u > last_uid))
+        if not known and all_uids:
+            all_uids = []  # nothing known that could be gone: the full list is not needed again
         if new_uids and self.since is not None:
             wanted = set(client.search(["UID", f"{last_uid + 1}:*", "SINCE", self.since]))
-            new_uids = [u for u in new_uids if u in wanted]
+            new_uids = array("Q", (u for u in new_uids if u in wanted))
         # -- new mail, in ascending UID batches ---------------------------------
         # Pipelined: the headers of the next two batches are asked for before
         # a batch is parsed and handed on, so the server is never idle while
         # this process parses or the store writes.
-        chunks = [new_uids[i:i + self.batch_size] for i in range(0, len(new_uids), self.batch_size)]
+        size = self.batch_size
+        chunks = [new_uids[i:i + size] for i in range(0, len(new_uids), size)]  # slices of the array
         fetches = Fetches(client)
         heads = [fetches.send(uid_set(c), _FETCH_ITEMS) for c in chunks[:2]]
         done = 0
         try:
             for k, chunk in enumerate(chunks):
                 fetches.wait(heads[k])
-                batch, pending, by_section = self._parse_new(fetches.take(chunk), scope, uidvalidity, chunk)
+                batch, pending, by_section = self._parse_new(fetches.take(chunk), scope, uidvalidity, list(chunk))
                 asked = [fetches.send(uid_set(suids), [f"BODY.PEEK[{section}]<0.{PREFIX_FETCH_BYTES}>"])
                          for section, suids in by_section.items()]
                 if k + 2 < len(chunks):
@@ -830,11 +843,11 @@ class ImapConnector(Connector):
         final = Batch()
         if last_uid:
             final.changes = self._flag_changes(client, scope, prefix, last_uid, prev, highest, known)
-        if all_uids is None:
+        if all_uids is None or not known:
             gone = []
-        else:
-            current = {f"{prefix}{u}" for u in all_uids}
-            gone = [lid for lid in known if lid not in current]
+        else:  # a set of the UIDs, not of "uidvalidity:uid" strings: memory stays small for big folders
+            current = set(all_uids)
+            gone = [lid for lid in known if not _still_there(lid, prefix, current)]
         if gone:
             if not all_uids and len(known) > self.empty_guard:
                 final.problems.append(
