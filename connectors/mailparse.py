@@ -98,11 +98,10 @@ def _field_regex(names: Iterable[str] | None) -> re.Pattern[bytes]:
 
 _WANTED_FIELDS = _field_regex(HEADER_FIELDS)
 _ANY_FIELD = _field_regex(None)
-_FOLD = re.compile(rb"\r?\n[ \t]")
 # the same on text, for a header block that is valid UTF-8 as a whole (nearly all)
 _WANTED_FIELDS_STR = re.compile(_WANTED_FIELDS.pattern.decode("ascii"), re.M | re.I | re.ASCII)
 _ANY_FIELD_STR = re.compile(_ANY_FIELD.pattern.decode("ascii"), re.M | re.I | re.ASCII)
-_FOLD_STR = re.compile(r"\r?\n[ \t]")
+_FOLD = re.compile(r"\r?\n[ \t]")
 
 
 def parse_header_block(block: bytes, wanted: frozenset[str] | None = _WANTED) -> dict[str, str]:
@@ -114,41 +113,32 @@ def parse_header_block(block: bytes, wanted: frozenset[str] | None = _WANTED) ->
     one go, one with stray 8-bit bytes field by field.
     """
     try:
-        text = block.decode("utf-8")
+        fields = (_ANY_FIELD_STR if wanted is None else _WANTED_FIELDS_STR).findall(block.decode("utf-8"))
     except UnicodeDecodeError:
-        return _parse_header_fields(block, wanted)
+        fields = _fields_one_by_one(block, wanted)
+    return _collect_fields(fields, wanted)
+
+
+def _fields_one_by_one(block: bytes, wanted: frozenset[str] | None) -> list[tuple[str, str]]:
+    """(name, value) of every field, each value decoded on its own."""
+    pattern = _ANY_FIELD if wanted is None else _WANTED_FIELDS
+    return [(name.decode("ascii", "replace"), _text(value)) for name, value in pattern.findall(block)]
+
+
+def _collect_fields(fields: list[tuple[str, str]], wanted: frozenset[str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
-    pattern = _ANY_FIELD_STR if wanted is None else _WANTED_FIELDS_STR
-    for name, value in pattern.findall(text):
+    for name, value in fields:
         key = name.lower()
         if wanted is not None and wanted is not _WANTED and key not in wanted:
             continue
         if "\n" in value:
-            value = _FOLD_STR.sub(" ", value)
+            value = _FOLD.sub(" ", value)
         value = value.strip()
         if key in out:
             if key in _MULTI:
                 out[key] = f"{out[key]}, {value}"
             continue
         out[key] = value
-    return out
-
-
-def _parse_header_fields(block: bytes, wanted: frozenset[str] | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    pattern = _ANY_FIELD if wanted is None else _WANTED_FIELDS
-    for name, value in pattern.findall(block):
-        key = name.lower().decode("ascii", "replace")
-        if wanted is not None and wanted is not _WANTED and key not in wanted:
-            continue
-        if b"\n" in value:
-            value = _FOLD.sub(b" ", value)
-        text = _text(value).strip()
-        if key in out:
-            if key in _MULTI:
-                out[key] = f"{out[key]}, {text}"
-            continue
-        out[key] = text
     return out
 
 

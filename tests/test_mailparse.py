@@ -88,7 +88,7 @@ def test_header_block_decoded_at_once_reads_like_field_by_field():
     import sysconfig
     from pathlib import Path
 
-    from connectors.mailparse import _WANTED, _parse_header_fields, parse_header_block, split_message
+    from connectors.mailparse import _WANTED, _collect_fields, _fields_one_by_one, parse_header_block, split_message
 
     files = sorted((Path(sysconfig.get_paths()["stdlib"]) / "test" / "test_email" / "data").glob("msg_*.txt"))
     files += sorted((Path(__file__).resolve().parents[1] / "examples" / "mail").rglob("*.demo*"))
@@ -98,7 +98,7 @@ def test_header_block_decoded_at_once_reads_like_field_by_field():
     assert len(blocks) > 40
     for block in blocks:
         for wanted in (_WANTED, None):
-            assert parse_header_block(block, wanted) == _parse_header_fields(block, wanted)
+            assert parse_header_block(block, wanted) == _collect_fields(_fields_one_by_one(block, wanted), wanted)
     assert parse_header_block(blocks[-1])["to"] == "a@x.example, b@x.example, c@x.example"
     # a stray cp1252 byte in one field leaves the others' UTF-8 alone
     mixed = "Subject: Gr\xfc\xdfe\r\n".encode("cp1252") + "From: Jürgen <j@x.example>\r\n".encode()
