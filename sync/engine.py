@@ -209,10 +209,15 @@ class Engine:
             log.info("%s: %s; comparing everything", name, exc)
             batches = iter(self._start_pull(name, connector, None, view))
             first = next(batches, None)
-        if first is not None:
-            self._store_batch(name, policy, first, result, now)
-            for batch in batches:
-                self._store_batch(name, policy, batch, result, now)
+        try:
+            if first is not None:
+                self._store_batch(name, policy, first, result, now)
+                for batch in batches:
+                    self._store_batch(name, policy, batch, result, now)
+        finally:  # stopped by a failure here: end the pull now (its connection, its reader process)
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
         with store.transaction():
             store.set_fingerprint(name, fingerprint)
 
