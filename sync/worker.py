@@ -26,8 +26,8 @@ Nothing about the engine's guarantees changes:
 * At most about one batch waits in the socket: the child blocks when the
   parent has not caught up, so memory stays flat.
 
-It is used where ``os.fork`` exists and the process runs no other thread
-(fork copies only the calling thread), and can be switched off with
+It is used on Linux when the process runs no other thread (fork copies
+only the calling thread), and can be switched off with
 ``CRM_PARALLEL_PULL=0``.
 """
 
@@ -56,7 +56,10 @@ def available() -> bool:
     """Whether a pull can run in a child here and now."""
     if os.environ.get("CRM_PARALLEL_PULL", "1").strip().lower() in ("0", "false", "no", "off"):
         return False
-    return hasattr(os, "fork") and threading.active_count() == 1
+    # Linux only: on macOS a forked child that touches system frameworks
+    # (proxy settings, keychain) can crash, which is why multiprocessing
+    # stopped forking there
+    return sys.platform.startswith("linux") and threading.active_count() == 1
 
 
 def pull(make: Callable[[], Connector], cursor: dict | None, view: SourceView) -> Iterator[Batch]:
@@ -178,9 +181,7 @@ def _portable(exc: BaseException) -> BaseException:
 
 
 def _die_with_parent(parent: int) -> None:
-    """Linux: SIGKILL this process when the parent dies."""
-    if not sys.platform.startswith("linux"):
-        return
+    """SIGKILL this process when the parent dies (Linux's PR_SET_PDEATHSIG)."""
     try:
         import ctypes
 
