@@ -88,6 +88,10 @@ class Connector(ABC):
     #: sources with a lower number sync first; address books (10) go before
     #: mail and calendars (50) so that a first run links by their contacts
     priority: int = 50
+    #: whether ``crm sync`` may run :meth:`pull` in a reader process
+    #: (sync/worker.py) so that parsing overlaps with storing; False for a
+    #: connector that mostly waits for its server and overlaps its own work
+    pull_in_reader: bool = True
 
     def __init__(self, name: str, options: Mapping[str, Any]):
         self.name = name

@@ -222,7 +222,7 @@ class Engine:
             store.set_fingerprint(name, fingerprint)
 
     def _start_pull(self, name: str, connector: Connector, cursor: dict | None, view: StoreView) -> Iterator[Batch]:
-        if self.parallel and worker.available():
+        if self.parallel and connector.pull_in_reader and worker.available():
             options = self.config.sources[name]
             return worker.pull(lambda: make_connector(name, options), cursor, view)
         return connector.pull(cursor, view)

@@ -27,8 +27,9 @@ Nothing about the engine's guarantees changes:
   parent has not caught up, so memory stays flat.
 
 It is used on Linux when the process runs no other thread (fork copies
-only the calling thread), and can be switched off with
-``CRM_PARALLEL_PULL=0``.
+only the calling thread), for connectors that do not say otherwise
+(``Connector.pull_in_reader``; the DAV ones mostly wait for their server),
+and can be switched off with ``CRM_PARALLEL_PULL=0``.
 """
 
 from __future__ import annotations

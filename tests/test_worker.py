@@ -96,6 +96,15 @@ def test_pull_runs_in_a_child_and_the_view_sees_every_stored_batch(tmp_path):
     engine.store.close()
 
 
+def test_a_connector_can_keep_its_pull_in_process(tmp_path, monkeypatch):
+    monkeypatch.setattr(ProbeConnector, "pull_in_reader", False)
+    engine = probe_engine(tmp_path, parallel=True)
+    engine.run()
+    first = (tmp_path / "probe.log").read_text().splitlines()[0]
+    assert int(first.split()[1]) == os.getpid()
+    engine.store.close()
+
+
 def test_parallel_and_in_process_runs_store_the_same(tmp_path):
     """The bundled example data (Maildir, .ics, .vcf), synced both ways."""
     shutil.copytree(REPO / "examples", tmp_path / "examples")
