@@ -633,7 +633,7 @@ def bench(server: DavServer, args, cmdline: str) -> str:
         "",
         *rows,
         "",
-        f"(e) Peak memory of `crm sync` (sync and reader process; see run_wait4): initial **{max(m['crm_rss'])} MB**, "
+        f"(e) Peak memory of `crm sync` (summed PSS of the process tree; see run_wait4): initial **{max(m['crm_rss'])} MB**, "
         f"no-change {max(m['crm_nc_rss'])} MB.",
         "",
         f"Requests, `crm sync` initial: {kinds(m['crm_reqs'][-1])}. First rerun: {kinds(m['rerun_reqs'][-1])}. "

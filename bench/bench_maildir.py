@@ -121,7 +121,7 @@ def main() -> None:
         f"{rate / (args.n / compat_s):.2f}x the compat32 parse alone |",
         f"| `crm sync` again, nothing changed | {again_s:.2f} | - | - |",
         "",
-        f"Peak memory of the import (sync and reader process, PSS summed; see run_measured): **{first_rss} MB** (no-change rerun: {again_rss} MB). Store size {db_mb:.0f} MB.",
+        f"Peak memory of the import (summed PSS of the sync and its reader process; see run_measured): **{first_rss} MB** (no-change rerun: {again_rss} MB). Store size {db_mb:.0f} MB.",
         "",
         "```",
         status.strip(),
