@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
@@ -171,3 +171,24 @@ def test_cursor_advances_only_with_its_data(tmp_path):
     assert result.status == "ok" and result.stats.added == 7
     [result] = engine.run()
     assert result.stats.added == 0 and result.stats.updated == 0
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(["INBOX", "Sent", "Archiv/2024", "ä", ""]),
+                          st.integers(0, 30), st.booleans()), max_size=40))
+def test_known_scopes_are_the_scopes_with_a_location_still_there(tmp_path, rows):
+    """The skip-scan query answers what SELECT DISTINCT over every location would."""
+    from crm_core.store import Store
+
+    db = tmp_path / f"scopes-{abs(hash(tuple(rows)))}.db"
+    store = Store(db)
+    with store.transaction():
+        for source, scope, n, gone in rows:
+            store.conn.execute(
+                "INSERT OR REPLACE INTO locations(source, scope, local_id, kind, seen_at, gone_at) "
+                "VALUES (?, ?, ?, 'skipped', 'now', ?)", (source, scope, str(n), "then" if gone else None))
+    for source in ("a", "b", "c"):
+        expected = sorted(r[0] for r in store.conn.execute(
+            "SELECT DISTINCT scope FROM locations WHERE source=? AND gone_at IS NULL", (source,)))
+        assert store.known_scopes(source) == expected
+    store.close()
