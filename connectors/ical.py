@@ -272,6 +272,15 @@ def _dt(component: Any, name: str, zones: _Zones) -> tuple[datetime | date | Non
         raise _Bad(f"{component.name} {name}: {exc}") from None
 
 
+def _optional_datetime(component: Any, name: str, zones: _Zones) -> datetime | None:
+    """A date-time property that may be missing or broken without harm: None then (and for a bare date)."""
+    try:
+        value, _ = _dt(component, name, zones)
+    except _Bad:
+        return None
+    return value if isinstance(value, datetime) else None
+
+
 def _address(prop: Any, role: str) -> Attendee | None:
     try:
         raw = str(prop).strip()
@@ -399,20 +408,8 @@ def _task_record(component: Any, location: Location, zones: _Zones) -> TaskState
                 due = start + duration.dt
             except Exception:  # noqa: BLE001
                 due = None
-    completed = None
-    try:
-        value, _ = _dt(component, "COMPLETED", zones)
-        if isinstance(value, datetime):
-            completed = value
-    except _Bad:
-        completed = None
-    last_modified = None
-    try:
-        value, _ = _dt(component, "LAST-MODIFIED", zones)
-        if isinstance(value, datetime):
-            last_modified = value
-    except _Bad:
-        last_modified = None
+    completed = _optional_datetime(component, "COMPLETED", zones)
+    last_modified = _optional_datetime(component, "LAST-MODIFIED", zones)
     status = _text(component, "STATUS").upper()
     if not status:
         status = "COMPLETED" if completed is not None or _int(component, "PERCENT-COMPLETE") >= 100 else "NEEDS-ACTION"
