@@ -61,12 +61,10 @@ class MailParseError(ValueError):
     """The bytes are not a mail the CRM can use; the message says why."""
 
 
-_UNFOLD = re.compile(rb"\r?\n(?=[ \t])")
 _ANGLE_IDS = re.compile(r"<([^<>\s]+)>")
 _SIMPLE_ADDR = re.compile(r'^\s*(?:([^<>",;:()\\]*?)\s*<\s*([^<>\s",;:()\\]+@[^<>\s",;:()\\]+)\s*>|([^<>\s",;:()\\]+@[^<>\s",;:()\\]+))\s*$')
 _QUOTED_ADDR = re.compile(r'^\s*"((?:[^"\\]|\\.)*)"\s*<\s*([^<>\s",;:()\\]+@[^<>\s",;:()\\]+)\s*>\s*$')
 _PARAM = re.compile(r';\s*([A-Za-z0-9_\-*]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]+)')
-_WS = re.compile(r"\s+")
 _TAGS = re.compile(r"<[^>]*>")
 _SCRIPT = re.compile(r"(?is)<(script|style|head)\b.*?</\1\s*>")
 

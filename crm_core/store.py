@@ -55,7 +55,6 @@ _UPSERT_LOCATION = """INSERT INTO locations(source, scope, local_id, kind, item_
 OVERRIDE_MARK = "#rid="
 _VIS_RANK = {"metadata": 0, "subject": 1, "snippet": 2}
 _ALNUM = re.compile(r"[\W_]+", re.UNICODE)
-_WS = re.compile(r"\s+")
 
 
 class StoreError(Exception):
