@@ -11,7 +11,8 @@ import icalendar
 import pytest
 
 from connectors.base import AuthError, SourceUnavailable, TransientError
-from connectors.dav import CalDavConnector, CardDavConnector, _Collection, _href_path, _join, _path
+from connectors.dav import CalDavConnector, CardDavConnector
+from connectors.davhttp import _Collection, _href_path, _join, _path
 from connectors.ical import normalised_hash
 from connectors.vcard import build_vcard
 from crm_core.records import (
