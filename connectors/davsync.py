@@ -529,10 +529,12 @@ class _DavConnector(Connector):
         # collections that vanished from the listing: say so, remove nothing
         if state.get("home") and not state.get("home_is_collection") and not self.select:
             for scope in view.scopes():
-                if scope.startswith(state["home"]) and scope not in current and view.known(scope):
-                    problems_gone = (f"{self.name}: collection {scope} is no longer listed on the server; "
-                                     f"its {len(view.known(scope))} items are kept")
-                    yield Batch(problems=[problems_gone])
+                if not scope.startswith(state["home"]) or scope in current:
+                    continue
+                kept = len(view.known(scope))
+                if kept:
+                    yield Batch(problems=[f"{self.name}: collection {scope} is no longer listed on the server; "
+                                          f"its {kept} items are kept"])
         for url in list(stored):
             if url not in current:
                 del stored[url]
