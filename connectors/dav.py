@@ -115,11 +115,17 @@ class CardDavConnector(_DavConnector):
     ns_decl = 'xmlns:CR="urn:ietf:params:xml:ns:carddav"'
     item_ext = ".vcf"
     content_type = "text/vcard"
+    #: the cards crm pushes (crm_core/cards.py: UIDs ``crm-bridge-customer-N``
+    #: and ``crm-bridge-contact-N``) are the CRM's own view: read back, every
+    #: customer came back as a phantom contact and every push as "updated"
+    own_item_prefix = "crm-bridge-"
 
     def _parse(self, text, location, window):
         from .vcard import parse_vcards
 
-        return parse_vcards(text, location)
+        records, failures = parse_vcards(text, location)
+        # a server that named the file itself: know the card by its UID
+        return [r for r in records if not getattr(r, "uid", "").startswith(self.own_item_prefix)], failures
 
     def push_cards(self, cards: list[CardPush], view: SourceView) -> list[PushResult]:
         """Write each card conditionally (``If-None-Match: *`` when new,

@@ -89,7 +89,12 @@ def _xml(content: bytes) -> Any:
     from lxml import etree
 
     parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True, recover=False)
-    return etree.fromstring(content, parser)
+    try:
+        return etree.fromstring(content, parser)
+    except etree.XMLSyntaxError as exc:
+        start = content[:80].decode("utf-8", "replace").strip()
+        raise NotDav(f"the server's answer is not WebDAV XML ({exc}; it starts {start!r}): "
+                     "is the URL that of the CalDAV/CardDAV server?") from None
 
 
 def _status_code(text: str | None) -> int:
@@ -160,6 +165,10 @@ def _parse_multistatus(content: bytes, base: str, data_tag: str | None = None) -
 # HTTP: the one place where errors are mapped
 
 
+class NotDav(SourceUnavailable):
+    """The server answered, but not as a WebDAV server does (retrying cannot help)."""
+
+
 class _Missing(SourceUnavailable):
     """404/410: the URL names nothing (a scope problem, not a server one)."""
 
@@ -185,15 +194,29 @@ class _Http:
     thread of its own); Basic authentication, with Digest when the server
     asks for it; redirects followed for reads.  Importing a full HTTP
     library cost a no-change run more than the requests themselves.
+
+    Credentials go only to ``origin`` (scheme, host and port of the
+    configured URL): a redirect to another host, port or scheme (https ->
+    http included) is followed without them, and a 401 there says why.
+
+    Time is bounded twice: every socket operation by ``timeout``, and the
+    whole answer to one request by :attr:`ANSWER_TIMEOUTS` times it (a
+    server that drips a byte now and then cannot hold a run for ever).
     """
 
     MAX_REDIRECTS = 5
+    #: one answer may take at most this many times ``timeout`` in all
+    ANSWER_TIMEOUTS = 10
 
     def __init__(self, source: str, username: str | None, password: str | None,
-                 verify: bool | str, timeout: float):
+                 verify: bool | str, timeout: float, origin: str = ""):
         import threading
 
         self.source = source
+        #: (scheme, host, port) that credentials may be sent to
+        self.origin = _origin(origin) if origin else None
+        #: an answer came from the server on this client: a refused connection now is the server going away
+        self.answered = False
         self.username = username
         self.password = password
         self.verify = verify
@@ -290,7 +313,7 @@ class _Http:
         if parts.query:
             path += "?" + parts.query
         hdrs = {"User-Agent": "crm-bridge", **headers}
-        auth = self._authorization(method, path)
+        auth = self._authorization(method, path) if self._may_authenticate(url) else None
         if auth:
             hdrs["Authorization"] = auth
         for attempt in range(2):  # a kept-alive connection the server closed meanwhile: once more, fresh
@@ -299,22 +322,63 @@ class _Http:
             try:
                 conn.request(method, path, body=data, headers=hdrs)
                 raw = conn.getresponse()
-                content = raw.read()
+                content = self._read(raw, method, url)
             except ssl.SSLError as exc:
                 conn.close()
+                if "WRONG_VERSION_NUMBER" in str(exc) or "record layer failure" in str(exc):
+                    raise SourceUnavailable(
+                        f"{self.source}: port {_port(parts)} of {parts.hostname} speaks plain HTTP, not TLS: "
+                        "use the server's TLS port, or http:// with allow_plaintext = true "
+                        "(a server on this machine only)") from exc
                 raise SourceUnavailable(f"{self.source}: TLS error talking to {url}: {exc}") from exc
+            except ConnectionRefusedError as exc:
+                conn.close()
+                where = f"{parts.hostname}:{_port(parts)}"
+                if self.answered:  # it answered a moment ago: going away or restarting
+                    raise TransientError(f"{self.source}: {method} {url}: connection refused") from exc
+                raise SourceUnavailable(f"{self.source}: connection refused by {where}: "
+                                        "is the server running, and is that its port?") from exc
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
                 conn.close()
                 if attempt == 0:
                     continue
+                if not self.answered and parts.scheme == "http":
+                    raise SourceUnavailable(
+                        f"{self.source}: {parts.hostname}:{_port(parts)} closed the connection without an "
+                        "answer: does that port speak TLS (use https://)?") from exc
                 raise TransientError(f"{self.source}: {method} {url}: {type(exc).__name__}: {exc}") from exc
+            except http.client.BadStatusLine as exc:
+                conn.close()
+                raise SourceUnavailable(
+                    f"{self.source}: port {_port(parts)} of {parts.hostname} does not speak HTTP "
+                    f"(it answered {str(exc)[:60]}): is the URL that of the CalDAV/CardDAV server?") from exc
             except (OSError, socket.timeout, http.client.HTTPException) as exc:
                 conn.close()
                 raise TransientError(f"{self.source}: {method} {url}: {type(exc).__name__}: {exc}") from exc
+            self.answered = True
             if raw.will_close:
                 conn.close()
             return raw.status, raw.headers, content
         raise TransientError(f"{self.source}: {method} {url}: connection closed")  # pragma: no cover
+
+    def _read(self, raw: Any, method: str, url: str) -> bytes:
+        """The body of ``raw``, in pieces, within :attr:`ANSWER_TIMEOUTS` x ``timeout``."""
+        import socket
+        import time as _time
+
+        deadline = _time.monotonic() + self.ANSWER_TIMEOUTS * self.timeout
+        pieces = []
+        while True:
+            piece = raw.read(256 * 1024)
+            if not piece:
+                break
+            pieces.append(piece)
+            if _time.monotonic() > deadline:
+                raise socket.timeout(f"the answer took longer than {self.ANSWER_TIMEOUTS * self.timeout:.0f} s")
+        return b"".join(pieces)
+
+    def _may_authenticate(self, url: str) -> bool:
+        return self.origin is None or _origin(url) == self.origin
 
     def request(
         self,
@@ -345,15 +409,37 @@ class _Http:
         if 200 <= status < 300 or status in allow or (not redirects and 300 <= status < 400):
             return response
         what = f"{self.source}: {method} {url}: HTTP {status}"
+        if status == 401 and self.username and not self._may_authenticate(url):
+            raise AuthError(f"{self.source}: redirected to {_origin_text(url)}, which asks for credentials; they "
+                            f"are only sent to {_origin_text(self.origin)}, the configured url: if that server "
+                            "is yours, configure its address as the url")
         if status == 401:
             raise AuthError(f"{self.source}: the server refused the credentials (HTTP 401 on {url})")
         if status == 403:
             raise AuthError(f"{self.source}: access denied (HTTP 403 on {method} {url})")
         if status in (404, 410):
             raise _Missing(what)
+        if status in (405, 501) and method in ("PROPFIND", "REPORT"):
+            raise NotDav(f"{what}: the server does not answer WebDAV there: "
+                         "is the URL that of the CalDAV/CardDAV server?")
         if status == 429 or status >= 500:
             raise TransientError(what)
         raise SourceUnavailable(what + (f": {response.text[:200]}" if response.content else ""))
+
+
+def _port(parts: Any) -> int:
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of ``url``, the unit credentials are bound to."""
+    parts = urlsplit(url)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), _port(parts)
+
+
+def _origin_text(origin: str | tuple[str, str, int] | None) -> str:
+    scheme, host, port = _origin(origin) if isinstance(origin, str) else (origin or ("", "", 0))
+    return f"{scheme}://{host}:{port}"
 
 
 def _parse_challenge(header: str) -> dict[str, str]:

@@ -90,6 +90,18 @@ from .davhttp import (
 
 log = logging.getLogger("connectors.dav")
 
+
+def _is_loopback(host: str) -> bool:
+    """The IMAP rule (connectors/imap.py): plain text only to this machine."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 # ---------------------------------------------------------------------------
 # the connectors
 
@@ -138,6 +150,12 @@ class _DavConnector(Connector):
     item_ext = ""
     content_type = ""
 
+    #: the name (and UID) prefix of items this program writes that a pull
+    #: must not read back as the user's (CardDAV: the customer cards of
+    #: crm_core/cards.py); "" reads everything (CalDAV reads its pushed
+    #: VTODOs back on purpose: that is how a completion comes home)
+    own_item_prefix = ""
+
     #: hrefs per multiget
     MULTIGET_BATCH = 500
     #: a full listing that comes back empty while at least this many items
@@ -162,6 +180,14 @@ class _DavConnector(Connector):
         if parts.username or parts.password:
             raise ConfigError(f"sources.{name}.url must not contain credentials")
         self.url = urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, ""))
+        plaintext = opts.get("allow_plaintext", False)
+        if not isinstance(plaintext, bool):
+            raise ConfigError(f"sources.{name}.allow_plaintext must be true or false")
+        if parts.scheme == "http" and not (plaintext and _is_loopback(parts.hostname or "")):
+            raise ConfigError(
+                f"sources.{name}.url is http://, which sends the password in clear text: use https://; "
+                "plain HTTP is only allowed for a loopback host (a server on this machine) together with "
+                "allow_plaintext = true")
         username = opts.get("username")
         if username is not None and not isinstance(username, str):
             raise ConfigError(f"sources.{name}.username must be a string")
@@ -211,7 +237,7 @@ class _DavConnector(Connector):
             if not self._password_resolved:
                 self._password = secret(self.name, self.options)
                 self._password_resolved = True
-            self._http = _Http(self.name, self.username, self._password, self.verify, self.timeout)
+            self._http = _Http(self.name, self.username, self._password, self.verify, self.timeout, origin=self.url)
         return self._http
 
     @property
@@ -546,6 +572,12 @@ class _DavConnector(Connector):
     ) -> Iterator[Batch]:
         known = dict(view.known(col.url))
         listing, removed, token, mode = self._changes(col, entry, known)
+        if self.own_item_prefix:
+            own = [h for h in listing if self._is_own(h)]
+            for href in own:
+                del listing[href]
+            # an echo an older version read back is forgotten (its location, not the contact)
+            removed = [*removed, *(h for h in own if h in known and h not in removed)]
         changed = [href for href, etag in listing.items() if known.get(href) != etag or not etag]
         remaining = (set(known) - set(removed)) | set(listing)
         if col.probed == "getctag" and col.ctag:
@@ -696,6 +728,12 @@ class _DavConnector(Connector):
             if fails:
                 failures.extend(fails)
         return records, failures, gone
+
+    def _is_own(self, href: str) -> bool:
+        """An item this program wrote (see :attr:`own_item_prefix`): pushes name
+        it ``<uid><ext>`` (:func:`connectors.davhttp._item_name`)."""
+        name = unquote(href.rsplit("/", 1)[-1])
+        return name.startswith(self.own_item_prefix) and name.endswith(self.item_ext)
 
     def _parse(self, text: str, location: Location, window) -> tuple[list, list[Failure]]:
         raise NotImplementedError
