@@ -89,12 +89,16 @@ def _xml(content: bytes) -> Any:
     from lxml import etree
 
     parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True, recover=False)
+    start = " ".join(content[:60].decode("utf-8", "replace").split())
     try:
-        return etree.fromstring(content, parser)
+        root = etree.fromstring(content, parser)
     except etree.XMLSyntaxError as exc:
-        start = content[:80].decode("utf-8", "replace").strip()
-        raise NotDav(f"the server's answer is not WebDAV XML ({exc}; it starts {start!r}): "
+        raise NotDav(f"the server's answer is not WebDAV (not XML: {exc}; it starts {start!r}): "
                      "is the URL that of the CalDAV/CardDAV server?") from None
+    if root.tag != "{DAV:}multistatus":  # a web page that happens to be well-formed
+        raise NotDav(f"the server's answer is not WebDAV (not a multistatus; it starts {start!r}): "
+                     "is the URL that of the CalDAV/CardDAV server?")
+    return root
 
 
 def _status_code(text: str | None) -> int:
@@ -351,7 +355,8 @@ class _Http:
                 conn.close()
                 raise SourceUnavailable(
                     f"{self.source}: port {_port(parts)} of {parts.hostname} does not speak HTTP "
-                    f"(it answered {str(exc)[:60]}): is the URL that of the CalDAV/CardDAV server?") from exc
+                    f"(it answered {' '.join(str(exc).split())[:60]!r}): is the URL that of the "
+                    "CalDAV/CardDAV server?") from exc
             except (OSError, socket.timeout, http.client.HTTPException) as exc:
                 conn.close()
                 raise TransientError(f"{self.source}: {method} {url}: {type(exc).__name__}: {exc}") from exc
@@ -369,8 +374,10 @@ class _Http:
         deadline = _time.monotonic() + self.ANSWER_TIMEOUTS * self.timeout
         pieces = []
         while True:
-            piece = raw.read(256 * 1024)
+            # read1: what has arrived (read(n) would wait for all n bytes, past the deadline)
+            piece = raw.read1(256 * 1024)
             if not piece:
+                pieces.append(raw.read())  # the end: read() closes the answer, read1 may not
                 break
             pieces.append(piece)
             if _time.monotonic() > deadline:
