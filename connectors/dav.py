@@ -27,6 +27,7 @@ class CalDavConnector(_DavConnector):
 
     Options: ``url``, ``username``, ``password_env``/``password_command``,
     ``calendars`` (names or URLs; default all), ``verify_tls``, ``timeout``,
+    ``allow_plaintext`` (an ``http://`` url: loopback hosts only),
     ``window_past_days`` (730), ``window_future_days`` (365),
     ``tasks_calendar`` (name or URL; created when missing).
     """
@@ -98,7 +99,9 @@ class CardDavConnector(_DavConnector):
 
     Options: ``url``, ``username``, ``password_env``/``password_command``,
     ``addressbooks`` (names or URLs; default all), ``verify_tls``,
-    ``timeout``, ``cards_addressbook`` (name or URL; created when missing).
+    ``timeout``, ``allow_plaintext`` (an ``http://`` url: loopback hosts
+    only), ``cards_addressbook`` (name or URL; created when missing; the
+    cards crm writes there are not read back as contacts).
     """
 
     type = "carddav"
