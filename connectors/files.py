@@ -445,6 +445,7 @@ def _mbox_messages(fh: BinaryIO, start: int) -> Iterator[tuple[int, bytes, int]]
                 piece, bol = lines.next()
         # the header, up to and including its blank line
         length: int | None = None
+        header_done = False
         while True:
             piece, bol = lines.next()
             if not piece:
@@ -457,17 +458,20 @@ def _mbox_messages(fh: BinaryIO, start: int) -> Iterator[tuple[int, bytes, int]]
                 length = int(m.group(1)) if m else None
             keep(piece)
             if bol and piece in _BLANK:
+                header_done = True
                 break
         body_at = lines.pos
-        if length is not None and piece and _body_by_length(fh, lines, body_at, length):
+        if length is not None and header_done and _body_by_length(fh, lines, body_at, length):
+            end = body_at + length
             fh.seek(body_at)
-            while length > 0:
+            while length > 0 and kept_bytes < MAX_MESSAGE_BYTES:
                 chunk = fh.read(min(length, _LINE_PIECE))
                 if not chunk:
                     break
                 keep(chunk)
                 length -= len(chunk)
-            lines.seek(fh.tell())
+            size += length  # the rest is counted, not read
+            lines.seek(end)
             piece, bol = lines.next()
             while piece and bol and piece in _BLANK:
                 piece, bol = lines.next()

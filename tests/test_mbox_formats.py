@@ -117,9 +117,17 @@ def test_mboxcl2_content_length_keeps_unquoted_from_lines_in_the_body(tmp_path):
         body = b"Hallo\n\nFrom here on it is the body\n" + body
         out.append(b"From kim@kunde.example Mon Jan  1 00:00:00 2001\n" + head
                    + b"\nContent-Length: %d\n\n" % len(body) + body + b"\n")
+    head, _ = mail(3).split(b"\n\n", 1)
+    big = b"Gross\n\nFrom a big body\n" + b"x" * 79 + b"\n" + (b"y" * 79 + b"\n") * 40_000
+    out.append(b"From kim@kunde.example Mon Jan  1 00:00:00 2001\n" + head
+               + b"\nContent-Length: %d\n\n" % len(big) + big + b"\n")
+    out.append(b"From kim@kunde.example Mon Jan  1 00:00:00 2001\n" + mail(4))
     path.write_bytes(b"".join(out))
-    assert subjects(path) == ["Mail 1", "Mail 2"]
+    assert subjects(path) == ["Mail 1", "Mail 2", "Mail 3", "Mail 4"]
     assert "From here on it is the body" in records(path)[0].snippet
+    with open_regular(path) as fh:
+        sizes = [(len(raw), size) for _o, raw, size in _mbox_messages(fh, 0)]
+    assert sizes[2][0] <= MAX_MESSAGE_BYTES + 64 * 1024 and sizes[2][1] > len(big)  # bounded, counted whole
 
 
 def test_wrong_content_length_falls_back_to_the_separators(tmp_path):
