@@ -214,7 +214,10 @@ def test_crm_sync_with_a_clear_text_url_sends_nothing(tmp_path, monkeypatch):
             "password_env": PW_ENV}})
         result = Crm(config)("sync", "--json", ok=False)
     assert not seen.requests
-    assert "clear text" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2
+    assert [line for line in result.output.splitlines() if line.strip()] == [
+        line for line in result.output.splitlines() if "clear text" in line]
+    assert "Traceback" not in result.output
 
 
 # ------------------------------------------------------------ fail fast
@@ -230,9 +233,18 @@ def fails_fast(options: dict, match: str) -> SourceUnavailable:
     return raised.value
 
 
-def test_tls_against_a_plain_port(rad):
+def test_tls_against_a_plain_port(rad, tmp_path, caplog):
     fails_fast({"url": rad.url.replace("http://", "https://"), "username": rad.user},
                f"port {rad.port} of 127.0.0.1 speaks plain HTTP, not TLS: use .*allow_plaintext")
+    # through `crm sync`: one attempt (no retries with back-off), the cause on one line
+    config = write_config(tmp_path / "crm.toml", sources={"cal": {
+        "type": "caldav", "url": rad.url.replace("http://", "https://"), "username": rad.user,
+        "password_env": PW_ENV}})
+    started = time.monotonic()
+    result = Crm(config)("sync", ok=False)
+    assert time.monotonic() - started < 5
+    assert result.exit_code != 0 and "speaks plain HTTP, not TLS" in result.output
+    assert "retrying" not in result.output + caplog.text
 
 
 def test_plain_http_against_a_tls_port(tmp_path, monkeypatch):
