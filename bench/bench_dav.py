@@ -361,9 +361,9 @@ def crm_config(server: DavServer, path: Path) -> None:
         f'[company]\ninternal_domains = ["{INTERNAL}"]\n'
         + "".join(f'[[customers]]\nname = "Customer {i}"\ndomains = ["{d}"]\n' for i, d in enumerate(domains[::2]))
         + f'[sources.bench-calendar]\ntype = "caldav"\nurl = "{server.url}"\nusername = "{server.user}"\n'
-        f'password_env = "{PW_ENV}"\ncalendars = ["{CAL}"]\nowner = ["anna.weber@{INTERNAL}"]\n'
+        f'password_env = "{PW_ENV}"\nallow_plaintext = true\ncalendars = ["{CAL}"]\nowner = ["anna.weber@{INTERNAL}"]\n'
         + f'[sources.bench-contacts]\ntype = "carddav"\nurl = "{server.url}"\nusername = "{server.user}"\n'
-        f'password_env = "{PW_ENV}"\naddressbooks = ["{BOOK}"]\n',
+        f'password_env = "{PW_ENV}"\nallow_plaintext = true\naddressbooks = ["{BOOK}"]\n',
         encoding="utf-8",
     )
 

@@ -22,10 +22,13 @@ A file that cannot be parsed becomes a :class:`Failure` with its reason.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import re
+import stat
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator, Mapping
 
 from connectors.base import ConfigError, Connector, SourceUnavailable, SourceView
 from connectors.mailparse import MAX_MESSAGE_BYTES, MailParseError, parse_message
@@ -34,6 +37,44 @@ from crm_core.records import Batch, Failure, FlagChange, Location, Record
 MAILDIR_FLAGS = {"D": "\\Draft", "F": "\\Flagged", "P": "$Forwarded", "R": "\\Answered", "S": "\\Seen", "T": "\\Deleted"}
 #: a directory modified this recently may still change within its mtime tick
 _SETTLE_NS = 2_000_000_000
+
+log = logging.getLogger(__name__)
+
+
+class NotRegularFile(OSError):
+    """A path names a FIFO, a socket, a device or a folder where a file was expected."""
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))
+
+
+def open_regular(path: Path | str) -> BinaryIO:
+    """Open ``path`` for reading only if it is a regular file.
+
+    The open itself must not wait: a FIFO without a writer blocks a plain
+    ``open()`` for ever (and with it the whole run, which holds the store
+    lock), and a device may never end.  So the file is opened with
+    ``O_NONBLOCK``, checked with ``fstat`` (the object opened, not the name,
+    so a swap between listing and opening cannot fool it) and refused with
+    :class:`NotRegularFile` unless it is a regular file; reads of a regular
+    file then end at its size.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _KINDS if test(mode)), "not a file")
+            raise NotRegularFile(f"not a regular file ({kind}); not read")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _why(exc: OSError) -> str:
+    return str(exc) if isinstance(exc, NotRegularFile) else str(exc.strerror or exc)
 
 
 def _path_option(name: str, options: dict, kind: str) -> Path:
@@ -57,11 +98,12 @@ def _excerpt(raw: bytes) -> str:
 
 def _read_mail(path: Path, loc: Location, flags: tuple[str, ...] = ()) -> Record | Failure:
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             raw = fh.read(MAX_MESSAGE_BYTES)
             size = os.fstat(fh.fileno()).st_size
     except OSError as exc:
-        return Failure(loc, f"cannot read {path.name}: {exc.strerror or exc}")
+        log.warning("cannot read %s: %s", path, _why(exc))
+        return Failure(loc, f"cannot read {path.name}: {_why(exc)}")
     try:
         return parse_message(raw, loc, flags, size)
     except MailParseError as exc:
@@ -109,14 +151,18 @@ class _PathConnector(Connector):
         self.batch_size = _batch_size(name, self.options)
 
     def files(self) -> list[Path]:
-        if self.root.is_file():
-            return [self.root]
+        """The files to read.  Whatever is not a folder is listed, FIFOs
+        and devices too: opening them (:func:`open_regular`) refuses them
+        with an error for that item instead of skipping them silently."""
         if not self.root.is_dir():
+            if self.root.exists() or self.root.is_symlink():
+                return [self.root]
             raise SourceUnavailable(f"{self.root} does not exist")
         found = self.root.rglob("*") if self.recursive else self.root.iterdir()
         return sorted(
             p for p in found
-            if p.is_file() and not p.name.startswith(".") and (not self.suffixes or p.suffix.lower() in self.suffixes)
+            if not p.name.startswith(".") and (not self.suffixes or p.suffix.lower() in self.suffixes)
+            and not p.is_dir()
         )
 
 
@@ -211,11 +257,14 @@ class EmlConnector(_PathConnector):
         batcher = _Batcher(self.batch_size)
         files = self.files()
         seen: dict[str, set[str]] = {}
-        known_cache: dict[str, dict[str, str]] = {}
+        known_cache: dict[str, Mapping[str, str]] = {}
         for path in files:
             scope, local = self.scope_of(path)
             seen.setdefault(scope, set()).add(local)
-            known = known_cache.setdefault(scope, dict(view.known(scope)))
+            cached = known_cache.get(scope)
+            if cached is None:  # once per scope: the store is asked for the folder once, not for every file
+                cached = known_cache[scope] = view.known(scope)
+            known = cached
             st = path.stat()
             etag = f"{st.st_mtime_ns}:{st.st_size}"
             if known.get(local) == etag:
@@ -227,13 +276,24 @@ class EmlConnector(_PathConnector):
         final = batcher.cut()
         for scope in set(view.scopes()) | set(seen):
             present = seen.get(scope, set())
-            final.removed.extend(Location(scope, u) for u in view.known(scope) if u not in present)
+            listed = known_cache.get(scope)
+            if listed is None:
+                listed = view.known(scope)
+            final.removed.extend(Location(scope, u) for u in listed if u not in present)
         final.total = len(files)
         final.cursor = {"files": len(files)}
         yield final
 
 
 class MboxConnector(_PathConnector):
+    """One mbox file, or a folder of them (each file is a scope).
+
+    Read the way Python's :mod:`mailbox` and mail programs read it, see
+    :func:`_mbox_messages`: mboxo/mboxrd (``>From`` unquoted), mboxcl/mboxcl2
+    (``Content-Length`` honoured where it holds), as written by Thunderbird,
+    Gmail Takeout, mutt, procmail/formail and the ``mailbox`` module.
+    """
+
     type = "mbox"
     what = "mbox file"
     recursive = False
@@ -245,32 +305,42 @@ class MboxConnector(_PathConnector):
         problems = []
         for path in self.files():
             scope = path.name
-            st = path.stat()
-            prior = cursor.get(scope) or {}
-            head = _head_hash(path)
-            state = {"size": st.st_size, "mtime": st.st_mtime_ns, "head": head}
-            if prior == state:
-                new_cursor[scope] = state
+            try:
+                fh = open_regular(path)
+            except OSError as exc:
+                log.warning("cannot read %s: %s", path, _why(exc))
+                problems.append(f"cannot read {path}: {_why(exc)}")
+                if scope in cursor:
+                    new_cursor[scope] = cursor[scope]
                 continue
-            grown = prior and prior.get("head") == head and st.st_size >= prior.get("size", 0)
-            start = prior.get("size", 0) if grown else 0
-            known = view.known(scope)
-            present: set[str] = set()
-            for offset, raw, size in _mbox_messages(path, start):
-                local = f"{offset}:{hashlib.sha1(raw).hexdigest()[:12]}"
-                present.add(local)
-                if local in known:
+            with fh:
+                st = os.fstat(fh.fileno())
+                prior = cursor.get(scope) or {}
+                head = hashlib.sha1(fh.read(4096)).hexdigest()[:16]
+                state = {"size": st.st_size, "mtime": st.st_mtime_ns, "head": head}
+                if prior == state:
+                    new_cursor[scope] = state
                     continue
-                loc = Location(scope, local, "")
-                try:
-                    item: Record | Failure = parse_message(raw, loc, size=size)
-                except MailParseError as exc:
-                    item = Failure(loc, str(exc), _excerpt(raw))
-                except Exception as exc:
-                    item = Failure(loc, f"unexpected parse error: {exc.__class__.__name__}: {exc}", _excerpt(raw))
-                out = batcher.add(item)
-                if out is not None:
-                    yield out
+                grown = prior and prior.get("head") == head and st.st_size >= prior.get("size", 0)
+                start = prior.get("size", 0) if grown else 0
+                known = view.known(scope)
+                present: set[str] = set()
+                for offset, raw, size in _mbox_messages(fh, start):
+                    local = f"{offset}:{hashlib.sha1(raw).hexdigest()[:12]}"
+                    present.add(local)
+                    if local in known:
+                        continue
+                    loc = Location(scope, local, "")
+                    try:
+                        item: Record | Failure = parse_message(raw, loc, size=size)
+                    except MailParseError as exc:
+                        item = Failure(loc, str(exc), _excerpt(raw))
+                    except Exception as exc:
+                        item = Failure(loc, f"unexpected parse error: {exc.__class__.__name__}: {exc}",
+                                       _excerpt(raw))
+                    out = batcher.add(item)
+                    if out is not None:
+                        yield out
             if not grown:
                 gone = [Location(scope, u) for u in known if u not in present]
                 if gone and not present and len(known) > 1:
@@ -284,49 +354,171 @@ class MboxConnector(_PathConnector):
         yield final
 
 
-def _head_hash(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.sha1(fh.read(4096)).hexdigest()[:16]
+#: a "From " line that needs no blank line before it to start a message:
+#: the postmark ``From <sender> <asctime date>`` of mail programs (mutt's
+#: is_from, more or less): ``From MAILER-DAEMON Mon Jan  1 00:00:00 2001``
+#: (mailbox module, mutt, formail), ``From - Mon Jan 01 00:00:00 2001``
+#: (Thunderbird), ``From 1234567890@xxx Mon Jan 01 00:00:00 +0000 2024``
+#: (Gmail Takeout)
+_POSTMARK = re.compile(
+    rb"From \S*[ \t]+(?:[A-Za-z]{3},?[ \t]+)?[A-Za-z]{3}[ \t]+\d{1,2}[ \t]+\d{1,2}:\d\d(?::\d\d)?[ \t]+"
+    rb"(?:[A-Za-z]{1,5}[ \t]+|[+-]\d{4}[ \t]+)?\d{4}\b")
+_CONTENT_LENGTH = re.compile(rb"content-length:[ \t]*(\d{1,12})[ \t]*\r?\n?$", re.IGNORECASE)
+_BLANK = (b"\n", b"\r\n")
+#: the longest piece of a line read at once (a line without an end is read in pieces)
+_LINE_PIECE = 64 * 1024
 
 
-def _mbox_messages(path: Path, start: int) -> Iterator[tuple[int, bytes, int]]:
-    """(offset, message bytes, full size) of an mbox file from ``start``; mboxrd unquoting.
+class _Lines:
+    """Lines of a binary file with their offsets, in bounded pieces, one back."""
 
-    Of a message larger than :data:`MAX_MESSAGE_BYTES` only that much is kept.
+    def __init__(self, fh: BinaryIO, pos: int):
+        fh.seek(pos)
+        self.fh = fh
+        self.pos = pos  # offset of the next line
+        self.bol = True  # the next piece starts a line
+        self._back: tuple[bytes, bool] | None = None
+
+    def next(self) -> tuple[bytes, bool]:
+        """(piece, starts a line); b"" at the end."""
+        if self._back is not None:
+            piece, bol = self._back
+            self._back = None
+        else:
+            piece, bol = self.fh.readline(_LINE_PIECE), self.bol
+        self.pos += len(piece)
+        self.bol = piece.endswith(b"\n")
+        return piece, bol
+
+    def back(self, piece: bytes, bol: bool) -> None:
+        self._back = (piece, bol)
+        self.pos -= len(piece)
+        self.bol = bol
+
+    def seek(self, pos: int) -> None:
+        self.fh.seek(pos)
+        self.pos, self.bol, self._back = pos, True, None
+
+
+def _mbox_messages(fh: BinaryIO, start: int) -> Iterator[tuple[int, bytes, int]]:
+    """(offset, message bytes, full size) of each message of an mbox file from ``start``.
+
+    The file is read as a stream, never whole; of a message larger than
+    :data:`MAX_MESSAGE_BYTES` only that much is kept.
+
+    * A line starting with ``From `` after a blank line (or at the start)
+      begins a message, as :mod:`mailbox` reads it; without a blank line
+      before it only a real postmark line does (:data:`_POSTMARK`), so
+      messages written back to back are not merged, and a body line
+      "From here on ..." that a sloppy writer did not quote stays text.
+    * A message whose header says ``Content-Length: N`` (mboxcl, mboxcl2,
+      Solaris mail, mutt) takes the N bytes after its header as its body
+      when they end where the file or the next message begins; where they
+      do not (a length that is wrong, or one copied from elsewhere), the
+      body is read line by line as above.
+    * mboxrd quoting is undone: ``>From `` -> ``From ``, ``>>From `` ->
+      ``>From `` (not for a body taken by Content-Length: mboxcl2 does
+      not quote).
+    * The blank line that separates a message from the next is not part
+      of it.
     """
-    with open(path, "rb") as fh:
-        fh.seek(start)
-        current: list[bytes] = []
-        kept = size = 0
-        current_at = None
-        pos = start
-        previous_blank = True
-        for line in fh:
-            if line.startswith(b"From ") and previous_blank:
-                if current_at is not None:
-                    yield current_at, _unquote(current), size
-                current, current_at, kept, size = [], pos, 0, 0
-            else:
-                if current_at is None:
-                    current_at = pos  # a file that does not start with "From "
-                size += len(line)
-                if kept < MAX_MESSAGE_BYTES:
-                    current.append(line)
-                    kept += len(line)
-            previous_blank = line in (b"\n", b"\r\n")
-            pos += len(line)
-        if current_at is not None and current:
-            yield current_at, _unquote(current), size
+    lines = _Lines(fh, start)
+    piece, bol = lines.next()
+    while piece and bol and piece in _BLANK:  # blank lines before the first message
+        piece, bol = lines.next()
+    while piece:
+        offset = lines.pos - len(piece)
+        kept: list[bytes] = []
+        kept_bytes = size = 0
+
+        def keep(data: bytes) -> None:
+            nonlocal kept_bytes, size
+            size += len(data)
+            if kept_bytes < MAX_MESSAGE_BYTES:
+                kept.append(data)
+                kept_bytes += len(data)
+
+        if not (bol and piece.startswith(b"From ")):
+            lines.back(piece, bol)  # a file (or a part) that does not start with "From "
+        else:
+            while not piece.endswith(b"\n") and piece:  # the rest of a long postmark line
+                piece, bol = lines.next()
+        # the header, up to and including its blank line
+        length: int | None = None
+        header_done = False
+        while True:
+            piece, bol = lines.next()
+            if not piece:
+                break
+            if bol and piece.startswith(b"From ") and _POSTMARK.match(piece):
+                lines.back(piece, bol)  # a header cut short by the next message
+                break
+            if bol and piece[:15].lower() == b"content-length:":
+                m = _CONTENT_LENGTH.match(piece)
+                length = int(m.group(1)) if m else None
+            keep(piece)
+            if bol and piece in _BLANK:
+                header_done = True
+                break
+        body_at = lines.pos
+        if length is not None and header_done and _body_by_length(fh, lines, body_at, length):
+            end = body_at + length
+            fh.seek(body_at)
+            while length > 0 and kept_bytes < MAX_MESSAGE_BYTES:
+                chunk = fh.read(min(length, _LINE_PIECE))
+                if not chunk:
+                    break
+                keep(chunk)
+                length -= len(chunk)
+            size += length  # the rest is counted, not read
+            lines.seek(end)
+            piece, bol = lines.next()
+            while piece and bol and piece in _BLANK:
+                piece, bol = lines.next()
+        else:
+            if length is not None:
+                lines.seek(body_at)
+            previous_blank = True
+            held = b""  # a blank line: the separator, or part of the body if no message follows
+            while True:
+                piece, bol = lines.next()
+                if not piece:
+                    break
+                if bol and piece.startswith(b"From ") and (previous_blank or _POSTMARK.match(piece)):
+                    break
+                if held:
+                    keep(held)
+                    held = b""
+                if bol and piece in _BLANK:
+                    held = piece
+                    previous_blank = True
+                    continue
+                previous_blank = False
+                if bol and piece.startswith(b">") and piece.lstrip(b">").startswith(b"From "):
+                    piece = piece[1:]
+                keep(piece)
+        yield offset, b"".join(kept), size
 
 
-def _unquote(lines: list[bytes]) -> bytes:
-    out = []
-    for line in lines:
-        if line.startswith(b">") and line.lstrip(b">").startswith(b"From "):
-            line = line[1:]
-        out.append(line)
-    data = b"".join(out)
-    return data[:-1] if data.endswith(b"\n\n") else data
+def _body_by_length(fh: BinaryIO, lines: _Lines, body_at: int, length: int) -> bool:
+    """Whether ``length`` bytes from ``body_at`` end where the file or the
+    next message begins (blank lines between allowed)."""
+    end = body_at + length
+    if end > os.fstat(fh.fileno()).st_size:
+        return False
+    fh.seek(end)
+    ok = False
+    for _ in range(8):
+        line = fh.readline(_LINE_PIECE)
+        if not line:
+            ok = True
+            break
+        if line in _BLANK:
+            continue
+        ok = line.startswith(b"From ")
+        break
+    lines.seek(body_at)
+    return ok
 
 
 class _WholeFileConnector(_PathConnector):
@@ -350,9 +542,11 @@ class _WholeFileConnector(_PathConnector):
                 continue
             batch = Batch()
             try:
-                text = path.read_bytes().decode("utf-8-sig", "replace")
+                with open_regular(path) as fh:
+                    text = fh.read().decode("utf-8-sig", "replace")
             except OSError as exc:
-                batch.problems.append(f"cannot read {path}: {exc.strerror or exc}")
+                log.warning("cannot read %s: %s", path, _why(exc))
+                batch.problems.append(f"cannot read {path}: {_why(exc)}")
                 new_cursor[scope] = cursor.get(scope)
                 yield batch
                 continue

@@ -10,6 +10,7 @@ user edited in the address book: those are the user's from then on.
 from __future__ import annotations
 
 import hashlib
+import json
 
 from crm_core.contentlines import escape_text, fold_line
 from crm_core.records import CardPush
@@ -17,6 +18,9 @@ from crm_core.store import Store
 
 #: the content hash recorded for a card the user edited: it is theirs from then on
 USER_EDITED = "user-edited"
+#: every pushed card's UID (and so its file name) starts with this; the CardDAV
+#: connector (connectors/dav.py, own_item_prefix) does not read such cards back
+UID_PREFIX = "crm-bridge-"
 
 
 def vcard(lines: list[str]) -> str:
@@ -27,25 +31,27 @@ def customer_cards(store: Store) -> list[tuple[CardPush, str]]:
     """(card, content hash) for every customer and contact whose card changed."""
     pushed = {uid: (digest, href, etag, scope) for uid, digest, href, etag, scope in store.conn.execute(
         "SELECT uid, content_hash, remote_href, remote_etag, remote_scope FROM card_pushes")}
+    phones = _phones(store)
     out = []
     for c in store.customers():
         owner = f" Account owner: {c['account_owner']}." if c["account_owner"] else ""
         note = f"crm-bridge customer. Last contact: {c['last_contact'] or 'none'}. Open tasks: {c['open_tasks']}.{owner}"
-        lines = [f"UID:crm-bridge-customer-{c['id']}", "KIND:org", f"FN:{escape_text(c['name'])}", f"ORG:{escape_text(c['name'])}",
+        lines = [f"UID:{UID_PREFIX}customer-{c['id']}", "KIND:org", f"FN:{escape_text(c['name'])}", f"ORG:{escape_text(c['name'])}",
                  f"NOTE:{escape_text(note)}"]
         lines += [f"URL:https://{d}" for d in (c["domains"] or "").split()[:1]]
-        out.append((f"crm-bridge-customer-{c['id']}", lines))
+        out.append((f"{UID_PREFIX}customer-{c['id']}", lines))
         for k in store.customer(c["name"])["contacts_list"]:
             emails = (k["emails"] or "").split()
             if not emails:
                 continue
             knote = (f"Customer: {c['name']}. Last contact with the customer: {c['last_contact'] or 'none'}. "
                      f"Open tasks: {c['open_tasks']}.{owner}")
-            klines = [f"UID:crm-bridge-contact-{k['id']}", f"FN:{escape_text(k['name'] or emails[0])}", f"ORG:{escape_text(c['name'])}",
-                      *[f"EMAIL:{e}" for e in emails], f"NOTE:{escape_text(knote)}"]
+            klines = [f"UID:{UID_PREFIX}contact-{k['id']}", f"FN:{escape_text(k['name'] or emails[0])}", f"ORG:{escape_text(c['name'])}",
+                      *[f"EMAIL:{e}" for e in emails], *[f"TEL:{escape_text(p)}" for p in phones.get(k["id"], [])],
+                      f"NOTE:{escape_text(knote)}"]
             if k["title"]:
                 klines.append(f"TITLE:{escape_text(k['title'])}")
-            out.append((f"crm-bridge-contact-{k['id']}", klines))
+            out.append((f"{UID_PREFIX}contact-{k['id']}", klines))
     cards = []
     for uid, lines in out:
         text = vcard(lines)
@@ -56,3 +62,16 @@ def customer_cards(store: Store) -> list[tuple[CardPush, str]]:
         href, etag, scope = (prior[1] or "", prior[2] or "", prior[3] or "") if prior else ("", "", "")
         cards.append((CardPush(uid=uid, vcard=text, href=href, etag=etag, scope=scope), digest))
     return cards
+
+
+def _phones(store: Store) -> dict[int, list[str]]:
+    """contact id -> its phone numbers (as the address books it came from gave them)."""
+    out: dict[int, list[str]] = {}
+    for cid, raw in store.conn.execute("SELECT id, phones FROM contacts WHERE phones IS NOT NULL AND phones != '[]'"):
+        try:
+            numbers = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(numbers, list):
+            out[cid] = [str(n) for n in numbers if isinstance(n, str) and n.strip()]
+    return out

@@ -299,7 +299,7 @@ class DavBackend:
     def connector(self):
         select = "calendars" if self.kind == "caldav" else "addressbooks"
         return make_connector("dav", {"type": self.kind, "url": self.server.url, "username": self.server.user,
-                                      "password_env": "CRM_CONTRACT_DAV", select: [self.name]})
+                                      "password_env": "CRM_CONTRACT_DAV", "allow_plaintext": True, select: [self.name]})
 
     def add(self, key: str) -> None:
         if self.kind == "caldav":

@@ -59,7 +59,7 @@ def test_verification_can_be_switched_off_explicitly(https_radicale, monkeypatch
 
 def test_digest_authorization_matches_the_rfc_example():
     """RFC 2617 section 3.5: the request digest for Mufasa's GET of /dir/index.html."""
-    from connectors.dav import _Http, _parse_challenge
+    from connectors.davhttp import _Http, _parse_challenge
 
     http = _Http("src", "Mufasa", "Circle Of Life", True, 5)
     http._digest = _parse_challenge(

@@ -32,7 +32,7 @@ def setup(radicale, tmp_path, monkeypatch):  # noqa: F811
         f"DTEND:{ended.strftime('%Y%m%dT%H%M%SZ')}\r\nSUMMARY:Begehung Heizungskeller\r\n"
         "ORGANIZER;CN=Anna:mailto:anna@nordlicht.example\r\n"
         "ATTENDEE;CN=Kim;PARTSTAT=ACCEPTED:mailto:kim@kunde.example\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"))
-    common = {"url": radicale.url, "username": radicale.user, "password_env": PW_ENV}
+    common = {"url": radicale.url, "username": radicale.user, "password_env": PW_ENV, "allow_plaintext": True}
     config = write_config(
         tmp_path / "crm.toml", customers=(("Kunde GmbH", ["kunde.example"]),), store=str(tmp_path / "crm.db"),
         followup={"after_appointment_days": 1, "unanswered_days": 0},
