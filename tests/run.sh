@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what is missing
-# (Dovecot for the IMAP tests, the Python test extras), checks the types
+# (Dovecot, formail and mutt from Debian, the Python test extras), checks the types
 # with mypy, then runs pytest.
 # Extra arguments go to pytest.  pytest's "no tests ran" (exit 5) fails too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v dovecot >/dev/null 2>&1 && [ ! -x /usr/sbin/dovecot ]; then
-  echo "tests/run.sh: installing Dovecot (dovecot-imapd) for the IMAP tests" >&2
+# Debian packages the tests drive: Dovecot for IMAP; formail (procmail) and
+# mutt write the mbox files that tests/test_mbox_formats.py reads
+missing=()
+command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || missing+=(dovecot-imapd)
+command -v formail >/dev/null 2>&1 || missing+=(procmail)
+command -v mutt >/dev/null 2>&1 || missing+=(mutt)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "tests/run.sh: installing ${missing[*]} for the tests" >&2
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dovecot-imapd >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'

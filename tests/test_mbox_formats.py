@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import mailbox
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Mapping
@@ -167,7 +166,6 @@ def test_large_message_is_bounded_and_the_next_one_is_found(tmp_path):
     assert subjects(path) == ["Mail 1", "Mail 2", "Mail 3"]
 
 
-@pytest.mark.skipif(shutil.which("formail") is None, reason="procmail's formail is not installed")
 def test_formail_written_mbox(tmp_path):
     """formail adds a postmark to each mail and quotes From lines; appended mails follow back to back."""
     path = tmp_path / "formail.mbox"
@@ -183,7 +181,6 @@ def test_formail_written_mbox(tmp_path):
     assert records(path)[0].snippet == "Hallo From a line formail quotes Ende"
 
 
-@pytest.mark.skipif(shutil.which("mutt") is None, reason="mutt is not installed")
 def test_mutt_written_mbox(tmp_path):
     """mutt's record folder (mbox_type=mbox): Content-Length, body From lines left unquoted."""
     path = tmp_path / "sent.mbox"
