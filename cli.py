@@ -106,7 +106,11 @@ class CrmGroup(click.Group):
 
         try:
             return super().invoke(ctx)
-        except (ConfigError, SettingsError) as exc:
+        except ConfigError as exc:
+            for problem in exc.problems[:-1]:
+                click.echo(f"crm: {problem}", err=True)
+            _fail(exc.problems[-1])
+        except SettingsError as exc:
             _fail(str(exc))
         except ConnectorError as exc:
             _fail(str(exc))
@@ -138,24 +142,31 @@ def _json(data: Any) -> None:
 
 # -- init ------------------------------------------------------------------
 @main.command()
+@click.option("--demo", is_flag=True, help="Write the demo config (reads the sample data in examples/) instead.")
 @click.option("--force", is_flag=True, help="Overwrite an existing crm.toml.")
 @click.pass_obj
-def init(obj: Context, force: bool) -> None:
+def init(obj: Context, demo: bool, force: bool) -> None:
     """Write a starter crm.toml here (if none) and create the store.
+
+    The starter config has no customers and no sources, and a commented
+    example of each source type; --demo writes the demo config instead.
 
     \b
     Example:
         crm init && $EDITOR crm.toml && crm sync
     """
+    from importlib.resources import files
+
     target = Path(obj.config_path or "crm.toml")
     if not target.exists() or force:
-        example = Path(__file__).with_name("config.example.toml")
-        if example.exists():
-            text = example.read_text(encoding="utf-8")
-        else:
-            text = '[store]\npath = "crm.db"\n\n[company]\ninternal_domains = []\n'
-        target.write_text(text, encoding="utf-8")
+        template = files("crm_core").joinpath("templates", "demo.toml" if demo else "crm.toml")
+        target.write_text(template.read_text(encoding="utf-8"), encoding="utf-8")
         click.echo(f"wrote {target}; edit it, then run: crm --config {target} sync")
+        if demo and not (target.parent / "examples").is_dir():
+            click.echo("the demo reads the sample data in examples/, which comes with the source "
+                       "checkout: run it there, or copy examples/ next to the config")
+    else:
+        click.echo(f"{target} exists; kept it (--force overwrites)")
     obj.config_path = str(target)
     store = obj.store
     click.echo(f"store ready: {store.path} (schema {store.schema_version()})")

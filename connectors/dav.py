@@ -490,6 +490,10 @@ class _DavConnector(Connector):
     item_ext = ""
     content_type = ""
 
+    #: options of both kinds; each subclass adds its select_key and push_key
+    _dav_keys = frozenset({"url", "username", "password_env", "password_command", "verify_tls", "timeout",
+                           "window_past_days", "window_future_days"})
+
     #: hrefs per multiget
     MULTIGET_BATCH = 500
     #: a full listing that comes back empty while at least this many items
@@ -1143,6 +1147,8 @@ class CalDavConnector(_DavConnector):
     type = "caldav"
     select_key = "calendars"
     push_key = "tasks_calendar"
+    option_keys = _DavConnector._dav_keys | {select_key, push_key}
+    push_options = {"tasks": push_key}
     _push_capability = "tasks"
     home_set = _q(CALDAV, "calendar-home-set")
     collection_type = _q(CALDAV, "calendar")
@@ -1214,6 +1220,8 @@ class CardDavConnector(_DavConnector):
     priority = 10  # contacts first: a first run then links appointments and mail by them
     select_key = "addressbooks"
     push_key = "cards_addressbook"
+    option_keys = _DavConnector._dav_keys | {select_key, push_key}
+    push_options = {"cards": push_key}
     _push_capability = "cards"
     home_set = _q(CARDDAV, "addressbook-home-set")
     collection_type = _q(CARDDAV, "addressbook")

@@ -102,6 +102,7 @@ class _PathConnector(Connector):
     what = "file"
     suffixes: tuple[str, ...] = ()
     recursive = True
+    option_keys = frozenset({"path", "batch_size"})
 
     def __init__(self, name, options):
         super().__init__(name, options)
@@ -395,6 +396,7 @@ class IcsConnector(_WholeFileConnector):
     type = "ics"
     what = ".ics file"
     suffixes = (".ics",)
+    option_keys = _PathConnector.option_keys | {"window_past_days", "window_future_days"}
 
     def parse(self, text, loc):
         from connectors.ical import parse_calendar

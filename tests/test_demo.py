@@ -86,7 +86,7 @@ def test_rule_tasks_exist_once(demo):
 def test_init_writes_a_config_and_a_store(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     crm = Crm(tmp_path / "crm.toml")
-    result = crm("init")
+    result = crm("init", "--demo")
     assert (tmp_path / "crm.toml").exists() and "store ready" in result.output
     assert (tmp_path / "crm.toml").read_text() == (REPO / "config.example.toml").read_text()
 
