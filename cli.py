@@ -225,6 +225,9 @@ def sync(obj: Context, sources: tuple[str, ...], as_json: bool, dry_run: bool, w
     # every 700 allocations cost about 7 % of its time
     gc.set_threshold(50_000, 20, 100)
     config = obj.config
+    if not config.sources and not as_json:
+        click.echo(f"no sources configured in {config.path}: add a [sources.NAME] table "
+                   "(`crm init` writes a commented example of each type)")
     progress = _ProgressLine()
     engine = Engine(config, obj.store, progress=progress, parallel=True)
     try:
@@ -269,8 +272,8 @@ def _print_results(results, as_json: bool, dry_run: bool) -> None:
             parts.append(f"{s.tasks_updated} tasks synced")
         line = f"{r.name}: {r.status}: " + ", ".join(parts) + f" ({r.seconds:.1f} s)"
         click.echo(line)
-        if r.message:
-            click.echo(f"  {r.message}")
+        if r.message:  # once, on stderr: a cron job that discards stdout still reports it
+            click.echo(f"crm: {r.name}: {r.message}", err=True)
 
 
 # -- status ----------------------------------------------------------------
@@ -333,6 +336,8 @@ def customers_list(obj: Context, as_json: bool) -> None:
     if as_json:
         _json(rows)
         return
+    if not rows:
+        click.echo("no customers yet: add one with `crm customers add NAME --domain DOMAIN` or under [[customers]] in the config")
     for c in rows:
         click.echo(f"{c['id']:>4}  {c['name']:<32} {c['domains'] or '-':<34} {c['contacts']:>3} contacts "
                    f"{c['interactions']:>4} interactions  last {str(c['last_contact'] or '-')[:10]}  {c['open_tasks']} open tasks")
@@ -343,8 +348,10 @@ def customers_list(obj: Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def customers_show(obj: Context, name: str, as_json: bool) -> None:
-    """One customer with its contacts."""
-    info = obj.store.customer(name)
+    """One customer (name, its start, or id) with its contacts."""
+    from crm_core.directory import find_customer
+
+    info = obj.store.customer(str(find_customer(obj.store, name)))
     if as_json:
         _json(info)
         return
@@ -361,14 +368,16 @@ def customers_show(obj: Context, name: str, as_json: bool) -> None:
 def _target(store, customer: str | None, contact: str | None) -> tuple[str, int]:
     if bool(customer) == bool(contact):
         raise click.UsageError("name exactly one of --customer or --contact")
+    from crm_core.directory import find_contact, find_customer
+
     if customer:
-        return "customer", store.customer_id(customer)
-    return "contact", store.contact_id(contact)
+        return "customer", find_customer(store, customer)
+    return "contact", find_contact(store, contact or "")
 
 
 def _link_command(action: str, help_text: str):
     @click.argument("interaction")
-    @click.option("--customer", help="Customer name or id.")
+    @click.option("--customer", help="Customer name (or its start) or id.")
     @click.option("--contact", help="Contact e-mail or id.")
     @click.pass_obj
     def command(obj: Context, interaction: str, customer: str | None, contact: str | None) -> None:
@@ -381,7 +390,7 @@ def _link_command(action: str, help_text: str):
     return main.command(name=action)(command)
 
 
-link = _link_command("link", "Link an interaction (id or Message-ID) by hand; survives re-syncs.")
+link = _link_command("link", "Link an interaction (id from the timeline, or Message-ID) by hand; survives re-syncs.")
 unlink = _link_command("unlink", "Remove a link by hand; no rule brings it back.")
 
 
@@ -392,13 +401,17 @@ unlink = _link_command("unlink", "Remove a link by hand; no rule brings it back.
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def timeline(obj: Context, customer: str, limit: int, as_json: bool) -> None:
-    """A customer's mails and appointments, newest first.
+    """A customer's mails, appointments and notes, newest first.
+
+    Each line starts with the id that link, unlink and explain take.
 
     \b
     Example:
         crm timeline "Stadtwerke Lindenau" --limit 20
     """
-    items = obj.store.timeline(customer, limit=limit)
+    from crm_core.directory import find_customer
+
+    items = obj.store.timeline(str(find_customer(obj.store, customer)), limit=limit)
     if as_json:
         _json(items)
         return
@@ -411,12 +424,14 @@ def timeline(obj: Context, customer: str, limit: int, as_json: bool) -> None:
                 head = f"{when}  mail -> {it['recipients'] or ''}"
             else:
                 head = f"{when}  mail <- {it['sender'] or ''}"
+        elif it["kind"] == "note":
+            head = f"{when}  note"
         else:
             head = f"{when}  appointment{' (cancelled)' if it['status'] == 'CANCELLED' else ''}"
         gone = "  [deleted on the server]" if it["deleted"] else ""
-        click.echo(f"{head}: {it['subject'] or '(subject not stored)'}{gone}")
-        if it.get("snippet"):
-            click.echo(f"      {it['snippet'][:100]}")
+        click.echo(f"{it['id']:>6}  {head}: {it['subject'] or '(subject not stored)'}{gone}")
+        if it.get("snippet") and it["snippet"] != it["subject"]:
+            click.echo(f"{'':>6}        {it['snippet'][:100]}")
 
 
 @main.command()
@@ -441,7 +456,8 @@ def search(obj: Context, text: str, limit: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def explain(obj: Context, message_id: str, as_json: bool) -> None:
-    """Why a mail (Message-ID) or appointment (UID) is linked, or not logged."""
+    """Why an interaction (id from the timeline), a mail (Message-ID) or an
+    appointment (UID) is linked, or why it was not logged."""
     rows = obj.store.explain(message_id)
     if as_json:
         _json(rows)
@@ -499,7 +515,7 @@ def _parse_due(value: str | None) -> date | None:
 
 @tasks.command("add")
 @click.argument("title")
-@click.option("--customer", help="Customer name or id.")
+@click.option("--customer", help="Customer name (or its start) or id.")
 @click.option("--due", help="YYYY-MM-DD or +N days.")
 @click.option("--about", "interaction", help="Interaction id or Message-ID it is about.")
 @click.pass_obj
@@ -510,8 +526,10 @@ def tasks_add(obj: Context, title: str, customer: str | None, due: str | None, i
     Example:
         crm tasks add "Send the revised quote" --customer "Hotel Seeblick" --due +3
     """
+    from crm_core.directory import find_customer
+
     store = obj.store
-    cid = store.customer_id(customer) if customer else None
+    cid = find_customer(store, customer) if customer else None
     iid = store.interaction_id(interaction) if interaction else None
     task_id = store.add_task(title, due=_parse_due(due), customer_id=cid, interaction_id=iid)
     click.echo(f"task {task_id} added")
@@ -596,6 +614,10 @@ def export(obj: Context, fmt: str, table: str, output: str | None) -> None:
     else:
         click.echo(text, nl=False)
 
+
+from cli_directory import register  # noqa: E402  (commands that need main and customers)
+
+register(main, customers)
 
 if __name__ == "__main__":
     main()

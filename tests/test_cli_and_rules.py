@@ -57,7 +57,9 @@ def test_missing_config_and_missing_maildir(tmp_path):
     assert done.returncode == 2 and "crm.toml not found" in done.stderr and "Traceback" not in done.stderr
     write_config(tmp_path / "crm.toml", sources={"m": {"type": "maildir", "path": "does-not-exist"}})
     done = run_crm("--config", str(tmp_path / "crm.toml"), "sync", cwd=tmp_path)
-    assert done.returncode == 1 and "does-not-exist" in done.stdout and "Traceback" not in done.stderr
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stdout.startswith("m: error:") and "does-not-exist" not in done.stdout
+    assert done.stderr.count("does-not-exist") == 1 and done.stderr.startswith("crm: m: ")  # every problem once
     status = json.loads(run_crm("--config", str(tmp_path / "crm.toml"), "status", "--json", cwd=tmp_path).stdout)
     assert status["sources"][0]["last_status"] == "error" and "not a Maildir" in status["sources"][0]["last_error"]
 
