@@ -57,12 +57,18 @@ def find_contact(store: Store, ref: str) -> int:
     if found is None:
         hint = ""
         if "@" in ref:
-            known = [e for (e,) in store.conn.execute("SELECT email FROM contact_addresses WHERE email LIKE ?",
-                                                      ("%" + ref.lower().rpartition("@")[2],))]
+            local, _, domain = ref.lower().rpartition("@")
+            known = [e for (e,) in store.conn.execute(  # same mailbox name or same domain: few, and the likely ones
+                "SELECT email FROM contact_addresses WHERE email LIKE ? ESCAPE '\\' OR email LIKE ? ESCAPE '\\'",
+                (_like(local) + "@%", "%@" + _like(domain)))]
             close = difflib.get_close_matches(ref.lower(), known, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
         raise StoreError(f"no contact {ref!r}{hint}")
     return found[0]
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def customer_name(store: Store, customer_id: int) -> str:
