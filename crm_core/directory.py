@@ -34,7 +34,7 @@ def find_customer(store: Store, text: str | int) -> int:
     if len(starts) > 1:
         names = ", ".join(sorted(name for _, name in starts)[:5])
         raise StoreError(f"{ref!r} fits {len(starts)} customers ({names}); give more of the name")
-    raise StoreError(f"no customer {ref!r}{_did_you_mean(ref, [name for _, name in rows])}")
+    raise StoreError(f"no customer named {ref!r}{_did_you_mean(ref, [name for _, name in rows])}")
 
 
 def _did_you_mean(ref: str, names: list[str]) -> str:

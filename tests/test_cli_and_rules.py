@@ -158,7 +158,8 @@ def test_follow_up_rules_create_each_task_once(tmp_path):
     titles = sorted(t["title"] for t in store.tasks())
     assert titles == ["Follow up: Begehung", "Reply to kim@kunde.example: Frage offen"]
     due = {t["title"]: t["due"] for t in store.tasks()}
-    assert due["Follow up: Begehung"] == "2026-11-19"
+    # the rules would make both due in the past (2026-11-19 and -18): a task never arrives overdue
+    assert due == {"Follow up: Begehung": "2026-11-20", "Reply to kim@kunde.example: Frage offen": "2026-11-20"}
     for _ in range(3):
         assert apply_rules(store, settings, now) == 0
     # a task that was done stays done and is not created again
