@@ -227,7 +227,7 @@ def sync(obj: Context, sources: tuple[str, ...], as_json: bool, dry_run: bool, w
     config = obj.config
     if not config.sources and not as_json:
         click.echo(f"no sources configured in {config.path}: add a [sources.NAME] table "
-                   "(`crm init` writes a commented example of each type)")
+                   "(the config `crm init` writes has a commented example of each type)")
     progress = _ProgressLine()
     engine = Engine(config, obj.store, progress=progress, parallel=True)
     try:

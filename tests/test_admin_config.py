@@ -152,6 +152,11 @@ def test_the_shipped_templates():
     data["sources"]["anna-mail"].pop("tls")
     data["sources"]["anna-mail"].pop("port")
     parse_config(data, Path("/srv/crm/crm.toml"))
+    # both ship in the wheel (a wheel built from this pyproject has crm_core/templates/*.toml)
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    shipped = {p for pattern in project["package-data"]["crm_core"] for p in (REPO / "crm_core").glob(pattern)}
+    assert {REPO / "crm_core/templates/crm.toml", REPO / "crm_core/templates/demo.toml"} <= shipped
+    assert "cli_directory" in project["py-modules"]
     demo = files("crm_core").joinpath("templates", "demo.toml").read_text(encoding="utf-8")
     assert demo == (REPO / "config.example.toml").read_text(encoding="utf-8")
 
