@@ -23,8 +23,9 @@ def every_accepted_key() -> set[str]:
     keys = set(config_module._TOP_KEYS | config_module._STORE_KEYS | config_module._PUSH_KEYS
                | config_module._LOG_KEYS | COMMON_KEYS | settings.SourcePolicy.KEYS)
     keys |= settings.COMPANY_KEYS | settings.LINKING_KEYS | settings.FOLLOWUP_KEYS | settings.CUSTOMER_KEYS
-    for type_name in REGISTRY:
-        keys |= connector_class(type_name).accepted_keys()
+    for type_name, target in REGISTRY.items():
+        if target.startswith("connectors."):  # not the test doubles other test modules register
+            keys |= connector_class(type_name).accepted_keys()
     return keys
 
 
