@@ -175,12 +175,19 @@ def _move_links(store: Store, target: str, keep: int, other: int) -> int:
     """Links and manual overrides of ``other`` to ``keep``; returns how many interactions were linked to ``other``."""
     x = store.conn.execute
     count = x("SELECT COUNT(*) FROM links WHERE target=? AND target_id=?", (target, other)).fetchone()[0]
+    # a hand-made unlink of ``keep`` stands: ``other``'s link to that interaction does not undo it ...
     x("""INSERT OR IGNORE INTO links(interaction_id, target, target_id, reason)
-         SELECT interaction_id, target, ?, reason FROM links WHERE target=? AND target_id=?""", (keep, target, other))
+         SELECT l.interaction_id, l.target, ?, l.reason FROM links l WHERE l.target=? AND l.target_id=?
+         AND NOT EXISTS (SELECT 1 FROM link_overrides u WHERE u.interaction_id=l.interaction_id
+                         AND u.target=l.target AND u.target_id=? AND u.action='unlink')""",
+      (keep, target, other, keep))
     x("DELETE FROM links WHERE target=? AND target_id=?", (target, other))
+    # ... and an unlink of ``other`` does not take away a link ``keep`` has
     x("""INSERT OR IGNORE INTO link_overrides(interaction_id, target, target_id, action, at)
-         SELECT interaction_id, target, ?, action, at FROM link_overrides WHERE target=? AND target_id=?""",
-      (keep, target, other))
+         SELECT o.interaction_id, o.target, ?, o.action, o.at FROM link_overrides o WHERE o.target=? AND o.target_id=?
+         AND NOT (o.action='unlink' AND EXISTS (SELECT 1 FROM links l WHERE l.interaction_id=o.interaction_id
+                                                AND l.target=o.target AND l.target_id=?))""",
+      (keep, target, other, keep))
     x("DELETE FROM link_overrides WHERE target=? AND target_id=?", (target, other))
     return count
 

@@ -152,3 +152,14 @@ def test_empty_lists_say_so(crm_env):
     assert "no customers yet" in crm("customers", "list").output
     assert "no contacts yet" in crm("contacts", "list").output
     assert "no open tasks" in crm("tasks", "list").output
+
+
+def test_merging_keeps_the_hand_made_links_of_the_one_kept(office, maildir):
+    # a mail to both customers: the one kept is linked, the other was unlinked by hand
+    maildir.add(make_mail(sender="Kim <kim@kunde.example>", to="Max <max@kunde-zweig.example>",
+                          subject="Gemeinsam", message_id="<both@kunde.example>"))
+    office("sync")
+    office("unlink", "both@kunde.example", "--customer", "Kunde Zweig")
+    office("customers", "merge", "Kunde GmbH", "Kunde Zweig")
+    office("contacts", "attach", "kim@kunde.example", "--customer", "Kunde GmbH")  # re-links Kim's mail
+    assert "Gemeinsam" in [i["subject"] for i in office.json("timeline", "Kunde GmbH")]
