@@ -117,6 +117,8 @@ def attach(store: Store, email: str, customer_id: int, name: str | None = None) 
     local, _, domain = email.partition("@")
     if not local or "." not in domain or " " in email:
         raise StoreError(f"{email!r} is not an e-mail address")
+    if email in store.settings.internal_domains:
+        raise StoreError(f"{email} is one of the company's own addresses ([company] internal_domains), not a customer's")
     with store.transaction():
         found = store.conn.execute("SELECT contact_id FROM contact_addresses WHERE email=?", (email,)).fetchone()
         if found is None:

@@ -119,6 +119,8 @@ def test_contacts_attach_detach_merge(office):
     assert "Privat: Anfrage Halle" in [i["subject"] for i in office.json("timeline", "Kunde Zweig")]
     office("sync")
     assert office.json("contacts", "show", "k.berger@gmail.com")["interactions"] == 3
+    own = office("contacts", "attach", "anna@nordlicht.example", "--customer", "Kunde GmbH", ok=False)
+    assert own.exit_code == 1 and "company's own addresses" in own.output
     unknown = office("contacts", "show", "max@kunde-zweig.exampel", ok=False)
     assert "did you mean max@kunde-zweig.example?" in unknown.output
 
