@@ -418,7 +418,7 @@ def timeline(obj: Context, customer: str, limit: int, as_json: bool) -> None:
     if not items:
         click.echo(f"nothing on {customer}'s timeline yet")
     for it in items:
-        when = (it["date"] or "")[:16].replace("T", " ")
+        when = _local_time(it)
         if it["kind"] == "mail":
             if it["direction"] == "out":
                 head = f"{when}  mail -> {it['recipients'] or ''}"
@@ -432,6 +432,18 @@ def timeline(obj: Context, customer: str, limit: int, as_json: bool) -> None:
         click.echo(f"{it['id']:>6}  {head}: {it['subject'] or '(subject not stored)'}{gone}")
         if it.get("snippet") and it["snippet"] != it["subject"]:
             click.echo(f"{'':>6}        {it['snippet'][:100]}")
+
+
+def _local_time(item: dict[str, Any]) -> str:
+    """When, for staff: an appointment at its own wall-clock time, anything else in the local zone."""
+    start = item.get("start") or ""
+    if item["kind"] == "appointment" and start:
+        return start[:16].replace("T", " ") if "T" in start else start[:10]
+    stamp = item.get("date") or ""
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return stamp[:16].replace("T", " ")
 
 
 @main.command()

@@ -165,3 +165,16 @@ def test_merging_keeps_the_hand_made_links_of_the_one_kept(office, maildir):
     office("customers", "merge", "Kunde GmbH", "Kunde Zweig")
     office("contacts", "attach", "kim@kunde.example", "--customer", "Kunde GmbH")  # re-links Kim's mail
     assert "Gemeinsam" in [i["subject"] for i in office.json("timeline", "Kunde GmbH")]
+
+
+def test_the_timeline_shows_local_time(office, monkeypatch):
+    import time
+
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        text = office("timeline", "Kunde GmbH").output
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert "2026-10-01 11:00  mail <- kim@kunde.example: Angebot" in text  # sent 09:00 UTC, summer time
