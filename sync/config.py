@@ -147,7 +147,10 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
             )
         problems += unknown_keys({k: v for k, v in table.items() if k not in REFUSED_SECRET_KEYS},
                                  cls.accepted_keys(), where)
-        if table.get("enabled", True) is False:
+        enabled = table.get("enabled", True)
+        if not isinstance(enabled, bool):
+            problems.append(f"{where}.enabled must be true or false")
+        if enabled is False:
             continue
         table = dict(table)
         for key in _PATH_KEYS:

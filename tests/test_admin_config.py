@@ -116,6 +116,8 @@ def test_unknown_keys_in_every_table():
                          ("customers[0] (A).domain", "domains"), ("sources.m.batchsize", "batch_size")]:
         assert f"{wrong}: unknown key (did you mean {right}?)" in text, text
     assert len(info.value.problems) == 7
+    with pytest.raises(ConfigError, match="sources.m.enabled must be true or false"):
+        parse_config({"sources": {"m": {"type": "maildir", "path": "m", "enabled": "no"}}}, Path("crm.toml"))
 
 
 @pytest.mark.parametrize("domain, ok", [("kunde.example", True), ("@kunde.example", True), ("müller-bau.de", True),
