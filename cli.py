@@ -5,7 +5,9 @@ Examples::
     crm --config crm.toml sync                 # every source, then rules and push
     crm sync --source anna-imap --json         # one source, machine-readable
     crm customers add "Müller Bau" --domain mueller-bau.de
-    crm timeline "Müller Bau"
+    crm timeline "Müller Bau"                  # any case, or the start of the name
+    crm contacts attach k.berger@gmail.com --customer "Müller Bau"
+    crm note add --customer "Müller Bau" "Called: wants the offer by Friday"
     crm search Wartungsvertrag
     crm tasks list --json
 
@@ -306,7 +308,7 @@ def status(obj: Context, as_json: bool) -> None:
 # -- customers ---------------------------------------------------------------
 @main.group()
 def customers() -> None:
-    """Add, list and show customers (organisations)."""
+    """Customers (organisations): add, list, show, rename, merge, remove."""
 
 
 @customers.command("add")
