@@ -86,7 +86,7 @@ def test_rule_tasks_exist_once(demo):
 def test_init_writes_a_config_and_a_store(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     crm = Crm(tmp_path / "crm.toml")
-    result = crm("init")
+    result = crm("init", "--demo")
     assert (tmp_path / "crm.toml").exists() and "store ready" in result.output
     assert (tmp_path / "crm.toml").read_text() == (REPO / "config.example.toml").read_text()
 
@@ -104,3 +104,10 @@ def test_schema_is_versioned_and_migrated_forward(tmp_path, monkeypatch):
     monkeypatch.setattr(store_module, "SCHEMA_VERSION", store_module.SCHEMA_VERSION - 1)
     with pytest.raises(StoreError, match="newer crm-bridge"):
         Store(path)
+
+
+def test_a_first_import_makes_no_overdue_task(demo):
+    from datetime import date
+
+    rule_made = [t for t in demo.json("tasks", "list", "--all") if t["rule_key"]]
+    assert rule_made and all(t["due"] >= date.today().isoformat() for t in rule_made), rule_made
