@@ -89,14 +89,15 @@ def test_vcard21_quoted_printable_and_missing_uid():
 
 
 def test_several_cards_one_broken():
-    broken = "BEGIN:VCARD\nVERSION:3.0\nUID:x\nTHIS LINE HAS NO COLON\nEND:VCARD\n"
+    damaged = "BEGIN:VCARD\nVERSION:3.0\nUID:x\nFN:Xaver\nTHIS LINE HAS NO COLON\nEND:VCARD\n"
     nobody = "BEGIN:VCARD\nVERSION:4.0\nUID:y\nNOTE:nobody\nEND:VCARD\n"
     unterminated = "BEGIN:VCARD\nVERSION:4.0\nUID:z\nFN:Zed\n"
-    cards, failures = parse_vcards(V3 + broken + V4 + nobody + unterminated, LOC)
-    assert [c.uid for c in cards] == ["anna-1", "urn:uuid:4fbe8971-0bc3-424c-9c26-36c3e1eff6b1"]
-    assert len(failures) == 3
+    cards, failures = parse_vcards(V3 + damaged + V4 + nobody + unterminated, LOC)
+    assert [c.uid for c in cards] == ["anna-1", "x", "urn:uuid:4fbe8971-0bc3-424c-9c26-36c3e1eff6b1"]
+    assert [c.warnings != () for c in cards] == [False, True, False]
+    assert len(failures) == 2
     assert all(isinstance(f, Failure) and f.location == LOC for f in failures)
-    assert any("colon" in f.reason for f in failures)
+    assert any("names nobody" in f.reason for f in failures)
     assert any("END:VCARD" in f.reason for f in failures)
 
 
