@@ -34,6 +34,7 @@ values) and :mod:`connectors.ical_write` (VTODO out, content hash).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from crm_core.records import AppointmentRecord, Failure, Location, TaskState
@@ -73,6 +74,7 @@ def parse_calendar(
     ``recurring_ical_events``.  Both give the same records for what the
     fast reader accepts (the tests check that).
     """
+    text = _crlf(text)
     try:
         fast = _fast_parse(text, location, window)
     except Exception:  # noqa: BLE001 - anything odd: the thorough reader decides
@@ -80,3 +82,20 @@ def parse_calendar(
     if fast is not None:
         return fast, []
     return _slow_parse(text, location, window)
+
+
+_EOL = re.compile(r"\r*\n|\r+")
+_EOL_BYTES = re.compile(rb"\r*\n|\r+")
+
+
+def _crlf(text: str | bytes) -> str | bytes:
+    """``text`` with CRLF line ends: CR-only (old Mac) and CR CR LF (files
+    converted twice on their way from an iPhone) become CRLF, so neither
+    reader sees empty lines or folds cut off from their line."""
+    if isinstance(text, bytes):
+        if b"\r\r" in text or text.count(b"\r") != text.count(b"\r\n"):
+            return _EOL_BYTES.sub(b"\r\n", text)
+        return text
+    if "\r\r" in text or text.count("\r") != text.count("\r\n"):
+        return _EOL.sub("\r\n", text)
+    return text

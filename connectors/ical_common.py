@@ -149,6 +149,29 @@ def recurrence_key(value: datetime | date) -> str:
 # --------------------------------------------------------------------------
 # values both readers make the same way
 
+#: the escapes icalendar undoes in a value (RFC 5545 3.3.11, plus ``\:``); others keep their backslash
+_ESCAPE = re.compile(r"\\([\\,;:nN])")
+
+
+def unescape_value(value: str) -> str:
+    """A raw property value unescaped exactly as icalendar does it."""
+    if "\\" not in value:
+        return value
+    return _ESCAPE.sub(lambda m: "\n" if m.group(1) in "nN" else m.group(1), value)
+
+
+def tidy_text(value: str) -> str:
+    """A TEXT value after unescaping, with ``\"`` read as ``"``: RFC 5545
+    knows no such escape, but real tools write it (both readers apply this to
+    what they unescaped, so they agree on every input)."""
+    return value.replace('\\"', '"') if '\\"' in value else value
+
+
+def normalise_rrule(text: str) -> str:
+    """An RRULE as written, without the spaces some tools put in (``BYDAY=MO, TU``)."""
+    return re.sub(r"\s+", "", text)
+
+
 
 def _fold(text: str, limit: int) -> str:
     text = re.sub(r"\s+", " ", text).strip()

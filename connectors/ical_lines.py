@@ -10,7 +10,7 @@ from datetime import date, datetime
 
 from crm_core.contentlines import PARAM_SPLIT, value_colon
 
-from .ical_common import _UTC_ZONE, _Zones
+from .ical_common import _UTC_ZONE, _Zones, tidy_text, unescape_value
 
 
 class _NotSimple(Exception):
@@ -47,21 +47,7 @@ def _fast_split(line: str) -> tuple[str, dict[str, str], str]:
 
 
 def _fast_unescape(value: str) -> str:
-    if "\\" not in value:
-        return value
-    out = []
-    i = 0
-    n = len(value)
-    while i < n:
-        char = value[i]
-        if char == "\\" and i + 1 < n:
-            nxt = value[i + 1]
-            out.append("\n" if nxt in "nN" else nxt)
-            i += 2
-        else:
-            out.append(char)
-            i += 1
-    return "".join(out)
+    return tidy_text(unescape_value(value))
 
 
 def _fast_dt(value: str, params: dict[str, str], zones: _Zones) -> tuple[datetime | date, str]:

@@ -16,6 +16,7 @@ from .ical_common import (
     _sort_key,
     _window_bound,
     _Zones,
+    normalise_rrule,
     recurrence_key,
 )
 from .ical_lines import _fast_dt, _first, _NotSimple
@@ -56,7 +57,7 @@ _RRULE_VALUE = {
 def _canonical_rrule(raw: str) -> tuple[str, str]:
     """(the RRULE as icalendar writes it, its UNTIL text or "")."""
     parts: dict[str, str] = {}
-    for piece in raw.strip().split(";"):
+    for piece in normalise_rrule(raw).split(";"):
         key, eq, value = piece.partition("=")
         if not eq or key not in _RRULE_INDEX or key in parts:
             raise _NotSimple

@@ -27,7 +27,9 @@ from .ical_common import (
     _timezone_map,
     _window_bound,
     _Zones,
+    normalise_rrule,
     recurrence_key,
+    tidy_text,
 )
 
 log = logging.getLogger("connectors.ical")
@@ -59,7 +61,7 @@ def _text(component: Any, name: str) -> str:
     if isinstance(value, list):
         value = value[0] if value else ""
     try:
-        return str(value)
+        return tidy_text(str(value))
     except Exception:  # noqa: BLE001
         return ""
 
@@ -155,7 +157,7 @@ def _int(component: Any, name: str) -> int:
 
 
 def _event_record(component: Any, location: Location, zones: _Zones) -> AppointmentRecord:
-    _check_broken(component, ("DTSTART", "DTEND", "DURATION", "RECURRENCE-ID", "RRULE"))
+    _check_broken(component, ("DTSTART", "DTEND", "DURATION", "RECURRENCE-ID"))
     uid = _uid(component)
     start, tzid = _dt(component, "DTSTART", zones)
     if start is None:
@@ -179,14 +181,10 @@ def _event_record(component: Any, location: Location, zones: _Zones) -> Appointm
         if not isinstance(start, datetime):
             end = start + timedelta(days=1)
     rid_value, _ = _dt(component, "RECURRENCE-ID", zones)
-    rrule = ""
-    rr = component.get("RRULE")
-    if rr is not None:
-        first = rr[0] if isinstance(rr, list) else rr
-        try:
-            rrule = first.to_ical().decode()
-        except Exception as exc:  # noqa: BLE001
-            raise _Bad(f"VEVENT RRULE cannot be read: {exc}") from None
+    warnings: list[str] = []
+    rrule = _read_rrules(component, warnings)
+    for name in ("EXDATE", "RDATE", "EXRULE"):
+        _drop_broken(component, name, warnings)
     organizer, attendees = _attendees(component)
     status = _text(component, "STATUS").upper() or "CONFIRMED"
     klass = _text(component, "CLASS").upper()
@@ -206,7 +204,59 @@ def _event_record(component: Any, location: Location, zones: _Zones) -> Appointm
         rrule=rrule,
         private=klass in {"PRIVATE", "CONFIDENTIAL"},
         sequence=_int(component, "SEQUENCE"),
+        warnings=tuple(warnings),
     )
+
+
+def _drop_broken(component: Any, name: str, warnings: list[str]) -> None:
+    """Remove the values of ``name`` that cannot be read, with a warning each."""
+    from icalendar.prop import vBroken
+
+    prop = component.get(name)
+    if prop is None:
+        return
+    items = prop if isinstance(prop, list) else [prop]
+    kept = [item for item in items if not isinstance(item, vBroken)]
+    if len(kept) == len(items):
+        return
+    for item in items:
+        if isinstance(item, vBroken):
+            warnings.append(f"{name} cannot be read and was left out: {str(item)[:80]!r}")
+    del component[name]
+    if kept:
+        component[name] = kept if len(kept) > 1 else kept[0]
+
+
+def _read_rrules(component: Any, warnings: list[str]) -> str:
+    """The text of the event's (first) RRULE, "" for none.
+
+    Spaces inside a rule (``BYDAY=MO, TU``) are dropped and the rule read
+    again, as the fast reader does; a rule that still cannot be read is
+    removed from ``component`` (the event stays, as a single appointment)
+    with a warning."""
+    from icalendar.prop import vBroken, vRecur
+
+    prop = component.get("RRULE")
+    if prop is None:
+        return ""
+    kept = []
+    for item in prop if isinstance(prop, list) else [prop]:
+        try:
+            raw = str(item) if isinstance(item, vBroken) else item.to_ical().decode()
+        except Exception:  # noqa: BLE001
+            raw = str(item)
+        if isinstance(item, vBroken) or re.search(r"\s", raw):
+            try:
+                item = vRecur.from_ical(normalise_rrule(raw))
+            except Exception:  # noqa: BLE001
+                warnings.append(f"RRULE cannot be read, kept as a single appointment: {raw[:80]!r}")
+                continue
+        kept.append(item)
+    del component["RRULE"]
+    if not kept:
+        return ""
+    component["RRULE"] = kept if len(kept) > 1 else kept[0]
+    return str(kept[0].to_ical().decode())
 
 
 def _task_record(component: Any, location: Location, zones: _Zones) -> TaskState:
@@ -456,10 +506,15 @@ def _parse_top(top: Any, location: Location, window, records: list, failures: li
                         master, [comp for comp, _ in items], timezones, window, zones
                     )
                 except Exception as exc:  # noqa: BLE001
-                    # the master itself is fine: keep it, without occurrences
-                    log.warning(
-                        "%s: recurrence of %r cannot be expanded: %s: %s",
-                        location.local_id, uid, type(exc).__name__, exc,
+                    # the master itself is fine: keep it, as a single appointment at its start
+                    what = f"RRULE:{master.rrule}" if master.rrule else "RDATE"
+                    master.warnings += (
+                        f"the recurrence ({what}) cannot be expanded, kept as a single appointment: "
+                        f"{type(exc).__name__}: {exc}"[:300],
                     )
+                    master.rrule, master.occurrences = "", ()
+            for _, rec in items:
+                for warning in rec.warnings:
+                    log.warning("%s %s: event %r: %s", location.scope, location.local_id, uid, warning)
             records.extend(rec for _, rec in items)
     records.extend(tasks)
