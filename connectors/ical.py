@@ -41,7 +41,7 @@ from crm_core.records import AppointmentRecord, Failure, Location, TaskState
 
 from .ical_common import DESCRIPTION_LIMIT, MAX_OCCURRENCES, recurrence_key
 from .ical_fast import _fast_parse
-from .ical_slow import _slow_parse
+from .ical_slow import CUT_WARNING_PROPERTY, _slow_parse
 from .ical_write import IGNORED_PROPERTIES, build_vtodo, normalised_hash
 
 __all__ = [
@@ -75,6 +75,9 @@ def parse_calendar(
     fast reader accepts (the tests check that).
     """
     text = _crlf(text)
+    closed = _close_cut_event(text)
+    if closed is not None:  # the warning it carries is read by the thorough reader only
+        return _slow_parse(closed, location, window)
     try:
         fast = _fast_parse(text, location, window)
     except Exception:  # noqa: BLE001 - anything odd: the thorough reader decides
@@ -82,6 +85,43 @@ def parse_calendar(
     if fast is not None:
         return fast, []
     return _slow_parse(text, location, window)
+
+
+def _close_cut_event(text: str | bytes) -> str | None:
+    """A text that ends inside a VEVENT (a cut download, a truncated export),
+    closed, with a warning for the event; None for any other text.
+
+    The event keeps what was read; a last line cut before its colon is
+    dropped.  A text cut inside a VTODO is left alone: a task read without
+    its STATUS would undo what its user did."""
+    if isinstance(text, bytes):
+        if text[-40:].rstrip().upper().endswith(b"END:VCALENDAR"):
+            return None
+        text = text.decode("utf-8", "replace")
+    elif text[-40:].rstrip().upper().endswith("END:VCALENDAR"):
+        return None
+    lines = text.split("\r\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    stack: list[str] = []
+    for line in lines:
+        key, _, value = line.partition(":")
+        key = key.strip().upper()
+        if key == "BEGIN":
+            stack.append(value.strip().upper())
+        elif key == "END" and stack and stack[-1] == value.strip().upper():
+            stack.pop()
+    if not stack or stack[0] != "VCALENDAR" or "VEVENT" not in stack or "VTODO" in stack:
+        return None
+    if lines and ":" not in lines[-1] and not lines[-1][:1].isspace():
+        lines.pop()
+    event = stack.index("VEVENT")
+    for depth in range(len(stack) - 1, -1, -1):
+        if depth == event:
+            lines.append(f"{CUT_WARNING_PROPERTY}:the calendar data ends inside this event (cut off?): "
+                         "it keeps what was read")
+        lines.append(f"END:{stack[depth]}")
+    return "\r\n".join(lines) + "\r\n"
 
 
 _EOL = re.compile(r"\r*\n|\r+")

@@ -13,7 +13,7 @@ import re
 import warnings
 from collections import defaultdict
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 
 from crm_core.records import AppointmentRecord, Attendee, Failure, Location, Occurrence, TaskState
 
@@ -33,6 +33,9 @@ from .ical_common import (
 )
 
 log = logging.getLogger("connectors.ical")
+
+#: a property parse_calendar adds to an event it had to close: its value becomes a warning
+CUT_WARNING_PROPERTY = "X-CRM-BRIDGE-WARNING"
 
 
 class _Bad(Exception):
@@ -77,16 +80,56 @@ def _check_broken(component: Any, names: Iterable[str]) -> None:
                 raise _Bad(f"{component.name} {name} cannot be read: {str(item)[:80]!r}")
 
 
-def _dt(component: Any, name: str, zones: _Zones) -> tuple[datetime | date | None, str]:
+#: a date or date-time as people and some tools write it: ISO 8601 with dashes and colons, a space for the T
+_LOOSE_DT = re.compile(
+    r"(\d{4})-?(\d{2})-?(\d{2})(?:[T ](\d{2}):?(\d{2})(?::?(\d{2}))?(?:[.,]\d+)?\s*(Z|[+-]\d{2}:?\d{2})?)?",
+    re.IGNORECASE,
+)
+
+
+def _loose_dt(raw: str) -> datetime | date | None:
+    """A date or time in a form icalendar refuses (``2024-01-05T10:00:00Z``, ``2024-01-05 10:00``), or None."""
+    match = _LOOSE_DT.fullmatch(raw.strip())
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, offset = match.groups()
+    try:
+        if hour is None:
+            return date(int(year), int(month), int(day))
+        value = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0))
+    except ValueError:
+        return None
+    if offset:
+        if offset.upper() == "Z":
+            return value.replace(tzinfo=timezone.utc)
+        sign = -1 if offset[0] == "-" else 1
+        digits = offset[1:].replace(":", "")
+        delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+        return value.replace(tzinfo=timezone(sign * delta))
+    return value
+
+
+def _dt(
+    component: Any, name: str, zones: _Zones, warnings: list[str] | None = None,
+) -> tuple[datetime | date | None, str]:
+    """A date-time property, localised.  With ``warnings``, a value written
+    in a loose ISO form is read anyway and noted there."""
+    from icalendar.prop import vBroken
+
     prop = component.get(name)
     if prop is None:
         return None, ""
     if isinstance(prop, list):
         prop = prop[0]
-    try:
-        value = prop.dt
-    except Exception as exc:  # noqa: BLE001
-        raise _Bad(f"{component.name} {name} cannot be read: {exc}") from None
+    loose = _loose_dt(str(prop)) if isinstance(prop, vBroken) and warnings is not None else None
+    if loose is not None:
+        value: Any = loose
+        cast(list, warnings).append(f"{name} {str(prop)[:40]!r} is not in iCalendar form; read as {loose.isoformat()}")
+    else:
+        try:
+            value = prop.dt
+        except Exception:  # noqa: BLE001
+            raise _Bad(f"{component.name} {name} cannot be read: {str(prop)[:80]!r}") from None
     if isinstance(value, timedelta):
         raise _Bad(f"{component.name} {name} is a duration, not a time")
     if isinstance(value, tuple):  # a PERIOD
@@ -157,32 +200,38 @@ def _int(component: Any, name: str) -> int:
 
 
 def _event_record(component: Any, location: Location, zones: _Zones) -> AppointmentRecord:
-    _check_broken(component, ("DTSTART", "DTEND", "DURATION", "RECURRENCE-ID"))
+    _check_broken(component, ("RECURRENCE-ID",))
+    warnings: list[str] = []
     uid = _uid(component)
-    start, tzid = _dt(component, "DTSTART", zones)
+    start, tzid = _dt(component, "DTSTART", zones, warnings)
     if start is None:
         raise _Bad("VEVENT has no DTSTART")
-    end, _ = _dt(component, "DTEND", zones)
+    try:
+        end, _ = _dt(component, "DTEND", zones, warnings)
+    except _Bad as exc:  # the start is what places the appointment: keep it, without its end
+        warnings.append(f"{exc}; the end is left out")
+        end = None
     if end is None:
         duration = component.get("DURATION")
-        if duration is not None:
-            try:
-                delta = duration.dt
-                end = start + delta
-            except Exception as exc:  # noqa: BLE001
-                raise _Bad(f"VEVENT DURATION cannot be read: {exc}") from None
-        elif isinstance(start, datetime):
-            end = start
+        try:
+            delta = duration.dt if duration is not None else None
+        except Exception:  # noqa: BLE001 - a broken DURATION
+            delta = None
+        if isinstance(delta, timedelta):
+            end = start + delta
         else:
-            end = start + timedelta(days=1)
+            if duration is not None:
+                warnings.append(f"VEVENT DURATION cannot be read: {str(duration)[:80]!r}; the end is left out")
+            end = start if isinstance(start, datetime) else start + timedelta(days=1)
     if isinstance(start, datetime) != isinstance(end, datetime):
         # DTSTART a date, DTEND a time (or the other way): keep the start's kind
         end = end if isinstance(end, datetime) else None
         if not isinstance(start, datetime):
             end = start + timedelta(days=1)
     rid_value, _ = _dt(component, "RECURRENCE-ID", zones)
-    warnings: list[str] = []
     rrule = _read_rrules(component, warnings)
+    if component.get(CUT_WARNING_PROPERTY) is not None:
+        warnings.append(_text(component, CUT_WARNING_PROPERTY))
     for name in ("EXDATE", "RDATE", "EXRULE"):
         _drop_broken(component, name, warnings)
     organizer, attendees = _attendees(component)

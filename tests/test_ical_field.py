@@ -6,7 +6,7 @@ single appointment with a warning, not quarantined."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -113,3 +113,57 @@ def test_odd_line_ends_read_as_crlf(eol):
     assert failures == [] and expected[0].summary == "a long summary that is folded here"
     assert parse_calendar(text.replace("\r\n", eol), LOC, WINDOW) == (expected, [])
     assert parse_calendar(text.replace("\r\n", eol).encode(), LOC, WINDOW) == (expected, [])
+
+
+# ------------------------------------------------------------ damage that costs a property, not the event
+
+
+def only(text: str | bytes) -> AppointmentRecord:
+    records, failures = parse_calendar(text, LOC, WINDOW)
+    assert failures == []
+    [rec] = records
+    assert isinstance(rec, AppointmentRecord)
+    return rec
+
+
+@pytest.mark.parametrize("line", ["DTEND:tomorrow", "DTEND:20241301T100000Z", "DURATION:1 hour"])
+def test_unreadable_end_keeps_the_event_with_its_start(line):
+    text = cal(line, "SUMMARY:Begehung").replace("DTEND:20240101T110000Z\r\n", "")
+    rec = only(text)
+    assert rec.summary == "Begehung" and rec.start == rec.end == datetime(2024, 1, 1, 10, tzinfo=timezone.utc)
+    assert len(rec.warnings) == 1 and "end is left out" in rec.warnings[0]
+
+
+@pytest.mark.parametrize("start, expected", [
+    ("DTSTART:2024-01-05T10:00:00Z", datetime(2024, 1, 5, 10, tzinfo=timezone.utc)),
+    ("DTSTART:2024-01-05 10:00", datetime(2024, 1, 5, 10, tzinfo=timezone.utc)),  # floating: read as UTC
+    ("DTSTART;TZID=Europe/Berlin:2024-01-05T10:00:00", datetime(2024, 1, 5, 9, tzinfo=timezone.utc)),
+    ("DTSTART:2024-01-05T10:00:00+02:00", datetime(2024, 1, 5, 8, tzinfo=timezone.utc)),
+])
+def test_iso_8601_extended_times_are_read_with_a_warning(start, expected):
+    rec = only(cal("SUMMARY:x").replace("DTSTART:20240101T100000Z", start).replace("DTEND:20240101T110000Z\r\n", ""))
+    assert rec.start == expected
+    assert rec.warnings and "not in iCalendar form" in rec.warnings[0]
+
+
+def test_iso_date_reads_as_an_all_day_event():
+    rec = only(cal("SUMMARY:x").replace("DTSTART:20240101T100000Z", "DTSTART;VALUE=DATE:2024-01-05")
+               .replace("DTEND:20240101T110000Z\r\n", ""))
+    assert rec.start == date(2024, 1, 5) and rec.end == date(2024, 1, 6)
+
+
+@pytest.mark.parametrize("cut", ["SUMMARY:Hallenbad\r\n", "SUMMARY:Hallenbad\r\nDESCRIPTION:Agenda: Ter", "SUMMARY:Hallenbad\r\nDTE"])
+def test_text_cut_inside_an_event_keeps_the_events(cut):
+    first = cal("SUMMARY:first").replace("END:VCALENDAR\r\n", "")
+    text = first + "BEGIN:VEVENT\r\nUID:e2\r\nDTSTAMP:20240101T000000Z\r\nDTSTART:20240110T100000Z\r\n" + cut
+    records, failures = parse_calendar(text.encode(), LOC, WINDOW)
+    assert failures == []
+    assert [(r.uid, r.summary) for r in records] == [("e1", "first"), ("e2", "Hallenbad")]
+    assert records[0].warnings == () and "cut off" in records[1].warnings[0]
+
+
+def test_text_cut_inside_a_task_still_fails():
+    text = ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:x\r\nBEGIN:VTODO\r\nUID:t1\r\nDTSTAMP:20240101T000000Z\r\n"
+            "SUMMARY:call back\r\n")
+    records, failures = parse_calendar(text, LOC, WINDOW)
+    assert records == [] and failures
