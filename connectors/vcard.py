@@ -4,12 +4,14 @@ Reads vCard 2.1, 3.0 and 4.0, several cards per text::
 
     cards, failures = parse_vcards(text, location)
 
-A card that cannot be read (no ``END:VCARD``, nothing that names the
-contact) becomes a :class:`Failure`; the other cards of the text are still
-read.  Damage inside a card that leaves the rest readable does not cost the
-card: a line that is not a property (an orphan continuation, a raw line
-break in a value) is joined to the property before it, or dropped when
-there is none, and each such repair is a warning on the card
+A card that cannot be read (nothing names the contact) becomes a
+:class:`Failure`; the other cards of the text are still read.  Damage
+inside a card that leaves the rest readable does not cost the card: a line
+that is not a property (an orphan continuation, a raw line break in a
+value) is joined to the property before it, or dropped when there is none;
+a card without ``END:VCARD`` (cut by the next card or the end of a
+truncated file) keeps what it has; and each such repair is a warning on the
+card
 (``ContactCard.warnings``).  Line ends may be CRLF, LF, CR or the CR CR LF
 of some iPhone exports.  Bad input never raises.
 
@@ -289,40 +291,52 @@ def parse_vcards(text: str | bytes, location: Location) -> tuple[list[ContactCar
         text = text.lstrip("\ufeff")
         lines = _logical_lines(text)
         current: list[str] | None = None
-        start = ""
         for line in lines:
             if not line.strip():
                 continue
             upper = line.strip().upper()
             if upper == "BEGIN:VCARD":
                 if current is not None:
-                    failures.append(Failure(location, "card without END:VCARD", excerpt=_clean(start)))
-                current, start = [], line
+                    _finish(current, location, cards, failures, cut="the next BEGIN:VCARD")
+                current = []
                 continue
             if upper == "END:VCARD":
                 if current is None:
                     failures.append(Failure(location, "END:VCARD without BEGIN:VCARD"))
                     continue
-                try:
-                    card = _card(current, location)
-                except _Bad as exc:
-                    failures.append(Failure(location, _clean(f"vCard cannot be read: {exc}"), excerpt=_excerpt(current)))
-                else:
-                    cards.append(card)
-                    for warning in card.warnings:
-                        log.warning("%s %s: card %s: %s", location.scope, location.local_id, card.uid, warning)
+                _finish(current, location, cards, failures)
                 current = None
                 continue
             if current is None:
                 continue  # text between cards
             current.append(line)
         if current is not None:
-            failures.append(Failure(location, "card without END:VCARD", excerpt=_excerpt(current)))
+            _finish(current, location, cards, failures, cut="the end of the data")
         if not cards and not failures:
             failures.append(Failure(location, "no vCard found", excerpt=_clean(text[:120])))
     except Exception as exc:  # noqa: BLE001 - the contract is: never raise
         failures.append(Failure(location, _clean(f"cannot read vCard data: {type(exc).__name__}: {exc}"[:300])))
     return cards, failures
+
+
+def _finish(lines: list[str], location: Location, cards: list[ContactCard], failures: list[Failure],
+            cut: str = "") -> None:
+    """Read one card's lines into ``cards``, or a Failure into ``failures``.
+
+    ``cut`` says what ended a card that has no END:VCARD (the next card, the
+    end of the data): such a card is kept with a warning when it names
+    someone, as what it holds was read whole up to there."""
+    try:
+        card = _card(lines, location)
+    except _Bad as exc:
+        reason = f"card without END:VCARD, cut by {cut}: {exc}" if cut else f"vCard cannot be read: {exc}"
+        failures.append(Failure(location, _clean(reason), excerpt=_excerpt(lines)))
+        return
+    if cut:
+        card.warnings += (f"the card has no END:VCARD (cut by {cut}); it keeps the lines before",)
+    cards.append(card)
+    for warning in card.warnings:
+        log.warning("%s %s: card %s: %s", location.scope, location.local_id, card.uid, warning)
 
 
 def _logical_lines(text: str) -> list[str]:

@@ -180,3 +180,11 @@ def test_property_line_without_colon_is_dropped_not_joined_onto_the_email():
 def test_stray_line_after_an_email_is_dropped():
     card = one("BEGIN:VCARD\nVERSION:3.0\nFN:Ole\nEMAIL:ole@example.org\nsome stray text\nEND:VCARD\n")
     assert card.emails == ("ole@example.org",) and len(card.warnings) == 1
+
+
+def test_truncated_export_keeps_the_last_card_with_a_warning():
+    cut = IPHONE[: IPHONE.index(b"EMAIL;type=INTERNET;type=WORK:c.richter")]
+    cards, failures = parse_vcards(cut, LOC)
+    assert failures == []
+    assert [c.full_name for c in cards] == ["Thomas Brandt", "Claudia Richter"]
+    assert cards[0].warnings == () and "no END:VCARD" in cards[1].warnings[0]
