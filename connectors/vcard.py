@@ -51,6 +51,8 @@ _EOL = re.compile(r"\r*\n|\r+")
 #: vCard 2.1 lets a parameter be written by its value alone (``TEL;WORK;QUOTED-PRINTABLE:``)
 _BARE_ENCODINGS = frozenset({"QUOTED-PRINTABLE", "BASE64", "8BIT", "7BIT"})
 _NAME = re.compile(r"[A-Z0-9_-]+")
+#: a line that surely starts with a property name (its colon may still be inside a quoted parameter)
+_PLAIN_LINE = re.compile(r"(?:[A-Za-z0-9-]+\.)?[A-Za-z0-9_-]+:")
 #: the start of a property line (``TEL;TYPE=WORK``): without a colon it is a broken property, not a continuation
 _PROPERTY_HEAD = re.compile(r"\s*(?:[A-Za-z0-9-]+\.)?[A-Za-z0-9-]+;[A-Za-z0-9-]+(?:[=;,]|$)")
 #: values that are identifiers: a stray line is never joined onto them
@@ -67,6 +69,8 @@ class _Bad(Exception):
 
 
 def _unescape(value: str) -> str:
+    if "\\" not in value:
+        return value
     out = []
     i = 0
     while i < len(value):
@@ -83,6 +87,8 @@ def _unescape(value: str) -> str:
 
 def _split_escaped(value: str, sep: str) -> list[str]:
     """Split on ``sep`` not preceded by a backslash, then unescape."""
+    if "\\" not in value:
+        return value.split(sep)
     parts = []
     current = []
     i = 0
@@ -148,6 +154,8 @@ def _decode(value: str, params: dict[str, str]) -> str:
 
     Bytes that were not UTF-8 reach here as surrogates (see parse_vcards)
     and are read in the line's CHARSET, else as Windows-1252."""
+    if value.isascii() and "ENCODING" not in params:
+        return value
     qp = _is_qp(params)
     if not qp and not _has_raw(value):
         return value
@@ -166,9 +174,12 @@ def _decode(value: str, params: dict[str, str]) -> str:
         return raw.decode("cp1252", "replace")
 
 
+_RAW = re.compile("[\udc80-\udcff]")
+
+
 def _has_raw(value: str) -> bool:
     """Does ``value`` hold bytes that were not UTF-8 (kept as surrogates)?"""
-    return any("\udc80" <= ch <= "\udcff" for ch in value)
+    return _RAW.search(value) is not None
 
 
 def _clean(text: str) -> str:
@@ -263,6 +274,9 @@ def _repair(lines: list[str], warnings: list[str]) -> list[str]:
     out: list[str] = []
     joined = 0
     for line in lines:
+        if _PLAIN_LINE.match(line) and ":" in line:
+            out.append(line)  # the usual case, without the full split
+            continue
         split = split_content_line(line)
         if split is not None and _NAME.fullmatch(split[0]):
             out.append(line)

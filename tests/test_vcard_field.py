@@ -188,3 +188,8 @@ def test_truncated_export_keeps_the_last_card_with_a_warning():
     assert failures == []
     assert [c.full_name for c in cards] == ["Thomas Brandt", "Claudia Richter"]
     assert cards[0].warnings == () and "no END:VCARD" in cards[1].warnings[0]
+
+
+def test_8bit_value_in_its_charset():
+    card = one(b"BEGIN:VCARD\r\nVERSION:2.1\r\nN;CHARSET=ISO-8859-1:Sch\xf6nfeld;J\xfcrgen\r\nEND:VCARD\r\n")
+    assert (card.family_name, card.given_name) == ("Schönfeld", "Jürgen")
