@@ -91,7 +91,7 @@ def normalised_hash(text: str | bytes) -> str:
     """
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    unfolded = re.sub(r"\r?\n[ \t]", "", text.replace("\r\n", "\n").replace("\r", "\n"))
+    unfolded = re.sub(r"\n[ \t]", "", re.sub(r"\r*\n|\r+", "\n", text))  # CRLF, LF, CR, CR CR LF alike
     stack: list[list[str]] = [[]]
     names: list[str] = []
     for raw in unfolded.split("\n"):

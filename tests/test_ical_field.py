@@ -167,3 +167,10 @@ def test_text_cut_inside_a_task_still_fails():
             "SUMMARY:call back\r\n")
     records, failures = parse_calendar(text, LOC, WINDOW)
     assert records == [] and failures
+
+
+def test_content_hash_ignores_odd_line_ends():
+    from connectors.ical import normalised_hash
+
+    text = cal("SUMMARY:a long summary that is fol", " ded here")
+    assert {normalised_hash(text.replace("\r\n", eol)) for eol in ("\r\n", "\n", "\r", "\r\r\n")} == {normalised_hash(text)}
