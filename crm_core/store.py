@@ -1397,9 +1397,16 @@ class Store:
             if not include_deleted and r["deleted"]:
                 continue
             if r["rrule"]:
+                # an occurrence that a RECURRENCE-ID override replaces shows as that override's own row
+                overridden = {rid for (rid,) in self._x(
+                    "SELECT o.recurrence_id FROM interactions m JOIN interactions o"
+                    " ON o.dedup_key > 'a:' || m.uid || char(31) AND o.dedup_key < 'a:' || m.uid || char(32)"
+                    " WHERE m.id=? AND (o.deleted=0 OR m.deleted=1)", (r["id"],))}
                 for o in self._x(
                     'SELECT recurrence_id, start, "end", date, status FROM occurrences WHERE interaction_id=?', (r["id"],)
                 ):
+                    if o[0] in overridden:
+                        continue
                     occ = dict(r, start=o[1], end=o[2], date=o[3], status=o[4], recurrence_id=o[0])
                     items.append(occ)
             else:
