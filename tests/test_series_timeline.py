@@ -62,7 +62,8 @@ def test_caldav_series_with_moved_and_cancelled_override(radicale, tmp_path, mon
     config = write_config(
         tmp_path / "crm.toml", customers=(("Kunde GmbH", ["kunde.example"]),), store=str(tmp_path / "crm.db"),
         sources={"dav-cal": {"type": "caldav", "calendars": [cal], "owner": ["anna@nordlicht.example"],
-                             "url": radicale.url, "username": radicale.user, "password_env": PW_ENV}},
+                             "url": radicale.url, "username": radicale.user, "password_env": PW_ENV,
+                             "allow_plaintext": True}},
     )
     crm = Crm(config)
     crm("sync")
