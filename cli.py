@@ -5,7 +5,9 @@ Examples::
     crm --config crm.toml sync                 # every source, then rules and push
     crm sync --source anna-imap --json         # one source, machine-readable
     crm customers add "Müller Bau" --domain mueller-bau.de
-    crm timeline "Müller Bau"
+    crm timeline "Müller Bau"                  # any case, or the start of the name
+    crm contacts attach k.berger@gmail.com --customer "Müller Bau"
+    crm note add --customer "Müller Bau" "Called: wants the offer by Friday"
     crm search Wartungsvertrag
     crm tasks list --json
 
@@ -106,7 +108,11 @@ class CrmGroup(click.Group):
 
         try:
             return super().invoke(ctx)
-        except (ConfigError, SettingsError) as exc:
+        except ConfigError as exc:
+            for problem in exc.problems[:-1]:
+                click.echo(f"crm: {problem}", err=True)
+            _fail(exc.problems[-1])
+        except SettingsError as exc:
             _fail(str(exc))
         except ConnectorError as exc:
             _fail(str(exc))
@@ -138,24 +144,31 @@ def _json(data: Any) -> None:
 
 # -- init ------------------------------------------------------------------
 @main.command()
+@click.option("--demo", is_flag=True, help="Write the demo config (reads the sample data in examples/) instead.")
 @click.option("--force", is_flag=True, help="Overwrite an existing crm.toml.")
 @click.pass_obj
-def init(obj: Context, force: bool) -> None:
+def init(obj: Context, demo: bool, force: bool) -> None:
     """Write a starter crm.toml here (if none) and create the store.
+
+    The starter config has no customers and no sources, and a commented
+    example of each source type; --demo writes the demo config instead.
 
     \b
     Example:
         crm init && $EDITOR crm.toml && crm sync
     """
+    from importlib.resources import files
+
     target = Path(obj.config_path or "crm.toml")
     if not target.exists() or force:
-        example = Path(__file__).with_name("config.example.toml")
-        if example.exists():
-            text = example.read_text(encoding="utf-8")
-        else:
-            text = '[store]\npath = "crm.db"\n\n[company]\ninternal_domains = []\n'
-        target.write_text(text, encoding="utf-8")
+        template = files("crm_core").joinpath("templates", "demo.toml" if demo else "crm.toml")
+        target.write_text(template.read_text(encoding="utf-8"), encoding="utf-8")
         click.echo(f"wrote {target}; edit it, then run: crm --config {target} sync")
+        if demo and not (target.parent / "examples").is_dir():
+            click.echo("the demo reads the sample data in examples/, which comes with the source "
+                       "checkout: run it there, or copy examples/ next to the config")
+    else:
+        click.echo(f"{target} exists; kept it (--force overwrites)")
     obj.config_path = str(target)
     store = obj.store
     click.echo(f"store ready: {store.path} (schema {store.schema_version()})")
@@ -214,6 +227,9 @@ def sync(obj: Context, sources: tuple[str, ...], as_json: bool, dry_run: bool, w
     # every 700 allocations cost about 7 % of its time
     gc.set_threshold(50_000, 20, 100)
     config = obj.config
+    if not config.sources and not as_json:
+        click.echo(f"no sources configured in {config.path}: add a [sources.NAME] table "
+                   "(the config `crm init` writes has a commented example of each type)")
     progress = _ProgressLine()
     engine = Engine(config, obj.store, progress=progress, parallel=True)
     try:
@@ -258,8 +274,8 @@ def _print_results(results, as_json: bool, dry_run: bool) -> None:
             parts.append(f"{s.tasks_updated} tasks synced")
         line = f"{r.name}: {r.status}: " + ", ".join(parts) + f" ({r.seconds:.1f} s)"
         click.echo(line)
-        if r.message:
-            click.echo(f"  {r.message}")
+        if r.message:  # once, on stderr: a cron job that discards stdout still reports it
+            click.echo(f"crm: {r.name}: {r.message}", err=True)
 
 
 # -- status ----------------------------------------------------------------
@@ -292,7 +308,7 @@ def status(obj: Context, as_json: bool) -> None:
 # -- customers ---------------------------------------------------------------
 @main.group()
 def customers() -> None:
-    """Add, list and show customers (organisations)."""
+    """Customers (organisations): add, list, show, rename, merge, remove."""
 
 
 @customers.command("add")
@@ -322,6 +338,8 @@ def customers_list(obj: Context, as_json: bool) -> None:
     if as_json:
         _json(rows)
         return
+    if not rows:
+        click.echo("no customers yet: add one with `crm customers add NAME --domain DOMAIN` or under [[customers]] in the config")
     for c in rows:
         click.echo(f"{c['id']:>4}  {c['name']:<32} {c['domains'] or '-':<34} {c['contacts']:>3} contacts "
                    f"{c['interactions']:>4} interactions  last {str(c['last_contact'] or '-')[:10]}  {c['open_tasks']} open tasks")
@@ -332,8 +350,10 @@ def customers_list(obj: Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def customers_show(obj: Context, name: str, as_json: bool) -> None:
-    """One customer with its contacts."""
-    info = obj.store.customer(name)
+    """One customer (name, its start, or id) with its contacts."""
+    from crm_core.directory import find_customer
+
+    info = obj.store.customer(str(find_customer(obj.store, name)))
     if as_json:
         _json(info)
         return
@@ -350,14 +370,16 @@ def customers_show(obj: Context, name: str, as_json: bool) -> None:
 def _target(store, customer: str | None, contact: str | None) -> tuple[str, int]:
     if bool(customer) == bool(contact):
         raise click.UsageError("name exactly one of --customer or --contact")
+    from crm_core.directory import find_contact, find_customer
+
     if customer:
-        return "customer", store.customer_id(customer)
-    return "contact", store.contact_id(contact)
+        return "customer", find_customer(store, customer)
+    return "contact", find_contact(store, contact or "")
 
 
 def _link_command(action: str, help_text: str):
     @click.argument("interaction")
-    @click.option("--customer", help="Customer name or id.")
+    @click.option("--customer", help="Customer name (or its start) or id.")
     @click.option("--contact", help="Contact e-mail or id.")
     @click.pass_obj
     def command(obj: Context, interaction: str, customer: str | None, contact: str | None) -> None:
@@ -370,7 +392,7 @@ def _link_command(action: str, help_text: str):
     return main.command(name=action)(command)
 
 
-link = _link_command("link", "Link an interaction (id or Message-ID) by hand; survives re-syncs.")
+link = _link_command("link", "Link an interaction (id from the timeline, or Message-ID) by hand; survives re-syncs.")
 unlink = _link_command("unlink", "Remove a link by hand; no rule brings it back.")
 
 
@@ -381,31 +403,49 @@ unlink = _link_command("unlink", "Remove a link by hand; no rule brings it back.
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def timeline(obj: Context, customer: str, limit: int, as_json: bool) -> None:
-    """A customer's mails and appointments, newest first.
+    """A customer's mails, appointments and notes, newest first.
+
+    Each line starts with the id that link, unlink and explain take.
 
     \b
     Example:
         crm timeline "Stadtwerke Lindenau" --limit 20
     """
-    items = obj.store.timeline(customer, limit=limit)
+    from crm_core.directory import find_customer
+
+    items = obj.store.timeline(str(find_customer(obj.store, customer)), limit=limit)
     if as_json:
         _json(items)
         return
     if not items:
         click.echo(f"nothing on {customer}'s timeline yet")
     for it in items:
-        when = (it["date"] or "")[:16].replace("T", " ")
+        when = _local_time(it)
         if it["kind"] == "mail":
             if it["direction"] == "out":
                 head = f"{when}  mail -> {it['recipients'] or ''}"
             else:
                 head = f"{when}  mail <- {it['sender'] or ''}"
+        elif it["kind"] == "note":
+            head = f"{when}  note"
         else:
             head = f"{when}  appointment{' (cancelled)' if it['status'] == 'CANCELLED' else ''}"
         gone = "  [deleted on the server]" if it["deleted"] else ""
-        click.echo(f"{head}: {it['subject'] or '(subject not stored)'}{gone}")
-        if it.get("snippet"):
-            click.echo(f"      {it['snippet'][:100]}")
+        click.echo(f"{it['id']:>6}  {head}: {it['subject'] or '(subject not stored)'}{gone}")
+        if it.get("snippet") and it["snippet"] != it["subject"]:
+            click.echo(f"{'':>6}        {it['snippet'][:100]}")
+
+
+def _local_time(item: dict[str, Any]) -> str:
+    """When, for staff: an appointment at its own wall-clock time, anything else in the local zone."""
+    start = item.get("start") or ""
+    if item["kind"] == "appointment" and start:
+        return start[:16].replace("T", " ") if "T" in start else start[:10]
+    stamp = item.get("date") or ""
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return stamp[:16].replace("T", " ")
 
 
 @main.command()
@@ -430,7 +470,8 @@ def search(obj: Context, text: str, limit: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def explain(obj: Context, message_id: str, as_json: bool) -> None:
-    """Why a mail (Message-ID) or appointment (UID) is linked, or not logged."""
+    """Why an interaction (id from the timeline), a mail (Message-ID) or an
+    appointment (UID) is linked, or why it was not logged."""
     rows = obj.store.explain(message_id)
     if as_json:
         _json(rows)
@@ -488,7 +529,7 @@ def _parse_due(value: str | None) -> date | None:
 
 @tasks.command("add")
 @click.argument("title")
-@click.option("--customer", help="Customer name or id.")
+@click.option("--customer", help="Customer name (or its start) or id.")
 @click.option("--due", help="YYYY-MM-DD or +N days.")
 @click.option("--about", "interaction", help="Interaction id or Message-ID it is about.")
 @click.pass_obj
@@ -499,8 +540,10 @@ def tasks_add(obj: Context, title: str, customer: str | None, due: str | None, i
     Example:
         crm tasks add "Send the revised quote" --customer "Hotel Seeblick" --due +3
     """
+    from crm_core.directory import find_customer
+
     store = obj.store
-    cid = store.customer_id(customer) if customer else None
+    cid = find_customer(store, customer) if customer else None
     iid = store.interaction_id(interaction) if interaction else None
     task_id = store.add_task(title, due=_parse_due(due), customer_id=cid, interaction_id=iid)
     click.echo(f"task {task_id} added")
@@ -585,6 +628,10 @@ def export(obj: Context, fmt: str, table: str, output: str | None) -> None:
     else:
         click.echo(text, nl=False)
 
+
+from cli_directory import register  # noqa: E402  (commands that need main and customers)
+
+register(main, customers)
 
 if __name__ == "__main__":
     main()

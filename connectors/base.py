@@ -88,6 +88,15 @@ class Connector(ABC):
     #: sources with a lower number sync first; address books (10) go before
     #: mail and calendars (50) so that a first run links by their contacts
     priority: int = 50
+    #: the source options this class reads, besides ``type``, ``enabled`` and
+    #: the keys every source has (crm_core.settings.SourcePolicy.KEYS); the
+    #: config check (sync/config.py) refuses any other key, and reading an
+    #: undeclared key is a programming error (see :class:`Options`)
+    option_keys: frozenset[str] = frozenset()
+    #: push capability -> the option that names where pushed items go
+    #: (e.g. {"tasks": "tasks_calendar"}); a source named under ``[push]``
+    #: needs that option
+    push_options: Mapping[str, str] = {}
     #: whether ``crm sync`` may run :meth:`pull` in a reader process
     #: (sync/worker.py) so that parsing overlaps with storing; False for a
     #: connector that mostly waits for its server and overlaps its own work
@@ -95,7 +104,14 @@ class Connector(ABC):
 
     def __init__(self, name: str, options: Mapping[str, Any]):
         self.name = name
-        self.options = dict(options)
+        self.options = Options(options, self.accepted_keys(), type(self).__name__)
+
+    @classmethod
+    def accepted_keys(cls) -> frozenset[str]:
+        """Every key a source of this class may have in the config."""
+        from crm_core.settings import SourcePolicy
+
+        return COMMON_KEYS | SourcePolicy.KEYS | cls.option_keys
 
     @abstractmethod
     def pull(self, cursor: dict | None, view: SourceView) -> Iterator[Batch]:
@@ -135,6 +151,48 @@ class Connector(ABC):
 
     def close(self) -> None:
         """Release connections; called once after the run."""
+
+
+#: keys of every source table, read by the engine
+COMMON_KEYS = frozenset({"type", "enabled"})
+#: keys that would hold a secret in the file: refused with a hint, so they may be looked at
+REFUSED_SECRET_KEYS = frozenset({"password", "token", "secret", "client_secret"})
+
+
+class UndeclaredOption(AssertionError):
+    """A connector read an option its class does not declare in ``option_keys``."""
+
+
+class Options(dict):
+    """A source's options that only lets a connector read the keys it declares.
+
+    The config check accepts exactly the declared keys, so a key read here
+    but not declared could never be set: that is a bug, raised at once.
+    """
+
+    def __init__(self, data: Mapping[str, Any], allowed: frozenset[str], owner: str):
+        super().__init__(data)
+        self._allowed = allowed | REFUSED_SECRET_KEYS
+        self._owner = owner
+
+    def _check(self, key: object) -> None:
+        if key not in self._allowed:
+            raise UndeclaredOption(f"{self._owner} reads option {key!r}; add it to {self._owner}.option_keys")
+
+    def __getitem__(self, key: str) -> Any:
+        self._check(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._check(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self._check(key)
+        return super().__contains__(key)
+
+    def __reduce__(self):
+        return (Options, (dict(self), self._allowed, self._owner))
 
 
 #: config ``type`` -> "module:Class", imported only when used

@@ -36,6 +36,8 @@ class CalDavConnector(_DavConnector):
     select_key = "calendars"
     push_key = "tasks_calendar"
     _push_capability = "tasks"
+    option_keys = _DavConnector._dav_keys | {select_key, push_key}
+    push_options = {"tasks": push_key}
     home_set = _q(CALDAV, "calendar-home-set")
     collection_type = _q(CALDAV, "calendar")
     well_known = "/.well-known/caldav"
@@ -109,6 +111,8 @@ class CardDavConnector(_DavConnector):
     select_key = "addressbooks"
     push_key = "cards_addressbook"
     _push_capability = "cards"
+    option_keys = _DavConnector._dav_keys | {select_key, push_key}
+    push_options = {"cards": push_key}
     home_set = _q(CARDDAV, "addressbook-home-set")
     collection_type = _q(CARDDAV, "addressbook")
     well_known = "/.well-known/carddav"

@@ -140,6 +140,9 @@ class _DavConnector(Connector):
     # --- what differs between CalDAV and CardDAV
     select_key = ""  # "calendars" | "addressbooks"
     push_key = ""  # "tasks_calendar" | "cards_addressbook"
+    #: options of both kinds; each subclass adds its select_key and push_key
+    _dav_keys = frozenset({"url", "username", "password_env", "password_command", "verify_tls", "timeout",
+                           "allow_plaintext", "window_past_days", "window_future_days"})
     home_set = ""  # clark name of the home-set property
     collection_type = ""  # clark name of the resource type
     well_known = ""

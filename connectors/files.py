@@ -144,6 +144,7 @@ class _PathConnector(Connector):
     what = "file"
     suffixes: tuple[str, ...] = ()
     recursive = True
+    option_keys = frozenset({"path", "batch_size"})
 
     def __init__(self, name, options):
         super().__init__(name, options)
@@ -589,6 +590,7 @@ class IcsConnector(_WholeFileConnector):
     type = "ics"
     what = ".ics file"
     suffixes = (".ics",)
+    option_keys = _PathConnector.option_keys | {"window_past_days", "window_future_days"}
 
     def parse(self, text, loc):
         from connectors.ical import parse_calendar

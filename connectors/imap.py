@@ -498,6 +498,11 @@ class ImapConnector(Connector):
     """Read mail from IMAP folders (see the module docstring)."""
 
     type = "imap"
+    option_keys = frozenset({
+        "host", "port", "tls", "allow_plaintext", "verify_tls", "ca_file", "username", "auth",
+        "password_env", "password_command", "token_env", "token_command", "folders", "timeout",
+        "batch_size", "since", "use_condstore", "empty_guard", "log_folder", "private_folder",
+    })
 
     def __init__(self, name: str, options: Mapping[str, Any]):
         super().__init__(name, options)

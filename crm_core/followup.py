@@ -7,14 +7,19 @@
   customer that got no outbound mail in its thread within
   ``unanswered_days``.
 
-Items older than ``lookback_days`` never get a task, so a first import of
-years of history does not flood anyone's task list.  Each rule-made task has
-a ``rule_key`` and is created once, whatever happens to it later.
+Items older than ``lookback_days`` (counted back from the run, by the mail's
+date or the appointment's start) never get a task, so a first import of
+years of history does not flood anyone's task list.  A task whose due date
+has already passed when it is made (a first import, or a sync that did not
+run for a while) is due *today* instead: it is still an open loop inside the
+lookback the admin chose, so it is not dropped, but it does not arrive
+overdue either.  Each rule-made task has a ``rule_key`` and is created once,
+whatever happens to it later.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from crm_core.settings import FollowupSettings
 from crm_core.store import Store, utc_iso
@@ -27,6 +32,7 @@ def _parse(ts: str) -> datetime:
 def apply_rules(store: Store, settings: FollowupSettings, now: datetime | None = None) -> int:
     """Create the tasks the rules call for; returns how many are new."""
     now = now or datetime.now(timezone.utc)
+    today = now.astimezone().date()  # the staff's day, not UTC's
     oldest = utc_iso(now - timedelta(days=settings.lookback_days))
     created = 0
     with store.transaction():
@@ -46,10 +52,10 @@ def apply_rules(store: Store, settings: FollowupSettings, now: datetime | None =
                 due = (ended + timedelta(days=settings.after_appointment_days)).date()
                 if store.add_task(
                     f"Follow up: {subject or 'appointment'}",
-                    due=due,
+                    due=max(due, today),
                     customer_id=customer_id,
                     interaction_id=iid,
-                    description="Created after the appointment ended.",
+                    description="Created after the appointment ended." + _late(due, today),
                     rule_key=f"after-appointment:{iid}",
                 ):
                     created += 1
@@ -70,14 +76,21 @@ def apply_rules(store: Store, settings: FollowupSettings, now: datetime | None =
                 due = (_parse(day) + timedelta(days=settings.unanswered_days)).date()
                 if store.add_task(
                     f"Reply to {sender or 'customer'}: {subject or '(no subject)'}",
-                    due=due,
+                    due=max(due, today),
                     customer_id=customer_id,
                     interaction_id=iid,
-                    description="Inbound customer mail without a reply from us.",
+                    description="Inbound customer mail without a reply from us." + _late(due, today),
                     rule_key=f"unanswered:{iid}",
                 ):
                     created += 1
     return created
+
+
+def _late(due: date, today: date) -> str:
+    """A note on a task made after its rule's due date had passed."""
+    if due >= today:
+        return ""
+    return f" The rule's due date, {due.isoformat()}, had passed when the task was made: due the day it was made."
 
 
 def _ended(end: str | None, day: str | None) -> datetime | None:

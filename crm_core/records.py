@@ -97,6 +97,7 @@ class AppointmentRecord:
     occurrences: tuple[Occurrence, ...] = ()  # expanded inside the window
     private: bool = False  # CLASS:PRIVATE / CONFIDENTIAL
     sequence: int = 0
+    warnings: tuple[str, ...] = ()  # what the reader repaired or left out (a recurrence rule it could not read ...)
 
 
 @dataclass(slots=True)
@@ -111,6 +112,7 @@ class ContactCard:
     organisation: str = ""
     title: str = ""
     categories: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # what the reader repaired or left out (a line it could not read ...)
 
 
 @dataclass(slots=True)

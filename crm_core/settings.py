@@ -6,8 +6,10 @@ message, so the CLI can print one readable line.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any, Mapping
@@ -20,6 +22,50 @@ UNMATCHED = ("keep", "metadata", "drop")
 
 class SettingsError(ValueError):
     """A config value is wrong; the message names the key."""
+
+
+#: the keys each settings table accepts (config.example.toml documents every one)
+COMPANY_KEYS = frozenset({"internal_domains"})
+LINKING_KEYS = frozenset({"create_contacts", "log_bulk", "unmatched", "on_delete", "blocklist", "freemail_domains"})
+FOLLOWUP_KEYS = frozenset({"after_appointment_days", "unanswered_days", "lookback_days"})
+CUSTOMER_KEYS = frozenset({"name", "domains", "account_owner"})
+
+
+def unknown_keys(table: Mapping[str, Any], allowed: frozenset[str] | set[str], where: str) -> list[str]:
+    """One readable line per key of ``table`` that is not in ``allowed``, with a "did you mean"."""
+    problems = []
+    for key in table:
+        if key in allowed:
+            continue
+        close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(sorted(allowed))})"
+        problems.append(f"{where}.{key}: unknown key{hint}")
+    return problems
+
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def domain_problem(value: str) -> str | None:
+    """Why ``value`` is not a mail domain a customer can own, or None.
+
+    ``mueller-bau.de`` and ``@mueller-bau.de`` are fine; an address
+    (``info@mueller-bau.de``), a URL or a bare word is not.
+    """
+    text = value.strip()
+    if "@" in text.lstrip("@"):
+        return f"{text!r} is an address, not a domain (write {text.rpartition('@')[2]!r}, or add the person as a contact)"
+    domain = text.lstrip("@").strip(".").lower()
+    if "://" in domain or "/" in domain:
+        return f"{text!r} is a URL, not a domain"
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
+    except UnicodeError:
+        return f"{text!r} is not a domain"
+    labels = ascii_domain.split(".")
+    if len(labels) < 2 or not all(_LABEL.match(label) for label in labels) or labels[-1].isdigit():
+        return f"{text!r} is not a domain (like mueller-bau.de)"
+    return None
 
 
 def _list(table: Mapping[str, Any], key: str, where: str) -> list[str]:
@@ -110,6 +156,10 @@ class FollowupSettings:
 @dataclass(frozen=True)
 class SourcePolicy:
     """What the rules need to know about the source a record came from."""
+
+    #: the source keys read here, for every source type (a connector declares its own on top)
+    KEYS = frozenset({"owner", "visibility", "since", "log_folder", "private_folder", "private_keyword",
+                      "create_customers"})
 
     name: str
     owner: frozenset[str] = frozenset()  # the mailbox owner's addresses

@@ -40,7 +40,7 @@ from crm_core.records import (
     MailRecord,
     TaskState,
 )
-from crm_core.settings import LinkingSettings, SourcePolicy
+from crm_core.settings import LinkingSettings, SourcePolicy, domain_problem
 
 log = logging.getLogger("crm.store")
 
@@ -399,8 +399,9 @@ class Store:
                 domain = normalise_domain(domain)
                 if self.index.customer_by_domain.get(domain) == cid:
                     continue  # known already: nothing to check or re-link
-                if not domain or "." not in domain:
-                    raise StoreError(f"{domain!r} is not a domain")
+                problem = domain_problem(domain)
+                if problem:
+                    raise StoreError(problem)
                 if any(domain == d or domain.endswith("." + d) for d in self.settings.internal_domains.domains):
                     raise StoreError(f"{domain} is one of the company's internal domains")
                 if is_freemail(domain, self.settings.extra_freemail):
@@ -1396,9 +1397,16 @@ class Store:
             if not include_deleted and r["deleted"]:
                 continue
             if r["rrule"]:
+                # an occurrence that a RECURRENCE-ID override replaces shows as that override's own row
+                overridden = {rid for (rid,) in self._x(
+                    "SELECT o.recurrence_id FROM interactions m JOIN interactions o"
+                    " ON o.dedup_key > 'a:' || m.uid || char(31) AND o.dedup_key < 'a:' || m.uid || char(32)"
+                    " WHERE m.id=? AND (o.deleted=0 OR m.deleted=1)", (r["id"],))}
                 for o in self._x(
                     'SELECT recurrence_id, start, "end", date, status FROM occurrences WHERE interaction_id=?', (r["id"],)
                 ):
+                    if o[0] in overridden:
+                        continue
                     occ = dict(r, start=o[1], end=o[2], date=o[3], status=o[4], recurrence_id=o[0])
                     items.append(occ)
             else:
@@ -1424,9 +1432,10 @@ class Store:
         """Why a mail (by Message-ID) or appointment (by UID) is linked, or not logged."""
         message_id = message_id.strip().strip("<>")
         out = []
+        by_id = int(message_id) if message_id.isdigit() else -1  # the id a timeline shows
         for iid, kind, subject in self._x(
-            "SELECT id, kind, subject FROM interactions WHERE message_id=? OR (kind='appointment' AND uid=?)",
-            (message_id, message_id),
+            "SELECT id, kind, subject FROM interactions WHERE message_id=? OR (kind='appointment' AND uid=?) OR id=?",
+            (message_id, message_id, by_id),
         ).fetchall():
             links = []
             for target, target_id, reason in self._x("SELECT target, target_id, reason FROM links WHERE interaction_id=?", (iid,)):

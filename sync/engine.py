@@ -187,8 +187,8 @@ class Engine:
         result.seconds = time.monotonic() - started
         with store.transaction():
             store.finish_run(run_id, name, result.status, result.stats, result.message)
-        if result.status != "ok":
-            log.warning("%s: %s", name, result.message)
+        if result.status != "ok":  # the caller shows result.message; this goes to the log file
+            log.info("%s: %s", name, result.message)
         return result
 
     def _pull(self, name: str, policy, result: SourceResult, now: datetime | None) -> None:

@@ -92,8 +92,9 @@ class Crm:
         self.config = config
         self.runner = CliRunner()
 
-    def __call__(self, *args: str, ok: bool = True):
-        result = self.runner.invoke(cli.main, ["--config", str(self.config), *args], catch_exceptions=False)
+    def __call__(self, *args: str, ok: bool = True, input: str | None = None):
+        result = self.runner.invoke(cli.main, ["--config", str(self.config), *args], catch_exceptions=False,
+                                    input=input)
         if ok:
             assert result.exit_code == 0, f"crm {' '.join(args)} -> {result.exit_code}: {result.output}"
         return result

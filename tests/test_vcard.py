@@ -89,22 +89,25 @@ def test_vcard21_quoted_printable_and_missing_uid():
 
 
 def test_several_cards_one_broken():
-    broken = "BEGIN:VCARD\nVERSION:3.0\nUID:x\nTHIS LINE HAS NO COLON\nEND:VCARD\n"
+    damaged = "BEGIN:VCARD\nVERSION:3.0\nUID:x\nFN:Xaver\nTHIS LINE HAS NO COLON\nEND:VCARD\n"
     nobody = "BEGIN:VCARD\nVERSION:4.0\nUID:y\nNOTE:nobody\nEND:VCARD\n"
     unterminated = "BEGIN:VCARD\nVERSION:4.0\nUID:z\nFN:Zed\n"
-    cards, failures = parse_vcards(V3 + broken + V4 + nobody + unterminated, LOC)
-    assert [c.uid for c in cards] == ["anna-1", "urn:uuid:4fbe8971-0bc3-424c-9c26-36c3e1eff6b1"]
-    assert len(failures) == 3
+    unterminated_nobody = "BEGIN:VCARD\nVERSION:4.0\nUID:w\n"
+    cards, failures = parse_vcards(V3 + damaged + V4 + nobody + unterminated_nobody + unterminated, LOC)
+    assert [c.uid for c in cards] == ["anna-1", "x", "urn:uuid:4fbe8971-0bc3-424c-9c26-36c3e1eff6b1", "z"]
+    assert [c.warnings != () for c in cards] == [False, True, False, True]
+    assert len(failures) == 2
     assert all(isinstance(f, Failure) and f.location == LOC for f in failures)
-    assert any("colon" in f.reason for f in failures)
+    assert any("names nobody" in f.reason for f in failures)
     assert any("END:VCARD" in f.reason for f in failures)
 
 
 def test_card_cut_by_another_begin():
     text = "BEGIN:VCARD\nVERSION:3.0\nFN:Cut\n" + V4
     cards, failures = parse_vcards(text, LOC)
-    assert [c.full_name for c in cards] == ["Bob Builder"]
-    assert len(failures) == 1
+    assert [c.full_name for c in cards] == ["Cut", "Bob Builder"]  # the cut card keeps what it has
+    assert "END:VCARD" in cards[0].warnings[0] and cards[1].warnings == ()
+    assert failures == []
 
 
 @pytest.mark.parametrize("text", ["", "garbage", b"\xff\xfe\x00", "END:VCARD\n", "BEGIN:VCALENDAR\nEND:VCALENDAR\n"])

@@ -38,6 +38,7 @@ class ProbeConnector(Connector):
     """
 
     type = "probe"
+    option_keys = frozenset({"out", "fail", "items"})
 
     def _say(self, line: str) -> None:
         with open(self.options["out"], "a") as fh:
