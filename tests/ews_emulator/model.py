@@ -446,8 +446,8 @@ def make_event(*, subject: str, start: datetime, end: datetime, organizer: tuple
             _text(att, "ResponseType", "Accept")
     if recurrence is not None:
         c.append(recurrence)
-    _text(c, "StartTimeZoneId", time_zone)
-    _text(c, "EndTimeZoneId", time_zone)
+    etree.SubElement(c, t("StartTimeZone"), Id=time_zone, Name=time_zone)
+    etree.SubElement(c, t("EndTimeZone"), Id=time_zone, Name=time_zone)
     return c
 
 
