@@ -34,7 +34,7 @@ def push_tasks(conn: Any, folder: Any, scope: str, tasks: list[TaskPush]) -> lis
     from exchangelib import Body
     from exchangelib.items import Task
 
-    listed = conn._call(lambda: list(folder.all().only(*_FIELDS).iterator()))
+    listed = conn._call(lambda: list(folder.all().only(*_FIELDS)))
     ours = {t.crm_task_uid: t for t in listed if getattr(t, "crm_task_uid", None)}
     results = []
     for push in tasks:

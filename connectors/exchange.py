@@ -482,7 +482,8 @@ class ExchangeConnector(Connector):
 
         entry = states.get(scope) or {}
         state = entry.get("state") if entry.get("id") == folder.id else None
-        full = bool(entry.get("full")) or state is None
+        # a full pass: compare with what the store knows at its end (not needed when the store knows nothing)
+        full = bool(entry.get("full")) or (state is None and bool(view.known(scope)))
         fields = self._fields(folder, kind)
         window = self._window()
         done = 0
@@ -546,7 +547,7 @@ class ExchangeConnector(Connector):
 
     def _vanished(self, folder: Any, scope: str, view: SourceView, batch: Batch) -> list[Location]:
         """After a full pass: what the store knows in ``scope`` that the folder no longer holds."""
-        present = {i.id for i in self._call(lambda: list(folder.all().only("id").iterator()))}
+        present = {i.id for i in self._call(lambda: list(folder.all().only("id")))}
         present.update(r.location.local_id for r in batch.records)
         return [Location(scope, lid) for lid in view.known(scope) if lid not in present]
 
