@@ -344,18 +344,61 @@ def create_item(ctx: Context, op: etree._Element) -> etree._Element:
             etree.SubElement(msg, m("Items"))
             continue
         new = deepcopy(elem)
-        if new.find(t("ItemClass")) is None:
-            cls = {"Message": "IPM.Note", "CalendarItem": "IPM.Appointment", "Contact": "IPM.Contact",
-                   "Task": "IPM.Task"}.get(kind, "IPM.Note")
-            etree.SubElement(new, t("ItemClass")).text = cls
-        if kind == "Task" and new.find(t("Status")) is None:
-            etree.SubElement(new, t("Status")).text = "NotStarted"
+        _store_defaults(kind, new)
         order(kind, new)
         item = ctx.store.create(folder, new)
         msg = message(msgs, "CreateItem")
         etree.SubElement(etree.SubElement(msg, m("Items")), t(kind)).append(
             etree.Element(t("ItemId"), Id=item.id, ChangeKey=item.change_key))
     return env
+
+
+def _store_defaults(kind: str, elem: etree._Element) -> None:
+    """What the mailbox store fills in on an item saved without it."""
+    stamp = now_utc().strftime("%Y-%m-%dT%H:%M:%SZ")
+    defaults = [("ItemClass", {"Message": "IPM.Note", "CalendarItem": "IPM.Appointment", "Contact": "IPM.Contact",
+                               "Task": "IPM.Task"}.get(kind, "IPM.Note")),
+                ("Sensitivity", "Normal"), ("DateTimeReceived", stamp), ("Importance", "Normal"),
+                ("IsSubmitted", "false"), ("IsDraft", "true" if kind in ("Message", "Task") else "false"),
+                ("IsFromMe", "false"), ("IsResend", "false"), ("IsUnmodified", "false"), ("DateTimeSent", stamp),
+                ("HasAttachments", "false")]
+    if kind == "Task":
+        defaults += [("PercentComplete", "0"), ("Status", "NotStarted")]
+    if kind == "Message":
+        defaults += [("IsRead", "true")]
+    for name, value in defaults:
+        if elem.find(t(name)) is None:
+            etree.SubElement(elem, t(name)).text = value
+    if elem.find(t("Body")) is None:
+        etree.SubElement(elem, t("Body"), BodyType="Text")
+
+
+#: the enumerations of the indexed contact properties' keys (types.xsd)
+_INDEX_KEYS = {
+    "contacts:EmailAddress": ("EmailAddressKeyType", {"EmailAddress1", "EmailAddress2", "EmailAddress3"}),
+    "contacts:ImAddress": ("ImAddressKeyType", {"ImAddress1", "ImAddress2", "ImAddress3"}),
+    "contacts:PhoneNumber": ("PhoneNumberKeyType", {
+        "AssistantPhone", "BusinessFax", "BusinessPhone", "BusinessPhone2", "Callback", "CarPhone", "CompanyMainPhone",
+        "HomeFax", "HomePhone", "HomePhone2", "Isdn", "MobilePhone", "OtherFax", "OtherTelephone", "Pager",
+        "PrimaryPhone", "RadioPhone", "Telex", "TtyTddPhone"}),
+}
+
+
+def _validate_update(update: etree._Element) -> None:
+    kids = _only_child(update)
+    if not kids:
+        raise Fault("ErrorSchemaValidation", "The request failed schema validation: an update names no property.")
+    uri = kids[0]
+    known = _INDEX_KEYS.get(uri.get("FieldURI", "")) if etree.QName(uri).localname == "IndexedFieldURI" else None
+    if known is None:
+        return
+    type_name, keys = known
+    for key in [uri.get("FieldIndex", "")] + [e.get("Key", "") for e in update.iter(t("Entry"))]:
+        if key not in keys:
+            raise Fault("ErrorSchemaValidation",
+                        f"The request failed schema validation: The 'Key' attribute is invalid - The value '{key}' "
+                        f"is invalid according to its data type '{TNS}:{type_name}' - The Enumeration constraint "
+                        "failed.")
 
 
 def _apply_update(item: Item, update: etree._Element) -> bool:
@@ -417,7 +460,11 @@ def update_item(ctx: Context, op: etree._Element) -> etree._Element:
     env, msgs = response("UpdateItem")
     ctx.log.append({"op": "UpdateItem", "write": True})
     policy = op.get("ConflictResolution", "AutoResolve")
-    for change in _only_child(op.find(m("ItemChanges"))):
+    changes = _only_child(op.find(m("ItemChanges")))
+    for change in changes:  # a schema violation refuses the whole request, before anything changes
+        for update in _only_child(change.find(t("Updates"))):
+            _validate_update(update)
+    for change in changes:
         try:
             ref = change.find(t("ItemId"))
             if ref is None:

@@ -65,8 +65,7 @@ def message(parent: etree._Element, operation: str, code: str = "NoError", text:
 
 def fault(code: str, text: str, extra: dict[str, str] | None = None, faultcode: str = "a:" ) -> etree._Element:
     """A SOAP fault as Exchange sends for request-level errors."""
-    env = etree.Element(f"{{{SOAP}}}Envelope", nsmap={"s": SOAP})
-    body = etree.SubElement(env, f"{{{SOAP}}}Body")
+    env, body = envelope()
     f = etree.SubElement(body, f"{{{SOAP}}}Fault")
     fc = etree.SubElement(f, "faultcode", nsmap={"a": ENS})
     fc.text = f"a:{code}"
@@ -244,7 +243,7 @@ def computed(store: Store, item: Item, name: str) -> etree._Element | None:
         out = etree.Element(t("TextBody"), BodyType="Text")
         out.text = _plain(body)
         return out
-    if name == "IsRecurring" and item.kind == "CalendarItem":
+    if name == "IsRecurring" and item.kind in ("CalendarItem", "Task"):
         out = etree.Element(t("IsRecurring"))
         out.text = "true" if elem.find(t("Recurrence")) is not None else "false"
         return out
@@ -327,6 +326,8 @@ def render_folder(store: Store, folder: Folder, base: str = "Default", fields: I
     wanted = set(fields)
     if base != "IdOnly":
         wanted |= {"DisplayName", "TotalCount", "ChildFolderCount", "UnreadCount"}
+    if base == "AllProperties":
+        wanted |= {"ParentFolderId", "FolderClass"}
     if folder.parent is not None and "ParentFolderId" in wanted:
         etree.SubElement(out, t("ParentFolderId"), Id=folder.parent.id, ChangeKey=folder.parent.change_key)
     if "FolderClass" in wanted and folder.folder_class:
