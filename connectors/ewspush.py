@@ -14,6 +14,7 @@ again when it was edited in the CRM).
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from connectors.ewsitems import task_state
@@ -52,7 +53,7 @@ def push_tasks(conn: Any, folder: Any, scope: str, tasks: list[TaskPush]) -> lis
             item.body = Body(push.description or "")
             item.due_date = _due(push.due)
             item.status = _STATUS.get(push.status, "NotStarted")
-            item.percent_complete = 100 if item.status == "Completed" else 0
+            item.percent_complete = Decimal(100 if item.status == "Completed" else 0)
             if found is None:
                 item.crm_task_uid = push.uid
                 conn._call(item.save)

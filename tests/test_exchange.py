@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from decimal import Decimal
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -397,3 +398,111 @@ def test_config_mistakes_are_named(ews):
         make_connector("ex", {k: v for k, v in options(ews).items() if k != "server"})
     with pytest.raises(ConfigError, match="page_size"):
         make_connector("ex", {**options(ews), "page_size": 1000})
+
+
+# -- task push ------------------------------------------------------------------------
+
+
+def tasks_in(ews: EwsEmulator, mailbox: str = "alice@nordlicht.example") -> list:
+    return [i for i in ews.store.items.values() if i.kind == "Task" and i.folder.mailbox.address == mailbox]
+
+
+def crm_uid(item) -> str:
+    for prop in item.elem.findall(t("ExtendedProperty")):
+        if prop.find(t("ExtendedFieldURI")).get("PropertyName") == "crm-bridge-task-uid":
+            return prop.findtext(t("Value"))
+    return ""
+
+
+def outlook_completes(ews: EwsEmulator, subject: str) -> None:
+    """Alice ticks the task off in Outlook: her own, independent EWS session (exchangelib, own credentials)."""
+    from exchangelib import BASIC, DELEGATE, Account, Configuration, Credentials
+
+    config = Configuration(service_endpoint=ews.url, credentials=Credentials("alice", "alice-pw"), auth_type=BASIC)
+    account = Account("alice@nordlicht.example", config=config, autodiscover=False, access_type=DELEGATE)
+    try:
+        task = account.tasks.get(subject=subject)
+        task.status = "Completed"
+        task.percent_complete = Decimal(100)
+        task.save(update_fields=["status", "percent_complete"])
+    finally:
+        account.protocol.close()
+
+
+def test_tasks_are_pushed_once_read_back_when_completed_in_outlook(tmp_path, ews):
+    crm = crm_for(tmp_path, ews, {"alice": options(ews, tasks_folder="tasks", folders=["inbox"])},
+                  push={"tasks": "alice"}, followup={"after_appointment_days": 0, "unanswered_days": 0})
+    crm("tasks", "add", "Angebot nachfassen", "--customer", "Kunde GmbH", "--due", "+3")
+    crm("sync")
+    [item] = tasks_in(ews)
+    [task] = crm.json("tasks", "list")
+    assert crm_uid(item) == task["uid"]
+    assert item.elem.findtext(t("Subject")) == "Angebot nachfassen" and item.elem.findtext(t("Status")) == "NotStarted"
+    for _ in range(10):
+        crm("sync")
+    assert len(tasks_in(ews)) == 1
+    crm("tasks", "edit", str(task["id"]), "--title", "Angebot nachfassen (neu)")
+    crm("sync")
+    [item] = tasks_in(ews)
+    assert item.elem.findtext(t("Subject")) == "Angebot nachfassen (neu)"
+    outlook_completes(ews, "Angebot nachfassen (neu)")
+    crm("sync")
+    [done] = crm.json("tasks", "list", "--all")
+    assert done["status"] == "done"
+    assert len(tasks_in(ews)) == 1 and tasks_in(ews)[0].elem.findtext(t("Status")) == "Completed"
+
+
+def test_a_crash_between_create_and_commit_still_ends_with_one_task(ews):
+    from crm_core.records import TaskPush
+
+    conn = make_connector("ex", options(ews, tasks_folder="tasks"))
+    push = TaskPush(uid="crm-task-7", summary="Rückruf", description="", due=None, status="NEEDS-ACTION",
+                    completed=None)
+    try:
+        [first] = conn.push_tasks([push], View())
+        # the CRM never stored first.href (crashed): the next run pushes the same task as new again
+        [again] = conn.push_tasks([push], View())
+    finally:
+        conn.close()
+    assert first.ok and again.ok and first.href == again.href
+    assert [crm_uid(i) for i in tasks_in(ews)] == ["crm-task-7"]
+
+
+def test_task_changed_on_both_sides_client_wins_and_deleted_in_outlook_is_cancelled(tmp_path, ews):
+    import sqlite3
+
+    crm = crm_for(tmp_path, ews, {"alice": options(ews, tasks_folder="tasks", folders=["inbox"])},
+                  push={"tasks": "alice"}, followup={"after_appointment_days": 0, "unanswered_days": 0})
+    crm("tasks", "add", "Rückruf Kim", "--customer", "Kunde GmbH")
+    crm("tasks", "add", "Mahnung", "--customer", "Kunde GmbH")
+    crm("sync")
+    by_title = {t_["title"]: t_ for t_ in crm.json("tasks", "list")}
+    outlook_completes(ews, "Rückruf Kim")
+    crm("tasks", "edit", str(by_title["Rückruf Kim"]["id"]), "--due", "+9")
+    [gone] = [i for i in tasks_in(ews) if i.elem.findtext(t("Subject")) == "Mahnung"]
+    ews.store.delete(gone)
+    crm("sync")
+    after = {t_["title"]: t_ for t_ in crm.json("tasks", "list", "--all")}
+    assert after["Rückruf Kim"]["status"] == "done"  # the client's change won
+    assert after["Mahnung"]["status"] == "cancelled"
+    with sqlite3.connect(tmp_path / "crm.db") as db:
+        kinds = [r[0] for r in db.execute("SELECT resolution FROM conflicts ORDER BY id")]
+    assert any("client" in k for k in kinds) and any("deleted in the client" in k for k in kinds)
+    assert len(tasks_in(ews)) == 1
+
+
+def test_the_readme_config_with_three_mailboxes_is_valid():
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from sync.config import parse_config
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if 'type = "exchange"' in b)
+    data = tomllib.loads(re.sub(r"^  ", "", block, flags=re.M))
+    config = parse_config(data, Path("/srv/crm/crm.toml"))
+    assert sorted(config.sources) == ["anna-exchange", "ben-exchange", "office-exchange"]
+    assert {s["username"] for s in config.sources.values()} == {"EXAMPLE\\svc-crm"}
+    for name, table in config.sources.items():
+        make_connector(name, table)  # every key is one the connector declares
