@@ -506,3 +506,17 @@ def test_the_readme_config_with_three_mailboxes_is_valid():
     assert {s["username"] for s in config.sources.values()} == {"EXAMPLE\\svc-crm"}
     for name, table in config.sources.items():
         make_connector(name, table)  # every key is one the connector declares
+
+
+def test_ntlm_the_on_premises_default(ews, monkeypatch):
+    mail(ews, "über NTLM")
+    opts = {k: v for k, v in options(ews).items() if k != "auth"}  # auth defaults to ntlm
+    opts.update(username="EXAMPLE\\svc-crm", calendar=False, contacts=False)
+    conn = make_connector("ex", opts)
+    try:
+        assert [r.subject for b in conn.pull(None, View()) for r in b.records] == ["über NTLM"]
+    finally:
+        conn.close()
+    monkeypatch.setenv(PW_ENV, "wrong")
+    with pytest.raises(AuthError):
+        list(make_connector("ex", opts).pull(None, View()))

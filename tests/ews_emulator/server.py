@@ -16,9 +16,10 @@ optionally only those of one operation:
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
+import os
 import socket
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -53,13 +54,14 @@ class FaultRule:
 class EwsEmulator:
     """One emulated Exchange organisation on a loopback port."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, ntlm: bool = False) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, ntlm: bool = True, domain: str = "EXAMPLE") -> None:
         self.store = Store()
         self.faults: list[FaultRule] = []
         self.requests: list[dict[str, Any]] = []  # one entry per EWS request: op, user, mailbox, ...
         self.autodiscover_redirect: str | None = None  # an address to redirect POX Autodiscover to
         self.autodiscover_fails = False
         self.ntlm = ntlm
+        self.domain = domain  # the NetBIOS domain NTLM clients may name ("EXAMPLE\\user")
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"emulator": self})
         self.httpd = ThreadingHTTPServer((host, port), handler)
@@ -83,6 +85,8 @@ class EwsEmulator:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        if getattr(self, "_user_file", None):
+            os.unlink(self._user_file)
 
     def __enter__(self) -> "EwsEmulator":
         return self.start()
@@ -110,6 +114,18 @@ class EwsEmulator:
                     return rule
         return None
 
+    def _ntlm_user_file(self) -> str:
+        """The accounts as pyspnego's acceptor reads them: DOMAIN:USER:PASSWORD, with and without the domain."""
+        lines = []
+        for user, password in self.store.users.items():
+            lines += [f"{self.domain}:{user}:{password}", f":{user}:{password}"]
+        if getattr(self, "_user_file", None) is None:
+            handle, self._user_file = tempfile.mkstemp(prefix="ews-emulator-ntlm-")
+            os.close(handle)
+        with open(self._user_file, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+        return self._user_file
+
     def operations(self, write_only: bool = False) -> list[str]:
         ops = [r["op"] for r in self.requests]
         if write_only:
@@ -118,13 +134,7 @@ class EwsEmulator:
         return ops
 
 
-def _ntlm_hash(password: str) -> bytes:
-    try:
-        return hashlib.new("md4", password.encode("utf-16-le")).digest()
-    except ValueError:  # OpenSSL 3 without the legacy provider
-        from spnego._ntlm_raw.crypto import md4  # type: ignore[import-not-found]
-
-        return md4(password.encode("utf-16-le"))
+_NTLM_LOCK = threading.Lock()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -175,11 +185,58 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
+    def _ntlm(self, token: str) -> str | None:
+        """One NTLM leg (MS-NLMP) on this connection: the user once the handshake is complete.
+
+        NEGOTIATE gets a 401 with the CHALLENGE; AUTHENTICATE is checked
+        against the accounts' passwords (pyspnego's acceptor, which reads
+        them from a credential file).  As with IIS, the connection stays
+        authenticated for the requests that follow on it.
+        """
+        import spnego
+
+        raw = base64.b64decode(token)
+        if raw[8:12] == b"\x01\x00\x00\x00":  # NEGOTIATE_MESSAGE
+            with _NTLM_LOCK:
+                os.environ["NTLM_USER_FILE"] = self.emulator._ntlm_user_file()
+                self._ntlm_ctx = spnego.server(protocol="ntlm")
+                out = self._ntlm_ctx.step(raw)
+            page = b"401 - Unauthorized"
+            self.send_response(401)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.send_header("WWW-Authenticate", "NTLM " + base64.b64encode(out or b"").decode())
+            self.end_headers()
+            self.wfile.write(page)
+            return None
+        ctx = getattr(self, "_ntlm_ctx", None)
+        if ctx is None:
+            return ""
+        with _NTLM_LOCK:
+            os.environ["NTLM_USER_FILE"] = self.emulator._ntlm_user_file()
+            try:
+                ctx.step(raw)
+            except Exception:  # noqa: BLE001 - a wrong password: the acceptor refuses
+                return ""
+        self._ntlm_ctx = None
+        principal = ctx.client_principal or ""
+        user = principal.split("\\")[-1].lower()
+        self._ntlm_user = user if user in self.emulator.store.users else ""
+        return self._ntlm_user
+
     def _authenticate(self) -> str | None:
         """The user name, or None after answering 401."""
         store = self.emulator.store
         header = self.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
+        if self.emulator.ntlm and scheme.lower() in ("ntlm", "negotiate") and value:
+            user = self._ntlm(value.strip())
+            if user is None:
+                return None  # the challenge went out
+            if user:
+                return user
+        elif not header and getattr(self, "_ntlm_user", ""):
+            return self._ntlm_user
         if scheme.lower() == "basic":
             try:
                 user, _, password = base64.b64decode(value).decode("utf-8").partition(":")
@@ -192,7 +249,6 @@ class _Handler(BaseHTTPRequestHandler):
         challenge = ['Basic realm="emulated-exchange"']
         if self.emulator.ntlm:
             challenge.insert(0, "NTLM")
-            challenge.insert(0, "Negotiate")
         page = b"<html><head><title>401 - Unauthorized</title></head><body>401 - Unauthorized</body></html>"
         self.send_response(401)
         self.send_header("Content-Type", "text/html")
