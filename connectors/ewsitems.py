@@ -359,3 +359,84 @@ def task_state(item: Any, uid: str, location: Location) -> TaskState:
         last_modified=_aware(getattr(item, "last_modified_time", None)),
         description=(getattr(item, "text_body", None) or "")[:2000],
     )
+
+
+# --------------------------------------------------------------------------
+# mail straight from the XML
+#
+# exchangelib turns every item into an object through its generic field
+# machinery, about 0.6 ms a mail: four times what the server and the network
+# cost.  Mail is the bulk of every mailbox, so SyncFolderItems pages of mail
+# folders are read from their XML elements through this small view, which
+# has the attributes of exchangelib's Message that mail_record and flags_of
+# read (the calendar, contacts and tasks keep exchangelib's objects).
+
+_T = "{http://schemas.microsoft.com/exchange/services/2006/types}"
+
+
+class XmlMailbox:
+    __slots__ = ("name", "email_address", "routing_type")
+
+    def __init__(self, elem: Any):
+        self.name = elem.findtext(f"{_T}Name")
+        self.email_address = elem.findtext(f"{_T}EmailAddress")
+        self.routing_type = elem.findtext(f"{_T}RoutingType")
+
+
+def _xml_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None  # as exchangelib: an unreadable value is no value
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+class XmlMessage:
+    """The attributes of exchangelib's Message that this module reads, from a ``t:Message`` (or kin) element."""
+
+    def __init__(self, elem: Any):
+        self._e = elem
+        ident = elem.find(f"{_T}ItemId")
+        self.id = ident.get("Id") if ident is not None else None
+        self.changekey = ident.get("ChangeKey") if ident is not None else None
+
+    def _text(self, name: str) -> str | None:
+        return self._e.findtext(f"{_T}{name}")
+
+    def _box(self, name: str) -> XmlMailbox | None:
+        found = self._e.find(f"{_T}{name}/{_T}Mailbox")
+        return XmlMailbox(found) if found is not None else None
+
+    def _boxes(self, name: str) -> list[XmlMailbox]:
+        return [XmlMailbox(b) for b in self._e.iterfind(f"{_T}{name}/{_T}Mailbox")]
+
+    subject = property(lambda self: self._text("Subject"))
+    author = property(lambda self: self._box("From"))
+    sender = property(lambda self: self._box("Sender"))
+    to_recipients = property(lambda self: self._boxes("ToRecipients"))
+    cc_recipients = property(lambda self: self._boxes("CcRecipients"))
+    bcc_recipients = property(lambda self: self._boxes("BccRecipients"))
+    datetime_sent = property(lambda self: _xml_time(self._text("DateTimeSent")))
+    datetime_received = property(lambda self: _xml_time(self._text("DateTimeReceived")))
+    message_id = property(lambda self: self._text("InternetMessageId"))
+    in_reply_to = property(lambda self: self._text("InReplyTo"))
+    references = property(lambda self: self._text("References"))
+    sensitivity = property(lambda self: self._text("Sensitivity"))
+    text_body = property(lambda self: self._text("TextBody"))
+
+    @property
+    def categories(self) -> list[str]:
+        return [s.text for s in self._e.iterfind(f"{_T}Categories/{_T}String") if s.text]
+
+    @property
+    def size(self) -> int:
+        try:
+            return int(self._text("Size") or 0)
+        except ValueError:
+            return 0
+
+    @property
+    def has_attachments(self) -> bool:
+        return (self._text("HasAttachments") or "").strip() == "true"

@@ -96,6 +96,7 @@ from connectors.base import (
 )
 from connectors.ewsitems import (
     CALENDAR_FIELDS,
+    XmlMessage,
     CONTACT_FIELDS,
     MAIL_FIELDS,
     TASK_FIELDS,
@@ -462,11 +463,10 @@ class ExchangeConnector(Connector):
             folder.validate_item_field(field=n, version=folder.account.version)
         return {f for f in folder.normalize_fields(fields=list(names)) if not f.field.is_attribute}
 
-    def _sync_page(self, folder: Any, fields: set, state: str | None) -> tuple[list, str, bool]:
-        from exchangelib.services import SyncFolderItems
-
+    def _sync_page(self, folder: Any, fields: set, state: str | None, raw: bool = False) -> tuple[list, str, bool]:
         def page() -> tuple[list, str, bool]:
-            svc = SyncFolderItems(account=folder.account)
+            svc = _sync_service()(account=folder.account)
+            svc.raw_items = raw
             changes = list(svc.call(folder=folder, shape="IdOnly", additional_fields=fields, sync_state=state,
                                     ignore=None, max_changes_returned=self.page_size, sync_scope=None))
             for change in changes:
@@ -489,7 +489,7 @@ class ExchangeConnector(Connector):
         done = 0
         while True:
             try:
-                changes, new_state, last = self._sync_page(folder, fields, state)
+                changes, new_state, last = self._sync_page(folder, fields, state, raw=kind == "mail")
             except ErrorInvalidSyncStateData:
                 if state is None:
                     raise
@@ -573,6 +573,47 @@ class ExchangeConnector(Connector):
             scope, folder = self._task_folder(account)
             _register_task_property()
             return push_tasks(self, folder, scope, tasks)
+
+
+_SYNC_SERVICE: Any = None
+
+
+def _sync_service() -> Any:
+    """exchangelib's SyncFolderItems, reading the answer's bytes at once.
+
+    exchangelib parses an answer it did not stream through
+    ``response.iter_content()``, whose default chunk is one byte: that took
+    half of a first sync's time.  The body is in memory already; this
+    subclass hands it to the same parser (``exchangelib.util.to_xml``) whole.
+    """
+    global _SYNC_SERVICE
+    if _SYNC_SERVICE is None:
+        from exchangelib.errors import MalformedResponseError, SOAPError
+        from exchangelib.services import SyncFolderItems
+        from exchangelib.util import SOAPNS, ParseError, to_xml
+
+        class _SyncFolderItems(SyncFolderItems):
+            raw_items = False  # True: created and updated items stay XML elements (see ewsitems.XmlMessage)
+
+            def _elem_to_obj(self, elem: Any) -> Any:
+                change = self.change_types_map[elem.tag]
+                if self.raw_items and change in (self.CREATE, self.UPDATE):
+                    return change, XmlMessage(elem[0])
+                return super()._elem_to_obj(elem)
+
+            @classmethod
+            def _get_soap_parts(cls, response: Any) -> tuple[Any, Any]:
+                try:
+                    root = to_xml(response.content)
+                except ParseError as exc:
+                    raise SOAPError(f"Bad SOAP response: {exc}") from None
+                body = root.find(f"{{{SOAPNS}}}Body")
+                if body is None:
+                    raise MalformedResponseError("No Body element in SOAP response")
+                return root.find(f"{{{SOAPNS}}}Header"), body
+
+        _SYNC_SERVICE = _SyncFolderItems
+    return _SYNC_SERVICE
 
 
 def _register_task_property() -> None:

@@ -520,3 +520,28 @@ def test_ntlm_the_on_premises_default(ews, monkeypatch):
     monkeypatch.setenv(PW_ENV, "wrong")
     with pytest.raises(AuthError):
         list(make_connector("ex", opts).pull(None, View()))
+
+
+def test_mail_read_from_the_xml_equals_mail_read_through_exchangelib_objects(ews):
+    populate(ews.store, "alice@nordlicht.example", mails=12)
+    mail(ews, "mit allem", cc=[("Carla", "carla@kunde.example")], categories=["CRM", "Projekt"],
+         sensitivity="Private", in_reply_to="<m0@x>", references="<a@x> <m0@x>", has_attachments=True)
+    conn = make_connector("ex", options(ews))
+    try:
+        account = conn._connect()
+        folder = conn._distinguished(account, "inbox")
+        fields = conn._fields(folder, "mail")
+        got = {}
+        for raw in (False, True):
+            changes, _state, last = conn._sync_page(folder, fields, None, raw=raw)
+            assert last and len(changes) == 11
+            batch = __import__("crm_core.records", fromlist=["Batch"]).Batch()
+            for change, item in changes:
+                conn._add_change(batch, "Inbox", "mail", change, item, conn._window())
+            assert not batch.failures
+            got[raw] = batch.records
+    finally:
+        conn.close()
+    assert got[True] == got[False]
+    special = next(r for r in got[True] if r.subject == "mit allem")
+    assert special.cc and special.has_attachments and "$Private" in special.flags and "$CRM" in special.flags
