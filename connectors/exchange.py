@@ -35,7 +35,10 @@ Message-ID and content.
 
 Cursor
 ------
-``{"version": 1, "folders": {scope: {"id": FolderId, "state": SyncState, "full": bool}}}``.
+``{"version": 1, "folders": {scope: {"id": FolderId, "state": SyncState, "full": bool, "dist": "inbox"}},
+"server": {"url": ..., "build": "15.2.1118.7", "api": "Exchange2016"}}``.
+With it a run asks neither the server's version nor the well-known folders'
+ids again: a run where nothing changed is one SyncFolderItems per folder.
 Each SyncFolderItems page (``page_size`` changes) is one Batch carrying the
 sync state after it, so a run that is cut goes on from the last stored page.
 A folder whose sync state the server refuses (``ErrorInvalidSyncStateData``)
@@ -253,6 +256,7 @@ class ExchangeConnector(Connector):
         self.log_flag, self.private_flag = policy.log_keyword, policy.private_keyword
         self._password: str | None = None
         self._account: Any = None
+        self._server: dict[str, str] = {}
 
     def _bool(self, key: str, default: bool) -> bool:
         value = self.options.get(key, default)
@@ -349,16 +353,25 @@ class ExchangeConnector(Connector):
         return discover(self.mailbox, self.username, self._credentials().password, self.autodiscover_url,
                         verify=self.verify, timeout=self.timeout, auth=self.auth)
 
-    def _connect(self) -> Any:
+    def _connect(self, server: dict | None = None) -> Any:
+        """The exchangelib Account; ``server`` (from the cursor) spares the request that asks the server's version."""
         if self._account is not None:
             return self._account
         from exchangelib import BASIC, DELEGATE, IMPERSONATION, NTLM, Account, Configuration, FailFast
+        from exchangelib.version import Build, Version
 
         url = self._discover()
         _TlsSettings.install(url, self.verify)
+        version = None
+        if isinstance(server, dict) and server.get("url") == url:
+            try:
+                parts = [int(x) for x in str(server["build"]).split(".")]
+                version = Version(build=Build(*parts[:4]), api_version=str(server["api"]))
+            except (KeyError, TypeError, ValueError):
+                version = None
         config = Configuration(service_endpoint=url, credentials=self._credentials(),
                                auth_type=NTLM if self.auth == "ntlm" else BASIC, retry_policy=FailFast(),
-                               max_connections=self.max_connections)
+                               max_connections=self.max_connections, version=version)
         account = Account(self.mailbox, config=config, autodiscover=False,
                           access_type=IMPERSONATION if self.access == "impersonation" else DELEGATE,
                           default_timezone=_utc_zone())
@@ -395,24 +408,42 @@ class ExchangeConnector(Connector):
             out.append(("/".join(reversed(parts)), f))
         return out
 
-    def _resolve(self, account: Any) -> tuple[list[tuple[str, Any, str]], list[str]]:
-        """The folders to read as (scope, folder, kind), and problems."""
-        chosen: dict[str, tuple[str, Any, str]] = {}
+    def _known_distinguished(self, account: Any, key: str, states: dict[str, dict]) -> Any:
+        """A distinguished folder as the cursor remembers it (no GetFolder), or None."""
+        for scope, entry in states.items():
+            if entry.get("dist") == key and isinstance(entry.get("id"), str):
+                from exchangelib.folders import Root
+
+                cls = type(self._folder_class(key))
+                return cls(root=Root(account=account), id=entry["id"], name=scope)
+        return None
+
+    @staticmethod
+    def _folder_class(key: str) -> Any:
+        from exchangelib.folders import Calendar, Contacts, DeletedItems, Drafts, Inbox, JunkEmail, SentItems, Tasks
+
+        return {"inbox": Inbox, "sentitems": SentItems, "calendar": Calendar, "contacts": Contacts, "tasks": Tasks,
+                "drafts": Drafts, "deleteditems": DeletedItems, "junkemail": JunkEmail}[key]()
+
+    def _resolve(self, account: Any, states: dict[str, dict] | None = None
+                 ) -> tuple[list[tuple[str, Any, str, str]], list[str]]:
+        """The folders to read as (scope, folder, kind, distinguished id or ""), and problems."""
+        chosen: dict[str, tuple[str, Any, str, str]] = {}
         problems: list[str] = []
         tree: list[tuple[str, Any]] | None = None
-        wanted: list[tuple[str, str]] = [(f, "mail") for f in self.folders]
+        # the Contacts folder first, as the engine syncs address books first: mail and appointments
+        # stored after it link by its contacts at once, not at a later rescan
+        wanted: list[tuple[str, str]] = [("contacts", "contacts")] if self.want_contacts else []
+        wanted += [(f, "mail") for f in self.folders]
         if self.want_calendar:
             wanted.append(("calendar", "calendar"))
-        if self.want_contacts:
-            wanted.append(("contacts", "contacts"))
         if self.tasks_folder:
             wanted.append((self.tasks_folder, "tasks"))
         for entry, kind in wanted:
             key = _DISTINGUISHED.get(entry.lower())
             if key is not None:
-                folder = self._distinguished(account, key)
-                scope = folder.name
-                chosen.setdefault(folder.id, (scope, folder, kind))
+                folder = self._known_distinguished(account, key, states or {}) or self._distinguished(account, key)
+                chosen.setdefault(folder.id, (folder.name, folder, kind, key))
                 continue
             if tree is None:
                 tree = self._tree(account)
@@ -421,7 +452,7 @@ class ExchangeConnector(Connector):
             if not hits and not any(ch in entry for ch in "*?["):
                 problems.append(f"folder {entry!r} is not in the mailbox {self.mailbox}")
             for path, folder in hits:
-                chosen.setdefault(folder.id, (path, folder, kind))
+                chosen.setdefault(folder.id, (path, folder, kind, ""))
         return list(chosen.values()), problems
 
     # -- pull -----------------------------------------------------------------
@@ -441,9 +472,11 @@ class ExchangeConnector(Connector):
     def pull(self, cursor: dict | None, view: SourceView) -> Iterator[Batch]:
         states = self._load_cursor(cursor)
         with self._errors():
-            account = self._connect()
-            folders, problems = self._resolve(account)
-            scopes = {scope for scope, _f, _k in folders}
+            account = self._connect(cursor.get("server") if isinstance(cursor, dict) else None)
+            self._server = {"url": account.protocol.service_endpoint, "build": str(account.version.build),
+                            "api": account.version.api_version}
+            folders, problems = self._resolve(account, states)
+            scopes = {scope for scope, _f, _k, _d in folders}
             for scope in sorted(set(view.scopes()) - scopes):
                 known = view.known(scope)
                 if known:
@@ -451,8 +484,8 @@ class ExchangeConnector(Connector):
                                     f"keeping its {len(known)} items")
             if problems:
                 yield Batch(problems=problems)
-            for scope, folder, kind in folders:
-                yield from self._pull_folder(account, scope, folder, kind, states, view)
+            for scope, folder, kind, dist in folders:
+                yield from self._pull_folder(account, scope, folder, kind, dist, states, view)
 
     def _fields(self, folder: Any, kind: str) -> set:
         names = {"mail": MAIL_FIELDS, "calendar": CALENDAR_FIELDS, "contacts": CONTACT_FIELDS, "tasks": TASK_FIELDS}[kind]
@@ -476,7 +509,7 @@ class ExchangeConnector(Connector):
 
         return self._call(page)
 
-    def _pull_folder(self, account: Any, scope: str, folder: Any, kind: str, states: dict[str, dict],
+    def _pull_folder(self, account: Any, scope: str, folder: Any, kind: str, dist: str, states: dict[str, dict],
                      view: SourceView) -> Iterator[Batch]:
         from exchangelib.errors import ErrorFolderNotFound, ErrorInvalidSyncStateData
 
@@ -498,6 +531,13 @@ class ExchangeConnector(Connector):
                 state, full = None, True
                 continue
             except ErrorFolderNotFound:
+                if dist and not entry.get("checked"):
+                    # the remembered id of a well-known folder no longer holds: ask the server once
+                    fresh = self._distinguished(account, dist)
+                    entry = {"checked": True}
+                    if fresh.id != folder.id:
+                        folder, state, full = fresh, None, True
+                        continue
                 yield Batch(problems=[f"folder {scope!r} vanished while it was read; nothing removed"])
                 return
             batch = Batch()
@@ -509,7 +549,9 @@ class ExchangeConnector(Connector):
                 batch.removed.extend(self._vanished(folder, scope, view, batch))
             done += len(changes)
             states[scope] = {"id": folder.id, "state": new_state, "full": full and not last}
-            batch.cursor = {"version": CURSOR_VERSION, "folders": copy.deepcopy(states)}
+            if dist:
+                states[scope]["dist"] = dist
+            batch.cursor = {"version": CURSOR_VERSION, "folders": copy.deepcopy(states), "server": dict(self._server)}
             batch.done = done
             yield batch
             if last or (new_state == state and not changes):

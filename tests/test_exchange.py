@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from decimal import Decimal
@@ -545,3 +546,27 @@ def test_mail_read_from_the_xml_equals_mail_read_through_exchangelib_objects(ews
     assert got[True] == got[False]
     special = next(r for r in got[True] if r.subject == "mit allem")
     assert special.cc and special.has_attachments and "$Private" in special.flags and "$CRM" in special.flags
+
+
+def test_a_no_change_run_is_one_sync_folder_items_per_folder(ews):
+    populate(ews.store, "alice@nordlicht.example", mails=5, events=1, contacts=1)
+    view = View()
+    first = pull(ews, view)
+    ews.requests.clear()
+    again = pull(ews, view, first.cursor)
+    assert again.records == [] and again.removed == []
+    assert ews.operations() == ["SyncFolderItems"] * 4  # Inbox, Sent Items, Calendar, Contacts
+
+
+def test_a_remembered_folder_id_that_no_longer_holds_is_looked_up_again(ews):
+    mail(ews, "eins")
+    view = View()
+    first = pull(ews, view, folders=["inbox"], calendar=False, contacts=False)
+    cursor = json.loads(json.dumps(first.cursor))
+    from tests.ews_emulator.model import encode_id
+
+    cursor["folders"]["Inbox"]["id"] = encode_id("F", "alice@nordlicht.example/gone")
+    mail(ews, "zwei")
+    second = pull(ews, view, cursor, folders=["inbox"], calendar=False, contacts=False)
+    assert [r.subject for r in second.records] == ["eins", "zwei"]  # read again from the start: no duplicates stored
+    assert not second.problems
