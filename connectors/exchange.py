@@ -173,7 +173,7 @@ class ExchangeConnector(Connector):
     type = "exchange"
     can_push = frozenset({"tasks"})
     push_options = {"tasks": "tasks_folder"}
-    pull_in_reader = False  # mostly waits for the server; exchangelib keeps its own connection pool
+    pull_in_reader = False  # a reader process was slower here (4.4 s -> 5.8 s for 20,000 mails): pickling costs more than it overlaps
     option_keys = frozenset({
         "server", "autodiscover", "autodiscover_url", "username", "password_env", "password_command", "auth",
         "token_env", "token_command", "verify_tls", "ca_file", "allow_plaintext", "mailbox", "access", "folders",
