@@ -85,7 +85,8 @@ def discover(address: str, username: str, password: str, url: str | None, *, ver
                 raise AuthError(f"autodiscover: the server refused the password of {username} (HTTP 401)")
             if resp.status_code in (301, 302, 307, 308) and resp.headers.get("Location"):
                 new = urljoin(target, resp.headers["Location"])
-                if urlsplit(new).scheme != "https" and urlsplit(new).netloc != urlsplit(target).netloc:
+                plain_to_same = urlsplit(target).scheme == "http" and urlsplit(new)[:2] == urlsplit(target)[:2]
+                if urlsplit(new).scheme != "https" and not plain_to_same:  # never from https down to http
                     tried[-1] += " (redirect to plain http refused)"
                     continue
                 queue.insert(0, new)

@@ -570,3 +570,34 @@ def test_a_remembered_folder_id_that_no_longer_holds_is_looked_up_again(ews):
     second = pull(ews, view, cursor, folders=["inbox"], calendar=False, contacts=False)
     assert [r.subject for r in second.records] == ["eins", "zwei"]  # read again from the start: no duplicates stored
     assert not second.problems
+
+
+def test_a_503_mid_sync_is_retried_by_the_engine_from_the_last_stored_page(tmp_path, ews):
+    for n in range(6):
+        mail(ews, f"Mail {n}")
+    crm = crm_for(tmp_path, ews, {"alice": options(ews, page_size=2, folders=["inbox"], calendar=False,
+                                                   contacts=False)})
+    syncs = 0
+
+    def count() -> int:
+        return sum(1 for r in ews.requests if r["op"] == "SyncFolderItems")
+
+    # the first page goes through, the second answers 503 once
+    original = ews.take_fault
+
+    def second_fails(operation):
+        nonlocal syncs
+        if operation == "SyncFolderItems":
+            syncs += 1
+            if syncs == 2:
+                from tests.ews_emulator.server import FaultRule
+
+                return FaultRule("http", 1, status=503)
+        return original(operation)
+
+    ews.take_fault = second_fails
+    result = crm.json("sync")["results"]
+    assert result[0]["status"] == "ok", result
+    assert crm.json("status")["counts"]["mails"] == 6
+    # page 1, the 503, then pages 2 and 3 again from the stored cursor: not from zero (that would be 5)
+    assert count() == 4

@@ -87,9 +87,6 @@ def _folder_ref(ctx: Context, ref: etree._Element) -> Folder:
 def _item_ref(ctx: Context, ref: etree._Element) -> Item:
     item = ctx.store.get(ref.get("Id", ""))
     _mailbox_of(ctx, item.folder.mailbox.address)
-    change_key = ref.get("ChangeKey")
-    if change_key is not None and ctx.store and False:
-        pass
     return item
 
 
