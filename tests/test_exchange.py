@@ -16,6 +16,7 @@ from crm_core.records import AppointmentRecord, ContactCard, MailRecord
 from tests.conftest import Crm, write_config
 from tests.ews_emulator import EwsEmulator, make_event, make_message, populate, weekly_recurrence
 from tests.ews_emulator.model import t
+from tests.imap_server import dovecot  # noqa: F401  (fixture)
 from tests.test_contract import Pulled, View
 
 PW_ENV = "CRM_TEST_EWS_PW"
@@ -601,3 +602,23 @@ def test_a_503_mid_sync_is_retried_by_the_engine_from_the_last_stored_page(tmp_p
     assert crm.json("status")["counts"]["mails"] == 6
     # page 1, the 503, then pages 2 and 3 again from the stored cursor: not from zero (that would be 5)
     assert count() == 4
+
+
+def test_the_same_mail_through_imap_and_through_exchange_is_one_interaction(tmp_path, ews, dovecot):
+    from tests.conftest import make_mail
+
+    body = "Guten Tag,\n\nbitte senden Sie uns ein Angebot für die Wartung.\n\nGrüße\nKim Kunde"
+    dovecot.append("alice", "INBOX", make_mail(sender="Kim Kunde <kim@kunde.example>", to="alice@nordlicht.example",
+                                               subject="Wartung", body=body, message_id="both-ways@kunde.example",
+                                               date=WHEN))
+    mail(ews, "Wartung", mailbox="bob@nordlicht.example", message_id="<both-ways@kunde.example>", body=body)
+    os.environ["CRM_TEST_EWS_IMAP"] = dovecot.users["alice"]
+    crm = crm_for(tmp_path, ews, {
+        "alice-imap": {"type": "imap", "host": "127.0.0.1", "port": dovecot.port, "tls": "none",
+                       "allow_plaintext": True, "username": "alice", "password_env": "CRM_TEST_EWS_IMAP",
+                       "owner": ["alice@nordlicht.example"], "folders": ["INBOX"]},
+        "bob-exchange": options(ews, mailbox="bob@nordlicht.example", calendar=False, contacts=False)})
+    crm("sync")
+    [row] = crm.json("explain", "both-ways@kunde.example")
+    assert sorted(p["source"] for p in row["seen_in"]) == ["alice-imap", "bob-exchange"]
+    assert crm.json("status")["counts"]["mails"] == 1
