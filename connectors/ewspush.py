@@ -1,4 +1,4 @@
-"""Follow-up tasks into an Exchange task folder, each with a stable identity.
+"""Follow-up tasks and customer cards into Exchange folders, each with a stable identity.
 
 Every pushed Task item carries the CRM task's uid in a named extended
 property (PublicStrings, ``crm-bridge-task-uid``).  Before writing, the
@@ -9,6 +9,13 @@ last push was changed in Outlook: the client's version wins and comes back
 as a conflict (the engine records it).  A task pushed before and gone from
 the folder is reported ``gone`` (the engine decides: cancel, or upload
 again when it was edited in the CRM).
+
+Customer and contact cards (``[push] cards``) go to the contacts folder
+``cards_folder`` (created below Contacts when missing) the same way: the
+card's uid in the named property ``crm-bridge-card-uid``, the CRM's context
+in the contact's notes, updated in place.  A contact whose ChangeKey moved
+since the last push was edited in Outlook: it is left alone and reported as
+a conflict, and the engine stops updating it.
 """
 
 from __future__ import annotations
@@ -61,6 +68,82 @@ def push_tasks(conn: Any, folder: Any, scope: str, tasks: list[TaskPush]) -> lis
                 conn._call(item.save, update_fields=["subject", "body", "due_date", "status", "percent_complete"])
             results.append(PushResult(push.uid, True, scope, item.id, item.changekey))
         except Exception as exc:  # noqa: BLE001 - one task's failure is that task's result
+            from exchangelib.errors import EWSError
+
+            if not isinstance(exc, EWSError):
+                raise
+            results.append(PushResult(push.uid, False, scope, push.href, push.etag, error=f"{type(exc).__name__}: {exc}"))
+    return results
+
+
+CARD_FIELDS = ("id", "changekey", "crm_card_uid")
+_PHONE_LABELS = ("BusinessPhone", "BusinessPhone2", "MobilePhone", "OtherTelephone")
+
+
+def _unescape(value: str) -> str:
+    out, i = [], 0
+    while i < len(value):
+        ch = value[i]
+        if ch == "\\" and i + 1 < len(value):
+            nxt = value[i + 1]
+            out.append("\n" if nxt in "nN" else nxt)
+            i += 2
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def parse_card(text: str) -> dict[str, list[str]]:
+    """The properties of the vCard crm_core/cards.py writes: NAME -> values (unfolded, unescaped)."""
+    lines = text.replace("\r\n ", "").replace("\r\n\t", "").replace("\n ", "").splitlines()
+    out: dict[str, list[str]] = {}
+    for line in lines:
+        name, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key = name.split(";", 1)[0].upper()
+        out.setdefault(key, []).append(_unescape(value) if key != "ORG" else _unescape(value).split(";")[0])
+    return out
+
+
+def push_cards(conn: Any, folder: Any, scope: str, cards: list[Any]) -> list[PushResult]:
+    from exchangelib import Body
+    from exchangelib.indexed_properties import EmailAddress, PhoneNumber
+    from exchangelib.items import Contact
+
+    listed = conn._call(lambda: list(folder.all().only(*CARD_FIELDS)))
+    ours = {c.crm_card_uid: c for c in listed if getattr(c, "crm_card_uid", None)}
+    results = []
+    for push in cards:
+        found = ours.get(push.uid)
+        try:
+            if found is not None and push.etag and found.changekey != push.etag:
+                results.append(PushResult(push.uid, False, scope, found.id, found.changekey,
+                                          error="conflict: edited in Outlook"))
+                continue
+            props = parse_card(push.vcard)
+            name = (props.get("FN") or [""])[0]
+            org = (props.get("ORG") or [""])[0]
+            item = found if found is not None else Contact(folder=folder, account=folder.account)
+            item.display_name = name[:255] or org[:255] or push.uid
+            item.file_as = item.display_name
+            item.company_name = org or None
+            item.job_title = (props.get("TITLE") or [""])[0] or None
+            item.email_addresses = [EmailAddress(label=label, email=e)
+                                    for label, e in zip(EmailAddress.LABEL_CHOICES, props.get("EMAIL", []))] or None
+            item.phone_numbers = [PhoneNumber(label=label, phone_number=p)
+                                  for label, p in zip(_PHONE_LABELS, props.get("TEL", []))] or None
+            item.body = Body("\n".join(props.get("NOTE", [])))
+            if found is None:
+                item.crm_card_uid = push.uid
+                conn._call(item.save)
+            else:
+                fields = ["display_name", "file_as", "company_name", "job_title", "email_addresses", "phone_numbers",
+                          "body"]
+                conn._call(item.save, update_fields=fields)
+            results.append(PushResult(push.uid, True, scope, item.id, item.changekey))
+        except Exception as exc:  # noqa: BLE001 - one card's failure is that card's result
             from exchangelib.errors import EWSError
 
             if not isinstance(exc, EWSError):

@@ -16,6 +16,7 @@ Config (``[sources.NAME]`` with ``type = "exchange"``)::
     calendar = true                   # the Calendar folder
     contacts = true                   # the Contacts folder
     tasks_folder = "tasks"            # where pushed tasks go (and are read back from)
+    cards_folder = "CRM"              # contacts folder for [push] cards (below Contacts, created when missing)
     page_size = 256                   # MaxChangesReturned per SyncFolderItems (1-512)
     max_connections = 2               # concurrent requests to the server for this mailbox
     timeout = 120                     # seconds per request
@@ -110,7 +111,7 @@ from connectors.ewsitems import (
     mail_record,
     task_state,
 )
-from crm_core.records import Batch, Failure, Location, PushResult, TaskPush
+from crm_core.records import Batch, CardPush, Failure, Location, PushResult, TaskPush
 from crm_core.settings import SourcePolicy
 
 log = logging.getLogger("crm.exchange")
@@ -123,6 +124,8 @@ _DISTINGUISHED = {"inbox": "inbox", "sentitems": "sentitems", "sent": "sentitems
 _SKIP_GLOB = ("IPF.Note.OutlookHomepage",)
 #: the CRM task uid on pushed Task items (a named property in PublicStrings)
 TASK_PROPERTY = "crm-bridge-task-uid"
+#: the CRM card uid on pushed Contact items
+CARD_PROPERTY = "crm-bridge-card-uid"
 
 
 def _is_loopback(host: str) -> bool:
@@ -171,13 +174,13 @@ class _TlsSettings:
 
 class ExchangeConnector(Connector):
     type = "exchange"
-    can_push = frozenset({"tasks"})
-    push_options = {"tasks": "tasks_folder"}
+    can_push = frozenset({"tasks", "cards"})
+    push_options = {"tasks": "tasks_folder", "cards": "cards_folder"}
     pull_in_reader = False  # a reader process was slower here (4.4 s -> 5.8 s for 20,000 mails): pickling costs more than it overlaps
     option_keys = frozenset({
         "server", "autodiscover", "autodiscover_url", "username", "password_env", "password_command", "auth",
         "token_env", "token_command", "verify_tls", "ca_file", "allow_plaintext", "mailbox", "access", "folders",
-        "calendar", "contacts", "tasks_folder", "page_size", "max_connections", "timeout", "max_backoff",
+        "calendar", "contacts", "tasks_folder", "cards_folder", "page_size", "max_connections", "timeout", "max_backoff",
         "log_category", "private_category", "window_past_days", "window_future_days",
     })
 
@@ -231,6 +234,10 @@ class ExchangeConnector(Connector):
         if tasks_folder is not None and (not isinstance(tasks_folder, str) or not tasks_folder.strip()):
             raise ConfigError(f"{where}.tasks_folder must be a folder name")
         self.tasks_folder = tasks_folder.strip().strip("/") if isinstance(tasks_folder, str) else None
+        cards_folder = o.get("cards_folder")
+        if cards_folder is not None and (not isinstance(cards_folder, str) or not cards_folder.strip()):
+            raise ConfigError(f"{where}.cards_folder must be a folder name")
+        self.cards_folder = cards_folder.strip().strip("/") if isinstance(cards_folder, str) else None
         self.page_size = self._int("page_size", 256, 1, MAX_PAGE)
         self.max_connections = self._int("max_connections", 2, 1, 16)
         self.timeout = self._int("timeout", 120, 1, 3600)
@@ -489,9 +496,8 @@ class ExchangeConnector(Connector):
 
     def _fields(self, folder: Any, kind: str) -> set:
         names = {"mail": MAIL_FIELDS, "calendar": CALENDAR_FIELDS, "contacts": CONTACT_FIELDS, "tasks": TASK_FIELDS}[kind]
-        names = tuple(names) + (("crm_task_uid",) if kind == "tasks" else ())
-        if kind == "tasks":
-            _register_task_property()
+        names = tuple(names) + {"tasks": ("crm_task_uid",), "contacts": ("crm_card_uid",)}.get(kind, ())
+        _register_properties()
         for n in names:
             folder.validate_item_field(field=n, version=folder.account.version)
         return {f for f in folder.normalize_fields(fields=list(names)) if not f.field.is_attribute}
@@ -578,7 +584,7 @@ class ExchangeConnector(Connector):
             elif kind == "contacts":
                 from exchangelib.items import Contact
 
-                if isinstance(item, Contact):
+                if isinstance(item, Contact) and not getattr(item, "crm_card_uid", None):  # not the CRM's own cards
                     batch.records.append(contact_card(item, location))
             elif kind == "tasks":
                 uid = getattr(item, "crm_task_uid", None)
@@ -613,8 +619,33 @@ class ExchangeConnector(Connector):
         with self._errors():
             account = self._connect()
             scope, folder = self._task_folder(account)
-            _register_task_property()
+            _register_properties()
             return push_tasks(self, folder, scope, tasks)
+
+    def _cards_folder(self, account: Any) -> tuple[str, Any]:
+        """The contacts folder pushed cards go to: a path, or a name below Contacts (created when missing)."""
+        target = self.cards_folder or "CRM"
+        parent = self._distinguished(account, "contacts")
+        wanted = {target.lower(), f"{parent.name}/{target}".lower()}
+        for path, folder in self._tree(account):
+            if path.lower() in wanted:
+                return path, folder
+        if "/" in target:
+            raise ConnectorError(f"sources.{self.name}.cards_folder: no folder {target!r} in {self.mailbox}")
+        from exchangelib.folders import Contacts
+
+        folder = Contacts(parent=parent, name=target)
+        self._call(folder.save)
+        return f"{parent.name}/{target}", folder
+
+    def push_cards(self, cards: list[CardPush], view: SourceView) -> list[PushResult]:
+        from connectors.ewspush import push_cards
+
+        with self._errors():
+            account = self._connect()
+            _register_properties()
+            scope, folder = self._cards_folder(account)
+            return push_cards(self, folder, scope, cards)
 
 
 _SYNC_SERVICE: Any = None
@@ -658,20 +689,26 @@ def _sync_service() -> Any:
     return _SYNC_SERVICE
 
 
-def _register_task_property() -> None:
-    """The CRM task uid as an extended property of Task items (registered once per process)."""
+def _register_properties() -> None:
+    """The CRM's ids as extended properties of Task and Contact items (registered once per process)."""
     from exchangelib import ExtendedProperty
-    from exchangelib.items import Task
+    from exchangelib.items import Contact, Task
 
-    if "crm_task_uid" in {f.name for f in Task.FIELDS}:
-        return
+    if "crm_task_uid" not in {f.name for f in Task.FIELDS}:
+        class CrmTaskUid(ExtendedProperty):
+            distinguished_property_set_id = "PublicStrings"
+            property_name = TASK_PROPERTY
+            property_type = "String"
 
-    class CrmTaskUid(ExtendedProperty):
-        distinguished_property_set_id = "PublicStrings"
-        property_name = TASK_PROPERTY
-        property_type = "String"
+        Task.register("crm_task_uid", CrmTaskUid)
+    if "crm_card_uid" not in {f.name for f in Contact.FIELDS}:
+        class CrmCardUid(ExtendedProperty):
+            distinguished_property_set_id = "PublicStrings"
+            property_name = CARD_PROPERTY
+            property_type = "String"
 
-    Task.register("crm_task_uid", CrmTaskUid)
+        Contact.register("crm_card_uid", CrmCardUid)
+
 
 
 def _utc_zone() -> Any:

@@ -622,3 +622,55 @@ def test_the_same_mail_through_imap_and_through_exchange_is_one_interaction(tmp_
     [row] = crm.json("explain", "both-ways@kunde.example")
     assert sorted(p["source"] for p in row["seen_in"]) == ["alice-imap", "bob-exchange"]
     assert crm.json("status")["counts"]["mails"] == 1
+
+
+def test_customer_cards_go_to_an_outlook_contacts_folder_once_and_user_edits_are_respected(tmp_path, ews):
+    populate(ews.store, "alice@nordlicht.example", contacts=0)
+    mail(ews, "Anfrage", sender=("Kim Kunde", "kim@kunde.example"))
+    crm = crm_for(tmp_path, ews, {"alice": options(ews, cards_folder="CRM Kunden", folders=["inbox"])},
+                  push={"cards": "alice"}, followup={"after_appointment_days": 0, "unanswered_days": 0})
+    crm("sync")
+
+    def cards() -> dict:
+        out = {}
+        for item in ews.store.items.values():
+            if item.kind == "Contact" and item.folder.name == "CRM Kunden":
+                out[item.elem.findtext(t("DisplayName"))] = item
+        return out
+
+    first = cards()
+    assert set(first) == {"Kunde GmbH", "Kim Kunde"}
+    kim = first["Kim Kunde"]
+    assert kim.elem.findtext(t("CompanyName")) == "Kunde GmbH"
+    assert [e.text for e in kim.elem.iter(t("Entry"))] == ["kim@kunde.example"]
+    assert "Customer: Kunde GmbH" in kim.elem.findtext(t("Body"))
+    assert kim.folder.parent.distinguished == "contacts"
+    mail(ews, "Noch eine Anfrage", sender=("Kim Kunde", "kim@kunde.example"), message_id="<zwei@kunde.example>",
+         date=WHEN + timedelta(days=1))
+    for _ in range(3):
+        crm("sync")
+    again = cards()
+    assert set(again) == {"Kunde GmbH", "Kim Kunde"} and len([i for i in ews.store.items.values()
+                                                               if i.folder.name == "CRM Kunden"]) == 2
+    # the user edits the card in Outlook: it stays as the user left it
+    customer = again["Kunde GmbH"]
+    customer.elem.find(t("DisplayName")).text = "Kunde GmbH (Zentrale)"
+    ews.store.touch(customer)
+    mail(ews, "Dritte Anfrage", sender=("Kim Kunde", "kim@kunde.example"), message_id="<drei@kunde.example>",
+         date=WHEN + timedelta(days=2))
+    crm("sync")
+    assert cards()["Kunde GmbH (Zentrale)"].elem.findtext(t("DisplayName")) == "Kunde GmbH (Zentrale)"
+
+
+def test_cards_pushed_into_the_contacts_folder_itself_are_not_read_back(tmp_path, ews):
+    import sqlite3
+
+    mail(ews, "Anfrage", sender=("Kim Kunde", "kim@kunde.example"))
+    crm = crm_for(tmp_path, ews, {"alice": options(ews, cards_folder="contacts", folders=["inbox"])},
+                  push={"cards": "alice"})
+    crm("sync")
+    crm("sync")
+    assert sum(1 for i in ews.store.items.values() if i.kind == "Contact") == 2  # the customer and Kim
+    with sqlite3.connect(tmp_path / "crm.db") as db:
+        names = sorted(r[0] for r in db.execute("SELECT name FROM contacts"))
+    assert names == ["Kim Kunde"]  # no phantom contact "Kunde GmbH" from the CRM's own card

@@ -160,6 +160,33 @@ def find_folder(ctx: Context, op: etree._Element) -> etree._Element:
     return env
 
 
+def create_folder(ctx: Context, op: etree._Element) -> etree._Element:
+    env, msgs = response("CreateFolder")
+    ctx.log.append({"op": "CreateFolder", "write": True})
+    try:
+        parent = _folder_ref(ctx, _only_child(op.find(m("ParentFolderId")))[0])
+    except (EwsError, IndexError) as exc:
+        code = exc.code if isinstance(exc, EwsError) else "ErrorInvalidIdMalformed"
+        msg = message(msgs, "CreateFolder", code, getattr(exc, "text", "Id is malformed."))
+        etree.SubElement(msg, m("Folders"))
+        return env
+    classes = {"ContactsFolder": "IPF.Contact", "CalendarFolder": "IPF.Appointment", "TasksFolder": "IPF.Task"}
+    for elem in _only_child(op.find(m("Folders"))):
+        tag = etree.QName(elem).localname
+        name = (elem.findtext(t("DisplayName")) or "").strip()
+        if any(f.name.lower() == name.lower() for f in ctx.store.children(parent)):
+            msg = message(msgs, "CreateFolder", "ErrorFolderExists", "A folder with the specified name already exists.")
+            etree.SubElement(msg, m("Folders"))
+            continue
+        folder_class = elem.findtext(t("FolderClass")) or classes.get(tag, "IPF.Note")
+        folder = ctx.store.add_folder(parent.mailbox.address, name, parent=parent.key.rpartition("/")[2],
+                                      folder_class=folder_class)
+        msg = message(msgs, "CreateFolder")
+        etree.SubElement(etree.SubElement(msg, m("Folders")), t(tag)).append(
+            etree.Element(t("FolderId"), Id=folder.id, ChangeKey=folder.change_key))
+    return env
+
+
 def sync_folder_hierarchy(ctx: Context, op: etree._Element) -> etree._Element:
     base, fields = _folder_shape(op)
     env, msgs = response("SyncFolderHierarchy")
@@ -573,6 +600,7 @@ def convert_id(ctx: Context, op: etree._Element) -> etree._Element:
 OPERATIONS: dict[str, Callable[[Context, etree._Element], etree._Element]] = {
     "GetFolder": get_folder,
     "FindFolder": find_folder,
+    "CreateFolder": create_folder,
     "SyncFolderHierarchy": sync_folder_hierarchy,
     "SyncFolderItems": sync_folder_items,
     "GetItem": get_item,

@@ -130,7 +130,7 @@ class EwsEmulator:
         ops = [r["op"] for r in self.requests]
         if write_only:
             return [o for o in ops if o in ("CreateItem", "UpdateItem", "DeleteItem", "MoveItem", "SendItem",
-                                            "MarkAsJunk", "CopyItem")]
+                                            "MarkAsJunk", "CopyItem", "CreateFolder")]
         return ops
 
 
