@@ -1612,7 +1612,7 @@ def _migrate_2_warnings_and_dates(store: "Store") -> None:
             y = y + 2000 if y < 50 else y + 1900
         return f"{y:04d}-{rest}"
 
-    bad = "date IS NOT NULL AND substr(date, 5, 1) != '-' AND date GLOB '[0-9]*-*'"
+    bad = "date IS NOT NULL AND instr(date, '-') BETWEEN 2 AND 4 AND date GLOB '[0-9]*'"
     for iid, kind, value in store.conn.execute(f"SELECT id, kind, date FROM interactions WHERE {bad}").fetchall():
         store.conn.execute("UPDATE interactions SET date=? WHERE id=?", (fixed(value, kind == "mail"), iid))
     for iid, rid, value in store.conn.execute(
