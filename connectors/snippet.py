@@ -137,6 +137,7 @@ def html_to_text(text: str) -> str:
 #: characters of a text part looked at first; the rest only when these do not make the snippet
 _SNIPPET_HEAD = 1024
 #: RFC 2045 6.7: trailing white space on a quoted-printable line was added in transport and is deleted
+#: (text_snippet and prefix_bytes must agree on the sizes)
 _QP_TRAILING_WS = re.compile(rb"[ \t]+(?=\r?\n)")
 
 
@@ -177,11 +178,12 @@ def text_snippet(prefix: bytes, cte: str, charset: str, subtype: str) -> str:
     character cut in two at the end of the prefix is dropped, not allowed
     to turn the whole text into mojibake.
     """
-    n = prefix_bytes("text/" + subtype, cte)
-    if cte and cte.strip().lower() == "quoted-printable" and (b" \n" in prefix or b" \r\n" in prefix or b"\t\n" in prefix
-                                                              or b"\t\r\n" in prefix):
-        prefix = _QP_TRAILING_WS.sub(b"", prefix[:n])
-    data = decode_transfer(prefix[:n], cte)
+    qp = bool(cte) and cte.strip().lower() == "quoted-printable"
+    n = SNIPPET_HTML_RAW_BYTES if subtype == "html" else 3 * SNIPPET_RAW_BYTES if qp else SNIPPET_RAW_BYTES
+    data = prefix[:n]
+    if qp and (b"= " in data or b"=\t" in data):  # soft line breaks padded with blanks: only there it matters
+        data = _QP_TRAILING_WS.sub(b"", data)
+    data = decode_transfer(data, cte)
     text = _decode_bytes(data, charset, cut=True)
     if "\x00" in text:
         text = text.replace("\x00", "")
@@ -199,6 +201,8 @@ _ORIGINAL_MESSAGE = re.compile(r"(?i)-{2,}\s*(?:original message|ursprüngliche 
 _OUTLOOK_FROM = re.compile(r"(?i)\*?(?:from|von)\s*:")
 _OUTLOOK_SENT = re.compile(r"(?i)\*?(?:sent|date|gesendet|datum)\s*:")
 _ATTRIBUTION = re.compile(r"(?is)(?:on|am)\s(?=.*\d).{3,400}?(?:\bwrote|\bschrieb\b.{0,300}?)\s*:")
+_OUTLOOK_FIELD = re.compile(r"(?i)\*?(?:from|von|sent|gesendet|date|datum|to|an|cc|subject|betreff)\s*:")
+_MAYBE_REPLY = frozenset("-_FfVv*OA")  # first characters of the reply headers above
 _WROTE = re.compile(r"(?i).*(?:\bwrote|\bschrieb\b.*)\s*:")
 
 
@@ -248,32 +252,33 @@ def _snippet_lines(all_lines: list[str], partial: bool) -> str:
             break
         if not stripped or stripped[0] == ">":
             continue
-        head = stripped[0]
-        skip = 0  # a reply header: lines to leave out when nothing came before it
-        if head == "-" and _ORIGINAL_MESSAGE.fullmatch(stripped):
-            skip = 1
-        elif head == "_" and len(stripped) >= 10 and not stripped.strip("_") and _OUTLOOK_FROM.match(after(i)):
-            skip = 1
-        elif head in "FfVv*" and _OUTLOOK_FROM.match(stripped) and (
-                _OUTLOOK_SENT.match(after(i)) or _OUTLOOK_SENT.match(after(i, 2))):
-            skip = 1
-            while i + skip < usable and re.match(r"(?i)\*?(?:from|von|sent|gesendet|date|datum|to|an|cc|subject|betreff)\s*:", all_lines[i + skip].strip()):
-                skip += 1
-        elif stripped.startswith(("On ", "Am ")):
-            if stripped[-1] == ":" and _ATTRIBUTION.fullmatch(stripped):
+        if stripped[0] in _MAYBE_REPLY or stripped[-1] == ":":  # cheap test first: most lines are plain text
+            head = stripped[0]
+            skip = 0  # a reply header: lines to leave out when nothing came before it
+            if head == "-" and _ORIGINAL_MESSAGE.fullmatch(stripped):
                 skip = 1
-            elif stripped[-1] != ":" and _ATTRIBUTION.fullmatch(stripped + " " + after(i)):
-                skip = 2  # Gmail wraps its attribution
-            if skip and after(i, skip).startswith(">"):
-                i += skip - 1  # a quoted block follows: leave the attribution out, go on after the block
+            elif head == "_" and len(stripped) >= 10 and not stripped.strip("_") and _OUTLOOK_FROM.match(after(i)):
+                skip = 1
+            elif head in "FfVv*" and _OUTLOOK_FROM.match(stripped) and (
+                    _OUTLOOK_SENT.match(after(i)) or _OUTLOOK_SENT.match(after(i, 2))):
+                skip = 1
+                while i + skip < usable and _OUTLOOK_FIELD.match(all_lines[i + skip].strip()):
+                    skip += 1
+            elif stripped.startswith(("On ", "Am ")):
+                if stripped[-1] == ":" and _ATTRIBUTION.fullmatch(stripped):
+                    skip = 1
+                elif stripped[-1] != ":" and _ATTRIBUTION.fullmatch(stripped + " " + after(i)):
+                    skip = 2  # Gmail wraps its attribution
+                if skip and after(i, skip).startswith(">"):
+                    i += skip - 1  # a quoted block follows: leave the attribution out, go on after the block
+                    continue
+            elif stripped[-1] == ":" and _WROTE.fullmatch(stripped) and after(i).startswith(">"):
+                continue  # "X wrote:" before a quoted block
+            if skip:
+                if lines:
+                    break  # own text, then the quoted message: stop
+                i += skip - 1  # nothing of its own (a forward): the quoted text is better than nothing
                 continue
-        elif stripped[-1] == ":" and _WROTE.fullmatch(stripped) and after(i).startswith(">"):
-            continue  # "X wrote:" before a quoted block
-        if skip:
-            if lines:
-                break  # own text, then the quoted message: stop
-            i += skip - 1  # nothing of its own (a forward): the quoted text is better than nothing
-            continue
         lines.append(stripped)
         size += len(stripped) + 1
         if size > SNIPPET_CHARS * 2:  # enough text: folding whitespace only shortens it
