@@ -380,3 +380,17 @@ def test_file_and_parse_message_agree_on_a_cr_only_mail():
     raw = _mail("Alte Nachricht.\n", mid="cr@x", nl="\r")
     rec = parse_message(raw, Location("INBOX", "1"))
     assert rec.snippet == "Alte Nachricht." and rec.message_id == "cr@x" and rec.to[0].email == "anna@nordlicht.example"
+
+
+def test_html_replies_of_outlook_and_gmail_leave_the_quoted_message_out():
+    outlook = (_html(3_000, OWN).replace("</div></body>", "")
+               + '<div style="border:none;border-top:solid #E1E1E1 1.0pt;padding:3.0pt 0cm 0cm 0cm">'
+               '<p class="MsoNormal"><b>From:</b> Anna Weber &lt;anna@nordlicht.example&gt;<br><b>Sent:</b> '
+               'Tuesday, March 12, 2024 10:15 AM<br><b>To:</b> Kim Kunde &lt;kim@kunde.example&gt;<br><b>Subject:</b> '
+               f'Termin<o:p></o:p></p></div><p class="MsoNormal">{QUOTED}<o:p></o:p></p></div></body></html>')
+    gmail = (f'<div dir="ltr">{OWN}</div><br><div class="gmail_quote"><div dir="ltr" class="gmail_attr">On Tue, Mar 12, '
+             '2024 at 10:15\u202fAM Anna Weber &lt;<a href="mailto:anna@nordlicht.example">anna@nordlicht.example</a>'
+             f'&gt; wrote:<br></div><blockquote class="gmail_quote" style="margin:0px 0px 0px 0.8ex">{QUOTED}'
+             '</blockquote></div>')
+    for html in (outlook, gmail):
+        assert text_snippet(html.encode(), "8bit", "utf-8", "html") == OWN
