@@ -67,7 +67,9 @@ of the part (4 KiB of text, 12 KiB of quoted-printable, 32 KiB of HTML):
 IMAP sends CRLF line ends while Maildir files (Dovecot, mbsync) keep LF,
 so the prefix is normalised to LF and then cut to prefix_bytes,
 which gives the same snippet as :func:`~connectors.mailparse.parse_message`
-on the stored file.  Folders are opened with EXAMINE and every body fetch
+on the stored file.  A mail whose header the server could not split (CR-only
+line ends of old Mac exports, no known field) is fetched as a prefix of the
+whole message instead and read by ``parse_message``.  Folders are opened with EXAMINE and every body fetch
 uses ``BODY.PEEK``: the connector never changes the mailbox.
 
 The commands are pipelined (:class:`Fetches`): the header FETCH of the
