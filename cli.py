@@ -491,6 +491,8 @@ def explain(obj: Context, message_id: str, as_json: bool) -> None:
             click.echo(f"  {l['target']} {l['name']} (id {l['id']}): by {l['reason']}")
         for u in r["manually_unlinked"]:
             click.echo(f"  {u['target']} {u['id']}: unlinked by hand")
+        for w in r.get("warnings", ()):
+            click.echo(f"  warning: {w}")
 
 
 # -- tasks ---------------------------------------------------------------------------

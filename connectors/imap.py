@@ -62,11 +62,14 @@ Only ``UID FLAGS RFC822.SIZE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (...)]``
 (the fields of :data:`connectors.mailparse.HEADER_FIELDS`), then for the
 text part that :func:`~connectors.mailparse.choose_text_part` picks from
 the BODYSTRUCTURE a prefix ``BODY.PEEK[<section>]<0.N>`` in one FETCH per
-section.  ``N`` is twice :data:`~connectors.mailparse.SNIPPET_RAW_BYTES`:
+section and size.  ``N`` is twice :func:`~connectors.mailparse.prefix_bytes`
+of the part (4 KiB of text, 12 KiB of quoted-printable, 32 KiB of HTML):
 IMAP sends CRLF line ends while Maildir files (Dovecot, mbsync) keep LF,
-so the prefix is normalised to LF and then cut to SNIPPET_RAW_BYTES,
+so the prefix is normalised to LF and then cut to prefix_bytes,
 which gives the same snippet as :func:`~connectors.mailparse.parse_message`
-on the stored file.  Folders are opened with EXAMINE and every body fetch
+on the stored file.  A mail whose header the server could not split (CR-only
+line ends of old Mac exports, no known field) is fetched as a prefix of the
+whole message instead and read by ``parse_message``.  Folders are opened with EXAMINE and every body fetch
 uses ``BODY.PEEK``: the connector never changes the mailbox.
 
 The commands are pipelined (:class:`Fetches`): the header FETCH of the
@@ -127,13 +130,16 @@ from connectors.base import (
 )
 from connectors.mailparse import (
     HEADER_FIELDS,
-    SNIPPET_RAW_BYTES,
+    MAX_MESSAGE_BYTES,
     MailParseError,
     Part,
+    bare_cr_lines,
     choose_text_part,
     parse_header_block,
+    parse_message,
+    part_snippet,
+    prefix_bytes,
     record_from_headers,
-    text_snippet,
 )
 from crm_core.records import Batch, Failure, FlagChange, Location, MailRecord
 
@@ -141,8 +147,6 @@ CURSOR_VERSION = 1
 #: UIDVALIDITY changes tolerated within RESET_WINDOW before a folder is skipped
 MAX_RESETS = 3
 RESET_WINDOW = 30 * 24 * 3600
-#: bytes of the text part fetched; normalised to LF, then cut to SNIPPET_RAW_BYTES
-PREFIX_FETCH_BYTES = 2 * SNIPPET_RAW_BYTES
 _SKIP_SPECIAL = (b"\\junk", b"\\trash", b"\\drafts")
 _SENT_NAMES = ("sent", "sent items", "sent messages", "sent mail", "gesendet", "gesendete objekte")
 _HEADER_ITEM = "BODY.PEEK[HEADER.FIELDS (" + " ".join(f.upper() for f in HEADER_FIELDS) + ")]"
@@ -223,8 +227,9 @@ def body_parts(bs: Any, section: str = "", depth: int = 0) -> Iterator[Part]:
     if isinstance(disposition, (tuple, list)) and disposition:
         if _s(disposition[0]).lower().startswith("attachment"):
             attachment = True
-        elif len(disposition) > 1 and any("filename" in k for k in _pairs(disposition[1])):
-            attachment = True
+        elif _s(disposition[0]).lower() != "inline" and len(disposition) > 1 and any(
+                "filename" in k for k in _pairs(disposition[1])):
+            attachment = True  # as mailparse: a file name makes a file unless the part says inline
     yield Part(ctype, params.get("charset", ""), cte, attachment, b"", section or "1")
 
 
@@ -467,11 +472,11 @@ def uid_search_all(client: Any, esearch: bool) -> list[int]:
     return []
 
 
-def _snippet_from_prefix(prefix: bytes, part: Part) -> str:
-    # CRLF -> LF only matters where SNIPPET_RAW_BYTES cuts: line splitting,
-    # QP and base64 treat both alike
-    data = prefix if len(prefix) <= SNIPPET_RAW_BYTES else prefix.replace(b"\r\n", b"\n")[:SNIPPET_RAW_BYTES]
-    return text_snippet(data, part.cte, part.charset, part.ctype[5:])
+def _prefix_fetch_bytes(part: Part) -> int:
+    """Bytes of a text part fetched: normalised to LF, then cut to prefix_bytes (mailparse.part_snippet)."""
+    if not part.section:  # the whole message, for a mail only the file parser can read (CR line ends)
+        return MAX_MESSAGE_BYTES
+    return 2 * prefix_bytes(part.ctype, part.cte)
 
 
 def _still_there(local_id: str, prefix: str, uids: set[int]) -> bool:
@@ -829,8 +834,8 @@ class ImapConnector(Connector):
             for k, chunk in enumerate(chunks):
                 fetches.wait(heads[k])
                 batch, pending, by_section = self._parse_new(fetches.take(chunk), scope, uidvalidity, list(chunk))
-                asked = [fetches.send(uid_set(suids), [f"BODY.PEEK[{section}]<0.{PREFIX_FETCH_BYTES}>"])
-                         for section, suids in by_section.items()]
+                asked = [fetches.send(uid_set(suids), [f"BODY.PEEK[{section}]<0.{size}>"])
+                         for (section, size), suids in by_section.items()]
                 if k + 2 < len(chunks):
                     heads.append(fetches.send(uid_set(chunks[k + 2]), _FETCH_ITEMS))
                 fetches.wait(*asked)
@@ -888,11 +893,18 @@ class ImapConnector(Connector):
         return changes
 
     def _parse_new(self, resp: dict[int, dict], scope: str, uidvalidity: int, uids: list[int]
-                   ) -> tuple[Batch, list[tuple[int, dict, Part | None, bool, tuple[str, ...], int]], dict[str, list[int]]]:
-        """The header FETCH of new mail -> (batch with failures, pending mails, UIDs by text section)."""
+                   ) -> tuple[Batch, list[tuple[int, dict | None, Part | None, bool, tuple[str, ...], int]],
+                              dict[tuple[str, int], list[int]]]:
+        """The header FETCH of new mail -> (batch with failures, pending mails, UIDs by (text section, bytes)).
+
+        A mail whose header the server could not split (no wanted field, or
+        CR-only line ends, which the server reads as one long line) is
+        pending with no header (``None``) and the section "" : the prefix
+        of the whole message is fetched and read by the file parser.
+        """
         batch = Batch()
-        pending: list[tuple[int, dict, Part | None, bool, tuple[str, ...], int]] = []
-        by_section: dict[str, list[int]] = {}
+        pending: list[tuple[int, dict | None, Part | None, bool, tuple[str, ...], int]] = []
+        by_section: dict[tuple[str, int], list[int]] = {}
         for uid in uids:
             data = resp.get(uid)
             location = Location(scope, f"{uidvalidity}:{uid}")
@@ -904,12 +916,14 @@ class ImapConnector(Connector):
                     if isinstance(key, bytes) and key.startswith(b"BODY[HEADER"):
                         header = value or b""
                         break
-                h = parse_header_block(header)
+                h: dict[str, str] | None = parse_header_block(header)
+                part: Part | None
                 flags = _flags(data.get(b"FLAGS", ()))
                 location = Location(scope, location.local_id, flags_key(flags))
-                if not h:
-                    raise MailParseError("no mail header fields found")
-                part, attachments = choose_text_part(body_parts(data.get(b"BODYSTRUCTURE")))
+                if not h or bare_cr_lines(header):
+                    part, attachments, h = Part("message/raw", "", "", False, b"", ""), False, None
+                else:
+                    part, attachments = choose_text_part(body_parts(data.get(b"BODYSTRUCTURE")))
             except MailParseError as exc:
                 batch.failures.append(Failure(location, str(exc), _s(header[:300])))
                 continue
@@ -918,29 +932,36 @@ class ImapConnector(Connector):
                 continue
             pending.append((uid, h, part, attachments, flags, int(data.get(b"RFC822.SIZE", 0) or 0)))
             if part is not None:
-                by_section.setdefault(part.section, []).append(uid)
+                by_section.setdefault((part.section, _prefix_fetch_bytes(part)), []).append(uid)
         return batch, pending, by_section
 
-    def _add_records(self, batch: Batch, pending: list[tuple[int, dict, Part | None, bool, tuple[str, ...], int]],
+    def _add_records(self, batch: Batch, pending: list[tuple[int, dict | None, Part | None, bool, tuple[str, ...], int]],
                      bodies: dict[int, dict], scope: str, uidvalidity: int) -> None:
         """Records of the pending mails, with the snippets from their text-part prefixes."""
         for uid, h, part, attachments, flags, size in pending:
             location = Location(scope, f"{uidvalidity}:{uid}", flags_key(flags))
+            value = b""
             try:
                 snippet = ""
                 if part is not None:
                     data = bodies.get(uid) or {}
-                    value = data.get(f"BODY[{part.section}]<0>".encode())
-                    if value is None:
-                        value = next((v for k, v in data.items() if isinstance(k, bytes) and k.startswith(b"BODY[")), b"")
-                    snippet = _snippet_from_prefix(value or b"", part)
-                record: MailRecord = record_from_headers(
-                    h, location, snippet=snippet, flags=flags, size=size, has_attachments=attachments)
+                    found = data.get(f"BODY[{part.section}]<0>".encode())
+                    if found is None:
+                        found = next((v for k, v in data.items() if isinstance(k, bytes) and k.startswith(b"BODY[")), b"")
+                    value = found or b""
+                if h is None:  # the whole message's prefix, read as a file would be
+                    record: MailRecord = parse_message(value, location, flags, size or None)
+                else:
+                    if part is not None:
+                        snippet = part_snippet(value, part)
+                    record = record_from_headers(
+                        h, location, snippet=snippet, flags=flags, size=size, has_attachments=attachments)
             except MailParseError as exc:
-                batch.failures.append(Failure(location, str(exc), _excerpt(h)))
+                batch.failures.append(Failure(location, str(exc), _excerpt(h) if h else _s(value[:300])))
                 continue
             except Exception as exc:
-                batch.failures.append(Failure(location, f"unexpected {type(exc).__name__}: {exc}", _excerpt(h)))
+                batch.failures.append(Failure(location, f"unexpected {type(exc).__name__}: {exc}",
+                                              _excerpt(h) if h else _s(value[:300])))
                 continue
             batch.records.append(record)
 

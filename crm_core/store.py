@@ -44,7 +44,7 @@ from crm_core.settings import LinkingSettings, SourcePolicy, domain_problem
 
 log = logging.getLogger("crm.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: a place an item was seen, new or seen again (rows: source, scope, local id, kind, item, etag, flags, time)
 _UPSERT_LOCATION = """INSERT INTO locations(source, scope, local_id, kind, item_id, etag, flags, seen_at)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -80,19 +80,21 @@ def iso(value: datetime | date | None) -> str | None:
 
 
 def utc_iso(value: datetime | date | None) -> str | None:
-    """A sortable UTC timestamp; dates count as midnight UTC."""
+    """A sortable UTC timestamp (ISO 8601, four-digit year); dates count as midnight UTC."""
     if value is None:
         return None
     if not isinstance(value, datetime):
         value = datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
     elif value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    v = value.astimezone(timezone.utc)
+    # not strftime: its %Y leaves years before 1000 unpadded ("1-05-30T...") on glibc
+    return f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}Z"
 
 
 def content_hash(sender: str, when: datetime | None, subject: str, body: str) -> str:
     """Hash of what makes a mail the same mail wherever it was stored."""
-    minute = when.astimezone(timezone.utc).strftime("%Y%m%d%H%M") if when else ""
+    minute = (utc_iso(when) or "")[:16].replace("-", "").replace("T", "").replace(":", "")
     subject = " ".join(subject.split()).lower()
     body = _ALNUM.sub("", body[:160].lower())[:64]
     raw = f"{sender.lower()}\x1f{minute}\x1f{subject}\x1f{body}"
@@ -157,7 +159,8 @@ CREATE TABLE IF NOT EXISTS interactions (
     uid TEXT NOT NULL DEFAULT '', recurrence_id TEXT NOT NULL DEFAULT '', rrule TEXT NOT NULL DEFAULT '',
     location_text TEXT NOT NULL DEFAULT '', bulk TEXT NOT NULL DEFAULT '',
     has_attachments INTEGER NOT NULL DEFAULT 0, logged_by TEXT NOT NULL DEFAULT '',
-    deleted INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+    deleted INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+    warnings TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS interactions_message_id ON interactions(message_id);
 CREATE INDEX IF NOT EXISTS interactions_thread ON interactions(thread_id);
 CREATE INDEX IF NOT EXISTS interactions_date ON interactions(date);
@@ -666,6 +669,7 @@ class Store:
                 iid, key, rec.message_id, chash, thread_id, utc_iso(rec.date),
                 rec.subject if want != "metadata" else None, rec.snippet if want == "snippet" else None,
                 direction, want, rec.bulk, int(rec.has_attachments), logged_by, now_s, now_s,
+                "\n".join(rec.warnings),
             ))
             existing[key] = (iid, want)
             blocked = self.settings.blocklist
@@ -692,8 +696,8 @@ class Store:
         x("INSERT OR IGNORE INTO thread_refs(message_id, thread_id) VALUES (?, ?)",
           [(i, _find(merged, t)) for i, t in ref_rows])
         x("""INSERT INTO interactions(id, dedup_key, message_id, content_hash, thread_id, date, subject, snippet,
-             direction, visibility, bulk, has_attachments, logged_by, created_at, updated_at, kind)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'mail')""",
+             direction, visibility, bulk, has_attachments, logged_by, created_at, updated_at, warnings, kind)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'mail')""",
           [row[:4] + ((_find(merged, row[4]) if row[4] is not None else None),) + row[5:] for row in new_rows])
         x("INSERT OR IGNORE INTO participants(interaction_id, email, name, role, status) VALUES (?, ?, ?, ?, ?)", part_rows)
         x(_UPSERT_LOCATION, loc_rows)
@@ -1431,10 +1435,13 @@ class Store:
     def explain(self, message_id: str) -> list[dict[str, Any]]:
         """Why a mail (by Message-ID) or appointment (by UID) is linked, or not logged."""
         message_id = message_id.strip().strip("<>")
+        if " " in message_id:  # stored without the spaces (connectors.mailparse.parse_ids)
+            message_id = "".join(message_id.split())
         out = []
         by_id = int(message_id) if message_id.isdigit() else -1  # the id a timeline shows
-        for iid, kind, subject in self._x(
-            "SELECT id, kind, subject FROM interactions WHERE message_id=? OR (kind='appointment' AND uid=?) OR id=?",
+        for iid, kind, subject, warnings in self._x(
+            "SELECT id, kind, subject, warnings FROM interactions"
+            " WHERE message_id=? OR (kind='appointment' AND uid=?) OR id=?",
             (message_id, message_id, by_id),
         ).fetchall():
             links = []
@@ -1454,7 +1461,8 @@ class Store:
                 )
             ]
             out.append({"interaction": iid, "kind": kind, "subject": subject, "logged": True, "links": links,
-                        "manually_unlinked": unlinked, "seen_in": places})
+                        "manually_unlinked": unlinked, "seen_in": places,
+                        "warnings": warnings.split("\n") if warnings else []})
         for source, scope, local_id, reason in self._x(
             "SELECT source, scope, local_id, reason FROM skipped WHERE message_id=?", (message_id,)
         ):
@@ -1595,5 +1603,33 @@ def _like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+def _migrate_2_warnings_and_dates(store: "Store") -> None:
+    """Version 2: ``interactions.warnings`` (what a connector could not read as it was, one per line).
+
+    And dates with a year before 1000, which utc_iso once wrote unpadded
+    ("1-05-30T21:10:06Z", sorting after every other date), become ISO 8601:
+    a mail's year read the way mail programs read it (RFC 5322 4.3, as
+    connectors.mailparse.full_year: 1 -> 2001, 98 -> 1998, 101 -> 2001),
+    other items' padded.  Idempotent.
+    """
+    if "warnings" not in {r[1] for r in store.conn.execute("PRAGMA table_info(interactions)")}:
+        store.conn.execute("ALTER TABLE interactions ADD COLUMN warnings TEXT NOT NULL DEFAULT ''")
+
+    def fixed(value: str, mail: bool) -> str:
+        year, _, rest = value.partition("-")
+        y = int(year)
+        if mail:
+            y = y + 2000 if y < 50 else y + 1900
+        return f"{y:04d}-{rest}"
+
+    bad = "date IS NOT NULL AND instr(date, '-') BETWEEN 2 AND 4 AND date GLOB '[0-9]*'"
+    for iid, kind, value in store.conn.execute(f"SELECT id, kind, date FROM interactions WHERE {bad}").fetchall():
+        store.conn.execute("UPDATE interactions SET date=? WHERE id=?", (fixed(value, kind == "mail"), iid))
+    for iid, rid, value in store.conn.execute(
+            f"SELECT interaction_id, recurrence_id, date FROM occurrences WHERE {bad}").fetchall():
+        store.conn.execute("UPDATE occurrences SET date=? WHERE interaction_id=? AND recurrence_id=?",
+                           (fixed(value, False), iid, rid))
+
+
 #: schema version -> function bringing the previous version up to it
-MIGRATIONS: dict[int, Any] = {}
+MIGRATIONS: dict[int, Any] = {2: _migrate_2_warnings_and_dates}
