@@ -22,6 +22,7 @@ import os
 import re
 import signal
 import sqlite3
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timezone
@@ -59,6 +60,36 @@ _ALNUM = re.compile(r"[\W_]+", re.UNICODE)
 
 class StoreError(Exception):
     """A request the store cannot fulfil (unknown customer, ...)."""
+
+
+class StoreBusy(StoreError):
+    """Another process holds the store's write lock for longer than we wait."""
+
+
+class StoreFailure(StoreError):
+    """The store file cannot be used: damaged, on a full disk, unreadable."""
+
+
+def store_failure(exc: sqlite3.Error, path: str | Path) -> StoreError:
+    """One line for an SQLite error: what happened to which file, and what to do."""
+    text = str(exc)
+    low = text.lower()
+    if "locked" in low or "busy" in low:
+        return StoreBusy(f"the store {path} is busy: another crm process is writing to it; try again in a moment")
+    if "full" in low:
+        return StoreFailure(f"no space left for the store {path} ({text}): free disk space, then run the command "
+                            "again; what was stored before is kept")
+    if "not a database" in low or "malformed" in low or "corrupt" in low:
+        return StoreFailure(f"the store {path} is damaged ({text}): restore it from a backup, or see what is left "
+                            f"with: sqlite3 {path} 'PRAGMA integrity_check'")
+    if "disk i/o" in low:
+        return StoreFailure(f"the store {path} cannot be written ({text}): check the disk and free space; "
+                            f"then check the file with: sqlite3 {path} 'PRAGMA integrity_check'")
+    if "unable to open" in low:
+        return StoreFailure(f"cannot open the store {path}: check that its folder exists and is writable")
+    if "readonly" in low or "read-only" in low:
+        return StoreFailure(f"the store {path} is read-only here: check the permissions of the file and its folder")
+    return StoreFailure(f"the store {path} failed: {text}")
 
 
 def utcnow() -> datetime:
@@ -242,6 +273,16 @@ class Store:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = None
+        self.settings = settings or LinkingSettings()
+        self._index: LinkIndex | None = None
+        self._in_tx = False
+        try:
+            self._open()
+        except sqlite3.Error as exc:
+            raise store_failure(exc, self.path) from None
+
+    def _open(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -253,10 +294,6 @@ class Store:
         # cache saved little more and made memory grow with the store)
         conn.execute("PRAGMA wal_autocheckpoint=10000")
         self.conn = conn
-        self._db = None
-        self.settings = settings or LinkingSettings()
-        self._index: LinkIndex | None = None
-        self._in_tx = False
         self.migrate()
 
     # -- schema -----------------------------------------------------------
@@ -289,6 +326,18 @@ class Store:
 
     def close(self) -> None:
         self.conn.close()
+
+    def quick_check(self) -> str | None:
+        """``PRAGMA quick_check``: None when the file is sound, else what SQLite found (first lines)."""
+        try:
+            rows = [r[0] for r in self.conn.execute("PRAGMA quick_check(5)")]
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
+        if rows == ["ok"]:
+            return None
+        found = [line.strip() for row in rows for line in str(row).splitlines()
+                 if line.strip() and not line.startswith("***")]
+        return "; ".join(found[:2]) + (" ..." if len(found) > 2 else "")
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -415,6 +464,14 @@ class Store:
             if added:
                 self.relink(self._interactions_with_domains(added))
         return cid
+
+    def customer_is_current(self, name: str, domains: Iterable[str] = (), account_owner: str | None = None) -> bool:
+        """Whether :meth:`add_customer` with these arguments would change nothing (a read, no lock)."""
+        row = self.conn.execute("SELECT id, account_owner FROM customers WHERE name=? COLLATE NOCASE",
+                                (name.strip(),)).fetchone()
+        if row is None or (account_owner is not None and row[1] != account_owner.strip()):
+            return False
+        return all(self.index.customer_by_domain.get(normalise_domain(d)) == row[0] for d in domains)
 
     def _interactions_with_domains(self, domains: list[str]) -> list[int]:
         ids: set[int] = set()
@@ -1224,6 +1281,27 @@ class Store:
         return self._insert("INSERT INTO runs(source, started_at, status) VALUES (?, ?, 'running')",
                             (name, iso(now or utcnow())))
 
+    def note_run_progress(self, run_id: int, so_far: Stats, batch: Stats) -> None:
+        """Keep a running run's stats current (in the batch's transaction), so a killed run shows what it stored."""
+        total = Stats()
+        total.merge(so_far)
+        total.merge(batch)
+        total.problems = total.problems[:20]
+        self._x("UPDATE runs SET stats=? WHERE id=?", (json.dumps(total.as_dict()), run_id))
+
+    def close_stale_runs(self) -> int:
+        """Runs still "running" when a new sync holds the lock ended by a signal or a crash: say so."""
+        stale = self._x("SELECT id, source, started_at FROM runs WHERE status='running'").fetchall()
+        for run_id, source, started in stale:
+            self._x("UPDATE runs SET status='interrupted', message=? WHERE id=?",
+                    ("ended without finishing (killed or crashed); the next sync went on from there", run_id))
+            items = self._one("SELECT COUNT(*) FROM locations WHERE source=? AND gone_at IS NULL "
+                              "AND kind NOT IN ('skipped', 'quarantined')", (source,))
+            self._x("UPDATE sources SET last_run_at=?, last_status='interrupted', last_error=?, items=? "
+                    "WHERE name=? AND (last_run_at IS NULL OR last_run_at <= ?)",
+                    (started, "the run was killed or crashed", items or 0, source, started))
+        return len(stale)
+
     def finish_run(self, run_id: int, name: str, status: str, stats: Stats, message: str = "") -> None:
         now_s = iso(utcnow())
         self._x(
@@ -1252,12 +1330,15 @@ class Store:
     ) -> int | None:
         """Create a task; a rule-made task (``rule_key``) is created once only."""
         now_s = iso(utcnow())
-        uid_seed = rule_key or f"{title}\x1f{now_s}\x1f{customer_id}\x1f{interaction_id}\x1f{self._one('SELECT COUNT(*) FROM tasks')}"
-        uid = "crm-bridge-" + hashlib.sha1(uid_seed.encode()).hexdigest()[:24]
+        if rule_key:  # the same rule and item give the same task, in every process
+            uid = "crm-bridge-" + hashlib.sha1(rule_key.encode()).hexdigest()[:24]
+        else:  # a task added by hand is always a new one, however many are added at once
+            uid = "crm-bridge-" + uuid.uuid4().hex[:24]
         with self.transaction():
             cur = self._x(
-                """INSERT OR IGNORE INTO tasks(uid, rule_key, title, description, due, customer_id, contact_id,
-                   interaction_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                f"""INSERT {'OR IGNORE ' if rule_key else ''}INTO tasks(uid, rule_key, title, description, due,
+                   customer_id, contact_id, interaction_id, created_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (uid, rule_key, title, description, iso(due), customer_id, contact_id, interaction_id, now_s, now_s),
             )
             return cur.lastrowid if cur.rowcount else None
@@ -1456,16 +1537,23 @@ class Store:
         return [dict(r) for r in self.db.query("SELECT * FROM quarantine ORDER BY last_seen DESC, source, scope, local_id")]
 
     def status(self) -> list[dict[str, Any]]:
+        """Per source: the last finished run (``last_*``) and the latest run (``run_*``, maybe unfinished)."""
         rows = self.db.query(
             """SELECT s.name, s.type, s.last_run_at, s.last_status, s.last_error, s.items,
                (SELECT COUNT(*) FROM quarantine q WHERE q.source=s.name) AS quarantined,
-               (SELECT stats FROM runs r WHERE r.source=s.name ORDER BY r.id DESC LIMIT 1) AS last_stats
-               FROM sources s ORDER BY s.name"""
+               r.stats AS last_stats, r.status AS run_status, r.started_at AS run_started_at,
+               r.finished_at AS run_finished_at, r.message AS run_message
+               FROM sources s LEFT JOIN runs r ON r.id = (SELECT MAX(id) FROM runs WHERE source=s.name)
+               ORDER BY s.name"""
         )
         out = []
         for r in rows:
             r = dict(r)
             r["last_stats"] = json.loads(r["last_stats"]) if r["last_stats"] else None
+            if r["run_status"] == "running":
+                # not finished: what is stored now, not what the run before it left
+                r["items"] = self._one("SELECT COUNT(*) FROM locations WHERE source=? AND gone_at IS NULL "
+                                       "AND kind NOT IN ('skipped', 'quarantined')", (r["name"],)) or 0
             out.append(r)
         return out
 

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Mapping
@@ -47,14 +50,24 @@ Progress = Callable[[str, int, "int | None"], None]
 class SourceResult:
     name: str
     type: str
-    status: str = "ok"  # ok | error | skipped
+    status: str = "ok"  # ok | warning | error | interrupted
     message: str = ""
     stats: Stats = field(default_factory=Stats)
     seconds: float = 0.0
+    alerts: list[str] = field(default_factory=list)
+    run_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.name, "type": self.type, "status": self.status, "message": self.message,
                 "seconds": round(self.seconds, 3), **self.stats.as_dict()}
+
+
+class Interrupted(Exception):
+    """The run was stopped (Ctrl-C); what was stored until then stays, the next sync goes on from there."""
+
+    def __init__(self, stored: int):
+        super().__init__(f"interrupted: {stored} items stored, the next sync goes on from there")
+        self.stored = stored
 
 
 class StoreView:
@@ -87,6 +100,9 @@ class Engine:
         self.retries = retries
         self.backoff = backoff
         self._connectors: dict[str, Connector] = {}
+        self.stored = 0  # items added or updated by this engine so far
+        self._storing = False  # a batch is being stored and counted: Ctrl-C waits for it
+        self._interrupt_pending = False
 
     # -- set-up -------------------------------------------------------------
     def connector(self, name: str) -> Connector:
@@ -119,13 +135,39 @@ class Engine:
     def run(self, names: list[str] | None = None, dry_run: bool = False, now: datetime | None = None,
             push: bool = True) -> list[SourceResult]:
         names = self._select(names)
-        with StoreLock(self.config.store_path):
-            if dry_run:
-                with self.store.rolled_back():
-                    results = self._run(names, now, push=False)
-            else:
-                results = self._run(names, now, push=push)
+        with StoreLock(self.config.store_path), self._deferred_interrupt():
+            with self.store.transaction():  # we hold the lock: a run still "running" was killed or crashed
+                self.store.close_stale_runs()
+            try:
+                if dry_run:
+                    with self.store.rolled_back():
+                        results = self._run(names, now, push=False)
+                else:
+                    results = self._run(names, now, push=push)
+            except KeyboardInterrupt:
+                raise Interrupted(0 if dry_run else self.stored) from None
         return results
+
+    @contextmanager
+    def _deferred_interrupt(self) -> Iterator[None]:
+        """Ctrl-C stops the run at once, except while a batch is committed and counted: then right after,
+        so the count the user is told is what the store holds."""
+        if threading.current_thread() is not threading.main_thread() \
+                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            yield
+            return
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            if self._storing:
+                self._interrupt_pending = True
+            else:
+                raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def _select(self, names: list[str] | None) -> list[str]:
         if not names:
@@ -159,12 +201,20 @@ class Engine:
         with store.transaction():
             store.register_source(name, result.type)
             store.remember_policy(policy)
-            run_id = store.start_run(name, now)
+            run_id = result.run_id = store.start_run(name, now)
         attempt = 0
         while True:
             try:
                 self._pull(name, policy, result, now)
                 break
+            except KeyboardInterrupt:
+                result.seconds = time.monotonic() - started
+                with store.transaction():
+                    store.finish_run(run_id, name, "interrupted", result.stats, "interrupted (Ctrl-C); "
+                                     "the next sync goes on from there")
+                raise
+            except sqlite3.Error:
+                raise  # the store itself failed: nothing else can work, the command says what to do
             except TransientError as exc:
                 attempt += 1
                 if attempt > self.retries:
@@ -173,7 +223,12 @@ class Engine:
                 delay = self.backoff * 2 ** (attempt - 1)
                 log.warning("%s: %s; retrying in %.0f s", name, _describe(exc), delay)
                 self._connectors.pop(name, None)
-                time.sleep(delay)
+                try:
+                    time.sleep(delay)
+                except KeyboardInterrupt:
+                    with store.transaction():
+                        store.finish_run(run_id, name, "interrupted", result.stats, "interrupted (Ctrl-C)")
+                    raise
             except (AuthError, SourceUnavailable, SourceConfigError, ConnectorError) as exc:
                 result.status, result.message = "error", _describe(exc)
                 break
@@ -181,14 +236,17 @@ class Engine:
                 log.exception("%s: unexpected error", name)
                 result.status, result.message = "error", f"internal error: {exc.__class__.__name__}: {exc}"
                 break
+        if result.alerts:  # the admin must act: the run fails until then (see ``crm sources reset``)
+            result.status = "error"
+            result.message = "; ".join([*result.alerts, *([result.message] if result.message else [])])
         if result.stats.problems and result.status == "ok":
             result.status = "warning"
             result.message = "; ".join(result.stats.problems[:3])
         result.seconds = time.monotonic() - started
         with store.transaction():
             store.finish_run(run_id, name, result.status, result.stats, result.message)
-        if result.status != "ok":
-            log.warning("%s: %s", name, result.message)
+        if result.status != "ok":  # the command prints the result; this is for the log file (and -v)
+            log.info("%s: %s", name, result.message)
         return result
 
     def _pull(self, name: str, policy, result: SourceResult, now: datetime | None) -> None:
@@ -230,11 +288,22 @@ class Engine:
     def _store_batch(self, name: str, policy, batch: Batch, result: SourceResult, now: datetime | None) -> None:
         """A batch and the cursor that comes with it: one transaction."""
         store = self.store
-        with store.transaction():
-            stats = store.apply_batch(policy, batch, now)
-            if batch.cursor is not None:
-                store.save_cursor(name, batch.cursor)
-        result.stats.merge(stats)
+        self._storing = True
+        try:
+            with store.transaction():
+                stats = store.apply_batch(policy, batch, now)
+                if batch.cursor is not None:
+                    store.save_cursor(name, batch.cursor)
+                if result.run_id is not None:  # what a run stored shows even when it is killed later
+                    store.note_run_progress(result.run_id, result.stats, stats)
+            result.stats.merge(stats)
+            self.stored += stats.added + stats.updated
+        finally:
+            self._storing = False
+        if self._interrupt_pending:
+            self._interrupt_pending = False
+            raise KeyboardInterrupt
+        result.alerts.extend(a for a in batch.alerts if a not in result.alerts)
         if self.progress is not None:
             self.progress(name, batch.done, batch.total)
 
@@ -403,7 +472,13 @@ class Engine:
 
 
 def load_customers(store: Store, config: Config) -> None:
-    """The ``[[customers]]`` of the config, into the store (idempotent)."""
+    """The ``[[customers]]`` of the config, into the store (idempotent).
+
+    Only reads when the store has them already: every command calls this,
+    and a read-only one must never wait for the writer's lock.
+    """
+    if all(store.customer_is_current(name, domains, owner) for name, domains, owner in config.customers):
+        return
     with store.transaction():
         for name, domains, owner in config.customers:
             store.add_customer(name, domains, origin="config", account_owner=owner)
