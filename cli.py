@@ -344,6 +344,38 @@ def _local_time(value: str | None) -> str:
     return parsed.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
+# -- sources ------------------------------------------------------------------
+@main.group()
+def sources() -> None:
+    """Configured sources: reset where a sync stands."""
+
+
+@sources.command("reset")
+@click.argument("name")
+@click.option("--folder", metavar="FOLDER", help="Only this folder (scope) of the source.")
+@click.pass_obj
+def sources_reset(obj: Context, name: str, folder: str | None) -> None:
+    """Read a source (or one folder of it) as new at the next sync.
+
+    For a folder quarantined because its server kept renumbering it
+    (UIDVALIDITY), once the server is stable again, e.g. after a migration.
+    Nothing stored is lost and nothing is doubled.
+
+    \b
+    Example:
+        crm sources reset anna-imap --folder INBOX
+    """
+    from sync.engine import Engine
+
+    engine = Engine(obj.config, obj.store)
+    try:
+        engine.reset(name, folder)
+    finally:
+        engine.close()
+    what = f"folder {folder!r} of {name}" if folder else name
+    click.echo(f"{what}: the next sync reads it as new (nothing stored is lost or doubled)")
+
+
 # -- customers ---------------------------------------------------------------
 @main.group()
 def customers() -> None:

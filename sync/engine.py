@@ -307,6 +307,21 @@ class Engine:
         if self.progress is not None:
             self.progress(name, batch.done, batch.total)
 
+    def reset(self, name: str, scope: str | None = None) -> None:
+        """Forget where source ``name`` (or one of its scopes) stood: the next sync reads it as new.
+
+        For the admin after a server migration (a quarantined folder); the
+        store keeps everything, deduplication keeps the rereading free of doubles.
+        """
+        self._select([name])
+        with StoreLock(self.config.store_path):
+            state = self.store.source_state(name)
+            if state is None:
+                raise SourceConfigError(f"source {name!r} has not been synced yet: nothing to reset")
+            cursor = self.connector(name).forget(state.get("cursor"), scope)
+            with self.store.transaction():
+                self.store.save_cursor(name, cursor)
+
     # -- push ---------------------------------------------------------------
     def push_tasks(self, name: str) -> SourceResult:
         result = SourceResult(f"{name} (tasks)", str(self.config.sources[name].get("type")))
