@@ -97,17 +97,30 @@ def test_reads_need_no_write_lock_and_a_second_sync_exits_75(office):
 
 
 # -- concurrent tasks add --------------------------------------------------------
+N_ADD = 8
+SAME_MOMENT = textwrap.dedent("""
+    import sys, time
+    import cli, crm_core.store, sync.engine, sqlite_utils
+    at = float(sys.argv[1])
+    time.sleep(max(0.0, at - time.time()))
+    cli.main(sys.argv[2:], prog_name="crm")
+""")
+
+
 def test_tasks_added_at_the_same_moment_are_all_kept(office):
     config, _box, _db = office
     assert crm(config, "status").returncode == 0  # the store exists
-    procs = [start(config, "tasks", "add", "Call back", "--customer", "Kunde GmbH") for _ in range(8)]
+    at = time.time() + 3  # every process imports first, then all run the command at this moment
+    procs = [subprocess.Popen([sys.executable, "-c", SAME_MOMENT, str(at), "--config", str(config), "tasks", "add",
+                               "Call back", "--customer", "Kunde GmbH"], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(N_ADD)]
     outputs = [p.communicate(timeout=60) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     ids = {out.strip() for out, _ in outputs}
-    assert len(ids) == 8 and not any("None" in i for i in ids), ids
+    assert len(ids) == N_ADD and not any("None" in i for i in ids), ids
     tasks = json.loads(crm(config, "tasks", "list", "--json").stdout)
-    assert len(tasks) == 8
-    assert len({t["uid"] for t in tasks}) == 8
+    assert len(tasks) == N_ADD
+    assert len({t["uid"] for t in tasks}) == N_ADD
 
 
 # -- killed and interrupted runs -------------------------------------------------
@@ -267,3 +280,35 @@ def test_full_disk_is_one_line_and_loses_nothing(office, small_disk):
     assert len(after) == len(before) == 30
     assert crm(config, "sync").returncode == 0
     assert status_of(config)["items"] == 630
+
+
+def test_two_tasks_added_while_the_store_is_busy_are_both_kept(tmp_path):
+    """Two connections read the store while a third writes, then both add the same title in the same second."""
+    import threading
+
+    from crm_core.store import Store
+
+    db = tmp_path / "crm.db"
+    Store(db).close()
+    blocker = sqlite3.connect(db, isolation_level=None)
+    while time.time() % 1 > 0.3:  # start early in a second: everything below happens within it
+        time.sleep(0.05)
+    blocker.execute("BEGIN IMMEDIATE")
+    results: list = []
+
+    def add() -> None:
+        store = Store(db)  # its own connection, in its own thread
+        try:
+            results.append(store.add_task("Call back"))
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=add) for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)  # both are waiting for the write lock now
+    blocker.execute("COMMIT")
+    for t in threads:
+        t.join(30)
+    assert len(results) == 2 and None not in results and results[0] != results[1], results
+    assert blocker.execute("SELECT COUNT(*) FROM tasks").fetchone()[0] == 2
