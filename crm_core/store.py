@@ -45,7 +45,7 @@ from crm_core.settings import LinkingSettings, SourcePolicy
 
 log = logging.getLogger("crm.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: a place an item was seen, new or seen again (rows: source, scope, local id, kind, item, etag, flags, time)
 _UPSERT_LOCATION = """INSERT INTO locations(source, scope, local_id, kind, item_id, etag, flags, seen_at)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -119,6 +119,18 @@ def utc_iso(value: datetime | date | None) -> str | None:
     elif value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def task_digest(title: str, status: str, due: str | date | None) -> str:
+    """What a task looks like to a calendar client: title, CRM status (open/done/cancelled), due."""
+    if isinstance(due, str) and due:
+        try:
+            due = datetime.fromisoformat(due) if "T" in due else date.fromisoformat(due[:10])
+        except ValueError:
+            pass
+    due_key = (utc_iso(due) if isinstance(due, datetime) else due.isoformat() if isinstance(due, date)
+               else str(due or ""))
+    return hashlib.sha1(f"{title}\x1f{status}\x1f{due_key}".encode()).hexdigest()[:16]
 
 
 def content_hash(sender: str, when: datetime | None, subject: str, body: str) -> str:
@@ -232,7 +244,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     customer_id INTEGER, contact_id INTEGER, interaction_id INTEGER,
     version INTEGER NOT NULL DEFAULT 1, pushed_version INTEGER NOT NULL DEFAULT 0,
     remote_source TEXT, remote_scope TEXT, remote_href TEXT, remote_etag TEXT,
-    created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, sent_digests TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS card_pushes (
     uid TEXT PRIMARY KEY, content_hash TEXT NOT NULL DEFAULT '',
     remote_source TEXT, remote_scope TEXT, remote_href TEXT, remote_etag TEXT);
@@ -1114,16 +1126,25 @@ class Store:
     # -- tasks read back ----------------------------------------------------
     def _apply_task_state(self, state: TaskState, policy: SourcePolicy, now_s: str, stats: Stats) -> None:
         row = self.conn.execute(
-            "SELECT id, status, due, title, version, pushed_version, remote_etag FROM tasks WHERE uid=?", (state.uid,)
+            "SELECT id, status, due, title, version, pushed_version, remote_etag, sent_digests FROM tasks WHERE uid=?",
+            (state.uid,)
         ).fetchone()
         if row is None:
             return  # the user's own task, not ours
-        tid, status, due, title, version, pushed, etag = row
+        tid, status, due, title, version, pushed, etag, sent = row
         if state.location.etag and state.location.etag == etag:
             stats.seen += 1
             return
         client_status = {"COMPLETED": "done", "CANCELLED": "cancelled"}.get(state.status, "open")
         client_due = iso(state.due)
+        if sent and task_digest(state.summary or title, client_status, state.due) in sent.split():
+            # our own write whose recording a crash lost: not the client's change; where the CRM
+            # changed the task since, the next push writes that over it
+            self._x("UPDATE tasks SET remote_etag=?, remote_scope=?, remote_href=? WHERE id=?",
+                    (state.location.etag, state.location.scope, state.location.local_id, tid))
+            self._put_location(policy.name, state.location, "task", tid, "", now_s)
+            stats.seen += 1
+            return
         changed = client_status != status or (state.summary and state.summary != title) or (client_due or None) != (due or None)
         if changed and version > pushed:
             self._x(
@@ -1383,12 +1404,25 @@ class Store:
             )
         ]
 
+    def note_sending(self, task: dict[str, Any]) -> None:
+        """Before a push writes ``task``: remember what it writes (a few unconfirmed writes are kept), so that
+        reading it back after a crash before :meth:`record_push` is known as ours, not the client's."""
+        digest = task_digest(task["title"], task["status"], task.get("due"))
+        kept = [d for d in (task.get("sent_digests") or "").split() if d != digest]
+        self._x("UPDATE tasks SET sent_digests=? WHERE id=?", (" ".join([digest, *kept][:4]), task["id"]))
+
+    def is_own_write(self, task: dict[str, Any], state: TaskState) -> bool:
+        """Whether ``state`` (read from the server) is what a push of ``task`` wrote."""
+        status = {"COMPLETED": "done", "CANCELLED": "cancelled"}.get(state.status, "open")
+        sent = self._one("SELECT sent_digests FROM tasks WHERE id=?", (task["id"],)) or ""
+        return task_digest(state.summary or task["title"], status, state.due) in sent.split()
+
     def record_push(self, task_id: int, version: int, source: str, scope: str, href: str, etag: str) -> None:
         """The task as of ``version`` is in the calendar at ``href``."""
         self._x(
-            """UPDATE tasks SET pushed_version=?, remote_source=?, remote_scope=?, remote_href=?, remote_etag=?
-               WHERE id=?""",
-            (version, source, scope, href, etag, task_id),
+            """UPDATE tasks SET pushed_version=?, remote_source=?, remote_scope=?, remote_href=?, remote_etag=?,
+               sent_digests=CASE WHEN version=? THEN '' ELSE sent_digests END WHERE id=?""",
+            (version, source, scope, href, etag, version, task_id),
         )
         self._put_location(source, Location(scope, href, etag), "task", task_id, "", iso(utcnow()))
 
@@ -1675,4 +1709,12 @@ def _like_prefix(prefix: str) -> str:
 
 
 #: schema version -> function bringing the previous version up to it
-MIGRATIONS: dict[int, Any] = {}
+def _migrate_2(store: "Store") -> None:
+    """tasks.sent_digests: what a push is about to write, so a crash before its commit is not taken
+    for the client's change (idempotent)."""
+    columns = {row[1] for row in store.conn.execute("PRAGMA table_info(tasks)")}
+    if "sent_digests" not in columns:
+        store.conn.execute("ALTER TABLE tasks ADD COLUMN sent_digests TEXT NOT NULL DEFAULT ''")
+
+
+MIGRATIONS: dict[int, Any] = {2: _migrate_2}

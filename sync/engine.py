@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sqlite3
 import threading
@@ -332,14 +333,17 @@ class Engine:
             if not pending:
                 return result
             pushes = [self._task_push(t) for t in pending]
+            with store.transaction():  # what we are about to write, before writing it
+                for task in pending:
+                    store.note_sending(task)
             results = connector.push_tasks(pushes, StoreView(store, name))
+            _crash_point("after-task-push")
             retry: list[tuple[dict, TaskPush]] = []
             with store.transaction():
                 for task, push, res in zip(pending, pushes, results):
-                    if self._record_task_result(name, task, res, result):
-                        push.href = push.etag = push.scope = ""
+                    if self._record_task_result(name, task, res, result, push=push):
                         retry.append((task, push))
-            if retry:  # deleted in the client but edited in the CRM: edit beats delete
+            if retry:  # deleted in the client but edited in the CRM (edit beats delete), or our own lost write
                 again = connector.push_tasks([p for _, p in retry], StoreView(store, name))
                 with store.transaction():
                     for (task, _), res in zip(retry, again):
@@ -360,14 +364,19 @@ class Engine:
         )
 
     def _record_task_result(self, name: str, task: dict, res: PushResult, result: SourceResult,
-                            retrying: bool = False) -> bool:
-        """Store one push outcome; True when the task must be uploaded anew."""
+                            retrying: bool = False, push: TaskPush | None = None) -> bool:
+        """Store one push outcome; True when ``push`` (changed here) must be uploaded again."""
         store = self.store
         policy = self.config.policies[name]
         if res.ok:
             store.record_push(task["id"], task["version"], name, res.scope, res.href, res.etag)
             result.stats.tasks_updated += 1
             return False
+        if res.conflict is not None and not retrying and push is not None and store.is_own_write(task, res.conflict):
+            # the server holds what an earlier push wrote before a crash lost its record: not the
+            # client's change, so the CRM's current version goes over it
+            push.href, push.etag, push.scope = res.href, res.etag, res.scope
+            return True
         if res.conflict is not None:
             store.log_conflict("task", task["uid"], "the client changed it too: the client's version wins")
             store.apply_batch(policy, Batch(records=[res.conflict]))
@@ -375,11 +384,17 @@ class Engine:
         if res.gone and not retrying:
             if task["version"] > task["pushed_version"] and task.get("remote_href"):
                 store.log_conflict("task", task["uid"], "deleted in the client but edited in the CRM: uploaded again")
+                if push is None:
+                    return False
+                push.href = push.etag = push.scope = ""
                 return True
             if task.get("remote_href"):
                 store.log_conflict("task", task["uid"], "deleted in the client: cancelled in the CRM")
                 store.cancel_task(task["id"])
                 return False
+            if push is None:
+                return False
+            push.href = push.etag = push.scope = ""
             return True
         result.status = "error"
         result.stats.problems.append(f"task {task['id']}: {res.error or 'not stored'}")
@@ -484,6 +499,12 @@ class Engine:
             for connector, thread in watchers:
                 thread.join(timeout=10)
                 connector.close()
+
+
+def _crash_point(name: str) -> None:
+    """Fault injection for the crash tests: ``CRM_FAULT_KILL_AT=<name>`` kills the process here (SIGKILL)."""
+    if os.environ.get("CRM_FAULT_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def load_customers(store: Store, config: Config) -> None:
