@@ -20,12 +20,13 @@ from sync.lock import StoreLock
 from tests.conftest import make_mail, write_config
 
 
-def run_crm(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=120)
-
-
 REPO = Path(__file__).resolve().parents[1]
+
+
+def run_crm(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    # PYTHONPATH: this checkout's `cli`, not whatever an installed crm-bridge points at
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})}, timeout=120)
 
 
 @pytest.mark.parametrize("content, expected", [
