@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from crm_core.store import Store
 from tests.test_push import PW_ENV, setup, vtodos  # noqa: F401  (fixture)
 from tests.dav_servers import radicale  # noqa: F401  (fixture)
@@ -35,7 +37,10 @@ def conflicts(tmp: Path) -> list:
         store.close()
 
 
-def test_a_crm_edit_after_a_crash_between_put_and_commit_is_not_reverted(setup):
+@pytest.mark.parametrize("only", [None, "dav-book"], ids=["read-back", "push-412"])
+def test_a_crm_edit_after_a_crash_between_put_and_commit_is_not_reverted(setup, only):
+    """A full sync reads the tasks calendar before it pushes and meets our lost write there (the
+    store's read-back); ``--source dav-book`` pushes without reading it, so the PUT meets it as a 412."""
     crm, server, tasks_url, _, tmp = setup
     crm("sync")
     crm("tasks", "add", "Angebot schicken", "--customer", "Kunde GmbH", "--due", "2026-12-24")
@@ -48,7 +53,7 @@ def test_a_crm_edit_after_a_crash_between_put_and_commit_is_not_reverted(setup):
     assert after_crash["pushed_version"] < after_crash["version"]
     # the user edits the task again before the next sync
     crm("tasks", "edit", str(task["id"]), "--title", "Angebot schicken (dritte Fassung)", "--due", "2027-01-08")
-    crm("sync")
+    crm("sync", *(["--source", only] if only else []))
     now = next(t for t in crm.json("tasks", "list") if t["id"] == task["id"])
     assert now["title"] == "Angebot schicken (dritte Fassung)" and now["due"].startswith("2027-01-08")
     assert now["pushed_version"] == now["version"]
