@@ -483,7 +483,8 @@ class Store:
                                 (name.strip(),)).fetchone()
         if row is None or (account_owner is not None and row[1] != account_owner.strip()):
             return False
-        return all(self.index.customer_by_domain.get(normalise_domain(d)) == row[0] for d in domains)
+        have = {d for (d,) in self.conn.execute("SELECT domain FROM customer_domains WHERE customer_id=?", (row[0],))}
+        return all(normalise_domain(d) in have for d in domains)
 
     def _interactions_with_domains(self, domains: list[str]) -> list[int]:
         ids: set[int] = set()
@@ -1455,7 +1456,7 @@ class Store:
         )
 
     def log_conflict(self, kind: str, item: str, resolution: str) -> None:
-        log.warning("%s %s: %s", kind, item, resolution)
+        log.info("%s %s: %s", kind, item, resolution)  # the sync's result says it; this is for the log file
         self._x("INSERT INTO conflicts(kind, item, resolution, at) VALUES (?, ?, ?, ?)", (kind, item, resolution, iso(utcnow())))
 
     # -- read side ------------------------------------------------------------

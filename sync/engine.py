@@ -352,6 +352,8 @@ class Engine:
             result.status, result.message = "error", _describe(exc)
         except NotImplementedError as exc:
             result.status, result.message = "error", str(exc)
+        if result.stats.problems and result.status == "ok":
+            result.status, result.message = "warning", "; ".join(result.stats.problems[:3])
         return result
 
     def _task_push(self, task: dict) -> TaskPush:
@@ -379,17 +381,21 @@ class Engine:
             return True
         if res.conflict is not None:
             store.log_conflict("task", task["uid"], "the client changed it too: the client's version wins")
+            result.stats.problems.append(f"task {task['id']}: changed in the calendar too; the calendar's version wins")
             store.apply_batch(policy, Batch(records=[res.conflict]))
             return False
         if res.gone and not retrying:
             if task["version"] > task["pushed_version"] and task.get("remote_href"):
                 store.log_conflict("task", task["uid"], "deleted in the client but edited in the CRM: uploaded again")
+                result.stats.problems.append(f"task {task['id']}: deleted in the calendar but edited in the CRM; "
+                                             "written again")
                 if push is None:
                     return False
                 push.href = push.etag = push.scope = ""
                 return True
             if task.get("remote_href"):
                 store.log_conflict("task", task["uid"], "deleted in the client: cancelled in the CRM")
+                result.stats.problems.append(f"task {task['id']}: deleted in the calendar; cancelled in the CRM")
                 store.cancel_task(task["id"])
                 return False
             if push is None:

@@ -79,7 +79,10 @@ def test_a_real_client_edit_after_the_crash_still_wins(setup):
     href = next(h for h, t in vtodos(server, tasks_url).items() if str(t["UID"]) == task["uid"])
     client_edit(server, href, summary="Vom Kunden umbenannt")
     crm("tasks", "edit", str(task["id"]), "--title", "Angebot schicken (dritte Fassung)")
-    crm("sync")
+    done = subprocess.run([sys.executable, "-m", "cli", "--config", str(crm.config), "sync"], cwd=REPO,
+                          env={**os.environ, PW_ENV: server.password}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout + done.stderr).count("wins") == 1, (done.stdout, done.stderr)  # said once
     now = next(t for t in crm.json("tasks", "list") if t["id"] == task["id"])
     assert now["title"] == "Vom Kunden umbenannt"
     assert [c[2] for c in conflicts(tmp)] and all("client" in c[2] for c in conflicts(tmp))
