@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,22 @@ def test_a_real_client_edit_after_the_crash_still_wins(setup):
     now = next(t for t in crm.json("tasks", "list") if t["id"] == task["id"])
     assert now["title"] == "Vom Kunden umbenannt"
     assert [c[2] for c in conflicts(tmp)] and all("client" in c[2] for c in conflicts(tmp))
+
+
+def test_a_schema_1_store_gets_the_sent_digests_column(tmp_path):
+    from crm_core import store as store_module
+
+    db = tmp_path / "old.db"
+    old_schema = store_module.SCHEMA.replace(", sent_digests TEXT NOT NULL DEFAULT ''", "")
+    assert old_schema != store_module.SCHEMA
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.executescript("BEGIN;" + old_schema + "INSERT INTO meta(key, value) VALUES ('schema_version', '1'); COMMIT;")
+    conn.execute("INSERT INTO tasks(uid, title, created_at, updated_at) VALUES ('t1', 'Alt', 'x', 'x')")
+    conn.close()
+    store = Store(db)
+    try:
+        assert store.schema_version() == store_module.SCHEMA_VERSION >= 2
+        assert store.conn.execute("SELECT title, sent_digests FROM tasks").fetchall() == [("Alt", "")]
+        store_module.MIGRATIONS[2](store)  # idempotent
+    finally:
+        store.close()
