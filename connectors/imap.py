@@ -89,9 +89,12 @@ UIDVALIDITY is reported removed in the last batch of the rescan.  A folder
 that comes back empty while the store knows more than ``empty_guard`` of
 its mails, or that cannot be selected, or that vanished from the server,
 is reported in ``Batch.problems`` and nothing under it is removed.  A
-folder whose UIDVALIDITY changed more than three times in 30 days is
-skipped with a problem instead of being rescanned again, until a rescan
-(``pull(None, ...)``) starts its cursor over.
+folder whose UIDVALIDITY changed more than three times in 30 days (each
+real change counted once) is quarantined: it is not read, and every run
+reports it in ``Batch.alerts`` (the run fails) until the admin clears it
+with ``crm sources reset NAME --folder F`` (:meth:`ImapConnector.forget`).
+A ``log_folder`` or ``private_folder`` that does not exist yet is reported
+once, with how to create it; the cursor's ``"told"`` list remembers that.
 
 Errors
 ------
@@ -109,6 +112,7 @@ import copy
 import fnmatch
 import imaplib
 import ipaddress
+import logging
 import re
 import socket
 import ssl
@@ -143,7 +147,13 @@ from connectors.mailparse import (
 )
 from crm_core.records import Batch, Failure, FlagChange, Location, MailRecord
 
+log = logging.getLogger("crm.imap")
+
 CURSOR_VERSION = 1
+#: marks a missing log/private folder among _resolve's problems
+MISSING_MARK = "\0missing:"
+#: seconds to wait for a server's greeting (at most ``timeout``)
+GREETING_TIMEOUT = 15
 #: UIDVALIDITY changes tolerated within RESET_WINDOW before a folder is skipped
 MAX_RESETS = 3
 RESET_WINDOW = 30 * 24 * 3600
@@ -551,12 +561,14 @@ class ImapConnector(Connector):
             raise ConfigError(f"sources.{name}.folders must be a list of folder names or globs")
         self.folder_specs = list(folders)
         self.explicit_folders = "folders" in o
+        self.extra_folders: dict[str, str] = {}  # log/private folder -> its option
         for key in ("log_folder", "private_folder"):
             extra = o.get(key)
             if extra is not None and extra != "":
                 if not isinstance(extra, str):
                     raise ConfigError(f"sources.{name}.{key} must be a folder name")
                 extra = extra.strip("/")
+                self.extra_folders.setdefault(extra, key)
                 if extra not in self.folder_specs:
                     self.folder_specs.append(extra)
         self.timeout = o.get("timeout", 60)
@@ -587,6 +599,7 @@ class ImapConnector(Connector):
         self._condstore = False
         self._esearch = False
         self._delimiter = "/"
+        self._told: set[str] = set()  # missing log/private folders already reported (kept in the cursor)
 
     # -- errors ---------------------------------------------------------------
     @contextlib.contextmanager
@@ -601,6 +614,8 @@ class ImapConnector(Connector):
             raise
         except imx.LoginError as exc:
             self._drop()
+            if _lost_connection(exc):  # imapclient turns a cut during LOGIN into LoginError too
+                raise TransientError(f"{where}: connection lost during login: {exc}") from None
             if "UNAVAILABLE" in str(exc).upper():  # RFC 5530: the auth backend is down, not the password wrong
                 raise TransientError(f"{where}: login temporarily unavailable") from None
             raise AuthError(f"{where}: the server refused the login of {self.username}") from None
@@ -641,13 +656,20 @@ class ImapConnector(Connector):
         return ctx
 
     def _connect(self) -> Any:
-        from imapclient import IMAPClient
+        from imapclient import IMAPClient, SocketTimeout
 
         if self._client is not None:
             return self._client
         ctx = self._ssl_context() if self.tls != "none" else None
-        client = IMAPClient(self.host, self.port, ssl=self.tls == "implicit", ssl_context=ctx,
-                            timeout=self.timeout)
+        try:
+            # the greeting comes at once from an IMAP server: waiting long for it helps no one
+            client = IMAPClient(self.host, self.port, ssl=self.tls == "implicit", ssl_context=ctx,
+                                timeout=SocketTimeout(min(self.timeout, GREETING_TIMEOUT), self.timeout))
+        except ssl.SSLCertVerificationError:
+            raise
+        except (ConnectionRefusedError, ssl.SSLError, socket.timeout, TimeoutError, EOFError,
+                imaplib.IMAP4.abort) as exc:
+            raise self._diagnose(exc) from None
         try:
             if self.tls == "starttls":
                 client.starttls(ctx)
@@ -671,6 +693,31 @@ class ImapConnector(Connector):
         client._imap.debug = 0
         self._client = client
         return client
+
+    def _diagnose(self, exc: BaseException) -> ConnectorError:
+        """A failed connect: errors that retrying cannot fix become one line with the likely cause."""
+        where = f"imap source {self.name} ({self.host}:{self.port})"
+        if isinstance(exc, ConnectionRefusedError):
+            return SourceUnavailable(f"{where}: connection refused: nothing listens there (check host and port; "
+                                     "IMAP is port 993 with tls = \"implicit\", 143 with tls = \"starttls\")")
+        peer = probe(str(self.host), self.port)
+        if peer in ("http", "https"):
+            return SourceUnavailable(f"{where} is a web server ({peer.upper()}), not an IMAP server: check host and "
+                                     "port (IMAP is port 993 with tls = \"implicit\", 143 with tls = \"starttls\")")
+        if self.tls == "implicit" and peer == "imap":
+            return SourceUnavailable(f"{where}: port {self.port} speaks plain IMAP, not TLS: use tls = \"starttls\" "
+                                     "(or the server's TLS port, usually 993)")
+        if self.tls != "implicit" and peer == "imap-tls":
+            return SourceUnavailable(f"{where}: port {self.port} speaks IMAP over TLS: use tls = \"implicit\"")
+        if isinstance(exc, ssl.SSLError):
+            return SourceUnavailable(f"{where}: TLS handshake failed ({exc.reason or exc}): the port does not "
+                                     "seem to speak TLS; check port and tls")
+        if peer == "imap" or peer == "imap-tls":  # an IMAP server that was slow or went away: try again
+            return TransientError(f"{where}: connection failed: {type(exc).__name__}: {exc}")
+        if isinstance(exc, (socket.timeout, TimeoutError)) and peer:
+            return SourceUnavailable(f"{where}: no IMAP greeting within {min(self.timeout, GREETING_TIMEOUT):.0f} s "
+                                     f"(it answers {peer}, not IMAP): check host and port")
+        return TransientError(f"{where}: connection failed: {type(exc).__name__}: {exc}")
 
     def close(self) -> None:
         client, self._client = self._client, None
@@ -720,7 +767,9 @@ class ImapConnector(Connector):
                 if not found:  # "CRM" may live as "INBOX/CRM" (Courier, Cyrus); the engine matches it so
                     found = [(n, s) for n, s, f in selectable
                              if s.lower() == want.lower() or s.endswith("/" + want)][:1]
-                if not found:
+                if not found and spec.strip("/") in self.extra_folders:
+                    problems.append(f"{MISSING_MARK}{spec.strip('/')}")
+                elif not found:
                     problems.append(f"folder {want!r} does not exist on the server (deleted or renamed?)")
             for n, s in found:
                 chosen.setdefault(s, n)
@@ -743,16 +792,39 @@ class ImapConnector(Connector):
                     "exists": int(st.get("exists", 0)),
                     "resets": [float(t) for t in st.get("resets", [])],
                 }
+                if st.get("quarantined"):
+                    out[scope]["quarantined"] = True
             except (KeyError, TypeError, ValueError):
                 raise CursorInvalid(f"imap source {self.name}: cursor of folder {scope!r} is damaged") from None
         return out
 
+    def forget(self, cursor: dict | None, scope: str | None = None) -> dict | None:
+        """The cursor without what it holds on folder ``scope`` (None: on every folder).
+
+        The folder is then read as new: its quarantine (see ``MAX_RESETS``)
+        ends, mails of an older UIDVALIDITY are reported removed, and the
+        store's deduplication keeps the mails it has from being doubled.
+        """
+        if scope is None or cursor is None:
+            return None
+        states = self._load_cursor(cursor)
+        self._told = set(cursor.get("told", []))
+        want = "INBOX" if scope.strip("/").upper() == "INBOX" else scope.strip("/")
+        if want not in states:
+            known = ", ".join(sorted(states)) or "none"
+            raise ConfigError(f"imap source {self.name} has no folder {want!r} (folders: {known})")
+        del states[want]
+        return self._cursor(states)
+
     def pull(self, cursor: dict | None, view: SourceView) -> Iterator[Batch]:
         states = self._load_cursor(cursor)
+        self._told = set(cursor.get("told", [])) if isinstance(cursor, dict) else set()
         with self._errors():
             client = self._connect()
             listed = self._list(client)
             folders, problems = self._resolve(listed)
+            told = set(self._told)
+            problems = self._missing_once(problems)
             on_server = {s for _n, s, _f in listed}
             for scope in sorted(set(view.scopes()) - {s for _n, s in folders}):
                 if scope not in on_server and view.known(scope):
@@ -760,13 +832,36 @@ class ImapConnector(Connector):
                         f"folder {scope!r} is gone from the server (deleted or renamed?); "
                         f"keeping its {len(view.known(scope))} mails"
                     )
-            if problems:
-                yield Batch(problems=problems, cursor=None)
+            if problems or self._told != told:
+                yield Batch(problems=problems, cursor=self._cursor(states) if cursor is not None else None)
             for server_name, scope in folders:
                 yield from self._pull_folder(client, server_name, scope, states, view)
 
     def _cursor(self, states: dict[str, dict]) -> dict:
-        return {"version": CURSOR_VERSION, "folders": copy.deepcopy(states)}
+        out: dict[str, Any] = {"version": CURSOR_VERSION, "folders": copy.deepcopy(states)}
+        if self._told:
+            out["told"] = sorted(self._told)
+        return out
+
+    def _missing_once(self, problems: list[str]) -> list[str]:
+        """A log or private folder that does not exist yet: say how to create it, once (not on every run)."""
+        out = []
+        missing = set()
+        for problem in problems:
+            if not problem.startswith(MISSING_MARK):
+                out.append(problem)
+                continue
+            folder = problem[len(MISSING_MARK):]
+            missing.add(folder)
+            if folder in self._told:
+                log.info("%s: %s %r does not exist yet (reported before)", self.name, self.extra_folders[folder], folder)
+                continue
+            self._told.add(folder)
+            d = self._delimiter
+            out.append(f"{self.extra_folders[folder]} {folder!r} does not exist yet: create folder "
+                       f"{folder.replace('/', d)!r} (separator {d!r}) to use it")
+        self._told &= missing  # created since: if it goes missing again, that is news
+        return out
 
     def _pull_folder(self, client: Any, server_name: str, scope: str, states: dict[str, dict],
                      view: SourceView) -> Iterator[Batch]:
@@ -783,19 +878,23 @@ class ImapConnector(Connector):
         highest = int(info.get(b"HIGHESTMODSEQ", 0)) if self._condstore else 0
         prev = states.get(scope)
         now = time.time()
-        if prev is not None and prev["uidvalidity"] != uidvalidity:
-            resets = [t for t in prev["resets"] if now - t < RESET_WINDOW] + [now]
-            if len(resets) > MAX_RESETS:
-                prev["resets"] = resets[-(MAX_RESETS + 5):]
-                yield Batch(
-                    problems=[f"folder {scope!r}: UIDVALIDITY changed {len(resets)} times in 30 days; "
-                              "skipped (the server keeps renumbering it)"],
-                    cursor=self._cursor(states),
-                )
-                return
+        changed = prev is not None and prev["uidvalidity"] != uidvalidity
+        resets = [t for t in prev["resets"] if now - t < RESET_WINDOW] if prev else []
+        if changed:
+            resets.append(now)  # a real change: counted once, the new value is remembered below
+        if prev is not None and (prev.get("quarantined") or len(resets) > MAX_RESETS):
+            # the server keeps renumbering the folder: reading it again and again helps no one
+            states[scope] = {"uidvalidity": uidvalidity, "last_uid": 0, "modseq": 0, "uidnext": 0, "exists": 0,
+                             "resets": resets[-(MAX_RESETS + 5):], "quarantined": True}
+            yield Batch(
+                alerts=[f"folder {scope!r} is quarantined: its UIDVALIDITY changed {len(resets)} times in 30 days "
+                        "(the server keeps renumbering it), so its new mail is not read; once the server is "
+                        f"stable (e.g. after a migration) run: crm sources reset {self.name} --folder {scope}"],
+                cursor=self._cursor(states),
+            )
+            return
+        if changed:
             prev = None
-        else:
-            resets = prev["resets"] if prev else []
         state: dict[str, Any]
         if prev is None:
             state = {"uidvalidity": uidvalidity, "last_uid": 0, "modseq": 0, "uidnext": 0, "exists": 0, "resets": resets}
@@ -1017,6 +1116,56 @@ class ImapConnector(Connector):
                 if self._client is not None:
                     client.idle_done()
             return changed
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    """Whether an imapclient error came from a dropped connection rather than a NO/BAD answer."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+        if seen is None:
+            return False
+        if isinstance(seen, (imaplib.IMAP4.abort, OSError, EOFError)):
+            return True
+    return False
+
+
+def probe(host: str, port: int, wait: float = 1.5) -> str:
+    """What answers on ``host:port``: "imap", "imap-tls", "http", "https", "tls" or "" (nothing we know).
+
+    Used only after a connect failed, to say why in one line.
+    """
+    def ask(sock: socket.socket) -> str:
+        sock.settimeout(wait)
+        try:
+            first = sock.recv(64)
+        except (socket.timeout, TimeoutError):
+            first = b""
+        if first.startswith(b"* "):
+            return "imap"
+        if not first:  # a web server waits for a request
+            with contextlib.suppress(OSError):
+                sock.sendall(b"HEAD / HTTP/1.0\r\nHost: " + host.encode("ascii", "replace") + b"\r\n\r\n")
+                first = sock.recv(64)
+        return "http" if first.startswith(b"HTTP/") else ""
+
+    try:
+        with socket.create_connection((host, port), timeout=wait) as sock:
+            plain = ask(sock)
+    except OSError:
+        return ""
+    if plain:
+        return plain
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # only asks whether the port speaks TLS; nothing is sent but HEAD
+    try:
+        with socket.create_connection((host, port), timeout=wait) as raw, \
+                ctx.wrap_socket(raw, server_hostname=host) as tls:
+            over_tls = ask(tls)
+    except (OSError, ValueError):
+        return ""
+    return {"imap": "imap-tls", "http": "https"}.get(over_tls, "tls")
 
 
 def _excerpt(h: Mapping[str, str]) -> str:

@@ -175,6 +175,8 @@ class Batch:
     failures: list[Failure] = field(default_factory=list)
     removed: list[Location] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: problems only the admin can solve (a quarantined folder): the run fails until they are
+    alerts: list[str] = field(default_factory=list)
     cursor: dict | None = None  # None: keep the previous cursor
     done: int = 0  # progress: items handled so far in this run
     total: int | None = None  # progress: items expected, when known

@@ -22,6 +22,7 @@ import os
 import re
 import signal
 import sqlite3
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timezone
@@ -61,6 +62,36 @@ class StoreError(Exception):
     """A request the store cannot fulfil (unknown customer, ...)."""
 
 
+class StoreBusy(StoreError):
+    """Another process holds the store's write lock for longer than we wait."""
+
+
+class StoreFailure(StoreError):
+    """The store file cannot be used: damaged, on a full disk, unreadable."""
+
+
+def store_failure(exc: sqlite3.Error, path: str | Path) -> StoreError:
+    """One line for an SQLite error: what happened to which file, and what to do."""
+    text = str(exc)
+    low = text.lower()
+    if "locked" in low or "busy" in low:
+        return StoreBusy(f"the store {path} is busy: another crm process is writing to it; try again in a moment")
+    if "full" in low:
+        return StoreFailure(f"no space left for the store {path} ({text}): free disk space, then run the command "
+                            "again; what was stored before is kept")
+    if "not a database" in low or "malformed" in low or "corrupt" in low:
+        return StoreFailure(f"the store {path} is damaged ({text}): restore it from a backup, or see what is left "
+                            f"with: sqlite3 {path} 'PRAGMA integrity_check'")
+    if "disk i/o" in low:
+        return StoreFailure(f"the store {path} cannot be written ({text}): check the disk and free space; "
+                            f"then check the file with: sqlite3 {path} 'PRAGMA integrity_check'")
+    if "unable to open" in low:
+        return StoreFailure(f"cannot open the store {path}: check that its folder exists and is writable")
+    if "readonly" in low or "read-only" in low:
+        return StoreFailure(f"the store {path} is read-only here: check the permissions of the file and its folder")
+    return StoreFailure(f"the store {path} failed: {text}")
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(microsecond=0)
 
@@ -90,6 +121,18 @@ def utc_iso(value: datetime | date | None) -> str | None:
     v = value.astimezone(timezone.utc)
     # not strftime: its %Y leaves years before 1000 unpadded ("1-05-30T...") on glibc
     return f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}Z"
+
+
+def task_digest(title: str, status: str, due: str | date | None) -> str:
+    """What a task looks like to a calendar client: title, CRM status (open/done/cancelled), due."""
+    if isinstance(due, str) and due:
+        try:
+            due = datetime.fromisoformat(due) if "T" in due else date.fromisoformat(due[:10])
+        except ValueError:
+            pass
+    due_key = (utc_iso(due) if isinstance(due, datetime) else due.isoformat() if isinstance(due, date)
+               else str(due or ""))
+    return hashlib.sha1(f"{title}\x1f{status}\x1f{due_key}".encode()).hexdigest()[:16]
 
 
 def content_hash(sender: str, when: datetime | None, subject: str, body: str) -> str:
@@ -204,7 +247,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     customer_id INTEGER, contact_id INTEGER, interaction_id INTEGER,
     version INTEGER NOT NULL DEFAULT 1, pushed_version INTEGER NOT NULL DEFAULT 0,
     remote_source TEXT, remote_scope TEXT, remote_href TEXT, remote_etag TEXT,
-    created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, sent_digests TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS card_pushes (
     uid TEXT PRIMARY KEY, content_hash TEXT NOT NULL DEFAULT '',
     remote_source TEXT, remote_scope TEXT, remote_href TEXT, remote_etag TEXT);
@@ -245,6 +288,16 @@ class Store:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = None
+        self.settings = settings or LinkingSettings()
+        self._index: LinkIndex | None = None
+        self._in_tx = False
+        try:
+            self._open()
+        except sqlite3.Error as exc:
+            raise store_failure(exc, self.path) from None
+
+    def _open(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -256,10 +309,6 @@ class Store:
         # cache saved little more and made memory grow with the store)
         conn.execute("PRAGMA wal_autocheckpoint=10000")
         self.conn = conn
-        self._db = None
-        self.settings = settings or LinkingSettings()
-        self._index: LinkIndex | None = None
-        self._in_tx = False
         self.migrate()
 
     # -- schema -----------------------------------------------------------
@@ -292,6 +341,18 @@ class Store:
 
     def close(self) -> None:
         self.conn.close()
+
+    def quick_check(self) -> str | None:
+        """``PRAGMA quick_check``: None when the file is sound, else what SQLite found (first lines)."""
+        try:
+            rows = [r[0] for r in self.conn.execute("PRAGMA quick_check(5)")]
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
+        if rows == ["ok"]:
+            return None
+        found = [line.strip() for row in rows for line in str(row).splitlines()
+                 if line.strip() and not line.startswith("***")]
+        return "; ".join(found[:2]) + (" ..." if len(found) > 2 else "")
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -419,6 +480,15 @@ class Store:
             if added:
                 self.relink(self._interactions_with_domains(added))
         return cid
+
+    def customer_is_current(self, name: str, domains: Iterable[str] = (), account_owner: str | None = None) -> bool:
+        """Whether :meth:`add_customer` with these arguments would change nothing (a read, no lock)."""
+        row = self.conn.execute("SELECT id, account_owner FROM customers WHERE name=? COLLATE NOCASE",
+                                (name.strip(),)).fetchone()
+        if row is None or (account_owner is not None and row[1] != account_owner.strip()):
+            return False
+        have = {d for (d,) in self.conn.execute("SELECT domain FROM customer_domains WHERE customer_id=?", (row[0],))}
+        return all(normalise_domain(d) in have for d in domains)
 
     def _interactions_with_domains(self, domains: list[str]) -> list[int]:
         ids: set[int] = set()
@@ -1062,16 +1132,25 @@ class Store:
     # -- tasks read back ----------------------------------------------------
     def _apply_task_state(self, state: TaskState, policy: SourcePolicy, now_s: str, stats: Stats) -> None:
         row = self.conn.execute(
-            "SELECT id, status, due, title, version, pushed_version, remote_etag FROM tasks WHERE uid=?", (state.uid,)
+            "SELECT id, status, due, title, version, pushed_version, remote_etag, sent_digests FROM tasks WHERE uid=?",
+            (state.uid,)
         ).fetchone()
         if row is None:
             return  # the user's own task, not ours
-        tid, status, due, title, version, pushed, etag = row
+        tid, status, due, title, version, pushed, etag, sent = row
         if state.location.etag and state.location.etag == etag:
             stats.seen += 1
             return
         client_status = {"COMPLETED": "done", "CANCELLED": "cancelled"}.get(state.status, "open")
         client_due = iso(state.due)
+        if sent and task_digest(state.summary or title, client_status, state.due) in sent.split():
+            # our own write whose recording a crash lost: not the client's change; where the CRM
+            # changed the task since, the next push writes that over it
+            self._x("UPDATE tasks SET remote_etag=?, remote_scope=?, remote_href=? WHERE id=?",
+                    (state.location.etag, state.location.scope, state.location.local_id, tid))
+            self._put_location(policy.name, state.location, "task", tid, "", now_s)
+            stats.seen += 1
+            return
         changed = client_status != status or (state.summary and state.summary != title) or (client_due or None) != (due or None)
         if changed and version > pushed:
             self._x(
@@ -1229,6 +1308,27 @@ class Store:
         return self._insert("INSERT INTO runs(source, started_at, status) VALUES (?, ?, 'running')",
                             (name, iso(now or utcnow())))
 
+    def note_run_progress(self, run_id: int, so_far: Stats, batch: Stats) -> None:
+        """Keep a running run's stats current (in the batch's transaction), so a killed run shows what it stored."""
+        total = Stats()
+        total.merge(so_far)
+        total.merge(batch)
+        total.problems = total.problems[:20]
+        self._x("UPDATE runs SET stats=? WHERE id=?", (json.dumps(total.as_dict()), run_id))
+
+    def close_stale_runs(self) -> int:
+        """Runs still "running" when a new sync holds the lock ended by a signal or a crash: say so."""
+        stale = self._x("SELECT id, source, started_at FROM runs WHERE status='running'").fetchall()
+        for run_id, source, started in stale:
+            self._x("UPDATE runs SET status='interrupted', message=? WHERE id=?",
+                    ("ended without finishing (killed or crashed); the next sync went on from there", run_id))
+            items = self._one("SELECT COUNT(*) FROM locations WHERE source=? AND gone_at IS NULL "
+                              "AND kind NOT IN ('skipped', 'quarantined')", (source,))
+            self._x("UPDATE sources SET last_run_at=?, last_status='interrupted', last_error=?, items=? "
+                    "WHERE name=? AND (last_run_at IS NULL OR last_run_at <= ?)",
+                    (started, "the run was killed or crashed", items or 0, source, started))
+        return len(stale)
+
     def finish_run(self, run_id: int, name: str, status: str, stats: Stats, message: str = "") -> None:
         now_s = iso(utcnow())
         self._x(
@@ -1257,12 +1357,15 @@ class Store:
     ) -> int | None:
         """Create a task; a rule-made task (``rule_key``) is created once only."""
         now_s = iso(utcnow())
-        uid_seed = rule_key or f"{title}\x1f{now_s}\x1f{customer_id}\x1f{interaction_id}\x1f{self._one('SELECT COUNT(*) FROM tasks')}"
-        uid = "crm-bridge-" + hashlib.sha1(uid_seed.encode()).hexdigest()[:24]
+        if rule_key:  # the same rule and item give the same task, in every process
+            uid = "crm-bridge-" + hashlib.sha1(rule_key.encode()).hexdigest()[:24]
+        else:  # a task added by hand is always a new one, however many are added at once
+            uid = "crm-bridge-" + uuid.uuid4().hex[:24]
         with self.transaction():
             cur = self._x(
-                """INSERT OR IGNORE INTO tasks(uid, rule_key, title, description, due, customer_id, contact_id,
-                   interaction_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                f"""INSERT {'OR IGNORE ' if rule_key else ''}INTO tasks(uid, rule_key, title, description, due,
+                   customer_id, contact_id, interaction_id, created_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (uid, rule_key, title, description, iso(due), customer_id, contact_id, interaction_id, now_s, now_s),
             )
             return cur.lastrowid if cur.rowcount else None
@@ -1307,12 +1410,25 @@ class Store:
             )
         ]
 
+    def note_sending(self, task: dict[str, Any]) -> None:
+        """Before a push writes ``task``: remember what it writes (a few unconfirmed writes are kept), so that
+        reading it back after a crash before :meth:`record_push` is known as ours, not the client's."""
+        digest = task_digest(task["title"], task["status"], task.get("due"))
+        kept = [d for d in (task.get("sent_digests") or "").split() if d != digest]
+        self._x("UPDATE tasks SET sent_digests=? WHERE id=?", (" ".join([digest, *kept][:4]), task["id"]))
+
+    def is_own_write(self, task: dict[str, Any], state: TaskState) -> bool:
+        """Whether ``state`` (read from the server) is what a push of ``task`` wrote."""
+        status = {"COMPLETED": "done", "CANCELLED": "cancelled"}.get(state.status, "open")
+        sent = self._one("SELECT sent_digests FROM tasks WHERE id=?", (task["id"],)) or ""
+        return task_digest(state.summary or task["title"], status, state.due) in sent.split()
+
     def record_push(self, task_id: int, version: int, source: str, scope: str, href: str, etag: str) -> None:
         """The task as of ``version`` is in the calendar at ``href``."""
         self._x(
-            """UPDATE tasks SET pushed_version=?, remote_source=?, remote_scope=?, remote_href=?, remote_etag=?
-               WHERE id=?""",
-            (version, source, scope, href, etag, task_id),
+            """UPDATE tasks SET pushed_version=?, remote_source=?, remote_scope=?, remote_href=?, remote_etag=?,
+               sent_digests=CASE WHEN version=? THEN '' ELSE sent_digests END WHERE id=?""",
+            (version, source, scope, href, etag, version, task_id),
         )
         self._put_location(source, Location(scope, href, etag), "task", task_id, "", iso(utcnow()))
 
@@ -1345,7 +1461,7 @@ class Store:
         )
 
     def log_conflict(self, kind: str, item: str, resolution: str) -> None:
-        log.warning("%s %s: %s", kind, item, resolution)
+        log.info("%s %s: %s", kind, item, resolution)  # the sync's result says it; this is for the log file
         self._x("INSERT INTO conflicts(kind, item, resolution, at) VALUES (?, ?, ?, ?)", (kind, item, resolution, iso(utcnow())))
 
     # -- read side ------------------------------------------------------------
@@ -1473,16 +1589,23 @@ class Store:
         return [dict(r) for r in self.db.query("SELECT * FROM quarantine ORDER BY last_seen DESC, source, scope, local_id")]
 
     def status(self) -> list[dict[str, Any]]:
+        """Per source: the last finished run (``last_*``) and the latest run (``run_*``, maybe unfinished)."""
         rows = self.db.query(
             """SELECT s.name, s.type, s.last_run_at, s.last_status, s.last_error, s.items,
                (SELECT COUNT(*) FROM quarantine q WHERE q.source=s.name) AS quarantined,
-               (SELECT stats FROM runs r WHERE r.source=s.name ORDER BY r.id DESC LIMIT 1) AS last_stats
-               FROM sources s ORDER BY s.name"""
+               r.stats AS last_stats, r.status AS run_status, r.started_at AS run_started_at,
+               r.finished_at AS run_finished_at, r.message AS run_message
+               FROM sources s LEFT JOIN runs r ON r.id = (SELECT MAX(id) FROM runs WHERE source=s.name)
+               ORDER BY s.name"""
         )
         out = []
         for r in rows:
             r = dict(r)
             r["last_stats"] = json.loads(r["last_stats"]) if r["last_stats"] else None
+            if r["run_status"] == "running":
+                # not finished: what is stored now, not what the run before it left
+                r["items"] = self._one("SELECT COUNT(*) FROM locations WHERE source=? AND gone_at IS NULL "
+                                       "AND kind NOT IN ('skipped', 'quarantined')", (r["name"],)) or 0
             out.append(r)
         return out
 
@@ -1632,4 +1755,17 @@ def _migrate_2_warnings_and_dates(store: "Store") -> None:
 
 
 #: schema version -> function bringing the previous version up to it
-MIGRATIONS: dict[int, Any] = {2: _migrate_2_warnings_and_dates}
+def _migrate_2_task_digests(store: "Store") -> None:
+    """tasks.sent_digests: what a push is about to write, so a crash before its commit is not taken
+    for the client's change (idempotent)."""
+    columns = {row[1] for row in store.conn.execute("PRAGMA table_info(tasks)")}
+    if "sent_digests" not in columns:
+        store.conn.execute("ALTER TABLE tasks ADD COLUMN sent_digests TEXT NOT NULL DEFAULT ''")
+
+
+def _migrate_2(store: "Store") -> None:
+    _migrate_2_warnings_and_dates(store)
+    _migrate_2_task_digests(store)
+
+
+MIGRATIONS: dict[int, Any] = {2: _migrate_2}
