@@ -1026,7 +1026,7 @@ class Store:
 
     _appointment_columns = ("kind", "dedup_key", "message_id", "content_hash", "thread_id", "date", "start", "end",
                             "tzid", "subject", "snippet", "direction", "visibility", "status", "uid", "recurrence_id",
-                            "rrule", "location_text", "updated_at")
+                            "rrule", "location_text", "updated_at", "warnings")
 
     def _appointment_values(self, rec: AppointmentRecord, policy: SourcePolicy, match: Match, key: str,
                             now_s: str) -> dict[str, Any]:
@@ -1041,6 +1041,7 @@ class Store:
             direction=direction, visibility=want, status=rec.status or "CONFIRMED", uid=rec.uid,
             recurrence_id=rec.recurrence_id, rrule=rec.rrule,
             location_text=rec.location_text if want != "metadata" else "", updated_at=now_s,
+            warnings="\n".join(rec.warnings),
         )
         return values
 
