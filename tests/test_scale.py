@@ -234,3 +234,18 @@ def test_no_statement_of_a_batch_scans_a_table(tmp_path, analysed):
                 scans.add(f"{detail}: {' '.join(sql.split())[:200]}")
     store.close()
     assert not scans, "\n".join(sorted(scans))
+
+
+def test_a_sync_run_leaves_statistics_for_the_planner(crm_env, maildir, tmp_path):
+    from tests.conftest import make_mail
+
+    crm = crm_env()
+    for n in range(3):
+        maildir.add(make_mail(message_id=f"s{n}@x", subject=f"Angebot {n}"))
+    crm("sync")
+    conn = sqlite3.connect(tmp_path / "crm.db")
+    try:
+        analysed = {row[0] for row in conn.execute("SELECT tbl FROM sqlite_stat1")}
+    finally:
+        conn.close()
+    assert {"interactions", "links", "locations", "participants", "thread_refs"} <= analysed
