@@ -1239,13 +1239,24 @@ class Store:
 
     # -- blocklist ----------------------------------------------------------
     def apply_blocklist(self) -> int:
-        """Remove what was logged from blocked addresses (retroactively)."""
+        """Remove what was logged from blocked addresses (retroactively).
+
+        Only when the blocklist changed since the last time: mail that came
+        later was checked against it when it was stored, and this reads every
+        participant of the store.
+        """
         blocked = self.settings.blocklist
+        entries = json.dumps(blocked.entries())
+        if self.meta("blocklist_applied") == entries:
+            return 0
         if not blocked:
+            with self.transaction():
+                self.set_meta("blocklist_applied", entries)
             return 0
         removed = 0
         now_s = iso(utcnow())
         with self.transaction():
+            self.set_meta("blocklist_applied", entries)
             candidates: dict[int, list[tuple[str, str]]] = {}
             for iid, email, role in self._x("SELECT interaction_id, email, role FROM participants"):
                 candidates.setdefault(iid, []).append((email, role))

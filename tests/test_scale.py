@@ -249,3 +249,24 @@ def test_a_sync_run_leaves_statistics_for_the_planner(crm_env, maildir, tmp_path
     finally:
         conn.close()
     assert {"interactions", "links", "locations", "participants", "thread_refs"} <= analysed
+
+
+def test_an_unchanged_blocklist_is_not_applied_to_the_whole_store_again(tmp_path):
+    settings = LinkingSettings(internal_domains=AddressSet(["nordlicht.example"]),
+                               blocklist=AddressSet(["betriebsrat@kunde1.example"]))
+    store = Store(tmp_path / "crm.db", settings)
+    with store.transaction():
+        store.apply_batch(POLICY, Batch(records=[mail(i) for i in range(300)]))
+    read: list[str] = []
+    store.conn.set_trace_callback(read.append)
+    store.apply_blocklist()
+    assert any("FROM participants" in sql for sql in read)
+    read.clear()
+    store.apply_blocklist()  # every run does this: it must not cost a pass over the store each time
+    assert not any("FROM participants" in sql for sql in read)
+    store.close()
+    store = Store(tmp_path / "crm.db", LinkingSettings(blocklist=AddressSet(["p1@kunde2.example"])))
+    store.conn.set_trace_callback(read.append)
+    store.apply_blocklist()  # a changed blocklist is applied
+    assert any("FROM participants" in sql for sql in read)
+    store.close()
