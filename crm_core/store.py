@@ -887,8 +887,10 @@ class Store:
         """Mail stored without content while it matched nothing, now linked:
         the next sync of the sources that saw it reads it again to fill it in.
 
-        ``pulling`` is the source whose pull is storing this batch: its mark
-        (2) outlives the end of that pull, which clears the marks it began with.
+        ``sources.rescan`` holds two bits: 1, read everything at the next
+        pull; 2, asked for while ``pulling``, the source's own pull, stores this
+        batch: due once that pull is complete (then it becomes 1), so a pull
+        killed and run again ends as a clean one does.
         """
         if self.settings.unmatched != "metadata" or not ids:
             return
@@ -896,11 +898,12 @@ class Store:
             part = ids[chunk:chunk + 500]
             marks = ",".join("?" * len(part))
             self._x(
-                f"""UPDATE sources SET rescan=CASE WHEN name=? THEN 2 ELSE MAX(rescan, 1) END
+                f"""UPDATE sources SET rescan=rescan | CASE WHEN name=? THEN 2 ELSE 1 END
                     WHERE name IN (SELECT DISTINCT l.source FROM interactions i
                     CROSS JOIN locations l ON l.kind='interaction' AND l.item_id=i.id
                     WHERE i.id IN ({marks}) AND i.visibility='metadata'
-                    AND EXISTS (SELECT 1 FROM links k WHERE k.interaction_id=i.id))""",
+                    AND EXISTS (SELECT 1 FROM links k WHERE k.interaction_id=i.id))
+                    AND COALESCE((SELECT value FROM meta WHERE key='visibility:' || name), '') != 'metadata'""",
                 (pulling, *part),
             )
 
@@ -915,6 +918,7 @@ class Store:
 
     def remember_policy(self, policy: SourcePolicy) -> None:
         self.set_meta(f"owner:{policy.name}", json.dumps(sorted(policy.owner)))
+        self.set_meta(f"visibility:{policy.name}", policy.visibility)  # a rescan cannot bring in more
 
     def set_link(self, interaction_id: int, target: str, target_id: int, action: str) -> None:
         """A manual link or unlink; it wins over every rule and survives re-syncs."""
@@ -1284,7 +1288,8 @@ class Store:
         row = self.conn.execute("SELECT type, cursor, fingerprint, rescan FROM sources WHERE name=?", (name,)).fetchone()
         if row is None:
             return None
-        return {"type": row[0], "cursor": json.loads(row[1]) if row[1] else None, "fingerprint": row[2], "rescan": bool(row[3])}
+        return {"type": row[0], "cursor": json.loads(row[1]) if row[1] else None, "fingerprint": row[2],
+                "rescan": bool(row[3] & 1)}  # 2: after the pull in progress (see _rescan_withheld)
 
     def register_source(self, name: str, type_name: str) -> None:
         self._x("INSERT OR IGNORE INTO sources(name, type) VALUES (?, ?)", (name, type_name))
@@ -1295,8 +1300,8 @@ class Store:
 
     def set_fingerprint(self, name: str, fingerprint: str) -> None:
         """The end of a complete pull: the rescans asked for before it are done
-        (one asked for while it ran, ``rescan=2``, is still to come)."""
-        self._x("UPDATE sources SET fingerprint=?, rescan=CASE WHEN rescan=2 THEN 1 ELSE 0 END WHERE name=?",
+        (one asked for while it ran, bit 2, is due now)."""
+        self._x("UPDATE sources SET fingerprint=?, rescan=CASE WHEN rescan & 2 THEN 1 ELSE 0 END WHERE name=?",
                 (fingerprint, name))
 
     def request_rescan(self, name: str | None = None) -> None:

@@ -32,7 +32,7 @@ def first_mail(crm) -> dict:
 def rescan_pending(tmp_path: Path) -> bool:
     store = Store(tmp_path / "crm.db")
     try:
-        return bool((store.source_state("anna") or {}).get("rescan"))
+        return bool(store._one("SELECT rescan FROM sources WHERE name='anna'"))
     finally:
         store.close()
 
@@ -92,4 +92,17 @@ def test_crm_link_brings_in_subject_and_snippet_at_the_next_sync(tmp_path, maild
     run_crm(tmp_path, "sync")
     [item] = json.loads(run_crm(tmp_path, "timeline", "Kunde GmbH", "--json").stdout)
     assert item["subject"] == "Projekt Alpha" and "Heizzentrale" in item["snippet"]
+    assert not rescan_pending(tmp_path)
+
+
+def test_a_source_that_stores_metadata_only_is_not_read_again_for_nothing(crm_env, maildir, tmp_path):
+    crm = crm_env(sources={"anna": {"type": "maildir", "path": str(maildir.root), "owner": ["anna@nordlicht.example"],
+                                    "visibility": "metadata"}})
+    maildir.add(make_mail(**FIRST))
+    crm("sync")
+    maildir.add(make_mail(**REPLY))
+    crm("sync")
+    assert first_mail(crm)["reason"] == "thread"
+    assert not rescan_pending(tmp_path)  # a second read would bring in nothing
+    crm("link", "start@x", "--customer", "Kunde GmbH")
     assert not rescan_pending(tmp_path)
