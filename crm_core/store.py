@@ -54,6 +54,8 @@ _UPSERT_LOCATION = """INSERT INTO locations(source, scope, local_id, kind, item_
 #: separates a resource's local id from the RECURRENCE-ID of an override in it
 OVERRIDE_MARK = "#rid="
 _VIS_RANK = {"metadata": 0, "subject": 1, "snippet": 2}
+#: unmatched mails whose text a store keeps at hand for a later reply (about 8 MB)
+_HELD_MAX = 10_000
 _ALNUM = re.compile(r"[\W_]+", re.UNICODE)
 
 
@@ -256,6 +258,9 @@ class Store:
         self._db = None
         self.settings = settings or LinkingSettings()
         self._index: LinkIndex | None = None
+        #: text of mails stored without it while unmatched (id -> subject, snippet,
+        #: visibility once linked), for a reply in a later batch that links them
+        self._held: dict[int, tuple[str, str, str]] = {}
         self._in_tx = False
         self.migrate()
 
@@ -320,6 +325,7 @@ class Store:
         except BaseException:
             self.conn.execute("ROLLBACK")
             self._index = None
+            self._held.clear()  # ids handed out in the rolled-back batch are handed out again
             raise
         else:
             self.conn.execute("COMMIT")
@@ -338,6 +344,7 @@ class Store:
             self.conn.execute("ROLLBACK")
             self._in_tx = False
             self._index = None
+            self._held.clear()
 
     @property
     def db(self):
@@ -720,18 +727,27 @@ class Store:
             self._log_unknown(iid, rec, policy, direction, now_s, stats)
         by_thread = self._propagate_threads(threads)
         threads.clear()
-        # stored earlier without content while unmatched, linked through their
-        # thread now: the sources that saw them read them again (as for a new customer)
-        self._rescan_withheld(sorted(iid for iid in by_thread if iid not in withheld), pulling=source)
+        # stored earlier without content while unmatched, linked through their thread
+        # now: filled in from what this process still holds of an earlier batch, else
+        # the sources that saw them read them again (as for a new customer)
+        held = self._held
+        earlier = [iid for iid in by_thread if iid not in withheld]
+        withheld.update((iid, held.pop(iid)) for iid in earlier if iid in held)
+        self._rescan_withheld(sorted(iid for iid in earlier if iid not in withheld), pulling=source)
         if withheld:  # withheld while unmatched, linked through their thread after all
             withheld_ids = list(withheld)
+            filled = set()
             for chunk in range(0, len(withheld_ids), 500):
                 part = withheld_ids[chunk:chunk + 500]
                 marks = ",".join("?" * len(part))
                 for (iid,) in self._x(f"SELECT DISTINCT interaction_id FROM links WHERE interaction_id IN ({marks})", part).fetchall():
                     subject, snippet, vis = withheld[iid]
-                    self._x("UPDATE interactions SET subject=?, snippet=?, visibility=? WHERE id=?",
+                    self._x("UPDATE interactions SET subject=?, snippet=?, visibility=? WHERE id=? AND visibility='metadata'",
                             (subject if vis != "metadata" else None, snippet if vis == "snippet" else None, vis, iid))
+                    filled.add(iid)
+            held.update((iid, text) for iid, text in withheld.items() if iid not in filled)
+            while len(held) > _HELD_MAX:  # the oldest go: replies come soon after or not in this run
+                del held[next(iter(held))]
 
     def _priors(self, source: str, locs: list[Location]) -> dict[tuple[str, str], tuple]:
         """What the store knows of these locations: (scope, local id) -> (kind, item, etag, gone)."""

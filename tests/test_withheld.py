@@ -58,8 +58,24 @@ def test_reply_in_a_later_batch_of_the_same_run(crm_env, maildir, tmp_path):
     crm = crm_env(sources={"anna": {"type": "maildir", "path": str(maildir.root), "owner": ["anna@nordlicht.example"],
                                     "batch_size": 1}})
     maildir.add(make_mail(**FIRST))
+    for n in range(3):  # batches in between
+        maildir.add(make_mail(sender="kim@kunde.example", message_id=f"other{n}@x", subject=f"Anderes {n}"))
     maildir.add(make_mail(**REPLY))
-    crm("sync")  # the mark made while the pull ran outlives the end of that pull
+    crm("sync")
+    assert first_mail(crm)["subject"] == "Projekt Alpha"  # the text read in batch 1 was still at hand
+    assert not rescan_pending(tmp_path)  # so nothing is read twice
+
+
+def test_a_reply_after_more_unmatched_mail_than_is_kept_at_hand(crm_env, maildir, tmp_path, monkeypatch):
+    import crm_core.store
+
+    monkeypatch.setattr(crm_core.store, "_HELD_MAX", 0)
+    crm = crm_env(sources={"anna": {"type": "maildir", "path": str(maildir.root), "owner": ["anna@nordlicht.example"],
+                                    "batch_size": 1}})
+    maildir.add(make_mail(**FIRST))
+    maildir.add(make_mail(**REPLY))
+    crm("sync")  # the rescan asked for while the pull ran is due once it is complete
+    assert rescan_pending(tmp_path)
     crm("sync")
     assert first_mail(crm)["subject"] == "Projekt Alpha"
     assert not rescan_pending(tmp_path)
