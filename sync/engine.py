@@ -184,6 +184,7 @@ class Engine:
             self.connector(name)  # a config mistake stops the run before anything is read
         self.prepare()
         results = [self.sync_source(name, now) for name in names]
+        self.store.optimize()  # statistics for the planner where the store grew
         created = followup.apply_rules(self.store, self.config.followup, now)
         if created:
             results.append(SourceResult("follow-up rules", "rules", stats=Stats(tasks_created=created)))

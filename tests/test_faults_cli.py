@@ -133,11 +133,11 @@ def status_of(config: Path, name: str = "anna") -> dict:
 def test_a_killed_run_shows_as_interrupted_with_what_it_stored(office):
     config, box, db = office
     fill(box, 200)
-    killed = crm(config, "sync", env={"CRM_FAULT_KILL_AFTER_COMMITS": "5", "CRM_PARALLEL_PULL": "0"})
+    killed = crm(config, "sync", env={"CRM_FAULT_KILL_AFTER_COMMITS": "8", "CRM_PARALLEL_PULL": "0"})
     assert killed.returncode == -signal.SIGKILL
     row = status_of(config)
     assert row["run_status"] == "interrupted"
-    assert row["last_stats"]["added"] > 0
+    assert row["last_stats"].get("added", 0) > 0, row
     assert row["items"] == row["last_stats"]["added"]  # not "never run, 0 items"
     text = crm(config, "status").stdout
     assert "anna (maildir): interrupted" in text and f"stored {row['last_stats']['added']} new" in text
