@@ -685,6 +685,9 @@ class Store:
                 key, chash = mail_key(rec)
                 keep.append((rec, key, chash))
         existing = self._ids_by_key([k for _, k, _ in keep]) if keep else {}
+        unmatched = [(rec, key) for rec, key, _ in keep if key not in existing and rec.message_id]
+        if unmatched:
+            existing.update(self._same_mails(unmatched))
         refmap = self._thread_refs([i for rec, _, _ in keep for i in (rec.message_id, *rec.in_reply_to, *rec.references) if i])
         next_id = (self._one("SELECT MAX(id) FROM interactions") or 0) + 1
         next_thread = (self._one("SELECT MAX(id) FROM threads") or 0) + 1
@@ -850,6 +853,41 @@ class Store:
                 f"SELECT dedup_key, id, visibility FROM interactions WHERE dedup_key IN ({marks})", part
             ):
                 out[key] = (iid, vis)
+        return out
+
+    def _same_mails(self, unmatched: list[tuple[MailRecord, str]]) -> dict[str, tuple[int, str]]:
+        """Mails stored under another dedup key: the same Message-ID, sender, minute and subject.
+
+        The key hashes the start of the snippet, so without this a mail seen
+        again at a new place (moved, in a second mailbox, after a UIDVALIDITY
+        reset) would be stored twice once a newer crm-bridge reads its text
+        differently (reply quoting, HTML heads, inline parts).  A Message-ID
+        alone stays a hint: two mails that share one but differ in sender,
+        minute or subject stay two.  A subject that was not stored (metadata
+        only) does not speak against the match.
+        """
+        wanted: dict[str, list[tuple[MailRecord, str]]] = {}
+        for rec, key in unmatched:
+            wanted.setdefault(rec.message_id, []).append((rec, key))
+        out: dict[str, tuple[int, str]] = {}
+        ids = list(wanted)
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk:chunk + 500]
+            rows = self._x(
+                "SELECT i.id, i.visibility, i.message_id, i.date, i.subject,"
+                " (SELECT p.email FROM participants p WHERE p.interaction_id=i.id AND p.role='from' LIMIT 1)"
+                f" FROM interactions i WHERE i.message_id IN ({','.join('?' * len(part))}) AND i.kind='mail'",
+                part,
+            ).fetchall()
+            for iid, vis, message_id, date_s, subject, sender in rows:
+                for rec, key in wanted[message_id]:
+                    if key in out or (rec.sender.email if rec.sender else "") != (sender or ""):
+                        continue
+                    if (utc_iso(rec.date) or "")[:16] != (date_s or "")[:16]:
+                        continue
+                    if subject is not None and " ".join(subject.split()) != " ".join(rec.subject.split()):
+                        continue
+                    out[key] = (iid, vis)
         return out
 
     def _thread_refs(self, ids: list[str]) -> dict[str, int]:
