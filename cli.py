@@ -30,6 +30,8 @@ import click
 
 EXIT_CONFIG = 2
 EXIT_SYNC_FAILED = 1
+EXIT_BUSY = 75  # EX_TEMPFAIL: another process has the store; try again later
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 class Context:
@@ -102,7 +104,9 @@ class CrmGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         from connectors.base import ConnectorError
         from crm_core.settings import SettingsError
-        from crm_core.store import StoreError
+        import sqlite3
+
+        from crm_core.store import StoreBusy, StoreError, store_failure
         from sync.config import ConfigError
         from sync.lock import SyncLocked
 
@@ -116,10 +120,18 @@ class CrmGroup(click.Group):
             _fail(str(exc))
         except ConnectorError as exc:
             _fail(str(exc))
+        except StoreBusy as exc:
+            _fail(str(exc), EXIT_BUSY)
         except StoreError as exc:
             _fail(str(exc), 1)
+        except sqlite3.Error as exc:  # the store file itself: damaged, full disk, busy
+            obj = ctx.obj if isinstance(ctx.obj, Context) else None
+            path = obj._config.store_path if obj is not None and obj._config is not None else "crm.db"
+            failure = store_failure(exc, path)
+            logging.getLogger("crm").debug("store failure", exc_info=True)
+            _fail(str(failure), EXIT_BUSY if isinstance(failure, StoreBusy) else 1)
         except SyncLocked as exc:
-            _fail(str(exc), 75)
+            _fail(str(exc), EXIT_BUSY)
         except OSError as exc:
             if isinstance(exc, BrokenPipeError):
                 sys.exit(0)
@@ -220,7 +232,7 @@ def sync(obj: Context, sources: tuple[str, ...], as_json: bool, dry_run: bool, w
     """
     import gc
 
-    from sync.engine import Engine
+    from sync.engine import Engine, Interrupted
 
     # a first sync allocates millions of short-lived, acyclic objects
     # (parsed headers, records, rows): collecting the young generation
@@ -240,10 +252,13 @@ def sync(obj: Context, sources: tuple[str, ...], as_json: bool, dry_run: bool, w
 
             try:
                 engine.watch(list(sources) or None, interval=float(interval), on_result=report)
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, Interrupted):
                 pass
             return
         results = engine.run(list(sources) or None, dry_run=dry_run)
+    except Interrupted as exc:
+        progress.finish()
+        _fail(str(exc), EXIT_INTERRUPTED)
     finally:
         progress.finish()
         engine.close()
@@ -283,11 +298,26 @@ def _print_results(results, as_json: bool, dry_run: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def status(obj: Context, as_json: bool) -> None:
-    """Per source: last run, items, errors; and what the store holds."""
+    """Per source: last run, items, errors; what the store holds; a quick check of the file.
+
+    Exit status 1 when the store file is damaged (``PRAGMA quick_check``).
+    """
+    from sync.lock import StoreLock
+
     store = obj.store
+    damage = store.quick_check()
+    if damage:
+        _fail(f"the store {store.path} is damaged ({damage}): restore it from a backup, or see what is left "
+              f"with: sqlite3 {store.path} 'PRAGMA integrity_check'", 1)
     rows = store.status()
+    running = StoreLock(obj.config.store_path).holder()
+    for r in rows:
+        if r["run_status"] == "running":
+            r["run_status"] = "running" if running else "interrupted"
+            if not running:
+                r["run_message"] = "ended without finishing (killed or crashed); the next sync goes on from there"
     configured = set(obj.config.sources)
-    data = {"store": str(store.path), "counts": store.counts(), "sources": rows,
+    data = {"store": str(store.path), "check": "ok", "counts": store.counts(), "sources": rows,
             "never_synced": sorted(configured - {r["name"] for r in rows})}
     if as_json:
         _json(data)
@@ -297,12 +327,67 @@ def status(obj: Context, as_json: bool) -> None:
                f"{counts['mails']} mails, {counts['appointments']} appointments, {counts['tasks']} tasks, "
                f"{counts['quarantine']} quarantined")
     for r in rows:
-        click.echo(f"{r['name']} ({r['type']}): {r['last_status'] or 'never run'} at {r['last_run_at'] or '-'}, "
-                   f"{r['items']} items, {r['quarantined']} quarantined")
-        if r["last_error"]:
+        state = r["run_status"] or r["last_status"] or "never run"
+        if state == "running":
+            state = f"running now (pid {running}) since {_local_time(r['run_started_at'])}"
+        elif state == "interrupted":
+            state = f"interrupted (started {_local_time(r['run_started_at'])})"
+        else:
+            state = f"{state} at {_local_time(r['last_run_at'])}"
+        click.echo(f"{r['name']} ({r['type']}): {state}, {r['items']} items, {r['quarantined']} quarantined")
+        stats = r["last_stats"] or {}
+        if r["run_status"] in ("running", "interrupted"):
+            click.echo(f"  this run stored {stats.get('added', 0)} new and {stats.get('updated', 0)} updated items"
+                       + (f"; {r['run_message']}" if r["run_message"] else ""))
+        elif r["last_error"]:
             click.echo(f"  {r['last_error']}")
     for name in data["never_synced"]:
         click.echo(f"{name}: never synced")
+
+
+def _local_time(value: str | None) -> str:
+    """A stored timestamp as local time for staff (stored values are UTC)."""
+    if not value:
+        return "-"
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if parsed.tzinfo is None:
+        return value
+    return parsed.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+# -- sources ------------------------------------------------------------------
+@main.group()
+def sources() -> None:
+    """Configured sources: reset where a sync stands."""
+
+
+@sources.command("reset")
+@click.argument("name")
+@click.option("--folder", metavar="FOLDER", help="Only this folder (scope) of the source.")
+@click.pass_obj
+def sources_reset(obj: Context, name: str, folder: str | None) -> None:
+    """Read a source (or one folder of it) as new at the next sync.
+
+    For a folder quarantined because its server kept renumbering it
+    (UIDVALIDITY), once the server is stable again, e.g. after a migration.
+    Nothing stored is lost and nothing is doubled.
+
+    \b
+    Example:
+        crm sources reset anna-imap --folder INBOX
+    """
+    from sync.engine import Engine
+
+    engine = Engine(obj.config, obj.store)
+    try:
+        engine.reset(name, folder)
+    finally:
+        engine.close()
+    what = f"folder {folder!r} of {name}" if folder else name
+    click.echo(f"{what}: the next sync reads it as new (nothing stored is lost or doubled)")
 
 
 # -- customers ---------------------------------------------------------------
@@ -420,7 +505,7 @@ def timeline(obj: Context, customer: str, limit: int, as_json: bool) -> None:
     if not items:
         click.echo(f"nothing on {customer}'s timeline yet")
     for it in items:
-        when = _local_time(it)
+        when = _item_time(it)
         if it["kind"] == "mail":
             if it["direction"] == "out":
                 head = f"{when}  mail -> {it['recipients'] or ''}"
@@ -436,16 +521,12 @@ def timeline(obj: Context, customer: str, limit: int, as_json: bool) -> None:
             click.echo(f"{'':>6}        {it['snippet'][:100]}")
 
 
-def _local_time(item: dict[str, Any]) -> str:
+def _item_time(item: dict[str, Any]) -> str:
     """When, for staff: an appointment at its own wall-clock time, anything else in the local zone."""
     start = item.get("start") or ""
     if item["kind"] == "appointment" and start:
         return start[:16].replace("T", " ") if "T" in start else start[:10]
-    stamp = item.get("date") or ""
-    try:
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone().strftime("%Y-%m-%d %H:%M")
-    except ValueError:
-        return stamp[:16].replace("T", " ")
+    return _local_time(item.get("date")).replace("T", " ")[:16]
 
 
 @main.command()
@@ -491,6 +572,8 @@ def explain(obj: Context, message_id: str, as_json: bool) -> None:
             click.echo(f"  {l['target']} {l['name']} (id {l['id']}): by {l['reason']}")
         for u in r["manually_unlinked"]:
             click.echo(f"  {u['target']} {u['id']}: unlinked by hand")
+        for w in r.get("warnings", ()):
+            click.echo(f"  warning: {w}")
 
 
 # -- tasks ---------------------------------------------------------------------------

@@ -122,6 +122,14 @@ class Connector(ABC):
         the engine then calls ``pull(None, view)``.
         """
 
+    def forget(self, cursor: dict | None, scope: str | None = None) -> dict | None:
+        """``cursor`` without what it knows of ``scope`` (``crm sources reset``); None: start over.
+
+        The default forgets everything; a connector with per-scope cursors
+        may forget one scope and raise :class:`ConfigError` for an unknown one.
+        """
+        return None
+
     def push_tasks(self, tasks: list[TaskPush], view: SourceView) -> list[PushResult]:
         raise NotImplementedError(f"{self.type} sources cannot store tasks")
 

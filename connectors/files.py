@@ -28,7 +28,7 @@ import re
 import stat
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import BinaryIO, Iterator, Mapping
+from typing import BinaryIO, Iterator, Mapping, cast
 
 from connectors.base import ConfigError, Connector, SourceUnavailable, SourceView
 from connectors.mailparse import MAX_MESSAGE_BYTES, MailParseError, parse_message
@@ -317,7 +317,8 @@ class MboxConnector(_PathConnector):
             with fh:
                 st = os.fstat(fh.fileno())
                 prior = cursor.get(scope) or {}
-                head = hashlib.sha1(fh.read(4096)).hexdigest()[:16]
+                first = fh.read(4096)
+                head = hashlib.sha1(first).hexdigest()[:16]
                 state = {"size": st.st_size, "mtime": st.st_mtime_ns, "head": head}
                 if prior == state:
                     new_cursor[scope] = state
@@ -326,7 +327,9 @@ class MboxConnector(_PathConnector):
                 start = prior.get("size", 0) if grown else 0
                 known = view.known(scope)
                 present: set[str] = set()
-                for offset, raw, size in _mbox_messages(fh, start):
+                # an old Mac export ends its lines with CR alone
+                stream = cast(BinaryIO, _CrAsLf(fh)) if b"\r" in first and b"\n" not in first else fh
+                for offset, raw, size in _mbox_messages(stream, start):
                     local = f"{offset}:{hashlib.sha1(raw).hexdigest()[:12]}"
                     present.add(local)
                     if local in known:
@@ -368,6 +371,32 @@ _CONTENT_LENGTH = re.compile(rb"content-length:[ \t]*(\d{1,12})[ \t]*\r?\n?$", r
 _BLANK = (b"\n", b"\r\n")
 #: the longest piece of a line read at once (a line without an end is read in pieces)
 _LINE_PIECE = 64 * 1024
+
+
+class _CrAsLf:
+    """A file whose lines end with CR alone (old Mac mail programs) read as if
+    they ended with LF: each CR becomes one LF, so every offset stays true."""
+
+    def __init__(self, fh: BinaryIO):
+        self.fh = fh
+
+    def read(self, size: int = -1) -> bytes:
+        return self.fh.read(size).replace(b"\r", b"\n")
+
+    def readline(self, limit: int = -1) -> bytes:
+        start = self.fh.tell()
+        data = self.fh.read(limit if limit > 0 else _LINE_PIECE)
+        end = data.find(b"\r")
+        if end >= 0:
+            data = data[:end + 1]
+            self.fh.seek(start + end + 1)
+        return data.replace(b"\r", b"\n")
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        return self.fh.seek(pos, whence)
+
+    def tell(self) -> int:
+        return self.fh.tell()
 
 
 class _Lines:

@@ -62,11 +62,14 @@ Only ``UID FLAGS RFC822.SIZE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (...)]``
 (the fields of :data:`connectors.mailparse.HEADER_FIELDS`), then for the
 text part that :func:`~connectors.mailparse.choose_text_part` picks from
 the BODYSTRUCTURE a prefix ``BODY.PEEK[<section>]<0.N>`` in one FETCH per
-section.  ``N`` is twice :data:`~connectors.mailparse.SNIPPET_RAW_BYTES`:
+section and size.  ``N`` is twice :func:`~connectors.mailparse.prefix_bytes`
+of the part (4 KiB of text, 12 KiB of quoted-printable, 32 KiB of HTML):
 IMAP sends CRLF line ends while Maildir files (Dovecot, mbsync) keep LF,
-so the prefix is normalised to LF and then cut to SNIPPET_RAW_BYTES,
+so the prefix is normalised to LF and then cut to prefix_bytes,
 which gives the same snippet as :func:`~connectors.mailparse.parse_message`
-on the stored file.  Folders are opened with EXAMINE and every body fetch
+on the stored file.  A mail whose header the server could not split (CR-only
+line ends of old Mac exports, no known field) is fetched as a prefix of the
+whole message instead and read by ``parse_message``.  Folders are opened with EXAMINE and every body fetch
 uses ``BODY.PEEK``: the connector never changes the mailbox.
 
 The commands are pipelined (:class:`Fetches`): the header FETCH of the
@@ -86,9 +89,12 @@ UIDVALIDITY is reported removed in the last batch of the rescan.  A folder
 that comes back empty while the store knows more than ``empty_guard`` of
 its mails, or that cannot be selected, or that vanished from the server,
 is reported in ``Batch.problems`` and nothing under it is removed.  A
-folder whose UIDVALIDITY changed more than three times in 30 days is
-skipped with a problem instead of being rescanned again, until a rescan
-(``pull(None, ...)``) starts its cursor over.
+folder whose UIDVALIDITY changed more than three times in 30 days (each
+real change counted once) is quarantined: it is not read, and every run
+reports it in ``Batch.alerts`` (the run fails) until the admin clears it
+with ``crm sources reset NAME --folder F`` (:meth:`ImapConnector.forget`).
+A ``log_folder`` or ``private_folder`` that does not exist yet is reported
+once, with how to create it; the cursor's ``"told"`` list remembers that.
 
 Errors
 ------
@@ -106,6 +112,7 @@ import copy
 import fnmatch
 import imaplib
 import ipaddress
+import logging
 import re
 import socket
 import ssl
@@ -127,22 +134,29 @@ from connectors.base import (
 )
 from connectors.mailparse import (
     HEADER_FIELDS,
-    SNIPPET_RAW_BYTES,
+    MAX_MESSAGE_BYTES,
     MailParseError,
     Part,
+    bare_cr_lines,
     choose_text_part,
     parse_header_block,
+    parse_message,
+    part_snippet,
+    prefix_bytes,
     record_from_headers,
-    text_snippet,
 )
 from crm_core.records import Batch, Failure, FlagChange, Location, MailRecord
 
+log = logging.getLogger("crm.imap")
+
 CURSOR_VERSION = 1
+#: marks a missing log/private folder among _resolve's problems
+MISSING_MARK = "\0missing:"
+#: seconds to wait for a server's greeting (at most ``timeout``)
+GREETING_TIMEOUT = 15
 #: UIDVALIDITY changes tolerated within RESET_WINDOW before a folder is skipped
 MAX_RESETS = 3
 RESET_WINDOW = 30 * 24 * 3600
-#: bytes of the text part fetched; normalised to LF, then cut to SNIPPET_RAW_BYTES
-PREFIX_FETCH_BYTES = 2 * SNIPPET_RAW_BYTES
 _SKIP_SPECIAL = (b"\\junk", b"\\trash", b"\\drafts")
 _SENT_NAMES = ("sent", "sent items", "sent messages", "sent mail", "gesendet", "gesendete objekte")
 _HEADER_ITEM = "BODY.PEEK[HEADER.FIELDS (" + " ".join(f.upper() for f in HEADER_FIELDS) + ")]"
@@ -223,8 +237,9 @@ def body_parts(bs: Any, section: str = "", depth: int = 0) -> Iterator[Part]:
     if isinstance(disposition, (tuple, list)) and disposition:
         if _s(disposition[0]).lower().startswith("attachment"):
             attachment = True
-        elif len(disposition) > 1 and any("filename" in k for k in _pairs(disposition[1])):
-            attachment = True
+        elif _s(disposition[0]).lower() != "inline" and len(disposition) > 1 and any(
+                "filename" in k for k in _pairs(disposition[1])):
+            attachment = True  # as mailparse: a file name makes a file unless the part says inline
     yield Part(ctype, params.get("charset", ""), cte, attachment, b"", section or "1")
 
 
@@ -467,11 +482,11 @@ def uid_search_all(client: Any, esearch: bool) -> list[int]:
     return []
 
 
-def _snippet_from_prefix(prefix: bytes, part: Part) -> str:
-    # CRLF -> LF only matters where SNIPPET_RAW_BYTES cuts: line splitting,
-    # QP and base64 treat both alike
-    data = prefix if len(prefix) <= SNIPPET_RAW_BYTES else prefix.replace(b"\r\n", b"\n")[:SNIPPET_RAW_BYTES]
-    return text_snippet(data, part.cte, part.charset, part.ctype[5:])
+def _prefix_fetch_bytes(part: Part) -> int:
+    """Bytes of a text part fetched: normalised to LF, then cut to prefix_bytes (mailparse.part_snippet)."""
+    if not part.section:  # the whole message, for a mail only the file parser can read (CR line ends)
+        return MAX_MESSAGE_BYTES
+    return 2 * prefix_bytes(part.ctype, part.cte)
 
 
 def _still_there(local_id: str, prefix: str, uids: set[int]) -> bool:
@@ -546,12 +561,14 @@ class ImapConnector(Connector):
             raise ConfigError(f"sources.{name}.folders must be a list of folder names or globs")
         self.folder_specs = list(folders)
         self.explicit_folders = "folders" in o
+        self.extra_folders: dict[str, str] = {}  # log/private folder -> its option
         for key in ("log_folder", "private_folder"):
             extra = o.get(key)
             if extra is not None and extra != "":
                 if not isinstance(extra, str):
                     raise ConfigError(f"sources.{name}.{key} must be a folder name")
                 extra = extra.strip("/")
+                self.extra_folders.setdefault(extra, key)
                 if extra not in self.folder_specs:
                     self.folder_specs.append(extra)
         self.timeout = o.get("timeout", 60)
@@ -582,6 +599,7 @@ class ImapConnector(Connector):
         self._condstore = False
         self._esearch = False
         self._delimiter = "/"
+        self._told: set[str] = set()  # missing log/private folders already reported (kept in the cursor)
 
     # -- errors ---------------------------------------------------------------
     @contextlib.contextmanager
@@ -596,6 +614,8 @@ class ImapConnector(Connector):
             raise
         except imx.LoginError as exc:
             self._drop()
+            if _lost_connection(exc):  # imapclient turns a cut during LOGIN into LoginError too
+                raise TransientError(f"{where}: connection lost during login: {exc}") from None
             if "UNAVAILABLE" in str(exc).upper():  # RFC 5530: the auth backend is down, not the password wrong
                 raise TransientError(f"{where}: login temporarily unavailable") from None
             raise AuthError(f"{where}: the server refused the login of {self.username}") from None
@@ -636,13 +656,20 @@ class ImapConnector(Connector):
         return ctx
 
     def _connect(self) -> Any:
-        from imapclient import IMAPClient
+        from imapclient import IMAPClient, SocketTimeout
 
         if self._client is not None:
             return self._client
         ctx = self._ssl_context() if self.tls != "none" else None
-        client = IMAPClient(self.host, self.port, ssl=self.tls == "implicit", ssl_context=ctx,
-                            timeout=self.timeout)
+        try:
+            # the greeting comes at once from an IMAP server: waiting long for it helps no one
+            client = IMAPClient(self.host, self.port, ssl=self.tls == "implicit", ssl_context=ctx,
+                                timeout=SocketTimeout(min(self.timeout, GREETING_TIMEOUT), self.timeout))
+        except ssl.SSLCertVerificationError:
+            raise
+        except (ConnectionRefusedError, ssl.SSLError, socket.timeout, TimeoutError, EOFError,
+                imaplib.IMAP4.abort) as exc:
+            raise self._diagnose(exc) from None
         try:
             if self.tls == "starttls":
                 client.starttls(ctx)
@@ -666,6 +693,31 @@ class ImapConnector(Connector):
         client._imap.debug = 0
         self._client = client
         return client
+
+    def _diagnose(self, exc: BaseException) -> ConnectorError:
+        """A failed connect: errors that retrying cannot fix become one line with the likely cause."""
+        where = f"imap source {self.name} ({self.host}:{self.port})"
+        if isinstance(exc, ConnectionRefusedError):
+            return SourceUnavailable(f"{where}: connection refused: nothing listens there (check host and port; "
+                                     "IMAP is port 993 with tls = \"implicit\", 143 with tls = \"starttls\")")
+        peer = probe(str(self.host), self.port)
+        if peer in ("http", "https"):
+            return SourceUnavailable(f"{where} is a web server ({peer.upper()}), not an IMAP server: check host and "
+                                     "port (IMAP is port 993 with tls = \"implicit\", 143 with tls = \"starttls\")")
+        if self.tls == "implicit" and peer == "imap":
+            return SourceUnavailable(f"{where}: port {self.port} speaks plain IMAP, not TLS: use tls = \"starttls\" "
+                                     "(or the server's TLS port, usually 993)")
+        if self.tls != "implicit" and peer == "imap-tls":
+            return SourceUnavailable(f"{where}: port {self.port} speaks IMAP over TLS: use tls = \"implicit\"")
+        if isinstance(exc, ssl.SSLError):
+            return SourceUnavailable(f"{where}: TLS handshake failed ({exc.reason or exc}): the port does not "
+                                     "seem to speak TLS; check port and tls")
+        if peer == "imap" or peer == "imap-tls":  # an IMAP server that was slow or went away: try again
+            return TransientError(f"{where}: connection failed: {type(exc).__name__}: {exc}")
+        if isinstance(exc, (socket.timeout, TimeoutError)) and peer:
+            return SourceUnavailable(f"{where}: no IMAP greeting within {min(self.timeout, GREETING_TIMEOUT):.0f} s "
+                                     f"(it answers {peer}, not IMAP): check host and port")
+        return TransientError(f"{where}: connection failed: {type(exc).__name__}: {exc}")
 
     def close(self) -> None:
         client, self._client = self._client, None
@@ -715,7 +767,9 @@ class ImapConnector(Connector):
                 if not found:  # "CRM" may live as "INBOX/CRM" (Courier, Cyrus); the engine matches it so
                     found = [(n, s) for n, s, f in selectable
                              if s.lower() == want.lower() or s.endswith("/" + want)][:1]
-                if not found:
+                if not found and spec.strip("/") in self.extra_folders:
+                    problems.append(f"{MISSING_MARK}{spec.strip('/')}")
+                elif not found:
                     problems.append(f"folder {want!r} does not exist on the server (deleted or renamed?)")
             for n, s in found:
                 chosen.setdefault(s, n)
@@ -738,16 +792,39 @@ class ImapConnector(Connector):
                     "exists": int(st.get("exists", 0)),
                     "resets": [float(t) for t in st.get("resets", [])],
                 }
+                if st.get("quarantined"):
+                    out[scope]["quarantined"] = True
             except (KeyError, TypeError, ValueError):
                 raise CursorInvalid(f"imap source {self.name}: cursor of folder {scope!r} is damaged") from None
         return out
 
+    def forget(self, cursor: dict | None, scope: str | None = None) -> dict | None:
+        """The cursor without what it holds on folder ``scope`` (None: on every folder).
+
+        The folder is then read as new: its quarantine (see ``MAX_RESETS``)
+        ends, mails of an older UIDVALIDITY are reported removed, and the
+        store's deduplication keeps the mails it has from being doubled.
+        """
+        if scope is None or cursor is None:
+            return None
+        states = self._load_cursor(cursor)
+        self._told = set(cursor.get("told", []))
+        want = "INBOX" if scope.strip("/").upper() == "INBOX" else scope.strip("/")
+        if want not in states:
+            known = ", ".join(sorted(states)) or "none"
+            raise ConfigError(f"imap source {self.name} has no folder {want!r} (folders: {known})")
+        del states[want]
+        return self._cursor(states)
+
     def pull(self, cursor: dict | None, view: SourceView) -> Iterator[Batch]:
         states = self._load_cursor(cursor)
+        self._told = set(cursor.get("told", [])) if isinstance(cursor, dict) else set()
         with self._errors():
             client = self._connect()
             listed = self._list(client)
             folders, problems = self._resolve(listed)
+            told = set(self._told)
+            problems = self._missing_once(problems)
             on_server = {s for _n, s, _f in listed}
             for scope in sorted(set(view.scopes()) - {s for _n, s in folders}):
                 if scope not in on_server and view.known(scope):
@@ -755,13 +832,36 @@ class ImapConnector(Connector):
                         f"folder {scope!r} is gone from the server (deleted or renamed?); "
                         f"keeping its {len(view.known(scope))} mails"
                     )
-            if problems:
-                yield Batch(problems=problems, cursor=None)
+            if problems or self._told != told:
+                yield Batch(problems=problems, cursor=self._cursor(states) if cursor is not None else None)
             for server_name, scope in folders:
                 yield from self._pull_folder(client, server_name, scope, states, view)
 
     def _cursor(self, states: dict[str, dict]) -> dict:
-        return {"version": CURSOR_VERSION, "folders": copy.deepcopy(states)}
+        out: dict[str, Any] = {"version": CURSOR_VERSION, "folders": copy.deepcopy(states)}
+        if self._told:
+            out["told"] = sorted(self._told)
+        return out
+
+    def _missing_once(self, problems: list[str]) -> list[str]:
+        """A log or private folder that does not exist yet: say how to create it, once (not on every run)."""
+        out = []
+        missing = set()
+        for problem in problems:
+            if not problem.startswith(MISSING_MARK):
+                out.append(problem)
+                continue
+            folder = problem[len(MISSING_MARK):]
+            missing.add(folder)
+            if folder in self._told:
+                log.info("%s: %s %r does not exist yet (reported before)", self.name, self.extra_folders[folder], folder)
+                continue
+            self._told.add(folder)
+            d = self._delimiter
+            out.append(f"{self.extra_folders[folder]} {folder!r} does not exist yet: create folder "
+                       f"{folder.replace('/', d)!r} (separator {d!r}) to use it")
+        self._told &= missing  # created since: if it goes missing again, that is news
+        return out
 
     def _pull_folder(self, client: Any, server_name: str, scope: str, states: dict[str, dict],
                      view: SourceView) -> Iterator[Batch]:
@@ -778,19 +878,23 @@ class ImapConnector(Connector):
         highest = int(info.get(b"HIGHESTMODSEQ", 0)) if self._condstore else 0
         prev = states.get(scope)
         now = time.time()
-        if prev is not None and prev["uidvalidity"] != uidvalidity:
-            resets = [t for t in prev["resets"] if now - t < RESET_WINDOW] + [now]
-            if len(resets) > MAX_RESETS:
-                prev["resets"] = resets[-(MAX_RESETS + 5):]
-                yield Batch(
-                    problems=[f"folder {scope!r}: UIDVALIDITY changed {len(resets)} times in 30 days; "
-                              "skipped (the server keeps renumbering it)"],
-                    cursor=self._cursor(states),
-                )
-                return
+        changed = prev is not None and prev["uidvalidity"] != uidvalidity
+        resets = [t for t in prev["resets"] if now - t < RESET_WINDOW] if prev else []
+        if changed:
+            resets.append(now)  # a real change: counted once, the new value is remembered below
+        if prev is not None and (prev.get("quarantined") or len(resets) > MAX_RESETS):
+            # the server keeps renumbering the folder: reading it again and again helps no one
+            states[scope] = {"uidvalidity": uidvalidity, "last_uid": 0, "modseq": 0, "uidnext": 0, "exists": 0,
+                             "resets": resets[-(MAX_RESETS + 5):], "quarantined": True}
+            yield Batch(
+                alerts=[f"folder {scope!r} is quarantined: its UIDVALIDITY changed {len(resets)} times in 30 days "
+                        "(the server keeps renumbering it), so its new mail is not read; once the server is "
+                        f"stable (e.g. after a migration) run: crm sources reset {self.name} --folder {scope}"],
+                cursor=self._cursor(states),
+            )
+            return
+        if changed:
             prev = None
-        else:
-            resets = prev["resets"] if prev else []
         state: dict[str, Any]
         if prev is None:
             state = {"uidvalidity": uidvalidity, "last_uid": 0, "modseq": 0, "uidnext": 0, "exists": 0, "resets": resets}
@@ -829,8 +933,8 @@ class ImapConnector(Connector):
             for k, chunk in enumerate(chunks):
                 fetches.wait(heads[k])
                 batch, pending, by_section = self._parse_new(fetches.take(chunk), scope, uidvalidity, list(chunk))
-                asked = [fetches.send(uid_set(suids), [f"BODY.PEEK[{section}]<0.{PREFIX_FETCH_BYTES}>"])
-                         for section, suids in by_section.items()]
+                asked = [fetches.send(uid_set(suids), [f"BODY.PEEK[{section}]<0.{size}>"])
+                         for (section, size), suids in by_section.items()]
                 if k + 2 < len(chunks):
                     heads.append(fetches.send(uid_set(chunks[k + 2]), _FETCH_ITEMS))
                 fetches.wait(*asked)
@@ -888,11 +992,18 @@ class ImapConnector(Connector):
         return changes
 
     def _parse_new(self, resp: dict[int, dict], scope: str, uidvalidity: int, uids: list[int]
-                   ) -> tuple[Batch, list[tuple[int, dict, Part | None, bool, tuple[str, ...], int]], dict[str, list[int]]]:
-        """The header FETCH of new mail -> (batch with failures, pending mails, UIDs by text section)."""
+                   ) -> tuple[Batch, list[tuple[int, dict | None, Part | None, bool, tuple[str, ...], int]],
+                              dict[tuple[str, int], list[int]]]:
+        """The header FETCH of new mail -> (batch with failures, pending mails, UIDs by (text section, bytes)).
+
+        A mail whose header the server could not split (no wanted field, or
+        CR-only line ends, which the server reads as one long line) is
+        pending with no header (``None``) and the section "" : the prefix
+        of the whole message is fetched and read by the file parser.
+        """
         batch = Batch()
-        pending: list[tuple[int, dict, Part | None, bool, tuple[str, ...], int]] = []
-        by_section: dict[str, list[int]] = {}
+        pending: list[tuple[int, dict | None, Part | None, bool, tuple[str, ...], int]] = []
+        by_section: dict[tuple[str, int], list[int]] = {}
         for uid in uids:
             data = resp.get(uid)
             location = Location(scope, f"{uidvalidity}:{uid}")
@@ -904,12 +1015,14 @@ class ImapConnector(Connector):
                     if isinstance(key, bytes) and key.startswith(b"BODY[HEADER"):
                         header = value or b""
                         break
-                h = parse_header_block(header)
+                h: dict[str, str] | None = parse_header_block(header)
+                part: Part | None
                 flags = _flags(data.get(b"FLAGS", ()))
                 location = Location(scope, location.local_id, flags_key(flags))
-                if not h:
-                    raise MailParseError("no mail header fields found")
-                part, attachments = choose_text_part(body_parts(data.get(b"BODYSTRUCTURE")))
+                if not h or bare_cr_lines(header):
+                    part, attachments, h = Part("message/raw", "", "", False, b"", ""), False, None
+                else:
+                    part, attachments = choose_text_part(body_parts(data.get(b"BODYSTRUCTURE")))
             except MailParseError as exc:
                 batch.failures.append(Failure(location, str(exc), _s(header[:300])))
                 continue
@@ -918,29 +1031,36 @@ class ImapConnector(Connector):
                 continue
             pending.append((uid, h, part, attachments, flags, int(data.get(b"RFC822.SIZE", 0) or 0)))
             if part is not None:
-                by_section.setdefault(part.section, []).append(uid)
+                by_section.setdefault((part.section, _prefix_fetch_bytes(part)), []).append(uid)
         return batch, pending, by_section
 
-    def _add_records(self, batch: Batch, pending: list[tuple[int, dict, Part | None, bool, tuple[str, ...], int]],
+    def _add_records(self, batch: Batch, pending: list[tuple[int, dict | None, Part | None, bool, tuple[str, ...], int]],
                      bodies: dict[int, dict], scope: str, uidvalidity: int) -> None:
         """Records of the pending mails, with the snippets from their text-part prefixes."""
         for uid, h, part, attachments, flags, size in pending:
             location = Location(scope, f"{uidvalidity}:{uid}", flags_key(flags))
+            value = b""
             try:
                 snippet = ""
                 if part is not None:
                     data = bodies.get(uid) or {}
-                    value = data.get(f"BODY[{part.section}]<0>".encode())
-                    if value is None:
-                        value = next((v for k, v in data.items() if isinstance(k, bytes) and k.startswith(b"BODY[")), b"")
-                    snippet = _snippet_from_prefix(value or b"", part)
-                record: MailRecord = record_from_headers(
-                    h, location, snippet=snippet, flags=flags, size=size, has_attachments=attachments)
+                    found = data.get(f"BODY[{part.section}]<0>".encode())
+                    if found is None:
+                        found = next((v for k, v in data.items() if isinstance(k, bytes) and k.startswith(b"BODY[")), b"")
+                    value = found or b""
+                if h is None:  # the whole message's prefix, read as a file would be
+                    record: MailRecord = parse_message(value, location, flags, size or None)
+                else:
+                    if part is not None:
+                        snippet = part_snippet(value, part)
+                    record = record_from_headers(
+                        h, location, snippet=snippet, flags=flags, size=size, has_attachments=attachments)
             except MailParseError as exc:
-                batch.failures.append(Failure(location, str(exc), _excerpt(h)))
+                batch.failures.append(Failure(location, str(exc), _excerpt(h) if h else _s(value[:300])))
                 continue
             except Exception as exc:
-                batch.failures.append(Failure(location, f"unexpected {type(exc).__name__}: {exc}", _excerpt(h)))
+                batch.failures.append(Failure(location, f"unexpected {type(exc).__name__}: {exc}",
+                                              _excerpt(h) if h else _s(value[:300])))
                 continue
             batch.records.append(record)
 
@@ -996,6 +1116,56 @@ class ImapConnector(Connector):
                 if self._client is not None:
                     client.idle_done()
             return changed
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    """Whether an imapclient error came from a dropped connection rather than a NO/BAD answer."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+        if seen is None:
+            return False
+        if isinstance(seen, (imaplib.IMAP4.abort, OSError, EOFError)):
+            return True
+    return False
+
+
+def probe(host: str, port: int, wait: float = 1.5) -> str:
+    """What answers on ``host:port``: "imap", "imap-tls", "http", "https", "tls" or "" (nothing we know).
+
+    Used only after a connect failed, to say why in one line.
+    """
+    def ask(sock: socket.socket) -> str:
+        sock.settimeout(wait)
+        try:
+            first = sock.recv(64)
+        except (socket.timeout, TimeoutError):
+            first = b""
+        if first.startswith(b"* "):
+            return "imap"
+        if not first:  # a web server waits for a request
+            with contextlib.suppress(OSError):
+                sock.sendall(b"HEAD / HTTP/1.0\r\nHost: " + host.encode("ascii", "replace") + b"\r\n\r\n")
+                first = sock.recv(64)
+        return "http" if first.startswith(b"HTTP/") else ""
+
+    try:
+        with socket.create_connection((host, port), timeout=wait) as sock:
+            plain = ask(sock)
+    except OSError:
+        return ""
+    if plain:
+        return plain
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # only asks whether the port speaks TLS; nothing is sent but HEAD
+    try:
+        with socket.create_connection((host, port), timeout=wait) as raw, \
+                ctx.wrap_socket(raw, server_hostname=host) as tls:
+            over_tls = ask(tls)
+    except (OSError, ValueError):
+        return ""
+    return {"imap": "imap-tls", "http": "https"}.get(over_tls, "tls")
 
 
 def _excerpt(h: Mapping[str, str]) -> str:

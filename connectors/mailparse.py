@@ -10,17 +10,26 @@ message tree.
 
 The snippet rule is shared with IMAP, which fetches only a prefix of one
 body part: the first text/plain leaf that is not an attachment (depth
-first, message/rfc822 parts not entered), else the first text/html leaf;
-of that part the first :data:`SNIPPET_RAW_BYTES` raw (still transfer
-encoded) bytes, after CRLF line ends are turned into LF, are decoded.  Both paths therefore produce the same snippet,
-which the store's duplicate detection relies on.
+first, message/rfc822 parts not entered; an inline part with a file name
+is text), else the first text/html leaf; of that part the first
+:func:`prefix_bytes` raw (still transfer encoded) bytes, after CRLF line
+ends are turned into LF, are decoded (:func:`part_snippet`).  Both paths
+therefore produce the same snippet, which the store's duplicate detection
+relies on.  Quoted lines, reply headers of the common mail programs with
+the quoted message after them, signatures, and HTML heads, style sheets,
+scripts and comments are left out.
+
+What cannot be read as it was is read as well as it can be and said in
+the record's ``warnings``: a header block cut by the read limit, an
+address list too deep for the address parser, Message-IDs with spaces.
+Header bytes that are not UTF-8 are read as cp1252 one by one, NUL bytes
+are dropped, CR-only line ends (old Mac OS) are read like LF, and
+two- and three-digit years follow RFC 5322 4.3.
 """
 
 from __future__ import annotations
 
 import binascii
-import codecs
-import html
 import re
 from datetime import datetime, timedelta, timezone
 from email.header import decode_header
@@ -28,12 +37,20 @@ from email.utils import getaddresses, parsedate_to_datetime
 from typing import Iterable, Iterator
 from urllib.parse import unquote
 
+from connectors.snippet import (  # noqa: F401  (the snippet rule and text decoding, re-exported)
+    SNIPPET_CHARS,
+    SNIPPET_HTML_RAW_BYTES,
+    SNIPPET_RAW_BYTES,
+    _decode_bytes,
+    _snippet_of,
+    decode_transfer,
+    html_to_text,
+    part_snippet,
+    prefix_bytes,
+    text_snippet,
+)
 from crm_core.records import Address, Location, MailRecord
 
-#: raw bytes of the chosen text part that the snippet is made from
-SNIPPET_RAW_BYTES = 4096
-#: characters kept of the snippet
-SNIPPET_CHARS = 300
 #: bytes of a message file read at most: headers and the text part come
 #: first, and a 200 MB attachment must not cost 200 MB of memory (a text
 #: part that only starts after 1 MB of attachments gives no snippet)
@@ -62,11 +79,10 @@ class MailParseError(ValueError):
 
 
 _ANGLE_IDS = re.compile(r"<([^<>\s]+)>")
+_ANGLE_IDS_LOOSE = re.compile(r"<([^<>]*)>")
 _SIMPLE_ADDR = re.compile(r'^\s*(?:([^<>",;:()\\]*?)\s*<\s*([^<>\s",;:()\\]+@[^<>\s",;:()\\]+)\s*>|([^<>\s",;:()\\]+@[^<>\s",;:()\\]+))\s*$')
 _QUOTED_ADDR = re.compile(r'^\s*"((?:[^"\\]|\\.)*)"\s*<\s*([^<>\s",;:()\\]+@[^<>\s",;:()\\]+)\s*>\s*$')
 _PARAM = re.compile(r';\s*([A-Za-z0-9_\-*]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]+)')
-_TAGS = re.compile(r"<[^>]*>")
-_SCRIPT = re.compile(r"(?is)<(script|style|head)\b.*?</\1\s*>")
 
 
 def split_message(raw: bytes) -> tuple[bytes, bytes]:
@@ -82,10 +98,8 @@ def split_message(raw: bytes) -> tuple[bytes, bytes]:
 
 
 def _text(block: bytes) -> str:
-    try:
-        return block.decode("utf-8")
-    except UnicodeDecodeError:
-        return block.decode("cp1252", "replace")
+    """UTF-8 where the bytes are UTF-8, cp1252 for the bytes between that are not."""
+    return block.decode("utf-8", "crm-cp1252")
 
 
 def _field_regex(names: Iterable[str] | None) -> re.Pattern[bytes]:
@@ -110,6 +124,8 @@ def parse_header_block(block: bytes, wanted: frozenset[str] | None = _WANTED) ->
     UTF-8, or else cp1252: a block that is UTF-8 throughout is decoded in
     one go, one with stray 8-bit bytes field by field.
     """
+    if b"\x00" in block:  # NUL bytes are never stored
+        block = block.replace(b"\x00", b"")
     try:
         fields = (_ANY_FIELD_STR if wanted is None else _WANTED_FIELDS_STR).findall(block.decode("utf-8"))
     except UnicodeDecodeError:
@@ -156,7 +172,8 @@ def decode_words(value: str) -> str:
         return value
     if "\n" not in value and value.isascii():
         try:
-            return _decode_words_fast(value)
+            out = _decode_words_fast(value)
+            return out.replace("\x00", "") if "\x00" in out else out
         except (ValueError, binascii.Error):
             pass
     try:
@@ -169,7 +186,8 @@ def decode_words(value: str) -> str:
             chunks.append(data)
         else:
             chunks.append(_decode_bytes(data, charset or "ascii"))
-    return "".join(chunks)
+    out = "".join(chunks)
+    return out.replace("\x00", "") if "\x00" in out else out
 
 
 def _decode_words_fast(value: str) -> str:
@@ -207,42 +225,15 @@ def _decode_words_fast(value: str) -> str:
     return "".join(out)
 
 
-def _decode_bytes(data: bytes, charset: str, cut: bool = False) -> str:
-    """Decode with a charset from a mail; never raises.
+_ADDR_SPEC = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*")
 
-    ``cut``: ``data`` may end inside a multi-byte character (a prefix of a
-    part), which is then dropped instead of failing the whole decode.
+
+def parse_addresses(value: str, warnings: list[str] | None = None, field: str = "") -> tuple[Address, ...]:
+    """Addresses of one header value, e-mail lower-cased, names decoded.
+
+    A value the address parser cannot read (nesting too deep for it, ...)
+    still gives the addresses in it, without names; ``warnings`` is told.
     """
-    charset = (charset or "").strip().strip('"').lower() or "utf-8"
-    if charset in ("us-ascii", "ascii", "unknown-8bit", "x-unknown", "utf8"):
-        charset = "utf-8"
-    elif charset not in _KNOWN_CHARSETS:
-        try:
-            codecs.lookup(charset)
-            _KNOWN_CHARSETS.add(charset)
-        except LookupError:
-            charset = "utf-8"
-    try:
-        return data.decode(charset)
-    except UnicodeDecodeError as exc:
-        if cut and exc.end >= len(data) and exc.start >= len(data) - 4:
-            try:
-                return data[:exc.start].decode(charset)
-            except UnicodeDecodeError:
-                pass
-        if charset != "utf-8":
-            return data.decode(charset, "replace")
-        try:
-            return data.decode("cp1252")
-        except UnicodeDecodeError:
-            return data.decode("latin-1")
-
-
-_KNOWN_CHARSETS = {"utf-8", "iso-8859-1", "iso-8859-15", "windows-1252", "cp1252", "latin-1"}
-
-
-def parse_addresses(value: str) -> tuple[Address, ...]:
-    """Addresses of one header value, e-mail lower-cased, names decoded."""
     if not value:
         return ()
     m = _SIMPLE_ADDR.match(value)
@@ -258,8 +249,11 @@ def parse_addresses(value: str) -> tuple[Address, ...]:
     seen = set()
     try:
         pairs = getaddresses([value])
-    except Exception:
-        pairs = []
+    except Exception as exc:  # RecursionError on deeply nested comments, ...
+        pairs = [("", a) for a in _ADDR_SPEC.findall(value)]
+        if warnings is not None:
+            warnings.append(f"{field or 'address'} field could not be parsed ({type(exc).__name__}): "
+                            f"{len(pairs)} addresses taken from it without names")
     for name, email in pairs:
         email = email.strip().lower()
         if "@" not in email or email in seen:
@@ -269,18 +263,56 @@ def parse_addresses(value: str) -> tuple[Address, ...]:
     return tuple(out)
 
 
-def parse_ids(value: str) -> tuple[str, ...]:
+def parse_ids(value: str, warnings: list[str] | None = None, field: str = "") -> tuple[str, ...]:
+    """Message-IDs of a header value, without angle brackets.
+
+    White space inside an id (broken software, folding in the middle of
+    an id) is removed, the way every copy of the id reads the same; then
+    ``warnings`` is told.
+    """
     ids = _ANGLE_IDS.findall(value)
-    if ids:
+    if not ids:
+        if "<" in value:  # ids with spaces or folded in the middle
+            ids = [i for i in ("".join(m.split()) for m in _ANGLE_IDS_LOOSE.findall(value)) if i]
+            if ids and warnings is not None:
+                warnings.append(f"{field or 'Message-ID'} contained spaces: read as <{'> <'.join(ids[:3])}>")
+            return tuple(ids)
+        token = value.strip().strip("<>").strip()
+        if not token:
+            return ()
+        if " " in token and ("@" not in token or len(token.split()) > 3):
+            return ()  # free text ("your message of ..."), not an id
+        ids = ["".join(token.split())]
+        if " " in token and warnings is not None:
+            warnings.append(f"{field or 'Message-ID'} contained spaces: read as <{ids[0]}>")
         return tuple(ids)
-    token = value.strip().strip("<>").strip()
-    return (token,) if token and " " not in token else ()
+    if value.count("<") != len(ids):  # some ids of the list had spaces
+        ids = [i for i in ("".join(m.split()) for m in _ANGLE_IDS_LOOSE.findall(value)) if i]
+        if warnings is not None:
+            warnings.append(f"{field or 'Message-ID'} contained spaces: ids read without them")
+    return tuple(ids)
 
 
 _MONTHS = {m: i for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split(), 1)}
 _RFC5322_DATE = re.compile(
-    r"^\s*(?:[A-Za-z]{3},\s*)?(\d{1,2})\s+([A-Za-z]{3})\s+(\d{4})\s+(\d{2}):(\d{2})(?::(\d{2}))?\s+([+-])(\d{2})(\d{2})\s*(?:\(.*\))?\s*$"
+    r"^\s*(?:[A-Za-z]{3},\s*)?(\d{1,2})\s+([A-Za-z]{3})\s+(\d{2,4})\s+(\d{2}):(\d{2})(?::(\d{2}))?\s+([+-])(\d{2})(\d{2})\s*(?:\(.*\))?\s*$"
 )
+#: the year after "day month" in any other form, for :func:`full_year` before email.utils reads it
+_DATE_YEAR = re.compile(r"(\b\d{1,2}[\s-]+[A-Za-z]{3}[a-z]*\.?,?[\s-]+)(\d{1,4})(?=\s|$)")
+
+
+def full_year(year: int) -> int:
+    """A year as written in a Date header, read the way mail programs read it.
+
+    RFC 5322 4.3 (obsolete syntax): a two-digit year below 50 is 20xx,
+    50 to 99 and any three-digit year (1900 + n, from software that wrote
+    ``tm_year``) is 19xx/2xxx.  A zero-padded "0001" counts by its value.
+    """
+    if year < 50:
+        return year + 2000
+    if year < 1000:
+        return year + 1900
+    return year
 
 
 def parse_date(value: str) -> datetime | None:
@@ -291,11 +323,13 @@ def parse_date(value: str) -> datetime | None:
         day, _mon, year, hour, minute, second, sign, oh, om = m.groups()
         try:
             offset = timedelta(hours=int(oh), minutes=int(om))
-            when = datetime(int(year), _MONTHS[_mon.lower()], int(day), int(hour), int(minute), int(second or 0),
-                            tzinfo=timezone(-offset if sign == "-" else offset))
+            when = datetime(full_year(int(year)), _MONTHS[_mon.lower()], int(day), int(hour), int(minute),
+                            int(second or 0), tzinfo=timezone(-offset if sign == "-" else offset))
             return when.astimezone(timezone.utc)
         except (ValueError, OverflowError):
             pass  # let the general parser have a go
+    # email.utils reads two-digit years with another pivot (69) and leaves three-digit ones: fix the year first
+    value = _DATE_YEAR.sub(lambda y: y.group(1) + str(full_year(int(y.group(2)))), value, count=1)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
@@ -305,7 +339,10 @@ def parse_date(value: str) -> datetime | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     try:
-        return when.astimezone(timezone.utc)
+        when = when.astimezone(timezone.utc)
+        if when.year < 1000:  # a form with the year elsewhere
+            when = when.replace(year=full_year(when.year))
+        return when
     except (OverflowError, ValueError):
         return None
 
@@ -351,77 +388,6 @@ def content_type(value: str) -> tuple[str, dict[str, str]]:
     return ctype, params
 
 
-def decode_transfer(data: bytes, cte: str) -> bytes:
-    cte = cte.strip().lower()
-    if cte == "base64":
-        data = b"".join(data.split())
-        data = data[: len(data) - len(data) % 4]
-        try:
-            return binascii.a2b_base64(data)
-        except (binascii.Error, ValueError):
-            return b""
-    if cte == "quoted-printable":
-        # a cut at the prefix boundary may leave "=" or "=X": drop it
-        tail = data[-2:]
-        if b"=" in tail:
-            data = data[: len(data) - 2 + tail.index(b"=")]
-        try:
-            return binascii.a2b_qp(data)
-        except (binascii.Error, ValueError):
-            return data
-    return data
-
-
-def html_to_text(text: str) -> str:
-    text = _SCRIPT.sub(" ", text)
-    text = re.sub(r"(?i)<br\s*/?>|</p\s*>|</div\s*>", "\n", text)
-    return html.unescape(_TAGS.sub(" ", text))
-
-
-#: characters of a text part looked at first; the rest only when these do not make the snippet
-_SNIPPET_HEAD = 1024
-
-
-def text_snippet(prefix: bytes, cte: str, charset: str, subtype: str) -> str:
-    """The snippet of a text part from its first raw bytes.
-
-    ``prefix`` must be the part's first :data:`SNIPPET_RAW_BYTES` raw bytes
-    (or all of them when shorter).  Quoted lines and signatures are left
-    out; whitespace is folded.  A character cut in two at the end of the
-    prefix is dropped, not allowed to turn the whole text into mojibake.
-    """
-    data = decode_transfer(prefix[:SNIPPET_RAW_BYTES], cte)
-    text = _decode_bytes(data, charset, cut=True)
-    if subtype == "html":
-        text = html_to_text(text)
-    if len(text) > _SNIPPET_HEAD:  # most texts give their snippet early: split only their head into lines
-        snippet = _snippet_of(text[:_SNIPPET_HEAD], partial=True)
-        if snippet is not None:
-            return snippet
-    return _snippet_of(text, partial=False) or ""
-
-
-def _snippet_of(text: str, partial: bool) -> str | None:
-    """The snippet of ``text``; None when ``partial`` (text is a head) and the head's last line was needed."""
-    lines = []
-    size = 0
-    all_lines = text.splitlines()
-    last = len(all_lines) - 1
-    for i, line in enumerate(all_lines):
-        if partial and i == last:
-            return None  # the head may end inside this line
-        stripped = line.strip()
-        if stripped == "--" and line.rstrip("\r\n") in ("-- ", "--"):
-            break
-        if not stripped or stripped.startswith(">"):
-            continue
-        lines.append(stripped)
-        size += len(stripped) + 1
-        if size > SNIPPET_CHARS * 2:  # enough text: folding whitespace only shortens it
-            break
-    return " ".join(" ".join(lines).split())[:SNIPPET_CHARS]
-
-
 class Part:
     """A leaf of a MIME tree, as both the file and the IMAP paths see it."""
 
@@ -452,8 +418,13 @@ def choose_text_part(parts: Iterable[Part]) -> tuple[Part | None, bool]:
 
 
 def _is_attachment(h: dict[str, str]) -> bool:
+    """A part is a file when its disposition says attachment, or it names a file without saying inline.
+
+    An explicitly inline part with a file name (Apple Mail, PGP, list
+    software) is shown inline by mail programs: its text is the body.
+    """
     disp = h.get("content-disposition", "").lower()
-    return disp.startswith("attachment") or "filename" in disp
+    return disp.startswith("attachment") or ("filename" in disp and not disp.lstrip().startswith("inline"))
 
 
 def iter_parts(h: dict[str, str], body: bytes, depth: int = 0, section: str = "", digest: bool = False) -> Iterator[Part]:
@@ -513,22 +484,24 @@ def record_from_headers(
     flags: Iterable[str] = (),
     size: int = 0,
     has_attachments: bool = False,
+    warnings: Iterable[str] = (),
 ) -> MailRecord:
     """Build a record from a parsed header block; raises MailParseError."""
     if not any(k in h for k in ("from", "date", "message-id", "subject", "to", "sender")):
         raise MailParseError("no mail header fields (From, Date, Message-ID, Subject, To) found")
-    senders = parse_addresses(h.get("from", "")) or parse_addresses(h.get("sender", ""))
+    notes = list(warnings)
+    senders = parse_addresses(h.get("from", ""), notes, "From") or parse_addresses(h.get("sender", ""), notes, "Sender")
     sender = senders[0] if senders else None
-    mids = parse_ids(h.get("message-id", ""))
+    mids = parse_ids(h.get("message-id", ""), notes, "Message-ID")
     return MailRecord(
         location=location,
         message_id=mids[0] if mids else "",
-        in_reply_to=parse_ids(h.get("in-reply-to", ""))[-1:],
-        references=parse_ids(h.get("references", "")),
+        in_reply_to=parse_ids(h.get("in-reply-to", ""), notes, "In-Reply-To")[-1:],
+        references=parse_ids(h.get("references", ""), notes, "References"),
         sender=sender,
-        to=parse_addresses(h.get("to", "")),
-        cc=parse_addresses(h.get("cc", "")),
-        bcc=parse_addresses(h.get("bcc", "")),
+        to=parse_addresses(h.get("to", ""), notes, "To"),
+        cc=parse_addresses(h.get("cc", ""), notes, "Cc"),
+        bcc=parse_addresses(h.get("bcc", ""), notes, "Bcc"),
         date=parse_date(h.get("date", "")),
         subject=" ".join(decode_words(h.get("subject", "")).split())[:998],
         snippet=snippet,
@@ -536,7 +509,21 @@ def record_from_headers(
         bulk=bulk_reason(h, sender),
         size=size,
         has_attachments=has_attachments,
+        warnings=tuple(notes),
     )
+
+
+def bare_cr_lines(raw: bytes) -> bool:
+    """Whether the first line of ``raw`` ends with a lone CR (old Mac OS line ends).
+
+    Looks at the first line only: a few bytes for every ordinary mail.
+    """
+    lf = raw.find(b"\n")
+    cr = raw.find(b"\r", 0, lf if lf != -1 else len(raw))
+    return cr != -1 and cr != lf - 1
+
+
+_LAST_FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:", re.M)
 
 
 def parse_message(raw: bytes, location: Location, flags: Iterable[str] = (), size: int | None = None) -> MailRecord:
@@ -544,21 +531,29 @@ def parse_message(raw: bytes, location: Location, flags: Iterable[str] = (), siz
 
     ``raw`` may be the first :data:`MAX_MESSAGE_BYTES` of a larger message
     whose full ``size`` is given; what was cut off counts as attachments.
+    A header block that does not end within ``raw`` is read up to its last
+    whole line, and the record says so in its warnings.  Line ends may be
+    LF, CRLF or CR alone (old Mac OS).
     """
     if not raw.strip():
         raise MailParseError("empty message")
+    if bare_cr_lines(raw):
+        raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     if raw.startswith(b"From ") and b"\n" in raw[:1000]:  # an mbox separator left in
         raw = raw.split(b"\n", 1)[1]
+    truncated = size is not None and size > len(raw)
+    warnings = []
     block, body = split_message(raw)
+    if truncated and not body and block is raw:  # the read limit cut the header block
+        block = block[:block.rfind(b"\n")]  # its last line may be cut in the middle: leave it out
+        fields = _LAST_FIELD.findall(block[-65536:])
+        last = fields[-1].decode("ascii", "replace") if fields else "start"
+        warnings.append(f"header larger than {len(raw) // 1024} KiB: read up to the {last} field, "
+                        f"the fields after it were cut")
     h = parse_header_block(block)
     if not h:
         raise MailParseError("no mail header fields found")
     part, attachments = choose_text_part(iter_parts(h, body))
-    snippet = ""
-    if part is not None:
-        # IMAP servers hand out CRLF line ends; files may have either: compare like with like
-        prefix = part.body[: 2 * SNIPPET_RAW_BYTES].replace(b"\r\n", b"\n")[:SNIPPET_RAW_BYTES]
-        snippet = text_snippet(prefix, part.cte, part.charset, part.ctype[5:])
-    truncated = size is not None and size > len(raw)
+    snippet = part_snippet(part.body, part) if part is not None else ""
     return record_from_headers(h, location, snippet=snippet, flags=flags, size=size or len(raw),
-                               has_attachments=attachments or truncated)
+                               has_attachments=attachments or truncated, warnings=warnings)

@@ -6,6 +6,11 @@ from except through :class:`Location`.
 
 Times are timezone-aware :class:`datetime.datetime` values.  Mail dates are
 normalised to UTC by the connector; appointment times keep their zone.
+
+``warnings`` on a record says what the connector could not read as it was
+and how it read it instead ("header cut at 1024 KiB ...", "Message-ID had
+spaces ..."): the item is kept, the store keeps the warnings with it and
+``crm explain`` shows them.  Each is one short line for the admin.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ class MailRecord:
     direction: str = ""  # "in" | "out" relative to the mailbox owner; "" = engine decides
     size: int = 0
     has_attachments: bool = False
+    warnings: tuple[str, ...] = ()  # what could not be read as it was (see the module docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +103,9 @@ class AppointmentRecord:
     occurrences: tuple[Occurrence, ...] = ()  # expanded inside the window
     private: bool = False  # CLASS:PRIVATE / CONFIDENTIAL
     sequence: int = 0
-    warnings: tuple[str, ...] = ()  # what the reader repaired or left out (a recurrence rule it could not read ...)
+    # what the reader repaired or left out (a recurrence rule it could not read ...);
+    # not in repr: the file connectors' content etags (a hash of repr) stay as they were
+    warnings: tuple[str, ...] = field(default=(), repr=False)
 
 
 @dataclass(slots=True)
@@ -112,7 +120,7 @@ class ContactCard:
     organisation: str = ""
     title: str = ""
     categories: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()  # what the reader repaired or left out (a line it could not read ...)
+    warnings: tuple[str, ...] = field(default=(), repr=False)  # as on AppointmentRecord (a line it could not read ...)
 
 
 @dataclass(slots=True)
@@ -167,6 +175,8 @@ class Batch:
     failures: list[Failure] = field(default_factory=list)
     removed: list[Location] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: problems only the admin can solve (a quarantined folder): the run fails until they are
+    alerts: list[str] = field(default_factory=list)
     cursor: dict | None = None  # None: keep the previous cursor
     done: int = 0  # progress: items handled so far in this run
     total: int | None = None  # progress: items expected, when known

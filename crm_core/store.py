@@ -22,6 +22,7 @@ import os
 import re
 import signal
 import sqlite3
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timezone
@@ -44,7 +45,7 @@ from crm_core.settings import LinkingSettings, SourcePolicy, domain_problem
 
 log = logging.getLogger("crm.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: a place an item was seen, new or seen again (rows: source, scope, local id, kind, item, etag, flags, time)
 _UPSERT_LOCATION = """INSERT INTO locations(source, scope, local_id, kind, item_id, etag, flags, seen_at)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -54,11 +55,43 @@ _UPSERT_LOCATION = """INSERT INTO locations(source, scope, local_id, kind, item_
 #: separates a resource's local id from the RECURRENCE-ID of an override in it
 OVERRIDE_MARK = "#rid="
 _VIS_RANK = {"metadata": 0, "subject": 1, "snippet": 2}
+#: unmatched mails whose text a store keeps at hand for a later reply (about 8 MB)
+_HELD_MAX = 10_000
 _ALNUM = re.compile(r"[\W_]+", re.UNICODE)
 
 
 class StoreError(Exception):
     """A request the store cannot fulfil (unknown customer, ...)."""
+
+
+class StoreBusy(StoreError):
+    """Another process holds the store's write lock for longer than we wait."""
+
+
+class StoreFailure(StoreError):
+    """The store file cannot be used: damaged, on a full disk, unreadable."""
+
+
+def store_failure(exc: sqlite3.Error, path: str | Path) -> StoreError:
+    """One line for an SQLite error: what happened to which file, and what to do."""
+    text = str(exc)
+    low = text.lower()
+    if "locked" in low or "busy" in low:
+        return StoreBusy(f"the store {path} is busy: another crm process is writing to it; try again in a moment")
+    if "full" in low:
+        return StoreFailure(f"no space left for the store {path} ({text}): free disk space, then run the command "
+                            "again; what was stored before is kept")
+    if "not a database" in low or "malformed" in low or "corrupt" in low:
+        return StoreFailure(f"the store {path} is damaged ({text}): restore it from a backup, or see what is left "
+                            f"with: sqlite3 {path} 'PRAGMA integrity_check'")
+    if "disk i/o" in low:
+        return StoreFailure(f"the store {path} cannot be written ({text}): check the disk and free space; "
+                            f"then check the file with: sqlite3 {path} 'PRAGMA integrity_check'")
+    if "unable to open" in low:
+        return StoreFailure(f"cannot open the store {path}: check that its folder exists and is writable")
+    if "readonly" in low or "read-only" in low:
+        return StoreFailure(f"the store {path} is read-only here: check the permissions of the file and its folder")
+    return StoreFailure(f"the store {path} failed: {text}")
 
 
 def utcnow() -> datetime:
@@ -80,19 +113,33 @@ def iso(value: datetime | date | None) -> str | None:
 
 
 def utc_iso(value: datetime | date | None) -> str | None:
-    """A sortable UTC timestamp; dates count as midnight UTC."""
+    """A sortable UTC timestamp (ISO 8601, four-digit year); dates count as midnight UTC."""
     if value is None:
         return None
     if not isinstance(value, datetime):
         value = datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
     elif value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    v = value.astimezone(timezone.utc)
+    # not strftime: its %Y leaves years before 1000 unpadded ("1-05-30T...") on glibc
+    return f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}Z"
+
+
+def task_digest(title: str, status: str, due: str | date | None) -> str:
+    """What a task looks like to a calendar client: title, CRM status (open/done/cancelled), due."""
+    if isinstance(due, str) and due:
+        try:
+            due = datetime.fromisoformat(due) if "T" in due else date.fromisoformat(due[:10])
+        except ValueError:
+            pass
+    due_key = (utc_iso(due) if isinstance(due, datetime) else due.isoformat() if isinstance(due, date)
+               else str(due or ""))
+    return hashlib.sha1(f"{title}\x1f{status}\x1f{due_key}".encode()).hexdigest()[:16]
 
 
 def content_hash(sender: str, when: datetime | None, subject: str, body: str) -> str:
     """Hash of what makes a mail the same mail wherever it was stored."""
-    minute = when.astimezone(timezone.utc).strftime("%Y%m%d%H%M") if when else ""
+    minute = (utc_iso(when) or "")[:16].replace("-", "").replace("T", "").replace(":", "")
     subject = " ".join(subject.split()).lower()
     body = _ALNUM.sub("", body[:160].lower())[:64]
     raw = f"{sender.lower()}\x1f{minute}\x1f{subject}\x1f{body}"
@@ -157,7 +204,8 @@ CREATE TABLE IF NOT EXISTS interactions (
     uid TEXT NOT NULL DEFAULT '', recurrence_id TEXT NOT NULL DEFAULT '', rrule TEXT NOT NULL DEFAULT '',
     location_text TEXT NOT NULL DEFAULT '', bulk TEXT NOT NULL DEFAULT '',
     has_attachments INTEGER NOT NULL DEFAULT 0, logged_by TEXT NOT NULL DEFAULT '',
-    deleted INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+    deleted INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+    warnings TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS interactions_message_id ON interactions(message_id);
 CREATE INDEX IF NOT EXISTS interactions_thread ON interactions(thread_id);
 CREATE INDEX IF NOT EXISTS interactions_date ON interactions(date);
@@ -201,7 +249,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     customer_id INTEGER, contact_id INTEGER, interaction_id INTEGER,
     version INTEGER NOT NULL DEFAULT 1, pushed_version INTEGER NOT NULL DEFAULT 0,
     remote_source TEXT, remote_scope TEXT, remote_href TEXT, remote_etag TEXT,
-    created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, sent_digests TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS card_pushes (
     uid TEXT PRIMARY KEY, content_hash TEXT NOT NULL DEFAULT '',
     remote_source TEXT, remote_scope TEXT, remote_href TEXT, remote_etag TEXT);
@@ -242,6 +290,19 @@ class Store:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = None
+        self.settings = settings or LinkingSettings()
+        self._index: LinkIndex | None = None
+        #: text of mails stored without it while unmatched (id -> subject, snippet,
+        #: visibility once linked), for a reply in a later batch that links them
+        self._held: dict[int, tuple[str, str, str]] = {}
+        self._in_tx = False
+        try:
+            self._open()
+        except sqlite3.Error as exc:
+            raise store_failure(exc, self.path) from None
+
+    def _open(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -253,10 +314,6 @@ class Store:
         # cache saved little more and made memory grow with the store)
         conn.execute("PRAGMA wal_autocheckpoint=10000")
         self.conn = conn
-        self._db = None
-        self.settings = settings or LinkingSettings()
-        self._index: LinkIndex | None = None
-        self._in_tx = False
         self.migrate()
 
     # -- schema -----------------------------------------------------------
@@ -290,6 +347,35 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
+    def quick_check(self) -> str | None:
+        """``PRAGMA quick_check``: None when the file is sound, else what SQLite found (first lines)."""
+        try:
+            rows = [r[0] for r in self.conn.execute("PRAGMA quick_check(5)")]
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
+        if rows == ["ok"]:
+            return None
+        found = [line.strip() for row in rows for line in str(row).splitlines()
+                 if line.strip() and not line.startswith("***")]
+        return "; ".join(found[:2]) + (" ..." if len(found) > 2 else "")
+
+    def optimize(self) -> None:
+        """Fresh statistics for the query planner (run it after a sync run).
+
+        A whole ``ANALYZE`` each time the store has doubled since the last one
+        (0.15 s at 100,000 mails, so a growing store pays a few of them in all),
+        else ``PRAGMA optimize``, which analyses what SQLite thinks needs it.
+        The statements of the sync path do not depend on statistics (they are
+        written to follow keys); the read side's joins do.
+        """
+        with self.transaction():
+            items = self._one("SELECT MAX(id) FROM interactions") or 0
+            if items > 2 * int(self.meta("analysed_items") or 0):
+                self.conn.execute("ANALYZE")
+                self.set_meta("analysed_items", str(items))
+            else:
+                self.conn.execute("PRAGMA optimize")
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """One atomic unit.  Nested calls join the outer transaction."""
@@ -303,6 +389,7 @@ class Store:
         except BaseException:
             self.conn.execute("ROLLBACK")
             self._index = None
+            self._held.clear()  # ids handed out in the rolled-back batch are handed out again
             raise
         else:
             self.conn.execute("COMMIT")
@@ -321,6 +408,7 @@ class Store:
             self.conn.execute("ROLLBACK")
             self._in_tx = False
             self._index = None
+            self._held.clear()
 
     @property
     def db(self):
@@ -417,6 +505,15 @@ class Store:
                 self.relink(self._interactions_with_domains(added))
         return cid
 
+    def customer_is_current(self, name: str, domains: Iterable[str] = (), account_owner: str | None = None) -> bool:
+        """Whether :meth:`add_customer` with these arguments would change nothing (a read, no lock)."""
+        row = self.conn.execute("SELECT id, account_owner FROM customers WHERE name=? COLLATE NOCASE",
+                                (name.strip(),)).fetchone()
+        if row is None or (account_owner is not None and row[1] != account_owner.strip()):
+            return False
+        have = {d for (d,) in self.conn.execute("SELECT domain FROM customer_domains WHERE customer_id=?", (row[0],))}
+        return all(normalise_domain(d) in have for d in domains)
+
     def _interactions_with_domains(self, domains: list[str]) -> list[int]:
         ids: set[int] = set()
         for domain in domains:
@@ -500,7 +597,7 @@ class Store:
         if batch.removed:
             stats.removed += self._apply_removed(policy, batch.removed, now_s)
         if touched_threads:
-            self._propagate_threads(touched_threads)
+            self._rescan_withheld(sorted(self._propagate_threads(touched_threads)), pulling=policy.name)
         stats.problems.extend(batch.problems)
         return stats
 
@@ -588,6 +685,9 @@ class Store:
                 key, chash = mail_key(rec)
                 keep.append((rec, key, chash))
         existing = self._ids_by_key([k for _, k, _ in keep]) if keep else {}
+        unmatched = [(rec, key) for rec, key, _ in keep if key not in existing and rec.message_id]
+        if unmatched:
+            existing.update(self._same_mails(unmatched))
         refmap = self._thread_refs([i for rec, _, _ in keep for i in (rec.message_id, *rec.in_reply_to, *rec.references) if i])
         next_id = (self._one("SELECT MAX(id) FROM interactions") or 0) + 1
         next_thread = (self._one("SELECT MAX(id) FROM threads") or 0) + 1
@@ -666,6 +766,7 @@ class Store:
                 iid, key, rec.message_id, chash, thread_id, utc_iso(rec.date),
                 rec.subject if want != "metadata" else None, rec.snippet if want == "snippet" else None,
                 direction, want, rec.bulk, int(rec.has_attachments), logged_by, now_s, now_s,
+                "\n".join(rec.warnings),
             ))
             existing[key] = (iid, want)
             blocked = self.settings.blocklist
@@ -692,8 +793,8 @@ class Store:
         x("INSERT OR IGNORE INTO thread_refs(message_id, thread_id) VALUES (?, ?)",
           [(i, _find(merged, t)) for i, t in ref_rows])
         x("""INSERT INTO interactions(id, dedup_key, message_id, content_hash, thread_id, date, subject, snippet,
-             direction, visibility, bulk, has_attachments, logged_by, created_at, updated_at, kind)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'mail')""",
+             direction, visibility, bulk, has_attachments, logged_by, created_at, updated_at, warnings, kind)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'mail')""",
           [row[:4] + ((_find(merged, row[4]) if row[4] is not None else None),) + row[5:] for row in new_rows])
         x("INSERT OR IGNORE INTO participants(interaction_id, email, name, role, status) VALUES (?, ?, ?, ?, ?)", part_rows)
         x(_UPSERT_LOCATION, loc_rows)
@@ -702,17 +803,29 @@ class Store:
         x("INSERT OR REPLACE INTO links(interaction_id, target, target_id, reason) VALUES (?, ?, ?, ?)", link_rows)
         for iid, rec, direction in logged:
             self._log_unknown(iid, rec, policy, direction, now_s, stats)
-        self._propagate_threads(threads)
+        by_thread = self._propagate_threads(threads)
         threads.clear()
+        # stored earlier without content while unmatched, linked through their thread
+        # now: filled in from what this process still holds of an earlier batch, else
+        # the sources that saw them read them again (as for a new customer)
+        held = self._held
+        earlier = [iid for iid in by_thread if iid not in withheld]
+        withheld.update((iid, held.pop(iid)) for iid in earlier if iid in held)
+        self._rescan_withheld(sorted(iid for iid in earlier if iid not in withheld), pulling=source)
         if withheld:  # withheld while unmatched, linked through their thread after all
             withheld_ids = list(withheld)
+            filled = set()
             for chunk in range(0, len(withheld_ids), 500):
                 part = withheld_ids[chunk:chunk + 500]
                 marks = ",".join("?" * len(part))
                 for (iid,) in self._x(f"SELECT DISTINCT interaction_id FROM links WHERE interaction_id IN ({marks})", part).fetchall():
                     subject, snippet, vis = withheld[iid]
-                    self._x("UPDATE interactions SET subject=?, snippet=?, visibility=? WHERE id=?",
+                    self._x("UPDATE interactions SET subject=?, snippet=?, visibility=? WHERE id=? AND visibility='metadata'",
                             (subject if vis != "metadata" else None, snippet if vis == "snippet" else None, vis, iid))
+                    filled.add(iid)
+            held.update((iid, text) for iid, text in withheld.items() if iid not in filled)
+            while len(held) > _HELD_MAX:  # the oldest go: replies come soon after or not in this run
+                del held[next(iter(held))]
 
     def _priors(self, source: str, locs: list[Location]) -> dict[tuple[str, str], tuple]:
         """What the store knows of these locations: (scope, local id) -> (kind, item, etag, gone)."""
@@ -740,6 +853,41 @@ class Store:
                 f"SELECT dedup_key, id, visibility FROM interactions WHERE dedup_key IN ({marks})", part
             ):
                 out[key] = (iid, vis)
+        return out
+
+    def _same_mails(self, unmatched: list[tuple[MailRecord, str]]) -> dict[str, tuple[int, str]]:
+        """Mails stored under another dedup key: the same Message-ID, sender, minute and subject.
+
+        The key hashes the start of the snippet, so without this a mail seen
+        again at a new place (moved, in a second mailbox, after a UIDVALIDITY
+        reset) would be stored twice once a newer crm-bridge reads its text
+        differently (reply quoting, HTML heads, inline parts).  A Message-ID
+        alone stays a hint: two mails that share one but differ in sender,
+        minute or subject stay two.  A subject that was not stored (metadata
+        only) does not speak against the match.
+        """
+        wanted: dict[str, list[tuple[MailRecord, str]]] = {}
+        for rec, key in unmatched:
+            wanted.setdefault(rec.message_id, []).append((rec, key))
+        out: dict[str, tuple[int, str]] = {}
+        ids = list(wanted)
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk:chunk + 500]
+            rows = self._x(
+                "SELECT i.id, i.visibility, i.message_id, i.date, i.subject,"
+                " (SELECT p.email FROM participants p WHERE p.interaction_id=i.id AND p.role='from' LIMIT 1)"
+                f" FROM interactions i WHERE i.message_id IN ({','.join('?' * len(part))}) AND i.kind='mail'",
+                part,
+            ).fetchall()
+            for iid, vis, message_id, date_s, subject, sender in rows:
+                for rec, key in wanted[message_id]:
+                    if key in out or (rec.sender.email if rec.sender else "") != (sender or ""):
+                        continue
+                    if (utc_iso(rec.date) or "")[:16] != (date_s or "")[:16]:
+                        continue
+                    if subject is not None and " ".join(subject.split()) != " ".join(rec.subject.split()):
+                        continue
+                    out[key] = (iid, vis)
         return out
 
     def _thread_refs(self, ids: list[str]) -> dict[str, int]:
@@ -788,24 +936,54 @@ class Store:
         )
 
     # -- threads ------------------------------------------------------------
-    def _propagate_threads(self, thread_ids: Iterable[int]) -> None:
-        """Mails of a thread without links of their own inherit its customers."""
+    def _propagate_threads(self, thread_ids: Iterable[int]) -> set[int]:
+        """Mails of a thread without links of their own inherit its customers.
+
+        The work follows the threads asked about (their mails through
+        ``interactions_thread``, each mail's links through the primary key),
+        never the whole ``links`` table (CROSS JOIN keeps SQLite to that order
+        whatever its statistics say), and is linear in a thread's length: its
+        customers and its mails without links are found apart, then paired.
+        Returns the mails that got a link.
+        """
         ids = sorted(set(thread_ids))
+        linked: set[int] = set()
         for chunk in range(0, len(ids), 500):
             part = ids[chunk:chunk + 500]
             marks = ",".join("?" * len(part))
-            self._x(
-                f"""INSERT OR IGNORE INTO links(interaction_id, target, target_id, reason)
-                    SELECT DISTINCT m.id, l.target, l.target_id, 'thread'
-                    FROM interactions m
-                    JOIN interactions o ON o.thread_id = m.thread_id AND o.id != m.id
-                    JOIN links l ON l.interaction_id = o.id AND l.reason != 'thread' AND l.target = 'customer'
-                    WHERE m.thread_id IN ({marks})
-                    AND NOT EXISTS (SELECT 1 FROM links x WHERE x.interaction_id = m.id AND x.reason != 'thread')
-                    AND NOT EXISTS (SELECT 1 FROM link_overrides u WHERE u.interaction_id = m.id
-                                    AND u.target = l.target AND u.target_id = l.target_id AND u.action = 'unlink')""",
+            customers: dict[int, list[tuple[str, int]]] = {}
+            for thread_id, target, target_id in self._x(
+                f"""SELECT DISTINCT o.thread_id, l.target, l.target_id FROM interactions o CROSS JOIN links l
+                    WHERE o.thread_id IN ({marks}) AND l.interaction_id = o.id
+                    AND l.target = 'customer' AND l.reason != 'thread'""",
                 part,
+            ):
+                customers.setdefault(thread_id, []).append((target, target_id))
+            if not customers:
+                continue
+            marks = ",".join("?" * len(customers))
+            lonely = self._x(
+                f"""SELECT m.id, m.thread_id FROM interactions m WHERE m.thread_id IN ({marks})
+                    AND NOT EXISTS (SELECT 1 FROM links x WHERE x.interaction_id = m.id AND x.reason != 'thread')""",
+                list(customers),
+            ).fetchall()
+            if not lonely:
+                continue
+            have: set[tuple[int, str, int]] = set()
+            for start in range(0, len(lonely), 500):
+                some = [iid for iid, _ in lonely[start:start + 500]]
+                marks = ",".join("?" * len(some))
+                have.update(self._x(f"SELECT interaction_id, target, target_id FROM links WHERE interaction_id IN ({marks})", some))
+                have.update(self._x(
+                    f"""SELECT interaction_id, target, target_id FROM link_overrides
+                        WHERE interaction_id IN ({marks}) AND action = 'unlink'""", some))
+            rows = [(iid, target, target_id) for iid, thread_id in lonely
+                    for target, target_id in customers[thread_id] if (iid, target, target_id) not in have]
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO links(interaction_id, target, target_id, reason) VALUES (?, ?, ?, 'thread')", rows
             )
+            linked.update(r[0] for r in rows)
+        return linked
 
     # -- re-linking ---------------------------------------------------------
     def relink(self, interaction_ids: Iterable[int]) -> int:
@@ -830,24 +1008,32 @@ class Store:
                 self._store_links(iid, match, now_s, stats)
                 if row is not None:
                     threads.add(row)
-            self._propagate_threads(threads)
-            self._rescan_withheld(ids)
+            by_thread = self._propagate_threads(threads)
+            self._rescan_withheld(sorted(set(ids) | by_thread))
         return len(ids)
 
-    def _rescan_withheld(self, ids: list[int]) -> None:
+    def _rescan_withheld(self, ids: list[int], pulling: str = "") -> None:
         """Mail stored without content while it matched nothing, now linked:
-        the next sync of the sources that saw it reads it again to fill it in."""
-        if self.settings.unmatched != "metadata":
+        the next sync of the sources that saw it reads it again to fill it in.
+
+        ``sources.rescan`` holds two bits: 1, read everything at the next
+        pull; 2, asked for while ``pulling``, the source's own pull, stores this
+        batch: due once that pull is complete (then it becomes 1), so a pull
+        killed and run again ends as a clean one does.
+        """
+        if self.settings.unmatched != "metadata" or not ids:
             return
         for chunk in range(0, len(ids), 500):
             part = ids[chunk:chunk + 500]
             marks = ",".join("?" * len(part))
             self._x(
-                f"""UPDATE sources SET rescan=1 WHERE name IN (SELECT DISTINCT l.source FROM locations l
-                    JOIN interactions i ON i.id=l.item_id AND l.kind='interaction'
+                f"""UPDATE sources SET rescan=rescan | CASE WHEN name=? THEN 2 ELSE 1 END
+                    WHERE name IN (SELECT DISTINCT l.source FROM interactions i
+                    CROSS JOIN locations l ON l.kind='interaction' AND l.item_id=i.id
                     WHERE i.id IN ({marks}) AND i.visibility='metadata'
-                    AND EXISTS (SELECT 1 FROM links k WHERE k.interaction_id=i.id))""",
-                part,
+                    AND EXISTS (SELECT 1 FROM links k WHERE k.interaction_id=i.id))
+                    AND COALESCE((SELECT value FROM meta WHERE key='visibility:' || name), '') != 'metadata'""",
+                (pulling, *part),
             )
 
     def _policy_for(self, interaction_id: int) -> SourcePolicy:
@@ -861,6 +1047,7 @@ class Store:
 
     def remember_policy(self, policy: SourcePolicy) -> None:
         self.set_meta(f"owner:{policy.name}", json.dumps(sorted(policy.owner)))
+        self.set_meta(f"visibility:{policy.name}", policy.visibility)  # a rescan cannot bring in more
 
     def set_link(self, interaction_id: int, target: str, target_id: int, action: str) -> None:
         """A manual link or unlink; it wins over every rule and survives re-syncs."""
@@ -875,6 +1062,7 @@ class Store:
                 self._x("DELETE FROM links WHERE interaction_id=? AND target=? AND target_id=?", (interaction_id, target, target_id))
             else:
                 self._x("INSERT OR REPLACE INTO links VALUES (?, ?, ?, 'manual')", (interaction_id, target, target_id))
+                self._rescan_withheld([interaction_id])  # stored as metadata only: read it again
 
     # -- appointments -------------------------------------------------------
     def _apply_appointments(self, recs: list[AppointmentRecord], policy: SourcePolicy, now_s: str,
@@ -952,7 +1140,7 @@ class Store:
 
     _appointment_columns = ("kind", "dedup_key", "message_id", "content_hash", "thread_id", "date", "start", "end",
                             "tzid", "subject", "snippet", "direction", "visibility", "status", "uid", "recurrence_id",
-                            "rrule", "location_text", "updated_at")
+                            "rrule", "location_text", "updated_at", "warnings")
 
     def _appointment_values(self, rec: AppointmentRecord, policy: SourcePolicy, match: Match, key: str,
                             now_s: str) -> dict[str, Any]:
@@ -967,6 +1155,7 @@ class Store:
             direction=direction, visibility=want, status=rec.status or "CONFIRMED", uid=rec.uid,
             recurrence_id=rec.recurrence_id, rrule=rec.rrule,
             location_text=rec.location_text if want != "metadata" else "", updated_at=now_s,
+            warnings="\n".join(rec.warnings),
         )
         return values
 
@@ -1058,16 +1247,25 @@ class Store:
     # -- tasks read back ----------------------------------------------------
     def _apply_task_state(self, state: TaskState, policy: SourcePolicy, now_s: str, stats: Stats) -> None:
         row = self.conn.execute(
-            "SELECT id, status, due, title, version, pushed_version, remote_etag FROM tasks WHERE uid=?", (state.uid,)
+            "SELECT id, status, due, title, version, pushed_version, remote_etag, sent_digests FROM tasks WHERE uid=?",
+            (state.uid,)
         ).fetchone()
         if row is None:
             return  # the user's own task, not ours
-        tid, status, due, title, version, pushed, etag = row
+        tid, status, due, title, version, pushed, etag, sent = row
         if state.location.etag and state.location.etag == etag:
             stats.seen += 1
             return
         client_status = {"COMPLETED": "done", "CANCELLED": "cancelled"}.get(state.status, "open")
         client_due = iso(state.due)
+        if sent and task_digest(state.summary or title, client_status, state.due) in sent.split():
+            # our own write whose recording a crash lost: not the client's change; where the CRM
+            # changed the task since, the next push writes that over it
+            self._x("UPDATE tasks SET remote_etag=?, remote_scope=?, remote_href=? WHERE id=?",
+                    (state.location.etag, state.location.scope, state.location.local_id, tid))
+            self._put_location(policy.name, state.location, "task", tid, "", now_s)
+            stats.seen += 1
+            return
         changed = client_status != status or (state.summary and state.summary != title) or (client_due or None) != (due or None)
         if changed and version > pushed:
             self._x(
@@ -1104,27 +1302,43 @@ class Store:
         stats.updated += 1
 
     def _apply_removed(self, policy: SourcePolicy, removed: list[Location], now_s: str) -> int:
-        count = 0
-        touched: set[int] = set()
+        """Locations gone from the source (with the overrides stored under an
+        appointment's resource).  Each is found through the primary key, never
+        by scanning its folder: removing a whole folder costs what storing it did."""
+        source = policy.name
+        found: list[tuple[str, str, str, int | None]] = []  # (scope, local id, kind, item)
+        by_scope: dict[str, list[str]] = {}
         for loc in removed:
-            rows = self._x(
-                """SELECT local_id, kind, item_id FROM locations WHERE source=? AND scope=? AND gone_at IS NULL
-                   AND (local_id=? OR local_id LIKE ? ESCAPE '\\')""",
-                (policy.name, loc.scope, loc.local_id, _like_prefix(loc.local_id + OVERRIDE_MARK)),
-            ).fetchall()
-            for local_id, kind, item_id in rows:
-                self._x(
-                    "UPDATE locations SET gone_at=? WHERE source=? AND scope=? AND local_id=?",
-                    (now_s, policy.name, loc.scope, local_id),
-                )
-                if kind == "interaction" and item_id is not None:
-                    touched.add(item_id)
-                elif kind == "task" and item_id is not None:
-                    self._task_gone(item_id)
-                count += 1
-        for iid in touched:
+            by_scope.setdefault(loc.scope, []).append(loc.local_id)
+        for scope, local_ids in by_scope.items():
+            local_ids = list(dict.fromkeys(local_ids))
+            for chunk in range(0, len(local_ids), 500):
+                part = local_ids[chunk:chunk + 500]
+                marks = ",".join("?" * len(part))
+                found.extend((scope, *row) for row in self._x(
+                    f"""SELECT local_id, kind, item_id FROM locations
+                        WHERE source=? AND scope=? AND local_id IN ({marks}) AND gone_at IS NULL""",
+                    (source, scope, *part)))
+            # "<id>#rid=..." sorts between "<id>#rid=" and "<id>#rid>": one range of the key per id
+            for local_id in local_ids:
+                low = local_id + OVERRIDE_MARK
+                found.extend((scope, *row) for row in self._x(
+                    """SELECT local_id, kind, item_id FROM locations WHERE source=? AND scope=?
+                       AND local_id >= ? AND local_id < ? AND gone_at IS NULL""",
+                    (source, scope, low, low[:-1] + chr(ord(low[-1]) + 1))))
+        self.conn.executemany(
+            "UPDATE locations SET gone_at=? WHERE source=? AND scope=? AND local_id=?",
+            [(now_s, source, scope, local_id) for scope, local_id, _, _ in found],
+        )
+        touched: set[int] = set()
+        for _, _, kind, item_id in found:
+            if kind == "interaction" and item_id is not None:
+                touched.add(item_id)
+            elif kind == "task" and item_id is not None:
+                self._task_gone(item_id)
+        for iid in sorted(touched):
             live = self._one(
-                "SELECT COUNT(*) FROM locations WHERE kind='interaction' AND item_id=? AND gone_at IS NULL", (iid,)
+                "SELECT 1 FROM locations WHERE kind='interaction' AND item_id=? AND gone_at IS NULL LIMIT 1", (iid,)
             )
             if live:
                 continue
@@ -1132,7 +1346,7 @@ class Store:
                 self._erase_interaction(iid)
             else:
                 self._x("UPDATE interactions SET deleted=1, updated_at=? WHERE id=?", (now_s, iid))
-        return count
+        return len(found)
 
     def _task_gone(self, task_id: int) -> None:
         """A pushed task was deleted in the client.  Unless the CRM changed it
@@ -1168,13 +1382,24 @@ class Store:
 
     # -- blocklist ----------------------------------------------------------
     def apply_blocklist(self) -> int:
-        """Remove what was logged from blocked addresses (retroactively)."""
+        """Remove what was logged from blocked addresses (retroactively).
+
+        Only when the blocklist changed since the last time: mail that came
+        later was checked against it when it was stored, and this reads every
+        participant of the store.
+        """
         blocked = self.settings.blocklist
+        entries = json.dumps(blocked.entries())
+        if self.meta("blocklist_applied") == entries:
+            return 0
         if not blocked:
+            with self.transaction():
+                self.set_meta("blocklist_applied", entries)
             return 0
         removed = 0
         now_s = iso(utcnow())
         with self.transaction():
+            self.set_meta("blocklist_applied", entries)
             candidates: dict[int, list[tuple[str, str]]] = {}
             for iid, email, role in self._x("SELECT interaction_id, email, role FROM participants"):
                 candidates.setdefault(iid, []).append((email, role))
@@ -1202,7 +1427,8 @@ class Store:
         row = self.conn.execute("SELECT type, cursor, fingerprint, rescan FROM sources WHERE name=?", (name,)).fetchone()
         if row is None:
             return None
-        return {"type": row[0], "cursor": json.loads(row[1]) if row[1] else None, "fingerprint": row[2], "rescan": bool(row[3])}
+        return {"type": row[0], "cursor": json.loads(row[1]) if row[1] else None, "fingerprint": row[2],
+                "rescan": bool(row[3] & 1)}  # 2: after the pull in progress (see _rescan_withheld)
 
     def register_source(self, name: str, type_name: str) -> None:
         self._x("INSERT OR IGNORE INTO sources(name, type) VALUES (?, ?)", (name, type_name))
@@ -1212,7 +1438,10 @@ class Store:
         self._x("UPDATE sources SET cursor=? WHERE name=?", (json.dumps(cursor, sort_keys=True) if cursor is not None else None, name))
 
     def set_fingerprint(self, name: str, fingerprint: str) -> None:
-        self._x("UPDATE sources SET fingerprint=?, rescan=0 WHERE name=?", (fingerprint, name))
+        """The end of a complete pull: the rescans asked for before it are done
+        (one asked for while it ran, bit 2, is due now)."""
+        self._x("UPDATE sources SET fingerprint=?, rescan=CASE WHEN rescan & 2 THEN 1 ELSE 0 END WHERE name=?",
+                (fingerprint, name))
 
     def request_rescan(self, name: str | None = None) -> None:
         """The next sync of the source(s) reads everything again (no duplicates)."""
@@ -1224,6 +1453,27 @@ class Store:
     def start_run(self, name: str, now: datetime | None = None) -> int:
         return self._insert("INSERT INTO runs(source, started_at, status) VALUES (?, ?, 'running')",
                             (name, iso(now or utcnow())))
+
+    def note_run_progress(self, run_id: int, so_far: Stats, batch: Stats) -> None:
+        """Keep a running run's stats current (in the batch's transaction), so a killed run shows what it stored."""
+        total = Stats()
+        total.merge(so_far)
+        total.merge(batch)
+        total.problems = total.problems[:20]
+        self._x("UPDATE runs SET stats=? WHERE id=?", (json.dumps(total.as_dict()), run_id))
+
+    def close_stale_runs(self) -> int:
+        """Runs still "running" when a new sync holds the lock ended by a signal or a crash: say so."""
+        stale = self._x("SELECT id, source, started_at FROM runs WHERE status='running'").fetchall()
+        for run_id, source, started in stale:
+            self._x("UPDATE runs SET status='interrupted', message=? WHERE id=?",
+                    ("ended without finishing (killed or crashed); the next sync went on from there", run_id))
+            items = self._one("SELECT COUNT(*) FROM locations WHERE source=? AND gone_at IS NULL "
+                              "AND kind NOT IN ('skipped', 'quarantined')", (source,))
+            self._x("UPDATE sources SET last_run_at=?, last_status='interrupted', last_error=?, items=? "
+                    "WHERE name=? AND (last_run_at IS NULL OR last_run_at <= ?)",
+                    (started, "the run was killed or crashed", items or 0, source, started))
+        return len(stale)
 
     def finish_run(self, run_id: int, name: str, status: str, stats: Stats, message: str = "") -> None:
         now_s = iso(utcnow())
@@ -1253,12 +1503,15 @@ class Store:
     ) -> int | None:
         """Create a task; a rule-made task (``rule_key``) is created once only."""
         now_s = iso(utcnow())
-        uid_seed = rule_key or f"{title}\x1f{now_s}\x1f{customer_id}\x1f{interaction_id}\x1f{self._one('SELECT COUNT(*) FROM tasks')}"
-        uid = "crm-bridge-" + hashlib.sha1(uid_seed.encode()).hexdigest()[:24]
+        if rule_key:  # the same rule and item give the same task, in every process
+            uid = "crm-bridge-" + hashlib.sha1(rule_key.encode()).hexdigest()[:24]
+        else:  # a task added by hand is always a new one, however many are added at once
+            uid = "crm-bridge-" + uuid.uuid4().hex[:24]
         with self.transaction():
             cur = self._x(
-                """INSERT OR IGNORE INTO tasks(uid, rule_key, title, description, due, customer_id, contact_id,
-                   interaction_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                f"""INSERT {'OR IGNORE ' if rule_key else ''}INTO tasks(uid, rule_key, title, description, due,
+                   customer_id, contact_id, interaction_id, created_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (uid, rule_key, title, description, iso(due), customer_id, contact_id, interaction_id, now_s, now_s),
             )
             return cur.lastrowid if cur.rowcount else None
@@ -1303,12 +1556,25 @@ class Store:
             )
         ]
 
+    def note_sending(self, task: dict[str, Any]) -> None:
+        """Before a push writes ``task``: remember what it writes (a few unconfirmed writes are kept), so that
+        reading it back after a crash before :meth:`record_push` is known as ours, not the client's."""
+        digest = task_digest(task["title"], task["status"], task.get("due"))
+        kept = [d for d in (task.get("sent_digests") or "").split() if d != digest]
+        self._x("UPDATE tasks SET sent_digests=? WHERE id=?", (" ".join([digest, *kept][:4]), task["id"]))
+
+    def is_own_write(self, task: dict[str, Any], state: TaskState) -> bool:
+        """Whether ``state`` (read from the server) is what a push of ``task`` wrote."""
+        status = {"COMPLETED": "done", "CANCELLED": "cancelled"}.get(state.status, "open")
+        sent = self._one("SELECT sent_digests FROM tasks WHERE id=?", (task["id"],)) or ""
+        return task_digest(state.summary or task["title"], status, state.due) in sent.split()
+
     def record_push(self, task_id: int, version: int, source: str, scope: str, href: str, etag: str) -> None:
         """The task as of ``version`` is in the calendar at ``href``."""
         self._x(
-            """UPDATE tasks SET pushed_version=?, remote_source=?, remote_scope=?, remote_href=?, remote_etag=?
-               WHERE id=?""",
-            (version, source, scope, href, etag, task_id),
+            """UPDATE tasks SET pushed_version=?, remote_source=?, remote_scope=?, remote_href=?, remote_etag=?,
+               sent_digests=CASE WHEN version=? THEN '' ELSE sent_digests END WHERE id=?""",
+            (version, source, scope, href, etag, version, task_id),
         )
         self._put_location(source, Location(scope, href, etag), "task", task_id, "", iso(utcnow()))
 
@@ -1341,7 +1607,7 @@ class Store:
         )
 
     def log_conflict(self, kind: str, item: str, resolution: str) -> None:
-        log.warning("%s %s: %s", kind, item, resolution)
+        log.info("%s %s: %s", kind, item, resolution)  # the sync's result says it; this is for the log file
         self._x("INSERT INTO conflicts(kind, item, resolution, at) VALUES (?, ?, ?, ?)", (kind, item, resolution, iso(utcnow())))
 
     # -- read side ------------------------------------------------------------
@@ -1431,10 +1697,13 @@ class Store:
     def explain(self, message_id: str) -> list[dict[str, Any]]:
         """Why a mail (by Message-ID) or appointment (by UID) is linked, or not logged."""
         message_id = message_id.strip().strip("<>")
+        if " " in message_id:  # stored without the spaces (connectors.mailparse.parse_ids)
+            message_id = "".join(message_id.split())
         out = []
         by_id = int(message_id) if message_id.isdigit() else -1  # the id a timeline shows
-        for iid, kind, subject in self._x(
-            "SELECT id, kind, subject FROM interactions WHERE message_id=? OR (kind='appointment' AND uid=?) OR id=?",
+        for iid, kind, subject, warnings in self._x(
+            "SELECT id, kind, subject, warnings FROM interactions"
+            " WHERE message_id=? OR (kind='appointment' AND uid=?) OR id=?",
             (message_id, message_id, by_id),
         ).fetchall():
             links = []
@@ -1454,7 +1723,8 @@ class Store:
                 )
             ]
             out.append({"interaction": iid, "kind": kind, "subject": subject, "logged": True, "links": links,
-                        "manually_unlinked": unlinked, "seen_in": places})
+                        "manually_unlinked": unlinked, "seen_in": places,
+                        "warnings": warnings.split("\n") if warnings else []})
         for source, scope, local_id, reason in self._x(
             "SELECT source, scope, local_id, reason FROM skipped WHERE message_id=?", (message_id,)
         ):
@@ -1465,16 +1735,23 @@ class Store:
         return [dict(r) for r in self.db.query("SELECT * FROM quarantine ORDER BY last_seen DESC, source, scope, local_id")]
 
     def status(self) -> list[dict[str, Any]]:
+        """Per source: the last finished run (``last_*``) and the latest run (``run_*``, maybe unfinished)."""
         rows = self.db.query(
             """SELECT s.name, s.type, s.last_run_at, s.last_status, s.last_error, s.items,
                (SELECT COUNT(*) FROM quarantine q WHERE q.source=s.name) AS quarantined,
-               (SELECT stats FROM runs r WHERE r.source=s.name ORDER BY r.id DESC LIMIT 1) AS last_stats
-               FROM sources s ORDER BY s.name"""
+               r.stats AS last_stats, r.status AS run_status, r.started_at AS run_started_at,
+               r.finished_at AS run_finished_at, r.message AS run_message
+               FROM sources s LEFT JOIN runs r ON r.id = (SELECT MAX(id) FROM runs WHERE source=s.name)
+               ORDER BY s.name"""
         )
         out = []
         for r in rows:
             r = dict(r)
             r["last_stats"] = json.loads(r["last_stats"]) if r["last_stats"] else None
+            if r["run_status"] == "running":
+                # not finished: what is stored now, not what the run before it left
+                r["items"] = self._one("SELECT COUNT(*) FROM locations WHERE source=? AND gone_at IS NULL "
+                                       "AND kind NOT IN ('skipped', 'quarantined')", (r["name"],)) or 0
             out.append(r)
         return out
 
@@ -1591,9 +1868,46 @@ def _find(merged: dict[int, int], thread_id: int) -> int:
     return thread_id
 
 
-def _like_prefix(prefix: str) -> str:
-    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+def _migrate_2_warnings_and_dates(store: "Store") -> None:
+    """Version 2: ``interactions.warnings`` (what a connector could not read as it was, one per line).
+
+    And dates with a year before 1000, which utc_iso once wrote unpadded
+    ("1-05-30T21:10:06Z", sorting after every other date), become ISO 8601:
+    a mail's year read the way mail programs read it (RFC 5322 4.3, as
+    connectors.mailparse.full_year: 1 -> 2001, 98 -> 1998, 101 -> 2001),
+    other items' padded.  Idempotent.
+    """
+    if "warnings" not in {r[1] for r in store.conn.execute("PRAGMA table_info(interactions)")}:
+        store.conn.execute("ALTER TABLE interactions ADD COLUMN warnings TEXT NOT NULL DEFAULT ''")
+
+    def fixed(value: str, mail: bool) -> str:
+        year, _, rest = value.partition("-")
+        y = int(year)
+        if mail:
+            y = y + 2000 if y < 50 else y + 1900
+        return f"{y:04d}-{rest}"
+
+    bad = "date IS NOT NULL AND instr(date, '-') BETWEEN 2 AND 4 AND date GLOB '[0-9]*'"
+    for iid, kind, value in store.conn.execute(f"SELECT id, kind, date FROM interactions WHERE {bad}").fetchall():
+        store.conn.execute("UPDATE interactions SET date=? WHERE id=?", (fixed(value, kind == "mail"), iid))
+    for iid, rid, value in store.conn.execute(
+            f"SELECT interaction_id, recurrence_id, date FROM occurrences WHERE {bad}").fetchall():
+        store.conn.execute("UPDATE occurrences SET date=? WHERE interaction_id=? AND recurrence_id=?",
+                           (fixed(value, False), iid, rid))
 
 
 #: schema version -> function bringing the previous version up to it
-MIGRATIONS: dict[int, Any] = {}
+def _migrate_2_task_digests(store: "Store") -> None:
+    """tasks.sent_digests: what a push is about to write, so a crash before its commit is not taken
+    for the client's change (idempotent)."""
+    columns = {row[1] for row in store.conn.execute("PRAGMA table_info(tasks)")}
+    if "sent_digests" not in columns:
+        store.conn.execute("ALTER TABLE tasks ADD COLUMN sent_digests TEXT NOT NULL DEFAULT ''")
+
+
+def _migrate_2(store: "Store") -> None:
+    _migrate_2_warnings_and_dates(store)
+    _migrate_2_task_digests(store)
+
+
+MIGRATIONS: dict[int, Any] = {2: _migrate_2}

@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Mapping
@@ -47,14 +51,24 @@ Progress = Callable[[str, int, "int | None"], None]
 class SourceResult:
     name: str
     type: str
-    status: str = "ok"  # ok | error | skipped
+    status: str = "ok"  # ok | warning | error | interrupted
     message: str = ""
     stats: Stats = field(default_factory=Stats)
     seconds: float = 0.0
+    alerts: list[str] = field(default_factory=list)
+    run_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.name, "type": self.type, "status": self.status, "message": self.message,
                 "seconds": round(self.seconds, 3), **self.stats.as_dict()}
+
+
+class Interrupted(Exception):
+    """The run was stopped (Ctrl-C); what was stored until then stays, the next sync goes on from there."""
+
+    def __init__(self, stored: int):
+        super().__init__(f"interrupted: {stored} items stored, the next sync goes on from there")
+        self.stored = stored
 
 
 class StoreView:
@@ -87,6 +101,9 @@ class Engine:
         self.retries = retries
         self.backoff = backoff
         self._connectors: dict[str, Connector] = {}
+        self.stored = 0  # items added or updated by this engine so far
+        self._storing = False  # a batch is being stored and counted: Ctrl-C waits for it
+        self._interrupt_pending = False
 
     # -- set-up -------------------------------------------------------------
     def connector(self, name: str) -> Connector:
@@ -119,13 +136,39 @@ class Engine:
     def run(self, names: list[str] | None = None, dry_run: bool = False, now: datetime | None = None,
             push: bool = True) -> list[SourceResult]:
         names = self._select(names)
-        with StoreLock(self.config.store_path):
-            if dry_run:
-                with self.store.rolled_back():
-                    results = self._run(names, now, push=False)
-            else:
-                results = self._run(names, now, push=push)
+        with StoreLock(self.config.store_path), self._deferred_interrupt():
+            with self.store.transaction():  # we hold the lock: a run still "running" was killed or crashed
+                self.store.close_stale_runs()
+            try:
+                if dry_run:
+                    with self.store.rolled_back():
+                        results = self._run(names, now, push=False)
+                else:
+                    results = self._run(names, now, push=push)
+            except KeyboardInterrupt:
+                raise Interrupted(0 if dry_run else self.stored) from None
         return results
+
+    @contextmanager
+    def _deferred_interrupt(self) -> Iterator[None]:
+        """Ctrl-C stops the run at once, except while a batch is committed and counted: then right after,
+        so the count the user is told is what the store holds."""
+        if threading.current_thread() is not threading.main_thread() \
+                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            yield
+            return
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            if self._storing:
+                self._interrupt_pending = True
+            else:
+                raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def _select(self, names: list[str] | None) -> list[str]:
         if not names:
@@ -141,6 +184,7 @@ class Engine:
             self.connector(name)  # a config mistake stops the run before anything is read
         self.prepare()
         results = [self.sync_source(name, now) for name in names]
+        self.store.optimize()  # statistics for the planner where the store grew
         created = followup.apply_rules(self.store, self.config.followup, now)
         if created:
             results.append(SourceResult("follow-up rules", "rules", stats=Stats(tasks_created=created)))
@@ -159,12 +203,20 @@ class Engine:
         with store.transaction():
             store.register_source(name, result.type)
             store.remember_policy(policy)
-            run_id = store.start_run(name, now)
+            run_id = result.run_id = store.start_run(name, now)
         attempt = 0
         while True:
             try:
                 self._pull(name, policy, result, now)
                 break
+            except KeyboardInterrupt:
+                result.seconds = time.monotonic() - started
+                with store.transaction():
+                    store.finish_run(run_id, name, "interrupted", result.stats, "interrupted (Ctrl-C); "
+                                     "the next sync goes on from there")
+                raise
+            except sqlite3.Error:
+                raise  # the store itself failed: nothing else can work, the command says what to do
             except TransientError as exc:
                 attempt += 1
                 if attempt > self.retries:
@@ -173,7 +225,12 @@ class Engine:
                 delay = self.backoff * 2 ** (attempt - 1)
                 log.warning("%s: %s; retrying in %.0f s", name, _describe(exc), delay)
                 self._connectors.pop(name, None)
-                time.sleep(delay)
+                try:
+                    time.sleep(delay)
+                except KeyboardInterrupt:
+                    with store.transaction():
+                        store.finish_run(run_id, name, "interrupted", result.stats, "interrupted (Ctrl-C)")
+                    raise
             except (AuthError, SourceUnavailable, SourceConfigError, ConnectorError) as exc:
                 result.status, result.message = "error", _describe(exc)
                 break
@@ -181,13 +238,16 @@ class Engine:
                 log.exception("%s: unexpected error", name)
                 result.status, result.message = "error", f"internal error: {exc.__class__.__name__}: {exc}"
                 break
+        if result.alerts:  # the admin must act: the run fails until then (see ``crm sources reset``)
+            result.status = "error"
+            result.message = "; ".join([*result.alerts, *([result.message] if result.message else [])])
         if result.stats.problems and result.status == "ok":
             result.status = "warning"
             result.message = "; ".join(result.stats.problems[:3])
         result.seconds = time.monotonic() - started
         with store.transaction():
             store.finish_run(run_id, name, result.status, result.stats, result.message)
-        if result.status != "ok":  # the caller shows result.message; this goes to the log file
+        if result.status != "ok":  # the command prints the result; this is for the log file (and -v)
             log.info("%s: %s", name, result.message)
         return result
 
@@ -230,13 +290,39 @@ class Engine:
     def _store_batch(self, name: str, policy, batch: Batch, result: SourceResult, now: datetime | None) -> None:
         """A batch and the cursor that comes with it: one transaction."""
         store = self.store
-        with store.transaction():
-            stats = store.apply_batch(policy, batch, now)
-            if batch.cursor is not None:
-                store.save_cursor(name, batch.cursor)
-        result.stats.merge(stats)
+        self._storing = True
+        try:
+            with store.transaction():
+                stats = store.apply_batch(policy, batch, now)
+                if batch.cursor is not None:
+                    store.save_cursor(name, batch.cursor)
+                if result.run_id is not None:  # what a run stored shows even when it is killed later
+                    store.note_run_progress(result.run_id, result.stats, stats)
+            result.stats.merge(stats)
+            self.stored += stats.added + stats.updated
+        finally:
+            self._storing = False
+        if self._interrupt_pending:
+            self._interrupt_pending = False
+            raise KeyboardInterrupt
+        result.alerts.extend(a for a in batch.alerts if a not in result.alerts)
         if self.progress is not None:
             self.progress(name, batch.done, batch.total)
+
+    def reset(self, name: str, scope: str | None = None) -> None:
+        """Forget where source ``name`` (or one of its scopes) stood: the next sync reads it as new.
+
+        For the admin after a server migration (a quarantined folder); the
+        store keeps everything, deduplication keeps the rereading free of doubles.
+        """
+        self._select([name])
+        with StoreLock(self.config.store_path):
+            state = self.store.source_state(name)
+            if state is None:
+                raise SourceConfigError(f"source {name!r} has not been synced yet: nothing to reset")
+            cursor = self.connector(name).forget(state.get("cursor"), scope)
+            with self.store.transaction():
+                self.store.save_cursor(name, cursor)
 
     # -- push ---------------------------------------------------------------
     def push_tasks(self, name: str) -> SourceResult:
@@ -248,14 +334,17 @@ class Engine:
             if not pending:
                 return result
             pushes = [self._task_push(t) for t in pending]
+            with store.transaction():  # what we are about to write, before writing it
+                for task in pending:
+                    store.note_sending(task)
             results = connector.push_tasks(pushes, StoreView(store, name))
+            _crash_point("after-task-push")
             retry: list[tuple[dict, TaskPush]] = []
             with store.transaction():
                 for task, push, res in zip(pending, pushes, results):
-                    if self._record_task_result(name, task, res, result):
-                        push.href = push.etag = push.scope = ""
+                    if self._record_task_result(name, task, res, result, push=push):
                         retry.append((task, push))
-            if retry:  # deleted in the client but edited in the CRM: edit beats delete
+            if retry:  # deleted in the client but edited in the CRM (edit beats delete), or our own lost write
                 again = connector.push_tasks([p for _, p in retry], StoreView(store, name))
                 with store.transaction():
                     for (task, _), res in zip(retry, again):
@@ -264,6 +353,8 @@ class Engine:
             result.status, result.message = "error", _describe(exc)
         except NotImplementedError as exc:
             result.status, result.message = "error", str(exc)
+        if result.stats.problems and result.status == "ok":
+            result.status, result.message = "warning", "; ".join(result.stats.problems[:3])
         return result
 
     def _task_push(self, task: dict) -> TaskPush:
@@ -276,26 +367,41 @@ class Engine:
         )
 
     def _record_task_result(self, name: str, task: dict, res: PushResult, result: SourceResult,
-                            retrying: bool = False) -> bool:
-        """Store one push outcome; True when the task must be uploaded anew."""
+                            retrying: bool = False, push: TaskPush | None = None) -> bool:
+        """Store one push outcome; True when ``push`` (changed here) must be uploaded again."""
         store = self.store
         policy = self.config.policies[name]
         if res.ok:
             store.record_push(task["id"], task["version"], name, res.scope, res.href, res.etag)
             result.stats.tasks_updated += 1
             return False
+        if res.conflict is not None and not retrying and push is not None and store.is_own_write(task, res.conflict):
+            # the server holds what an earlier push wrote before a crash lost its record: not the
+            # client's change, so the CRM's current version goes over it
+            push.href, push.etag, push.scope = res.href, res.etag, res.scope
+            return True
         if res.conflict is not None:
             store.log_conflict("task", task["uid"], "the client changed it too: the client's version wins")
+            result.stats.problems.append(f"task {task['id']}: changed in the calendar too; the calendar's version wins")
             store.apply_batch(policy, Batch(records=[res.conflict]))
             return False
         if res.gone and not retrying:
             if task["version"] > task["pushed_version"] and task.get("remote_href"):
                 store.log_conflict("task", task["uid"], "deleted in the client but edited in the CRM: uploaded again")
+                result.stats.problems.append(f"task {task['id']}: deleted in the calendar but edited in the CRM; "
+                                             "written again")
+                if push is None:
+                    return False
+                push.href = push.etag = push.scope = ""
                 return True
             if task.get("remote_href"):
                 store.log_conflict("task", task["uid"], "deleted in the client: cancelled in the CRM")
+                result.stats.problems.append(f"task {task['id']}: deleted in the calendar; cancelled in the CRM")
                 store.cancel_task(task["id"])
                 return False
+            if push is None:
+                return False
+            push.href = push.etag = push.scope = ""
             return True
         result.status = "error"
         result.stats.problems.append(f"task {task['id']}: {res.error or 'not stored'}")
@@ -402,8 +508,20 @@ class Engine:
                 connector.close()
 
 
+def _crash_point(name: str) -> None:
+    """Fault injection for the crash tests: ``CRM_FAULT_KILL_AT=<name>`` kills the process here (SIGKILL)."""
+    if os.environ.get("CRM_FAULT_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def load_customers(store: Store, config: Config) -> None:
-    """The ``[[customers]]`` of the config, into the store (idempotent)."""
+    """The ``[[customers]]`` of the config, into the store (idempotent).
+
+    Only reads when the store has them already: every command calls this,
+    and a read-only one must never wait for the writer's lock.
+    """
+    if all(store.customer_is_current(name, domains, owner) for name, domains, owner in config.customers):
+        return
     with store.transaction():
         for name, domains, owner in config.customers:
             store.add_customer(name, domains, origin="config", account_owner=owner)

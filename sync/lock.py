@@ -12,7 +12,7 @@ class SyncLocked(Exception):
 
 
 class StoreLock:
-    def __init__(self, store_path: Path):
+    def __init__(self, store_path: Path | str):
         self.path = Path(str(store_path) + ".lock")
         self._fd: int | None = None
 
@@ -32,6 +32,25 @@ class StoreLock:
 
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # no pid left behind: holder() reads None
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+    def holder(self) -> int | None:
+        """The pid of the sync running on this store, or None; never takes the lock itself
+        (a sync starting at the same moment must not find it taken)."""
+        try:
+            text = self.path.read_text(encoding="ascii", errors="replace").strip()
+        except OSError:
+            return None
+        if not text.isdigit():
+            return None
+        pid = int(text)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None  # killed without cleaning up
+        except PermissionError:
+            pass  # alive, someone else's
+        return pid

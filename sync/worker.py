@@ -152,6 +152,8 @@ class _RemoteView:
 
 def _child(make: Callable[[], Connector], cursor: dict | None, sock: socket.socket, parent: int) -> None:
     _die_with_parent(parent)
+    # Ctrl-C reaches the whole process group: the parent stops the pull (and kills this child)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     connector = None
     try:
         connector = make()

@@ -21,6 +21,7 @@ import select
 import socket
 import struct
 import threading
+from typing import Callable
 
 
 class TcpProxy:
@@ -34,7 +35,8 @@ class TcpProxy:
         self.host, self.port = self._listener.getsockname()
         self._lock = threading.Lock()
         self._conns: set[tuple[socket.socket, socket.socket]] = set()
-        self._limit_fn = lambda: None
+        self._limit_fn: Callable[[], int | None] = lambda: None
+        self._cut_reset = True
         self._stop = threading.Event()
         self.connections = 0  # accepted so far
         self.cuts = 0  # connections cut by a limit or cut_all()
@@ -46,9 +48,16 @@ class TcpProxy:
         """New connections are forwarded untouched."""
         self._limit_fn = lambda: None
 
-    def cut_after(self, nbytes: int) -> None:
-        """Every new connection is cut after ``nbytes`` bytes."""
+    def cut_after(self, nbytes: int, reset: bool = True) -> None:
+        """Every new connection is cut after ``nbytes`` bytes (``reset=False``: closed cleanly, FIN not RST)."""
         self._limit_fn = lambda: nbytes
+        self._cut_reset = reset
+
+    def cut_first_after(self, nbytes: int, reset: bool = True) -> None:
+        """Only the next new connection is cut after ``nbytes`` bytes; later ones pass."""
+        limits = iter([nbytes])
+        self._limit_fn = lambda: next(limits, None)
+        self._cut_reset = reset
 
     def cut_random(self, seed: int, low: int = 500, high: int = 200_000) -> None:
         """Every new connection is cut at a random byte count in [low, high]."""
@@ -107,7 +116,7 @@ class TcpProxy:
                         if keep > 0:
                             other[sock].sendall(data[:keep])
                         self.cuts += 1
-                        self._close(pair, reset=True)
+                        self._close(pair, reset=self._cut_reset)
                         return
                     other[sock].sendall(data)
                     passed += len(data)

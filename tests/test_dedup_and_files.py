@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mailbox
 import os
+import sqlite3
 from pathlib import Path
 
 from crm_core.store import Store
@@ -63,6 +64,30 @@ def test_rerun_adds_nothing_and_move_between_folders_keeps_one_interaction(crm_e
     assert {(p["scope"], p["gone"]) for p in places} == {("INBOX", True), ("Archiv", False)}
     item = crm.json("timeline", "Kunde GmbH")[0]
     assert item["deleted"] == 0
+
+
+def test_a_mail_stored_by_an_older_snippet_rule_is_found_again_when_it_moves(crm_env, maildir):
+    """A newer crm-bridge that reads a mail's text differently (reply quoting, HTML heads) gives it another
+    content hash: seen again at a new place, it is still the one stored interaction."""
+    crm = crm_env()
+    path = maildir.add(make_mail(sender="kim@kunde.example", message_id="older@x", subject="Re: Angebot"))
+    other = maildir.add(make_mail(sender="kim@kunde.example", message_id="older@x", subject="Ein anderes Thema"))
+    crm("sync")
+    before = counts(crm)
+    assert before["mails"] == 2  # one Message-ID, two subjects: two mails
+    db = crm.json("status")["store"]
+    with sqlite3.connect(db) as conn:  # the keys an older snippet rule made
+        conn.execute("UPDATE interactions SET dedup_key = 'm:older-' || id")
+    archive = maildir.root / ".Archiv"
+    for sub in ("cur", "new", "tmp"):
+        (archive / sub).mkdir(parents=True)
+    os.rename(path, archive / "cur" / path.name)
+    os.rename(other, archive / "cur" / other.name)
+    crm("sync")
+    assert counts(crm) == before
+    items = crm.json("timeline", "Kunde GmbH")
+    assert sorted(i["subject"] for i in items) == ["Ein anderes Thema", "Re: Angebot"]
+    assert all(i["deleted"] == 0 for i in items)
 
 
 def test_deleted_mail_is_marked_not_erased(crm_env, maildir):

@@ -174,3 +174,22 @@ def test_content_hash_ignores_odd_line_ends():
 
     text = cal("SUMMARY:a long summary that is fol", " ded here")
     assert {normalised_hash(text.replace("\r\n", eol)) for eol in ("\r\n", "\n", "\r", "\r\r\n")} == {normalised_hash(text)}
+
+
+def test_a_repaired_appointment_keeps_its_warning_for_crm_explain(tmp_path):
+    """What the reader left out is stored with the appointment and shown by `crm explain UID`."""
+    from tests.conftest import Crm, write_config
+
+    now = datetime.now(timezone.utc)
+    start = now.strftime("%Y%m%dT100000Z")
+    (tmp_path / "cal.ics").write_text(
+        cal("ORGANIZER:mailto:kim@kunde.example", "ATTENDEE:mailto:anna@nordlicht.example",
+            "SUMMARY:Jour fixe", "RRULE:FREQ=DAILY;COUNT=3", "EXDATE:2024-01-02")
+        .replace("DTSTART:20240101T100000Z", f"DTSTART:{start}").replace("DTEND:20240101T110000Z", ""))
+    crm = Crm(write_config(tmp_path / "crm.toml", customers=(("Kunde GmbH", ["kunde.example"]),),
+                           store=str(tmp_path / "crm.db"),
+                           sources={"cal": {"type": "ics", "path": str(tmp_path / "cal.ics")}}))
+    crm("sync")
+    [item] = crm.json("explain", "e1")
+    assert item["warnings"] == ["EXDATE cannot be read and was left out: '2024-01-02'"]
+    assert "warning: EXDATE cannot be read" in crm("explain", "e1").output

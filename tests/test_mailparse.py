@@ -103,3 +103,34 @@ def test_header_block_decoded_at_once_reads_like_field_by_field():
     # a stray cp1252 byte in one field leaves the others' UTF-8 alone
     mixed = "Subject: Gr\xfc\xdfe\r\n".encode("cp1252") + "From: Jürgen <j@x.example>\r\n".encode()
     assert parse_header_block(mixed) == {"subject": "Grüße", "from": "Jürgen <j@x.example>"}
+
+
+REPLY_LINES = st.sampled_from([
+    "Guten Tag,", "", "> zitiert", "-- ", "Wir bitten um Rueckruf zur Wartung der Anlage im Untergeschoss.", "x" * 300,
+    "ü" * 120, "-----Original Message-----", "-----Ursprüngliche Nachricht-----", "________________________________",
+    "From: Anna Weber <anna@nordlicht.example>", "Sent: Tuesday, March 12, 2024 10:15 AM", "Von: Anna <a@x.example>",
+    "Gesendet: Dienstag, 12. März 2024 10:15", "An: Kim", "Betreff: Termin", "On 12.03.2024 10:15, Anna wrote:",
+    "Am 12.03.24 um 10:15 schrieb Anna Weber:", "On Tue, Mar 12, 2024 at 10:15 AM Anna Weber <", "anna@x.example> wrote:",
+    "Anna <a@x.example> schrieb am 12.03.2024 10:15:05:", "Am Montag komme ich vorbei.",
+])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(REPLY_LINES, max_size=80))
+def test_snippet_from_the_head_equals_the_snippet_from_the_whole_text(lines):
+    """Reply headers look ahead a line or two: the head shortcut must not change the outcome."""
+    from connectors.mailparse import _snippet_of
+
+    raw = "\n".join(lines).encode("utf-8")[:SNIPPET_RAW_BYTES]
+    text = raw.decode("utf-8", "ignore")
+    assert text_snippet(raw, "8bit", "utf-8", "plain") == (_snippet_of(text, partial=False) or "")
+
+
+def test_mixed_utf8_keeps_the_utf8_and_reads_only_the_bad_bytes_as_cp1252():
+    from connectors.mailparse import parse_header_block
+
+    block = b"Subject: Gr\xc3\xbc\xc3\x9fe \xe4rger \x80\r\nFrom: J\xc3\xbcrgen\x00 <j@x.example>\r\n"
+    assert parse_header_block(block) == {"subject": "Grüße ärger €", "from": "Jürgen <j@x.example>"}
+    body = "Grüße ".encode() + b"\xe4rger " + "ä".encode() * 3000
+    snippet = text_snippet(body[:SNIPPET_RAW_BYTES - 1], "8bit", "utf-8", "plain")  # ends inside a character
+    assert snippet.startswith("Grüße ärger ää") and "Ã" not in snippet

@@ -211,3 +211,15 @@ def test_back_to_back_messages_are_counted_by_crm_sync(tmp_path):
     assert crm.json("sync")["results"][0]["added"] == 5
     assert crm.json("sync")["results"][0]["added"] == 0
     assert sorted(i["subject"] for i in crm.json("timeline", "Kunde GmbH")) == [f"Mail {n}" for n in range(1, 6)]
+
+
+def test_old_mac_mbox_with_cr_line_ends(tmp_path):
+    """An mbox from an old Mac mail program ends every line with CR alone: each message is read whole."""
+    path = tmp_path / "eudora.mbox"
+    text = b"".join(b"From kim@kunde.example Mon Jan  1 00:00:00 2001\n" + mail(n, body=f"Hallo {n}\n\nGruss")
+                    + b"\n" for n in range(1, 4))
+    path.write_bytes(text.replace(b"\n", b"\r"))
+    got = records(path)
+    assert [r.subject for r in got] == ["Mail 1", "Mail 2", "Mail 3"]
+    assert [r.snippet for r in got] == ["Hallo 1 Gruss", "Hallo 2 Gruss", "Hallo 3 Gruss"]
+    assert [r.message_id for r in got] == ["m1@x", "m2@x", "m3@x"]

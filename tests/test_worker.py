@@ -201,7 +201,7 @@ def test_killed_sync_leaves_no_reader_behind(tmp_path):
     config = write_config(tmp_path / "crm.toml", sources={"slow": {
         "type": "imap", "host": "127.0.0.1", "port": silent.getsockname()[1], "tls": "none",
         "allow_plaintext": True, "username": "kim", "password_env": "CRM_TEST_SILENT", "timeout": 120}})
-    env = {**os.environ, "CRM_TEST_SILENT": "x"}
+    env = {**os.environ, "CRM_TEST_SILENT": "x", "PYTHONPATH": str(REPO)}  # this checkout's cli
     sync = subprocess.Popen([sys.executable, "-m", "cli", "--config", str(config), "sync"], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
