@@ -674,3 +674,22 @@ def test_cards_pushed_into_the_contacts_folder_itself_are_not_read_back(tmp_path
     with sqlite3.connect(tmp_path / "crm.db") as db:
         names = sorted(r[0] for r in db.execute("SELECT name FROM contacts"))
     assert names == ["Kim Kunde"]  # no phantom contact "Kunde GmbH" from the CRM's own card
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_tls_certificates_are_verified_unless_the_config_says_otherwise(tmp_path, monkeypatch):
+    from tests.imap_server import _self_signed
+
+    cert, key = _self_signed(tmp_path)
+    emulator = EwsEmulator(tls=(str(cert), str(key)))
+    emulator.store.add_user("svc-crm", "service-pw", impersonation=True)
+    emulator.store.add_user("alice", "alice-pw", mailbox="alice@nordlicht.example")
+    monkeypatch.setenv(PW_ENV, "service-pw")
+    with emulator:
+        mail(emulator, "verschlüsselt")
+        assert emulator.url.startswith("https://127.0.0.1:")
+        opts = dict(folders=["inbox"], calendar=False, contacts=False, allow_plaintext=False)
+        with pytest.raises(SourceUnavailable, match="TLS"):
+            pull(emulator, **opts)
+        assert [r.subject for r in pull(emulator, ca_file=str(cert), **opts).records] == ["verschlüsselt"]
+        assert [r.subject for r in pull(emulator, verify_tls=False, **opts).records] == ["verschlüsselt"]

@@ -54,7 +54,9 @@ class FaultRule:
 class EwsEmulator:
     """One emulated Exchange organisation on a loopback port."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, ntlm: bool = True, domain: str = "EXAMPLE") -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, ntlm: bool = True, domain: str = "EXAMPLE",
+                 tls: tuple[str, str] | None = None) -> None:
+        """``tls``: (certificate file, key file) to serve https instead of http."""
         self.store = Store()
         self.faults: list[FaultRule] = []
         self.requests: list[dict[str, Any]] = []  # one entry per EWS request: op, user, mailbox, ...
@@ -66,16 +68,24 @@ class EwsEmulator:
         handler = type("Handler", (_Handler,), {"emulator": self})
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
+        self.scheme = "http"
+        if tls is not None:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
         self.host, self.port = self.httpd.server_address[:2]
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/EWS/Exchange.asmx"
+        return f"{self.scheme}://{self.host}:{self.port}/EWS/Exchange.asmx"
 
     @property
     def autodiscover_url(self) -> str:
-        return f"http://{self.host}:{self.port}/autodiscover/autodiscover.xml"
+        return f"{self.scheme}://{self.host}:{self.port}/autodiscover/autodiscover.xml"
 
     def start(self) -> "EwsEmulator":
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="ews-emulator", daemon=True)
