@@ -52,8 +52,12 @@ def populate(store: Store, mailbox: str, mails: int = 0, events: int = 0, contac
                           uid=f"EV{n:06d}-{box.address}")
         store.create(calendar, elem, begin - timedelta(days=7))
     folder = store.folder(mailbox, "contacts")
+    people = len(CUSTOMERS) * 2
     for n in range(contacts):
         name, email, company = _person(n)
+        if n >= people:  # beyond the people the mail comes from: more colleagues at the same customers
+            name = f"{name.split()[0]} Mitarbeiter{n}"
+            email = f"mitarbeiter{n}@{email.split('@')[1]}"
         given, _, surname = name.partition(" ")
         elem = make_contact(display_name=name, given=given, surname=surname, emails=[email], company=company,
                             phones=[("BusinessPhone", f"+49 341 {1000 + n}")], job_title="Einkauf")

@@ -62,6 +62,7 @@ class EwsEmulator:
         self.requests: list[dict[str, Any]] = []  # one entry per EWS request: op, user, mailbox, ...
         self.autodiscover_redirect: str | None = None  # an address to redirect POX Autodiscover to
         self.autodiscover_fails = False
+        self.redirects: dict[str, str] = {}  # request path -> where HTTP 302 sends it
         self.ntlm = ntlm
         self.domain = domain  # the NetBIOS domain NTLM clients may name ("EXAMPLE\\user")
         self._lock = threading.Lock()
@@ -285,7 +286,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self._read_body()
         path = self.path.lower().split("?")[0]
-        if path == "/autodiscover/autodiscover.xml":
+        if path in self.emulator.redirects:
+            self._send(302, b"", "text/html", {"Location": self.emulator.redirects[path]})
+        elif path == "/autodiscover/autodiscover.xml":
             self._autodiscover(body)
         elif path == "/ews/exchange.asmx":
             self._ews(body)
