@@ -124,12 +124,26 @@ def replay(port: int, session: bytes) -> tuple[float, int]:
         except OSError as exc:
             errors.append(exc)
 
+    # Dovecot's login process holds only a few KB of input: the commands up to
+    # LOGIN go first, the rest once LOGIN is answered (then all at once)
+    m = re.search(rb"(?:^|\r\n)(\S+) LOGIN [^\r]*\r\n", session, re.I)
+    if m is None:
+        raise RuntimeError("the recorded session has no LOGIN")
+    login_end, login_tag = m.end(), m.group(1)
     t = time.perf_counter()
-    sender = threading.Thread(target=send, daemon=True)
-    sender.start()
+    sock.sendall(session[:login_end])
     got = 0
     tail = b""
     buf = bytearray(1 << 20)
+    while not re.search(rb"(?:^|\r\n)" + re.escape(login_tag) + rb" OK", tail):
+        n = sock.recv_into(buf)
+        if n == 0:
+            raise RuntimeError(f"the server closed the connection before LOGIN was answered: {tail[-300:]!r}")
+        got += n
+        tail = (tail + bytes(buf[:n]))[-4096:]
+    session = session[login_end:]
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
     while True:
         try:
             n = sock.recv_into(buf)

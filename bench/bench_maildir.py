@@ -131,8 +131,10 @@ def main() -> None:
                 firsts.append(run_measured(crm))
             first_s = sorted(x[0] for x in firsts)[len(firsts) // 2]
             pss = max(x[1] for x in firsts)
-            again = [run_measured(crm) for _ in range(3)]
-            again_s = sorted(x[0] for x in again)[1]
+            again = [run_measured(crm)]
+            if again[0][0] < 10:  # a slow rerun (the .eml connector before issue 9) is measured once
+                again += [run_measured(crm) for _ in range(2)]
+            again_s = sorted(x[0] for x in again)[len(again) // 2]
             if realistic:
                 stores[label] = kit.summary(cfg.parent / f"run{args.rounds - 1}-1.db")
             rows.append((label, count, realistic, first_s, pss, again_s, max(x[1] for x in again),
@@ -144,7 +146,7 @@ def main() -> None:
          f"folder, as {FOLDERS} folders of {args.n // FOLDERS:,} (the same files, hard-linked), and the first "
          f"{args.eml:,} as .eml files in one folder. Realistic store: bench/realistic.py (300 customers matching "
          "~70 % of the mail, 2,000 contacts, a blocklist, internal domains; ~30 % replies form threads). "
-         f"First syncs: median of {args.rounds}, each into a fresh store; no-change reruns: median of 3.",
+         f"First syncs: median of {args.rounds}, each into a fresh store; no-change reruns: median of 3 (one when it takes over 10 s).",
          "",
          "| layout | store | mails | first sync | ms/mail | mails/s | no-change rerun | peak PSS (first / rerun) |",
          "|---|---|---:|---:|---:|---:|---:|---:|"]
