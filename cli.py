@@ -243,8 +243,11 @@ def sync(obj: Context, sources: tuple[str, ...], as_json: bool, dry_run: bool, w
         progress.finish()
         engine.close()
     if profiler is not None and profile_path:
-        profiler.write(Path(profile_path), sys.argv)
-        click.echo(f"profile written to {profile_path} (and {profile_path}.pstats)", err=True)
+        try:
+            profiler.write(Path(profile_path), sys.argv)
+            click.echo(f"profile written to {profile_path} (and {profile_path}.pstats)", err=True)
+        except OSError as exc:
+            click.echo(f"crm: cannot write the profile to {profile_path}: {exc.strerror or exc}", err=True)
     _print_results(results, as_json, dry_run)
     if any(r.status == "error" for r in results):
         sys.exit(EXIT_SYNC_FAILED)

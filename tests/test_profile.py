@@ -72,3 +72,15 @@ def test_profile_with_watch_is_a_user_error(tmp_path: Path) -> None:
     done = crm(config, "sync", "--watch", "--profile", str(tmp_path / "p.txt"))
     assert done.returncode == 2
     assert "cannot be combined with --watch" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_profile_that_cannot_be_written_is_one_line_and_the_sync_counts(tmp_path: Path) -> None:
+    box = Maildir(tmp_path / "mail")
+    for raw in generate_messages(20, seed=5):
+        box.add(raw)
+    config = write_config(tmp_path / "crm.toml", sources={
+        "files": {"type": "maildir", "path": str(box.root), "owner": ["anna.weber@nordlicht-haustechnik.de"]}})
+    done = crm(config, "sync", "--profile", str(tmp_path / "no-such-dir" / "p.txt"))
+    assert done.returncode == 0, done.stderr
+    assert "cannot write the profile" in done.stderr and "Traceback" not in done.stderr
+    assert "files: ok:" in done.stdout and "added" in done.stdout
