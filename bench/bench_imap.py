@@ -28,6 +28,10 @@ realistic store: a fresh sync, a sync after the folder's UIDVALIDITY
 changed, and a sync after all its mail was moved to another folder (one
 sync) and back (the timed one: every mail comes back under a new UID).
 
+Before each timed step ``os.sync()`` writes back what earlier steps left
+in the page cache (mbsync's copies, the stores), so that no step pays for
+another's writes.
+
 Memory is the peak PSS summed over ``crm sync`` and its reader process
 (bench/_results.TreeMemory).  Writes the section "imap" of bench/RESULTS.md.
 """
@@ -184,6 +188,7 @@ def measure_size(total: int, rounds: int, seed: int, tmp: Path, have_mbsync: boo
         step("warmed the readers, seeded the realistic store", clock)
         replay, header, mbs, real, plain = [], [], [], [], []
         for k in range(rounds):  # interleaved: the machine's other load hits all alike
+            os.sync()  # no write-back of an earlier run's files (mbsync's copies, stores) during a timed one
             s, r["replay_bytes"] = bare.replay(server.port, session)
             if r["replay_bytes"] < 0.95 * r["crm_bytes"]:
                 raise RuntimeError(f"the replay got {r['replay_bytes']:,} bytes, the connector {r['crm_bytes']:,}")
@@ -193,9 +198,11 @@ def measure_size(total: int, rounds: int, seed: int, tmp: Path, have_mbsync: boo
             header.append(s)
             if mb:
                 mb.reset()
+                os.sync()
                 mbs.append(mb.run())
             for realistic, into in ((True, real), (False, plain)):
                 cfg = kit.config(f"run{k}-{int(realistic)}", realistic)
+                os.sync()
                 before = server_cpu(server)
                 seconds, pss, out, cpu = crm_sync(cfg)
                 into.append((seconds, pss, cpu, server_cpu(server) - before))
@@ -211,6 +218,7 @@ def measure_size(total: int, rounds: int, seed: int, tmp: Path, have_mbsync: boo
             r[f"{key}_s"], r[f"{key}_pss"], r[f"{key}_cpu"], r[f"{key}_dovecot_cpu"] = mid
             r[f"{key}_pss_max"] = max(x[1] for x in runs)
         # no-change runs: the realistic store of the last round, mbsync's Maildir of the last round
+        os.sync()
         time.sleep(1.5)
         nochange = [crm_sync(last_real) for _ in range(3)]
         r["nochange_s"] = median([x[0] for x in nochange])
@@ -233,6 +241,7 @@ def measure_rescan(n: int, seed: int, tmp: Path) -> dict:
             "type": "imap", "host": "127.0.0.1", "port": server.port, "tls": "none", "allow_plaintext": True,
             "username": "alice", "password_env": "BENCH_IMAP_PW", "folders": ["INBOX"]}}, seed)
         cfg = kit.config("rescan", True)
+        os.sync()
         r["fresh_s"], r["fresh_pss"], _out, _cpu = crm_sync(cfg)
         server.set_uidvalidity("alice", "INBOX")
         r["uidvalidity_s"], r["uidvalidity_pss"], r["uidvalidity_out"], _cpu = crm_sync(cfg)

@@ -128,6 +128,7 @@ def main() -> None:
             for r in range(args.rounds):
                 cfg = kit.config(f"run{r}-{int(realistic)}", realistic)
                 crm = [sys.executable, "-m", "cli", "--config", str(cfg), "sync", "--source", "alice"]
+                os.sync()  # no write-back of an earlier store during a timed run
                 firsts.append(run_measured(crm))
             first_s = sorted(x[0] for x in firsts)[len(firsts) // 2]
             pss = max(x[1] for x in firsts)
