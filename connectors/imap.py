@@ -58,18 +58,31 @@ HIGHESTMODSEQ all equal the cursor's, the folder is skipped after SELECT.
 
 What is fetched
 ---------------
-Only ``UID FLAGS RFC822.SIZE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (...)]``
-(the fields of :data:`connectors.mailparse.HEADER_FIELDS`), then for the
-text part that :func:`~connectors.mailparse.choose_text_part` picks from
-the BODYSTRUCTURE a prefix ``BODY.PEEK[<section>]<0.N>`` in one FETCH per
-section and size.  ``N`` is twice :func:`~connectors.mailparse.prefix_bytes`
-of the part (4 KiB of text, 12 KiB of quoted-printable, 32 KiB of HTML):
-IMAP sends CRLF line ends while Maildir files (Dovecot, mbsync) keep LF,
-so the prefix is normalised to LF and then cut to prefix_bytes,
-which gives the same snippet as :func:`~connectors.mailparse.parse_message`
-on the stored file.  A mail whose header the server could not split (CR-only
-line ends of old Mac exports, no known field) is fetched as a prefix of the
-whole message instead and read by ``parse_message``.  Folders are opened with EXAMINE and every body fetch
+First ``UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (...)]`` (the fields
+of :data:`connectors.mailparse.HEADER_FIELDS`).  Then, per mail (:class:`_Mail`):
+
+* nothing more for mail the store skips whatever its text says (private,
+  blocked, bulk, internal-only, before ``since``: the view's
+  :class:`~connectors.base.SkipRule`);
+* for a single-part mail (Content-Type not multipart, or none) the text part
+  is known from the header, read as :func:`~connectors.mailparse.iter_parts`
+  reads a file; a multipart mail's ``BODYSTRUCTURE`` is fetched to find it
+  (:func:`~connectors.mailparse.choose_text_part`);
+* of the text part a prefix ``BODY.PEEK[<section>]<0.N>``: first
+  :func:`~connectors.snippet.first_fetch_bytes` (1.5 KiB of text, 2 KiB
+  base64 or quoted-printable, 8 KiB HTML), which settles nearly every
+  snippet (:func:`~connectors.snippet.prefix_snippet`); where it does not
+  (a long style sheet, a quote first), the next bytes up to twice that,
+  :func:`~connectors.mailparse.prefix_bytes`, and at most twice
+  prefix_bytes: IMAP sends CRLF line ends while Maildir files (Dovecot,
+  mbsync) keep LF, so the prefix is normalised to LF and then cut to
+  prefix_bytes, which gives the same snippet as
+  :func:`~connectors.mailparse.parse_message` on the stored file.
+
+Mails that ask for the same item share one FETCH.  A mail whose header the
+server could not split (CR-only line ends of old Mac exports, no known
+field) is fetched as a prefix of the whole message instead and read by
+``parse_message``.  Folders are opened with EXAMINE and every body fetch
 uses ``BODY.PEEK``: the connector never changes the mailbox.
 
 The commands are pipelined (:class:`Fetches`): the header FETCH of the
@@ -141,13 +154,12 @@ from connectors.mailparse import (
     Part,
     bare_cr_lines,
     choose_text_part,
-    content_type,
-    iter_parts,
     parse_header_block,
     parse_message,
     part_snippet,
     prefix_bytes,
     record_from_headers,
+    single_part,
 )
 from connectors.snippet import first_fetch_bytes, prefix_snippet
 from crm_core.records import Batch, Failure, FlagChange, Location, MailRecord
@@ -1102,11 +1114,10 @@ class ImapConnector(Connector):
                     mail.record = record_from_headers(h, location, flags=flags, size=size)
                     if rule is not None and rule.skip_reason(mail.record):
                         pass  # no text: the store keeps none of it
-                    elif content_type(h.get("content-type", ""))[0].startswith("multipart/"):
+                    elif (single := single_part(h)) is None:
                         mail.structure = True
                     else:  # one part, the whole body: as the file parser sees it
-                        mail.part, attachments = choose_text_part(iter_parts(h, b""))
-                        mail.record.has_attachments = attachments
+                        mail.part, mail.record.has_attachments = single
             except MailParseError as exc:
                 batch.failures.append(Failure(location, str(exc), _excerpt(h) if h else _s(header[:300])))
                 continue

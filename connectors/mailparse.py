@@ -466,14 +466,21 @@ def iter_parts(h: dict[str, str], body: bytes, depth: int = 0, section: str = ""
             sub = f"{section}.{index}" if section else str(index)
             yield from iter_parts(ph, pb, depth + 1, sub, ctype == "multipart/digest")
         return
-    yield Part(
-        ctype,
-        params.get("charset", ""),
-        h.get("content-transfer-encoding", ""),
-        _is_attachment(h) or ctype == "message/rfc822",
-        body,
-        section or "1",
-    )
+    yield _leaf(h, ctype, params, body, section)
+
+
+def _leaf(h: dict[str, str], ctype: str, params: dict[str, str], body: bytes, section: str) -> Part:
+    return Part(ctype, params.get("charset", ""), h.get("content-transfer-encoding", ""),
+                _is_attachment(h) or ctype == "message/rfc822", body, section or "1")
+
+
+def single_part(h: dict[str, str]) -> tuple[Part | None, bool] | None:
+    """:func:`choose_text_part` of a mail whose header says it is one part (its body section "1");
+    None for a multipart mail, whose parts only its body (or BODYSTRUCTURE) tells."""
+    ctype, params = content_type(h.get("content-type", ""))
+    if ctype.startswith("multipart/"):
+        return None
+    return choose_text_part((_leaf(h, ctype, params, b"", ""),))
 
 
 def record_from_headers(
