@@ -228,6 +228,18 @@ def _decode_words_fast(value: str) -> str:
 _ADDR_SPEC = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*")
 
 
+#: header values of one address -> what they read as (no warnings come from these); bounded
+_ONE_ADDRESS: dict[str, tuple[Address, ...]] = {}
+_ONE_ADDRESS_MAX = 4096
+
+
+def _remember(value: str, addresses: tuple[Address, ...]) -> tuple[Address, ...]:
+    if len(_ONE_ADDRESS) >= _ONE_ADDRESS_MAX:
+        _ONE_ADDRESS.clear()
+    _ONE_ADDRESS[value] = addresses
+    return addresses
+
+
 def parse_addresses(value: str, warnings: list[str] | None = None, field: str = "") -> tuple[Address, ...]:
     """Addresses of one header value, e-mail lower-cased, names decoded.
 
@@ -236,15 +248,20 @@ def parse_addresses(value: str, warnings: list[str] | None = None, field: str = 
     """
     if not value:
         return ()
+    known = _ONE_ADDRESS.get(value)
+    if known is not None:  # the mailbox owner, the regular correspondents: read once
+        return known
     m = _SIMPLE_ADDR.match(value)
     if m is not None:
         if m.group(3):
-            return (Address(m.group(3).lower()),)
-        return (Address(m.group(2).lower(), decode_words(m.group(1).strip())),)
+            one = (Address(m.group(3).lower()),)
+        else:
+            one = (Address(m.group(2).lower(), decode_words(m.group(1).strip())),)
+        return _remember(value, one)
     m = _QUOTED_ADDR.match(value)
     if m is not None:
         name = re.sub(r"\\(.)", r"\1", m.group(1))
-        return (Address(m.group(2).lower(), decode_words(name).strip()),)
+        return _remember(value, (Address(m.group(2).lower(), decode_words(name).strip()),))
     out = []
     seen = set()
     try:
