@@ -56,12 +56,13 @@ from crm_core.records import Address, Location, MailRecord
 #: part that only starts after 1 MB of attachments gives no snippet)
 MAX_MESSAGE_BYTES = 1024 * 1024
 
-#: the header fields the CRM reads (IMAP fetches exactly these)
+#: the header fields the CRM reads (IMAP fetches exactly these, and the server repeats the
+#: list in every answer: a field nothing reads costs bytes on every mail)
 HEADER_FIELDS = (
     "From", "To", "Cc", "Bcc", "Date", "Subject", "Message-ID", "In-Reply-To",
     "References", "List-Id", "List-Unsubscribe", "Precedence", "Auto-Submitted",
-    "X-Auto-Response-Suppress", "X-Autoreply", "X-Autorespond", "Content-Type",
-    "Content-Transfer-Encoding", "Content-Disposition", "Sender", "Reply-To",
+    "X-Autoreply", "X-Autorespond", "Content-Type",
+    "Content-Transfer-Encoding", "Content-Disposition", "Sender",
 )
 _WANTED = frozenset(f.lower() for f in HEADER_FIELDS)
 _MULTI = frozenset(("to", "cc", "bcc"))  # repeated fields that are merged
