@@ -27,11 +27,13 @@ import os
 import shlex
 import subprocess
 from abc import ABC, abstractmethod
-from typing import Any, Iterator, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
 
-from crm_core.linking import LinkIndex, Linker
 from crm_core.records import Batch, CardPush, MailRecord, PushResult, TaskPush
-from crm_core.settings import LinkingSettings, SourcePolicy
+
+if TYPE_CHECKING:  # imported when a rule is used: a connector alone starts without them
+    from crm_core.linking import Linker
+    from crm_core.settings import LinkingSettings, SourcePolicy
 
 
 class ConnectorError(Exception):
@@ -101,6 +103,8 @@ class SkipRule:
     def skip_reason(self, rec: MailRecord) -> str:
         """Why the store will not log ``rec`` (read from its header, without text), or ""."""
         if self._linker is None:
+            from crm_core.linking import LinkIndex, Linker
+
             self._linker = Linker(self.settings, LinkIndex())
         return self._linker.skip_reason(rec, rec.location.scope, rec.flags, self.policy)
 
