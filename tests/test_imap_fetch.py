@@ -15,6 +15,7 @@ import pytest
 from connectors import imap
 from connectors.base import SkipRule
 from connectors.mailparse import parse_message
+from connectors.snippet import FIRST_FETCH_BYTES, FIRST_FETCH_HTML_BYTES
 from crm_core.settings import AddressSet, LinkingSettings, SourcePolicy
 from crm_core.store import mail_key
 from sync.config import parse_config
@@ -91,8 +92,9 @@ def test_a_short_prefix_first_and_more_only_where_needed(dovecot, sent):
     view.sync(connector(dovecot))
     body = [(uids, items) for uids, items in sent if "BODY.PEEK[1]" in items]
     asked = {uid: [re.search(r"<(\d+)\.(\d+)>", items).groups() for uids, items in body if uid in uids] for uid in (1, 2)}
-    assert asked[1] == [("0", "1536")]  # settled by its first 1.5 KiB
-    assert asked[2][0] == ("0", "8192") and len(asked[2]) > 1  # the style sheet runs past the first 8 KiB
+    assert asked[1] == [("0", str(FIRST_FETCH_BYTES))]  # settled by its first 1.5 KiB
+    assert asked[2][0] == ("0", str(FIRST_FETCH_HTML_BYTES)) and len(asked[2]) > 1  # the style sheet runs past them
+    assert int(asked[2][1][0]) == FIRST_FETCH_HTML_BYTES  # the next bytes, not the first ones again
     assert {r.message_id: r.snippet for r in view.records.values()}["head@x"] == OWN
 
 
