@@ -216,8 +216,11 @@ class _ProgressLine:
 @click.option("--dry-run", is_flag=True, help="Show what would be logged, linked and created; write nothing.")
 @click.option("--watch", is_flag=True, help="Keep running: IMAP IDLE where available, else poll.")
 @click.option("--interval", default=300, show_default=True, help="Seconds between polls in --watch mode.")
+@click.option("--profile", "profile_path", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
+              help="Write where the time went (per source and phase) to FILE, and cProfile data to FILE.pstats.")
 @click.pass_obj
-def sync(obj: Context, sources: tuple[str, ...], as_json: bool, dry_run: bool, watch: bool, interval: int) -> None:
+def sync(obj: Context, sources: tuple[str, ...], as_json: bool, dry_run: bool, watch: bool, interval: int,
+         profile_path: str | None) -> None:
     """Pull every source (or the ones named), link, apply rules, push tasks.
 
     Exit status 0 when every source synced, 1 when one failed (the others
@@ -229,6 +232,7 @@ def sync(obj: Context, sources: tuple[str, ...], as_json: bool, dry_run: bool, w
         crm sync --source anna-imap --json
         crm sync --dry-run
         crm sync --watch
+        crm sync --profile sync-profile.txt
     """
     import gc
 
@@ -243,7 +247,14 @@ def sync(obj: Context, sources: tuple[str, ...], as_json: bool, dry_run: bool, w
         click.echo(f"no sources configured in {config.path}: add a [sources.NAME] table "
                    "(the config `crm init` writes has a commented example of each type)")
     progress = _ProgressLine()
-    engine = Engine(config, obj.store, progress=progress, parallel=True)
+    profiler = None
+    if profile_path:
+        if watch:
+            _fail("--profile profiles one run; it cannot be combined with --watch")
+        from sync.profile import ProfilingEngine
+
+        profiler = ProfilingEngine(config, obj.store, progress=progress)
+    engine = profiler or Engine(config, obj.store, progress=progress, parallel=True)
     try:
         if watch:
             def report(results):
@@ -262,6 +273,12 @@ def sync(obj: Context, sources: tuple[str, ...], as_json: bool, dry_run: bool, w
     finally:
         progress.finish()
         engine.close()
+    if profiler is not None and profile_path:
+        try:
+            profiler.write(Path(profile_path), sys.argv)
+            click.echo(f"profile written to {profile_path} (and {profile_path}.pstats)", err=True)
+        except OSError as exc:
+            click.echo(f"crm: cannot write the profile to {profile_path}: {exc.strerror or exc}", err=True)
     _print_results(results, as_json, dry_run)
     if any(r.status == "error" for r in results):
         sys.exit(EXIT_SYNC_FAILED)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """CalDAV/CardDAV sync speed against a local Radicale, with vdirsyncer for reference.
 
-    python bench/bench_dav.py [--events 3000] [--cards 3000] [--runs 3] [--no-vdirsyncer] [--no-write] [--keep]
+    python bench/bench_dav.py [--events 3000] [--cards 3000] [--runs 3] [--quick] [--no-vdirsyncer] [--no-write] [--keep]
 
 Starts its own Radicale (tests/dav_servers.DavServer, logging at info so
 every request is counted from its log) on a free loopback port, creates one
@@ -16,8 +16,11 @@ Then, each ``--runs`` times (median, min-max):
     ``addressbook-multiget`` in batches of 500 hrefs, multistatus parsed,
     no records built; plus a no-change ``sync-collection`` with the token
     from the first;
-(b) the whole ``crm sync`` process into a fresh store (a caldav and a
-    carddav source, password through ``password_env``), with its peak RSS;
+(b) the whole ``crm sync`` process into a fresh *realistic* store
+    (bench/realistic.py: 300 customers, 2,000 contacts from an address
+    book, a blocklist, internal domains) from a caldav and a carddav
+    source (password through ``password_env``), with its peak memory; and,
+    as a second line, into a fresh store with no customers (the old setup);
 (c) a no-change rerun of ``crm sync`` and the HTTP requests it sends;
 (d) ``vdirsyncer sync`` of the same two collections into local folders:
     initial (fresh status and folders every time) and no-change.
@@ -51,7 +54,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._results import TreeMemory, like_an_installation, write_section  # noqa: E402
-from bench.mailgen import customer_domains  # noqa: E402
+from bench.mailgen import INTERNAL, customer_domains  # noqa: E402
+from bench.realistic import StoreKit  # noqa: E402
 from crm_core.contentlines import escape_text, fold_line  # noqa: E402
 from tests import dav_servers  # noqa: E402
 from tests.dav_servers import USER, DavServer  # noqa: E402
@@ -60,7 +64,6 @@ WORK = ROOT / "bench" / "work" / "dav"
 VENV = ROOT / "bench" / "work" / "vdirsyncer-venv"
 CAL, BOOK = "bench-calendar", "bench-contacts"
 PW_ENV = "CRM_BENCH_DAV_PASSWORD"
-INTERNAL = "nordlicht-haustechnik.example"
 BATCH = 500
 
 # ---------------------------------------------------------------------------
@@ -354,18 +357,14 @@ def run_wait4(argv: list[str], cwd: Path, env: dict | None = None) -> tuple[floa
     return elapsed, tree_mb, stdout, stderr
 
 
-def crm_config(server: DavServer, path: Path) -> None:
-    domains = customer_domains(1)
-    path.write_text(
-        '[store]\npath = "crm.db"\n'
-        f'[company]\ninternal_domains = ["{INTERNAL}"]\n'
-        + "".join(f'[[customers]]\nname = "Customer {i}"\ndomains = ["{d}"]\n' for i, d in enumerate(domains[::2]))
-        + f'[sources.bench-calendar]\ntype = "caldav"\nurl = "{server.url}"\nusername = "{server.user}"\n'
-        f'password_env = "{PW_ENV}"\nallow_plaintext = true\ncalendars = ["{CAL}"]\nowner = ["anna.weber@{INTERNAL}"]\n'
-        + f'[sources.bench-contacts]\ntype = "carddav"\nurl = "{server.url}"\nusername = "{server.user}"\n'
-        f'password_env = "{PW_ENV}"\nallow_plaintext = true\naddressbooks = ["{BOOK}"]\n',
-        encoding="utf-8",
-    )
+def crm_stores(server: DavServer, work: Path) -> StoreKit:
+    """Configs with the realistic store (or none) for the two DAV sources."""
+    return StoreKit(work, {
+        "bench-calendar": {"type": "caldav", "url": server.url, "username": server.user, "password_env": PW_ENV,
+                           "allow_plaintext": True, "calendars": [CAL]},
+        "bench-contacts": {"type": "carddav", "url": server.url, "username": server.user, "password_env": PW_ENV,
+                           "allow_plaintext": True, "addressbooks": [BOOK]},
+    })
 
 
 def vdirsyncer_bin() -> tuple[str, str]:
@@ -449,7 +448,10 @@ def main() -> None:
     parser.add_argument("--no-vdirsyncer", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave RESULTS.md alone")
     parser.add_argument("--keep", action="store_true", help="keep bench/work/dav (server data, stores, logs)")
+    parser.add_argument("--quick", action="store_true", help="300 events, 300 cards, one round")
     args = parser.parse_args()
+    if args.quick:
+        args.events, args.cards, args.runs = 300, 300, 1
     cmdline = "python bench/bench_dav.py" + "".join(
         f" {a}" for a in sys.argv[1:] if a not in ("--no-write", "--keep"))
 
@@ -484,12 +486,9 @@ def bench(server: DavServer, args, cmdline: str) -> str:
           f"({card_bytes / 1e6:.1f} MB) in {load_s:.1f} s; Radicale's first listing took {cache_s:.1f} s")
     n_items = args.events + args.cards
 
-    crm_dir = WORK / "crm"
-    crm_dir.mkdir()
-    cfg = crm_dir / "crm.toml"
-    crm_config(server, cfg)
+    kit = crm_stores(server, WORK / "crm")
     env = {**os.environ, PW_ENV: server.password}
-    crm = [sys.executable, "-m", "cli", "--config", str(cfg)]
+    only = ["--source", "bench-calendar", "--source", "bench-contacts"]  # not the realistic store's address book
 
     vx = None
     if not args.no_vdirsyncer:
@@ -500,7 +499,7 @@ def bench(server: DavServer, args, cmdline: str) -> str:
         vx = [exe, "-c", str(vdirsyncer_config(server, vbase))]
 
     m: dict[str, list] = {k: [] for k in (
-        "bare", "bare_nc", "crm", "crm_rss", "crm_reqs", "rerun", "rerun_reqs", "crm_nc", "crm_nc_rss",
+        "bare", "bare_nc", "crm", "crm_rss", "plain", "plain_rss", "crm_reqs", "rerun", "rerun_reqs", "crm_nc", "crm_nc_rss",
         "crm_nc_reqs", "v", "v_reqs", "v_nc", "v_nc_reqs",
         "bare_srv", "crm_srv", "rerun_srv", "crm_nc_srv", "v_srv", "v_nc_srv")}
     load_before = os.getloadavg()
@@ -525,10 +524,10 @@ def bench(server: DavServer, args, cmdline: str) -> str:
             m["bare_nc"].append(r["nochange_s"])
             m["bare_srv"].append(reqlog.server_s)
         # (b), (e)
-        for f in crm_dir.glob("crm.db*"):
-            f.unlink()
+        cfg = kit.config("real", True)
+        crm = [sys.executable, "-m", "cli", "--config", str(cfg)]
         reqlog.mark()
-        sec, rss, outputs["initial"], _ = run_wait4([*crm, "sync"], ROOT, env)
+        sec, rss, outputs["initial"], _ = run_wait4([*crm, "sync", *only], ROOT, env)
         reqs = reqlog.since()
         srv = reqlog.server_s
         _, _, status_txt, _ = run_wait4([*crm, "status", "--json"], ROOT, env)
@@ -537,7 +536,7 @@ def bench(server: DavServer, args, cmdline: str) -> str:
         items = {row["name"]: row["items"] for row in status["sources"]}
         if counts["appointments"] != args.events or items.get("bench-contacts") != args.cards:
             raise SystemExit(f"the store does not hold what the server has: {counts} {items}\n{outputs['initial']}")
-        with sqlite3.connect(crm_dir / "crm.db") as db:
+        with sqlite3.connect(cfg.parent / "real.db") as db:
             rescan = sorted(name for name, flag in db.execute("SELECT name, rescan FROM sources") if flag)
         if keep:
             m["crm"].append(sec)
@@ -546,19 +545,25 @@ def bench(server: DavServer, args, cmdline: str) -> str:
             m["crm_srv"].append(srv)
         # (b') the first rerun: may read a source again, see the note in the report
         reqlog.mark()
-        sec, _, outputs["rerun"], _ = run_wait4([*crm, "sync"], ROOT, env)
+        sec, _, outputs["rerun"], _ = run_wait4([*crm, "sync", *only], ROOT, env)
         if keep:
             m["rerun"].append(sec)
             m["rerun_reqs"].append(reqlog.since())
             m["rerun_srv"].append(reqlog.server_s)
         # (c)
         reqlog.mark()
-        sec, rss, outputs["nochange"], _ = run_wait4([*crm, "sync"], ROOT, env)
+        sec, rss, outputs["nochange"], _ = run_wait4([*crm, "sync", *only], ROOT, env)
         if keep:
             m["crm_nc"].append(sec)
             m["crm_nc_rss"].append(rss)
             m["crm_nc_reqs"].append(reqlog.since())
             m["crm_nc_srv"].append(reqlog.server_s)
+        # (b2) the same into a store with no customers
+        plain = [sys.executable, "-m", "cli", "--config", str(kit.config("plain", False))]
+        sec, rss, _, _ = run_wait4([*plain, "sync", *only], ROOT, env)
+        if keep:
+            m["plain"].append(sec)
+            m["plain_rss"].append(rss)
         # (d)
         if vx is not None:
             vdir_reset(vbase)
@@ -598,8 +603,9 @@ def bench(server: DavServer, args, cmdline: str) -> str:
         f"| (a) bare protocol, both collections: sync-collection + multiget per 500, niquests + lxml | "
         f"{med(m['bare'])} | {bare_requests} | {srv('bare_srv')} (with the no-change REPORTs) | 1.00 |",
         f"| (a) bare no-change sync-collection with the token, both collections | {med(m['bare_nc'])} | 2 | | |",
-        f"| **(b) `crm sync` initial, whole process, fresh store** | **{med(m['crm'])}** | "
+        f"| **(b) `crm sync` initial, whole process, fresh realistic store** | **{med(m['crm'])}** | "
         f"{md(len(r) for r in m['crm_reqs']):.0f} | {srv('crm_srv')} | **{crm_i / bare:.2f}x (a)** |",
+        f"| (b2) the same into a store with no customers | {med(m['plain'])} | | | {md(m['plain']) / bare:.2f}x (a) |",
         f"| (b') `crm sync` first rerun after (b) (a rescan, see below) | {med(m['rerun'])} | "
         f"{md(len(r) for r in m['rerun_reqs']):.0f} | {srv('rerun_srv')} | |",
         f"| **(c) `crm sync` no-change rerun, whole process** | **{med(m['crm_nc'])}** | "
@@ -634,7 +640,7 @@ def bench(server: DavServer, args, cmdline: str) -> str:
         *rows,
         "",
         f"(e) Peak memory of `crm sync` (summed PSS of the process tree; see run_wait4): initial **{max(m['crm_rss'])} MB**, "
-        f"no-change {max(m['crm_nc_rss'])} MB.",
+        f"no-change {max(m['crm_nc_rss'])} MB; initial into the store with no customers {max(m['plain_rss'])} MB.",
         "",
         f"Requests, `crm sync` initial: {kinds(m['crm_reqs'][-1])}. First rerun: {kinds(m['rerun_reqs'][-1])}. "
         f"No-change: {kinds(m['crm_nc_reqs'][-1])}.",
@@ -643,6 +649,9 @@ def bench(server: DavServer, args, cmdline: str) -> str:
         lines[-1] += (f" vdirsyncer initial: {kinds(m['v_reqs'][-1])}; no-change: {kinds(m['v_nc_reqs'][-1])}.")
     lines += [
         "",
+        "Realistic store (bench/realistic.py): 300 customers, 2,000 contacts from an address book synced before the "
+        "clock starts, a blocklist, two internal domains; the generated events' attendees and the cards' addresses "
+        "are at the same organisation domains as the generated mail. "
         f"Store after each initial `crm sync` (checked every round): {counts['appointments']:,} appointments, "
         f"{counts['contacts']:,} contacts, {counts['customers']:,} customers, {counts['tasks']:,} tasks, "
         f"{counts['quarantine']} quarantined; " + ", ".join(f"{n}: {r['items']:,} items" for n, r in srcs.items()) + ".",

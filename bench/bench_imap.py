@@ -1,33 +1,46 @@
 #!/usr/bin/env python3
-"""IMAP sync speed and memory against a local Dovecot.
+"""IMAP first sync, no-change sync and rescans against a local Dovecot, side by side with mbsync.
 
-    python bench/bench_imap.py [--n 20000] [--rss-scale] [--no-write]
+    python bench/bench_imap.py [--sizes 10000,22000,100000] [--rounds 3] [--quick] [--no-write]
 
-Starts its own Dovecot (tests/imap_server.py), loads N generated mails
-(bench/mailgen.py) into alice's INBOX (and N/10 into Sent) by writing
-Maildir files and running ``doveadm force-resync``, then measures:
+For each size (mails in INBOX + Sent, 10:1) a fresh Dovecot gets the
+generated mail (bench/mailgen.py) written into its Maildir and indexed
+(``doveadm force-resync``), then its index and cache are warmed by one
+untimed pass of every reader.  Then, per round, side by side:
 
-(a) bare imaplib ``UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER])``;
-(b) parsing those header blocks with ``email`` policy.default versus
-    compat32 + getaddresses (for reference; mailparse is what we use);
-(c) our connector's full pull with no store, then the whole ``crm sync``
-    process into a fresh database, with its reader process (the default)
-    and without (``CRM_PARALLEL_PULL=0``), three of each, alternating ->
-    mails/s and the ratio to (a), peak memory of the process tree, and the
-    CPU the run and Dovecot used against the cores the machine has;
-(d) a no-change rerun of ``crm sync`` (INBOX + Sent) versus a no-change
-    ``mbsync`` run of the same folders, and the bare interpreter start;
-(e) with ``--rss-scale``: peak memory of ``crm sync`` at 100,000 mails.
+(a) **crm's own request, bare**: the bytes ``crm sync``'s connector sends
+    in a first sync (recorded once through a loopback proxy), replayed over
+    a plain socket, every response read (bench/_imap_bare.py);
+(b) the header-only fetch ``UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER])``
+    of both folders with imaplib;
+(c) ``mbsync`` pulling both folders into a fresh Maildir, ``FSync no``;
+(d) ``crm sync`` into a fresh *realistic* store (bench/realistic.py: 300
+    customers matching ~70 % of the mail, 2,000 contacts, threads, a
+    blocklist, internal domains);
+(e) ``crm sync`` into a fresh store with no customers (the figures of before).
 
-Figures are printed and written to bench/RESULTS.md (section "imap").
+Then no-change runs: ``crm sync`` again on the realistic store and
+``mbsync`` again, after a pause of 1.5 s (isync sleeps a second when its
+Maildir changed within the current second, which would bill the sleep to it).
+
+Then, at ``--rescan`` mails (default 20,000) in INBOX alone, with the
+realistic store: a fresh sync, a sync after the folder's UIDVALIDITY
+changed, and a sync after all its mail was moved to another folder (one
+sync) and back (the timed one: every mail comes back under a new UID).
+
+Before each timed step ``os.sync()`` writes back what earlier steps left
+in the page cache (mbsync's copies, the stores), so that no step pays for
+another's writes.
+
+Memory is the peak PSS summed over ``crm sync`` and its reader process
+(bench/_results.TreeMemory).  Writes the section "imap" of bench/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import imaplib
-import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,194 +51,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import _imap_bare as bare  # noqa: E402
 from bench._results import TreeMemory, like_an_installation, process_tree, write_section  # noqa: E402
+from bench.mailgen import generate_messages  # noqa: E402
+from bench.realistic import StoreKit  # noqa: E402
 from tests.imap_server import running_dovecot  # noqa: E402
 
-try:
-    from bench.mailgen import generate_messages  # noqa: E402
-except ImportError:  # pragma: no cover - the generator is another engineer's file
-    generate_messages = None
+FOLDERS = ["INBOX", "\\Sent"]
 
-def timed_run(argv: list[str], cwd: Path, env: dict | None = None) -> tuple[float, int, int, str, float]:
-    """(seconds, peak summed PSS in MB, peak summed RSS in MB, stdout, CPU seconds) of a
-    child process and its descendants (the sync and its reader process; bench/_results.TreeMemory)."""
-    out_f = tempfile.TemporaryFile()
-    err_f = tempfile.TemporaryFile()
+
+def timed_run(argv: list[str], env: dict | None = None) -> tuple[float, int, str, float]:
+    """(seconds, peak summed PSS in MB, stdout, CPU seconds) of a child and its descendants."""
+    out_f, err_f = tempfile.TemporaryFile(), tempfile.TemporaryFile()
     t = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out_f, stderr=err_f, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out_f, stderr=err_f, stdin=subprocess.DEVNULL)
     memory = TreeMemory(proc.pid)
     _, status, usage = os.wait4(proc.pid, 0)  # CPU times include the reaped reader process
     seconds = time.perf_counter() - t
-    pss_mb, rss_mb = memory.stop()
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    pss_mb, _rss_mb = memory.stop()
     out_f.seek(0)
     err_f.seek(0)
     stdout, stderr = out_f.read().decode("utf-8", "replace"), err_f.read().decode("utf-8", "replace")
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):\n{stdout[-2000:]}\n{stderr[-2000:]}")
-    return seconds, pss_mb, rss_mb, stdout, usage.ru_utime + usage.ru_stime
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed:\n{stdout[-2000:]}\n{stderr[-2000:]}")
+    return seconds, pss_mb, stdout, usage.ru_utime + usage.ru_stime
 
 
-def load(server, n: int, seed: int) -> None:
-    def gen(count, s):
-        if generate_messages is None:
-            raise SystemExit("bench/mailgen.py is missing")
-        return generate_messages(count, s)
-
-    server.drop("alice", "INBOX", gen(n, seed))
-    server.drop("alice", "Sent", gen(max(1, n // 10), seed + 1000))
-
-
-def bare_fetch(server) -> tuple[float, list[bytes]]:
-    m = imaplib.IMAP4("127.0.0.1", server.port)
-    m.login("alice", server.users["alice"])
-    m.select("INBOX", readonly=True)
-    t = time.perf_counter()
-    typ, data = m.uid("FETCH", "1:*", "(UID FLAGS BODY.PEEK[HEADER])")
-    seconds = time.perf_counter() - t
-    m.logout()
-    headers = [item[1] for item in data if isinstance(item, tuple)]
-    return seconds, headers
-
-
-def header_parse(headers: list[bytes]) -> tuple[float, float, float]:
-    """Seconds for policy.default, compat32 + getaddresses, and mailparse."""
-    from email import policy
-    from email.parser import BytesHeaderParser
-    from email.utils import getaddresses
-
-    from connectors.mailparse import parse_header_block, record_from_headers
-    from crm_core.records import Location
-
-    sample = headers[:5000]
-    scale = len(headers) / max(1, len(sample))
-    p = BytesHeaderParser(policy=policy.default)
-    t = time.perf_counter()
-    for h in sample:
-        msg = p.parsebytes(h)
-        for f in ("from", "to", "cc", "subject", "date", "message-id"):
-            msg.get(f)
-        msg.get("to") and msg["to"].addresses
-    default = (time.perf_counter() - t) * scale
-    p = BytesHeaderParser(policy=policy.compat32)
-    t = time.perf_counter()
-    for h in sample:
-        msg = p.parsebytes(h)
-        getaddresses(msg.get_all("to", []) + msg.get_all("cc", []) + msg.get_all("from", []))
-        msg.get("subject"), msg.get("date"), msg.get("message-id")
-    compat = (time.perf_counter() - t) * scale
-    loc = Location("INBOX", "1")
-    t = time.perf_counter()
-    for h in sample:
-        record_from_headers(parse_header_block(h), loc)
-    fast = (time.perf_counter() - t) * scale
-    return default, compat, fast
-
-
-class NullView:
-    def known(self, scope):
-        return {}
-
-    def scopes(self):
-        return []
-
-
-def connector_pull(server, folders: list[str], cursor: dict | None = None) -> tuple[float, int, dict | None]:
-    """(seconds, mails, final cursor) of one pull, login included."""
-    from connectors.imap import ImapConnector
-
-    os.environ["BENCH_IMAP_PW"] = server.users["alice"]
-    conn = ImapConnector("bench", {"type": "imap", "host": "127.0.0.1", "port": server.port, "tls": "none",
-                                   "allow_plaintext": True, "username": "alice", "password_env": "BENCH_IMAP_PW",
-                                   "folders": folders})
-    t = time.perf_counter()
-    n = 0
-    for batch in conn.pull(cursor, NullView()):
-        n += len(batch.records) + len(batch.failures)
-        cursor = batch.cursor or cursor
-    seconds = time.perf_counter() - t
-    conn.close()
-    return seconds, n, cursor
-
-
-def write_config(path: Path, server, db: Path, folders: list[str]) -> Path:
-    path.write_text(textwrap.dedent(f"""\
-        [store]
-        path = "{db}"
-
-        [company]
-        internal_domains = ["nordlicht-haustechnik.de"]
-
-        [sources.alice]
-        type = "imap"
-        host = "127.0.0.1"
-        port = {server.port}
-        tls = "none"
-        allow_plaintext = true
-        username = "alice"
-        password_env = "BENCH_IMAP_PW"
-        folders = {json.dumps(folders)}
-        owner = ["anna.weber@nordlicht-haustechnik.de"]
-        """))
-    return path
-
-
-def crm_sync(config: Path, parallel: bool = True) -> tuple[float, int, int, str, float]:
-    env = dict(os.environ)
-    if not parallel:
-        env["CRM_PARALLEL_PULL"] = "0"
-    return timed_run([sys.executable, "-m", "cli", "--config", str(config), "sync"], ROOT, env)
-
-
-def mbsync_runs(server, tmp: Path) -> tuple[float, list[float]]:
-    """(first run, five no-change runs) of mbsync pulling INBOX and Sent."""
-    local = tmp / "mbsync-mail"
-    local.mkdir()
-    rc = tmp / "mbsyncrc"
-    rc.write_text(textwrap.dedent(f"""\
-        FSync no
-
-        IMAPAccount bench
-        Host 127.0.0.1
-        Port {server.port}
-        User alice
-        Pass {server.users['alice']}
-        SSLType None
-        AuthMechs LOGIN
-
-        IMAPStore bench-far
-        Account bench
-
-        MaildirStore bench-near
-        Path {local}/
-        Inbox {local}/INBOX
-        SubFolders Verbatim
-
-        Channel bench
-        Far :bench-far:
-        Near :bench-near:
-        Patterns INBOX Sent
-        Create Near
-        Sync Pull
-        SyncState *
-        """))
-    times = []
-    for attempt in range(6):
-        if attempt == 1:
-            time.sleep(1.5)  # isync waits out a maildir touched within the current second
-        t = time.perf_counter()
-        done = subprocess.run(["mbsync", "-q", "-c", str(rc), "bench"], capture_output=True, text=True)
-        times.append(time.perf_counter() - t)
-        if done.returncode != 0:
-            raise RuntimeError(f"mbsync failed: {done.stderr[-1500:]}")
-    return times[0], times[1:]
-
-
-ROUNDS = 3
-
-
-def median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
+def crm_sync(config: Path) -> tuple[float, int, str, float]:
+    return timed_run([sys.executable, "-m", "cli", "--config", str(config), "sync", "--source", "alice"],
+                     dict(os.environ))
 
 
 def server_cpu(server) -> float:
@@ -241,122 +95,318 @@ def server_cpu(server) -> float:
     return total / tick
 
 
-def python_start() -> float:
-    """Median seconds of the interpreter starting and stopping, site-packages' .pth files included."""
-    times = []
-    for _ in range(9):
+class Mbsync:
+    """mbsync pulling INBOX and Sent into a local Maildir, ``FSync no``."""
+
+    def __init__(self, server, tmp: Path):
+        self.server, self.tmp = server, tmp
+        self.local = tmp / "mbsync-mail"
+        self.rc = tmp / "mbsyncrc"
+
+    def reset(self) -> None:
+        shutil.rmtree(self.local, ignore_errors=True)
+        self.local.mkdir(parents=True)
+        self.rc.write_text(textwrap.dedent(f"""\
+            FSync no
+
+            IMAPAccount bench
+            Host 127.0.0.1
+            Port {self.server.port}
+            User alice
+            Pass {self.server.users['alice']}
+            SSLType None
+            AuthMechs LOGIN
+
+            IMAPStore bench-far
+            Account bench
+
+            MaildirStore bench-near
+            Path {self.local}/
+            Inbox {self.local}/INBOX
+            SubFolders Verbatim
+
+            Channel bench
+            Far :bench-far:
+            Near :bench-near:
+            Patterns INBOX Sent
+            Create Near
+            Sync Pull
+            SyncState *
+            """))
+
+    def run(self) -> float:
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "pass"], check=True)
-        times.append(time.perf_counter() - t)
-    return median(times)
+        done = subprocess.run(["mbsync", "-q", "-c", str(self.rc), "bench"], capture_output=True, text=True)
+        seconds = time.perf_counter() - t
+        if done.returncode != 0:
+            raise RuntimeError(f"mbsync failed: {done.stderr[-1500:]}")
+        return seconds
 
 
-def run(n: int, rss_scale: bool, seed: int) -> str:
-    lines = []
+def median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
-    def say(text: str) -> None:
-        print(text, flush=True)
-        lines.append(text)
 
-    with tempfile.TemporaryDirectory(prefix="bench-imap-") as tmpdir:
-        tmp = Path(tmpdir)
-        with running_dovecot() as server:
-            t = time.perf_counter()
-            load(server, n, seed)
-            say(f"Loaded {n:,} mails into INBOX and {max(1, n // 10):,} into Sent in {time.perf_counter() - t:.1f} s "
-                f"(Dovecot {server.version}, Maildir, loopback, no TLS).")
-            say("")
-            bare_fetch(server)  # warm Dovecot's index and cache once
-            bares = [bare_fetch(server) for _ in range(ROUNDS)]
-            bare_s = median([b[0] for b in bares])
-            headers = bares[0][1]
-            bare_rate = n / bare_s
-            d_s, c_s, f_s = header_parse(headers)
-            conn_s, conn_n, _cursor = connector_pull(server, ["INBOX"])
-            conn_rate = conn_n / conn_s
-            _s, _n, cursor = connector_pull(server, ["INBOX", "\\Sent"])
-            nochange_s, _n, _c = connector_pull(server, ["INBOX", "\\Sent"], cursor)
-            os.environ["BENCH_IMAP_PW"] = server.users["alice"]
-            total = n + max(1, n // 10)
-            runs: dict[bool, list[tuple[float, int, int]]] = {True: [], False: []}
-            for r in range(ROUNDS):  # interleaved: the machine's other load hits both alike
-                for parallel in (True, False):
-                    db = tmp / f"crm-{r}-{int(parallel)}.db"
-                    config = write_config(tmp / "crm.toml", server, db, ["INBOX", "\\Sent"])
-                    before = server_cpu(server)
-                    seconds, pss, rss, _out, cpu = crm_sync(config, parallel)
-                    runs[parallel].append((seconds, pss, rss, cpu, server_cpu(server) - before))
-            sync_s = median([x[0] for x in runs[True]])
-            inproc_s = median([x[0] for x in runs[False]])
-            sync_tree, sync_rss = max(x[1] for x in runs[True]), max(x[2] for x in runs[True])
-            inproc_tree = max(x[1] for x in runs[False])
-            sync_rate, inproc_rate = total / sync_s, total / inproc_s
-            mid = sorted(runs[True])[len(runs[True]) // 2]  # the median run's CPU accounts
-            cores = os.cpu_count() or 1
-            reruns = [crm_sync(config) for _ in range(5)]
-            rerun_s = median([x[0] for x in reruns])
-            rerun_tree = max(x[1] for x in reruns)
-            mb_first, mb_reruns = mbsync_runs(server, tmp)
-            mb_rerun = median(mb_reruns)
-            say(f"Medians of {ROUNDS} runs (no-change runs: of 5); the `crm sync` runs with and without the reader "
-                "process alternate, each into a fresh store.")
-            say("")
-            say("| measurement | time | mails/s | ratio to (a) |")
-            say("|---|---:|---:|---:|")
-            say(f"| (a) bare imaplib `UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER])`, INBOX | {bare_s:.2f} s | {bare_rate:,.0f} | 1.00 |")
-            say(f"| (b) header parse, `email` policy.default | {d_s:.2f} s | {n / d_s:,.0f} | |")
-            say(f"| (b) header parse, compat32 + getaddresses | {c_s:.2f} s | {n / c_s:,.0f} | |")
-            say(f"| (b) header parse, mailparse (what we use) | {f_s:.2f} s | {n / f_s:,.0f} | |")
-            say(f"| (c) ImapConnector.pull, INBOX, no store | {conn_s:.2f} s | {conn_rate:,.0f} | {conn_rate / bare_rate:.2f} |")
-            say(f"| **(c) `crm sync` process, INBOX + Sent, fresh DB** | **{sync_s:.2f} s** | **{sync_rate:,.0f}** | **{sync_rate / bare_rate:.2f}** |")
-            say(f"| (c) the same with `CRM_PARALLEL_PULL=0` (no reader process) | {inproc_s:.2f} s | {inproc_rate:,.0f} | {inproc_rate / bare_rate:.2f} |")
-            say(f"| **(d) `crm sync` no-change rerun, INBOX + Sent** | **{rerun_s:.3f} s** | | |")
-            say(f"| (d) ImapConnector.pull no-change (login, LIST, 2x EXAMINE), in-process | {nochange_s:.3f} s | | |")
-            say(f"| (d) `{sys.executable.rsplit('/', 1)[-1]} -c pass` (interpreter start, site included) | {python_start():.3f} s | | |")
-            say(f"| (d) `mbsync` first run (full bodies), INBOX + Sent | {mb_first:.2f} s | | |")
-            say(f"| (d) `mbsync` no-change run, INBOX + Sent | {mb_rerun:.3f} s | | |")
-            say("")
-            say(f"Memory of `crm sync` at {total:,} mails, peak PSS summed over the sync and its reader process: "
-                f"**{sync_tree} MB** (summed RSS, which counts shared pages twice: {sync_rss} MB); without the "
-                f"reader process {inproc_tree} MB; no-change rerun {rerun_tree} MB.")
-            say("")
-            say(f"CPU of the median `crm sync` run: {mid[3]:.2f} s in the sync and its reader process, {mid[4]:.2f} s "
-                f"in Dovecot; on {cores} cores that needs at least {(mid[3] + mid[4]) / cores:.2f} s of wall time, "
-                f"and the run took {mid[0]:.2f} s (process start included).")
-            say("")
-            say("Targets: initial sync >= 0.25 of (a): "
-                f"{'met' if sync_rate / bare_rate >= 0.25 else 'NOT met'} ({sync_rate / bare_rate:.2f}; "
-                f"the brief assumed (a) ~20,000 mails/s and 0.25 of it ~5,000/s; here (a) is {bare_rate:,.0f}/s and "
-                f"`crm sync` does {sync_rate:,.0f}/s); no-change rerun <= 0.5x mbsync: "
-                f"{'met' if rerun_s <= 0.5 * mb_rerun else 'NOT met'} ({rerun_s / mb_rerun:.2f}x for the `crm` "
-                f"process, {nochange_s / mb_rerun:.2f}x for the connector's pull alone); "
-                f"peak memory < 150 MB: {'met' if sync_tree < 150 else 'NOT met'}.")
-        if rss_scale:
-            big = 100_000
-            with running_dovecot() as server:
-                load(server, big, seed)
-                config = write_config(tmp / "big.toml", server, tmp / "big.db", ["INBOX", "\\Sent"])
-                os.environ["BENCH_IMAP_PW"] = server.users["alice"]
-                big_s, big_tree, big_rss, _out, _cpu = crm_sync(config)
-            big_total = big + big // 10
-            say("")
-            say(f"(e) `crm sync` of {big_total:,} mails: {big_s:.1f} s ({big_total / big_s:,.0f} mails/s), "
-                f"peak PSS {big_tree} MB (summed RSS {big_rss} MB) vs {sync_tree} MB at {total:,}: "
-                f"{'flat' if big_tree <= sync_tree * 1.2 + 5 else 'GROWS'}.")
-    return "\n".join(lines)
+def load(server, total: int, seed: int) -> tuple[int, int]:
+    inbox = total * 10 // 11
+    server.drop("alice", "INBOX", generate_messages(inbox, seed))
+    server.drop("alice", "Sent", generate_messages(total - inbox, seed + 1000))
+    return inbox, total - inbox
+
+
+def step(what: str, started: list[float]) -> None:
+    """Progress on stderr: what was done, and how long it took."""
+    now = time.perf_counter()
+    print(f"  {what}: {now - started[0]:.1f} s", file=sys.stderr, flush=True)
+    started[0] = now
+
+
+def measure_size(total: int, rounds: int, seed: int, tmp: Path, have_mbsync: bool) -> dict:
+    """Every measurement at one size; a dict of medians and details."""
+    r: dict = {"total": total}
+    clock = [time.perf_counter()]
+    with running_dovecot() as server:
+        t = time.perf_counter()
+        r["inbox"], r["sent"] = load(server, total, seed)
+        r["load_s"] = time.perf_counter() - t
+        r["dovecot"] = server.version
+        pw = server.users["alice"]
+        os.environ["BENCH_IMAP_PW"] = pw
+        sent_name = bare.resolve_sent(server.port, pw)
+        session, r["crm_bytes"] = bare.record_session(server.port, pw, FOLDERS)  # also warms the index cache
+        r["shapes"] = bare.command_shapes(session)
+        step(f"loaded {total:,} mails, recorded crm's request", clock)
+        bare.header_fetch(server.port, pw, ["INBOX", sent_name])  # warm
+        mb = Mbsync(server, tmp) if have_mbsync else None
+        if mb:
+            mb.reset()
+            mb.run()  # warm: every message file read once
+        kit = StoreKit(tmp / f"stores-{total}", {"alice": {
+            "type": "imap", "host": "127.0.0.1", "port": server.port, "tls": "none", "allow_plaintext": True,
+            "username": "alice", "password_env": "BENCH_IMAP_PW", "folders": FOLDERS}}, seed)
+        kit.config("warm", True)  # seeds the realistic template (address book), untimed
+        step("warmed the readers, seeded the realistic store", clock)
+        replay, header, mbs, real, plain = [], [], [], [], []
+        for k in range(rounds):  # interleaved: the machine's other load hits all alike
+            os.sync()  # no write-back of an earlier run's files (mbsync's copies, stores) during a timed one
+            s, r["replay_bytes"] = bare.replay(server.port, session)
+            if r["replay_bytes"] < 0.95 * r["crm_bytes"]:
+                raise RuntimeError(f"the replay got {r['replay_bytes']:,} bytes, the connector {r['crm_bytes']:,}")
+            replay.append(s)
+            s, n = bare.header_fetch(server.port, pw, ["INBOX", sent_name])
+            assert n == total, (n, total)
+            header.append(s)
+            if mb:
+                mb.reset()
+                os.sync()
+                mbs.append(mb.run())
+            for realistic, into in ((True, real), (False, plain)):
+                cfg = kit.config(f"run{k}-{int(realistic)}", realistic)
+                os.sync()
+                before = server_cpu(server)
+                seconds, pss, out, cpu = crm_sync(cfg)
+                into.append((seconds, pss, cpu, server_cpu(server) - before))
+                if realistic:
+                    r["store"] = kit.summary(cfg.parent / f"run{k}-1.db")
+                    r["crm_out"] = out.strip().splitlines()[0]
+                    last_real = cfg
+            step(f"round {k + 1}", clock)
+        r["replay_s"], r["header_s"] = median(replay), median(header)
+        r["mbsync_s"] = median(mbs) if mbs else None
+        for key, runs in (("real", real), ("plain", plain)):
+            mid = sorted(runs)[len(runs) // 2]
+            r[f"{key}_s"], r[f"{key}_pss"], r[f"{key}_cpu"], r[f"{key}_dovecot_cpu"] = mid
+            r[f"{key}_pss_max"] = max(x[1] for x in runs)
+        # no-change runs: the realistic store of the last round, mbsync's Maildir of the last round
+        os.sync()
+        time.sleep(1.5)
+        nochange = [crm_sync(last_real) for _ in range(3)]
+        r["nochange_s"] = median([x[0] for x in nochange])
+        r["nochange_pss"] = max(x[1] for x in nochange)
+        r["mbsync_nochange_s"] = median([mb.run() for _ in range(3)]) if mb else None
+        step("no-change runs", clock)
+    return r
+
+
+def measure_rescan(n: int, seed: int, tmp: Path) -> dict:
+    """Fresh sync, UIDVALIDITY rescan and moved-away-and-back of one n-mail folder (realistic store)."""
+    r: dict = {"n": n}
+    with running_dovecot() as server:
+        server.drop("alice", "INBOX", generate_messages(n, seed))
+        pw = server.users["alice"]
+        os.environ["BENCH_IMAP_PW"] = pw
+        bare.header_fetch(server.port, pw, ["INBOX"])  # warm
+        bare.record_session(server.port, pw, ["INBOX"])  # warm the cache of what crm fetches
+        kit = StoreKit(tmp / "stores-rescan", {"alice": {
+            "type": "imap", "host": "127.0.0.1", "port": server.port, "tls": "none", "allow_plaintext": True,
+            "username": "alice", "password_env": "BENCH_IMAP_PW", "folders": ["INBOX"]}}, seed)
+        cfg = kit.config("rescan", True)
+        os.sync()
+        r["fresh_s"], r["fresh_pss"], _out, _cpu = crm_sync(cfg)
+        server.set_uidvalidity("alice", "INBOX")
+        r["uidvalidity_s"], r["uidvalidity_pss"], r["uidvalidity_out"], _cpu = crm_sync(cfg)
+        server.doveadm("mailbox", "create", "-u", "alice", "Archive")
+        server.doveadm("move", "-u", "alice", "Archive", "mailbox", "INBOX", "ALL")
+        r["away_s"], _pss, r["away_out"], _cpu = crm_sync(cfg)
+        server.doveadm("move", "-u", "alice", "INBOX", "mailbox", "Archive", "ALL")
+        r["back_s"], r["back_pss"], r["back_out"], _cpu = crm_sync(cfg)
+    return r
+
+
+def fmt_ms(seconds: float | None, mails: int) -> str:
+    return "-" if seconds is None else f"{seconds * 1000 / mails:.3f}"
+
+
+def report(sizes: list[dict], rescan: dict | None, rounds: int) -> list[str]:
+    L: list[str] = []
+    main = next((s for s in sizes if s["total"] == 22_000), sizes[len(sizes) // 2])
+    first, last = sizes[0], sizes[-1]
+    L.append(f"Dovecot {main['dovecot']} (Maildir, loopback, no TLS), generated mail (bench/mailgen.py), INBOX + Sent "
+             "at 10:1. Index and cache warmed by one untimed pass of every reader. Medians of "
+             f"{rounds} interleaved rounds (one round at 100,000). mbsync runs with **`FSync no`**; its no-change "
+             "runs start after a 1.5 s pause.")
+    L.append("")
+    store = main.get("store", {})
+    L.append("Realistic store (bench/realistic.py): 300 customers (their domains match about 70 % of the mail), "
+             "2,000 contacts from an address book synced before the clock starts, a blocklist of 40 addresses and "
+             "one domain, two internal domains; ~30 % of the mail are replies, so threads form. After the "
+             f"{main['total']:,}-mail sync: " + ", ".join(f"{v:,} {k}" for k, v in store.items()) + ".")
+    L.append("")
+    L.append(f"### First sync of INBOX + Sent, {main['total']:,} mails")
+    L.append("")
+    L.append("| measurement | time | mails/s | crm (realistic) takes |")
+    L.append("|---|---:|---:|---:|")
+    t = main["total"]
+    real = main["real_s"]
+
+    def row(name: str, seconds: float | None, bold: bool = False) -> None:
+        if seconds is None:
+            L.append(f"| {name} | not run | | |")
+            return
+        b = "**" if bold else ""
+        ratio = "1.00" if seconds == real else f"{real / seconds:.2f}x"
+        L.append(f"| {b}{name}{b} | {b}{seconds:.2f} s{b} | {t / seconds:,.0f} | {ratio} |")
+
+    row(f"(a) crm's own request, bare: the connector's bytes replayed ({main['replay_bytes'] / 1e6:.0f} MB back)",
+        main["replay_s"])
+    row("(b) header-only `UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER])`, both folders", main["header_s"])
+    row("(c) `mbsync` initial pull, `FSync no`", main["mbsync_s"])
+    row("(d) `crm sync`, realistic store", real, bold=True)
+    row("(e) `crm sync`, no customers (the old benchmark)", main["plain_s"])
+    L.append("")
+    L.append(f"CPU of the median (d): {main['real_cpu']:.2f} s in `crm sync` and its reader process, "
+             f"{main['real_dovecot_cpu']:.2f} s in Dovecot ({os.cpu_count()} cores). Peak PSS: realistic "
+             f"{main['real_pss_max']} MB, no customers {main['plain_pss_max']} MB.")
+    L.append("")
+    L.append("What `crm sync` asks the server for in a first sync (the request replayed in (a)):")
+    L.append("")
+    L.extend(bare.shapes_markdown(main["shapes"]))
+    L.append("")
+    L.append("### Cost per mail as the mailbox grows")
+    L.append("")
+    head = " | ".join(f"{s['total']:,}" for s in sizes)
+    L.append(f"| ms per mail | {head} | {last['total']:,} / {first['total']:,} |")
+    L.append("|---|" + "---:|" * (len(sizes) + 1))
+
+    def grow(name: str, key: str, bold: bool = False) -> None:
+        vals = [s.get(key) for s in sizes]
+        cells = [fmt_ms(v, s["total"]) for v, s in zip(vals, sizes)]
+        if vals[0] and vals[-1]:
+            g = (vals[-1] / last["total"]) / (vals[0] / first["total"])
+            growth = f"{g:.2f}x"
+        else:
+            growth = "-"
+        b = "**" if bold else ""
+        L.append(f"| {b}{name}{b} | " + " | ".join(cells) + f" | {b}{growth}{b} |")
+
+    grow("(a) crm's own request, bare", "replay_s")
+    grow("(b) header-only fetch", "header_s")
+    grow("(c) mbsync initial, `FSync no`", "mbsync_s")
+    grow("(d) `crm sync`, realistic store", "real_s", bold=True)
+    grow("(e) `crm sync`, no customers", "plain_s")
+    L.append("| (d) / (c): crm vs mbsync | " + " | ".join(
+        f"{s['real_s'] / s['mbsync_s']:.2f}x" if s.get("mbsync_s") else "-" for s in sizes) + " | |")
+    L.append("| (d) / (a): crm vs its own request bare | " + " | ".join(
+        f"{s['real_s'] / s['replay_s']:.2f}x" for s in sizes) + " | |")
+    L.append("| peak PSS of (d), MB | " + " | ".join(f"{s['real_pss_max']}" for s in sizes) + " | |")
+    L.append("| peak PSS of (e), MB | " + " | ".join(f"{s['plain_pss_max']}" for s in sizes) + " | |")
+    L.append("| no-change `crm sync` (realistic), s | " + " | ".join(f"{s['nochange_s']:.3f}" for s in sizes) + " | |")
+    L.append("| no-change `mbsync`, s | " + " | ".join(
+        f"{s['mbsync_nochange_s']:.3f}" if s.get("mbsync_nochange_s") else "-" for s in sizes) + " | |")
+    L.append("| no-change crm / mbsync | " + " | ".join(
+        f"{s['nochange_s'] / s['mbsync_nochange_s']:.2f}x" if s.get("mbsync_nochange_s") else "-"
+        for s in sizes) + " | |")
+    L.append("")
+    if rescan:
+        n, fresh = rescan["n"], rescan["fresh_s"]
+        L.append(f"### Rescans of a {n:,}-mail INBOX (realistic store)")
+        L.append("")
+        L.append("| sync | time | vs the fresh sync | peak PSS |")
+        L.append("|---|---:|---:|---:|")
+        L.append(f"| fresh sync, empty store | {fresh:.2f} s | 1.00x | {rescan['fresh_pss']} MB |")
+        L.append(f"| after the folder's UIDVALIDITY changed | {rescan['uidvalidity_s']:.2f} s | "
+                 f"{rescan['uidvalidity_s'] / fresh:.2f}x | {rescan['uidvalidity_pss']} MB |")
+        L.append(f"| all mail moved to another folder (not synced) | {rescan['away_s']:.2f} s | "
+                 f"{rescan['away_s'] / fresh:.2f}x | |")
+        L.append(f"| ... and moved back: every mail under a new UID | {rescan['back_s']:.2f} s | "
+                 f"{rescan['back_s'] / fresh:.2f}x | {rescan['back_pss']} MB |")
+        L.append("")
+        for key, what in (("uidvalidity_out", "UIDVALIDITY"), ("away_out", "moved away"), ("back_out", "moved back")):
+            L.append(f"- `crm sync` after {what}: `{' / '.join(rescan[key].strip().splitlines())}`")
+        L.append("")
+    at22 = main
+    big = last
+    targets = []
+    if at22.get("mbsync_s"):
+        targets.append(f"first sync of {at22['total']:,} <= 1.5x mbsync: {at22['real_s'] / at22['mbsync_s']:.2f}x")
+    targets.append(f"<= 2x crm's own request bare: {at22['real_s'] / at22['replay_s']:.2f}x")
+    if len(sizes) > 1:
+        g = (big["real_s"] / big["total"]) / (first["real_s"] / first["total"])
+        targets.append(f"cost per mail at {big['total']:,} <= 1.2x at {first['total']:,}: {g:.2f}x")
+    if big.get("mbsync_nochange_s"):
+        targets.append(f"no-change at {big['total']:,} <= 0.8x mbsync: {big['nochange_s'] / big['mbsync_nochange_s']:.2f}x")
+    targets.append(f"peak PSS < 150 MB and flat: {', '.join(str(s['real_pss_max']) for s in sizes)} MB")
+    if rescan:
+        targets.append(f"UIDVALIDITY rescan / moved back <= 1x the fresh sync: "
+                       f"{rescan['uidvalidity_s'] / rescan['fresh_s']:.2f}x / {rescan['back_s'] / rescan['fresh_s']:.2f}x")
+    L.append("Targets (issue 9): " + "; ".join(targets) + ".")
+    return L
 
 
 def main() -> int:
     like_an_installation()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=20_000, help="mails in INBOX (Sent gets n/10)")
+    ap.add_argument("--sizes", default="10000,22000,100000", help="mails in INBOX + Sent, comma-separated")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per size (sizes over 50,000: one)")
+    ap.add_argument("--rescan", type=int, default=20_000, help="mails in the folder of the rescan tests (0: skip)")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--rss-scale", action="store_true", help="also sync 100,000 mails and compare peak RSS")
+    ap.add_argument("--quick", action="store_true", help="sizes 1,000 / 2,200 / 5,000, one round, rescan of 2,000")
     ap.add_argument("--no-write", action="store_true", help="do not touch bench/RESULTS.md")
     args = ap.parse_args()
-    body = run(args.n, args.rss_scale, args.seed)
+    if args.quick:
+        args.sizes, args.rounds, args.rescan = "1000,2200,5000", 1, 2000
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    have_mbsync = shutil.which("mbsync") is not None
+    if not have_mbsync:
+        print("mbsync not found (apt-get install isync): its rows stay empty", file=sys.stderr)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-imap-") as tmpdir:
+        tmp = Path(tmpdir)
+        for total in sizes:
+            t = time.perf_counter()
+            res = measure_size(total, args.rounds if total <= 50_000 else 1, args.seed, tmp, have_mbsync)
+            results.append(res)
+            print(f"{total:,} mails: crm realistic {res['real_s']:.2f} s, no customers {res['plain_s']:.2f} s, "
+                  f"bare request {res['replay_s']:.2f} s, header-only {res['header_s']:.2f} s, "
+                  f"mbsync {res['mbsync_s'] or 0:.2f} s ({time.perf_counter() - t:.0f} s for this size)",
+                  file=sys.stderr, flush=True)
+        rescan = measure_rescan(args.rescan, args.seed, tmp) if args.rescan else None
+    lines = report(results, rescan, args.rounds)
+    text = "\n".join(lines)
+    print(text)
     if not args.no_write:
-        write_section("imap", "## IMAP (bench/bench_imap.py)\n\n" + body)
+        cmd = "python bench/bench_imap.py" + (" --quick" if args.quick else f" --sizes {args.sizes}")
+        write_section("imap", f"## IMAP (bench/bench_imap.py)\n\n`{cmd}`\n\n" + text)
     return 0
 
 

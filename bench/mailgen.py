@@ -14,7 +14,7 @@ Each message is a distinct RFC 5322 message of 3–8 KB: ~15 headers including
 two ``Received`` lines, a unique ``Message-ID``; ~30 % are replies carrying
 ``In-Reply-To``/``References`` so threads form; ~10 % carry a base64 PDF-like
 attachment; some are multipart/alternative; ~7 % are bulk (``List-Id``,
-``Precedence: bulk``).  Correspondents: ~200 customer domains (a few mailing
+``Precedence: bulk``).  Correspondents: 370 organisation domains (a few mailing
 from a subdomain, some on ``.co.uk``/``.com.au``), ~2,000 addresses, a few
 freemail senders.  The mailbox owner is ``anna.weber@nordlicht-haustechnik.de``
 (the same as in ``examples/``); about 30 % of the messages are hers (outbound).
@@ -39,6 +39,9 @@ OWNER_NAME = "Anna Weber"
 INTERNAL = "nordlicht-haustechnik.de"
 REF_TS = 1793491200  # 2026-11-01T00:00:00Z, the same reference date as examples/
 SPAN = 548 * 86400  # ~18 months
+#: organisation domains the correspondents write from; bench/realistic.py makes the first 300 customers,
+#: so that about 70 % of the mail matches a customer (the rest: other firms, freemail, newsletters, colleagues)
+DOMAINS = 370
 
 FIRST = ["Thomas", "Claudia", "Jürgen", "Katrin", "Frank", "Petra", "Jörg", "Sarah", "James", "Elke", "Martin",
          "Birgit", "Uwe", "Björn", "Nadine", "Lukas", "Melanie", "Stefan", "Sabine", "Michael", "Andrea", "Markus",
@@ -173,7 +176,7 @@ class _World:
         r = random.Random(seed * 7919 + 17)
         doms: list[str] = []
         seen = set()
-        while len(doms) < 200:
+        while len(doms) < DOMAINS:
             d = f"{r.choice(WORD1)}-{r.choice(WORD2)}.{r.choice(TLDS)}"
             if d not in seen:
                 seen.add(d)
@@ -186,7 +189,7 @@ class _World:
         seen = set()
         while len(people) < 2000:
             f, l = r.choice(FIRST), r.choice(LAST)
-            d = doms[len(people) % 200]
+            d = doms[len(people) % DOMAINS]
             local = f"{f[0]}.{l}" if r.random() < .5 else f"{f}.{l}"
             local = (local.lower().replace("ä", "ae").replace("ö", "oe").replace("ü", "ue").replace("ß", "ss")
                      .replace("ş", "s").replace("ı", "i").replace("ë", "e").replace("ç", "c").replace("'", ""))
@@ -429,5 +432,10 @@ if __name__ == "__main__":
 
 
 def customer_domains(seed: int = 1) -> list[str]:
-    """The ~200 registrable domains the generated correspondents write from."""
+    """The registrable domains (DOMAINS of them) the generated correspondents write from."""
     return list(_World(seed).domains)
+
+
+def correspondents(seed: int = 1) -> list[tuple[str, str, str]]:
+    """(name, address, registrable domain) of the 2,000 people at organisation domains."""
+    return [(name, email, dom) for _hdr, email, name, dom in _World(seed).people]

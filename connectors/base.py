@@ -27,9 +27,13 @@ import os
 import shlex
 import subprocess
 from abc import ABC, abstractmethod
-from typing import Any, Iterator, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
 
-from crm_core.records import Batch, CardPush, PushResult, TaskPush
+from crm_core.records import Batch, CardPush, MailRecord, PushResult, TaskPush
+
+if TYPE_CHECKING:  # imported when a rule is used: a connector alone starts without them
+    from crm_core.linking import Linker
+    from crm_core.settings import LinkingSettings, SourcePolicy
 
 
 class ConnectorError(Exception):
@@ -71,6 +75,44 @@ class SourceView(Protocol):
     def known(self, scope: str) -> Mapping[str, str]: ...
 
     def scopes(self) -> list[str]: ...
+
+    # A view may also have ``skip_rule() -> SkipRule | None`` (see :func:`skip_rule`).
+
+
+class SkipRule:
+    """Which mail the store leaves out whatever its text says, known from its header.
+
+    :meth:`crm_core.linking.Linker.skip_reason` with the source's policy: a
+    private folder or keyword, a blocked sender, before ``since``, bulk or
+    internal-only mail.  The store keeps no text of such mail, so a
+    connector that reads the header first fetches no text for it.  Small and
+    picklable: it crosses to the reader process once per pull.
+    """
+
+    def __init__(self, settings: LinkingSettings, policy: SourcePolicy):
+        self.settings = settings
+        self.policy = policy
+        self._linker: Linker | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"settings": self.settings, "policy": self.policy}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["settings"], state["policy"])  # type: ignore[misc]
+
+    def skip_reason(self, rec: MailRecord) -> str:
+        """Why the store will not log ``rec`` (read from its header, without text), or ""."""
+        if self._linker is None:
+            from crm_core.linking import LinkIndex, Linker
+
+            self._linker = Linker(self.settings, LinkIndex())
+        return self._linker.skip_reason(rec, rec.location.scope, rec.flags, self.policy)
+
+
+def skip_rule(view: SourceView) -> SkipRule | None:
+    """The view's :class:`SkipRule`; None from a view without one (every mail then gets its text)."""
+    ask = getattr(view, "skip_rule", None)
+    return ask() if ask is not None else None
 
 
 class Connector(ABC):

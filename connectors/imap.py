@@ -58,18 +58,31 @@ HIGHESTMODSEQ all equal the cursor's, the folder is skipped after SELECT.
 
 What is fetched
 ---------------
-Only ``UID FLAGS RFC822.SIZE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (...)]``
-(the fields of :data:`connectors.mailparse.HEADER_FIELDS`), then for the
-text part that :func:`~connectors.mailparse.choose_text_part` picks from
-the BODYSTRUCTURE a prefix ``BODY.PEEK[<section>]<0.N>`` in one FETCH per
-section and size.  ``N`` is twice :func:`~connectors.mailparse.prefix_bytes`
-of the part (4 KiB of text, 12 KiB of quoted-printable, 32 KiB of HTML):
-IMAP sends CRLF line ends while Maildir files (Dovecot, mbsync) keep LF,
-so the prefix is normalised to LF and then cut to prefix_bytes,
-which gives the same snippet as :func:`~connectors.mailparse.parse_message`
-on the stored file.  A mail whose header the server could not split (CR-only
-line ends of old Mac exports, no known field) is fetched as a prefix of the
-whole message instead and read by ``parse_message``.  Folders are opened with EXAMINE and every body fetch
+First ``UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (...)]`` (the fields
+of :data:`connectors.mailparse.HEADER_FIELDS`).  Then, per mail (:class:`_Mail`):
+
+* nothing more for mail the store skips whatever its text says (private,
+  blocked, bulk, internal-only, before ``since``: the view's
+  :class:`~connectors.base.SkipRule`);
+* for a single-part mail (Content-Type not multipart, or none) the text part
+  is known from the header, read as :func:`~connectors.mailparse.iter_parts`
+  reads a file; a multipart mail's ``BODYSTRUCTURE`` is fetched to find it
+  (:func:`~connectors.mailparse.choose_text_part`);
+* of the text part a prefix ``BODY.PEEK[<section>]<0.N>``: first
+  :func:`~connectors.snippet.first_fetch_bytes` (1.5 KiB of text, 2 KiB
+  base64 or quoted-printable, 8 KiB HTML), which settles nearly every
+  snippet (:func:`~connectors.snippet.prefix_snippet`); where it does not
+  (a long style sheet, a quote first), the next bytes up to twice that,
+  :func:`~connectors.mailparse.prefix_bytes`, and at most twice
+  prefix_bytes: IMAP sends CRLF line ends while Maildir files (Dovecot,
+  mbsync) keep LF, so the prefix is normalised to LF and then cut to
+  prefix_bytes, which gives the same snippet as
+  :func:`~connectors.mailparse.parse_message` on the stored file.
+
+Mails that ask for the same item share one FETCH.  A mail whose header the
+server could not split (CR-only line ends of old Mac exports, no known
+field) is fetched as a prefix of the whole message instead and read by
+``parse_message``.  Folders are opened with EXAMINE and every body fetch
 uses ``BODY.PEEK``: the connector never changes the mailbox.
 
 The commands are pipelined (:class:`Fetches`): the header FETCH of the
@@ -127,10 +140,12 @@ from connectors.base import (
     Connector,
     ConnectorError,
     CursorInvalid,
+    SkipRule,
     SourceUnavailable,
     SourceView,
     TransientError,
     secret,
+    skip_rule,
 )
 from connectors.mailparse import (
     HEADER_FIELDS,
@@ -144,7 +159,9 @@ from connectors.mailparse import (
     part_snippet,
     prefix_bytes,
     record_from_headers,
+    single_part,
 )
+from connectors.snippet import first_fetch_bytes, prefix_snippet
 from crm_core.records import Batch, Failure, FlagChange, Location, MailRecord
 
 log = logging.getLogger("crm.imap")
@@ -160,7 +177,8 @@ RESET_WINDOW = 30 * 24 * 3600
 _SKIP_SPECIAL = (b"\\junk", b"\\trash", b"\\drafts")
 _SENT_NAMES = ("sent", "sent items", "sent messages", "sent mail", "gesendet", "gesendete objekte")
 _HEADER_ITEM = "BODY.PEEK[HEADER.FIELDS (" + " ".join(f.upper() for f in HEADER_FIELDS) + ")]"
-_FETCH_ITEMS = ["UID", "FLAGS", "RFC822.SIZE", "BODYSTRUCTURE", _HEADER_ITEM]
+#: the first FETCH of new mail; BODYSTRUCTURE follows only for multipart mail (see _Mail)
+_FETCH_ITEMS = ["UID", "FLAGS", "RFC822.SIZE", _HEADER_ITEM]
 
 
 def _is_loopback(host: str) -> bool:
@@ -482,11 +500,76 @@ def uid_search_all(client: Any, esearch: bool) -> list[int]:
     return []
 
 
-def _prefix_fetch_bytes(part: Part) -> int:
-    """Bytes of a text part fetched: normalised to LF, then cut to prefix_bytes (mailparse.part_snippet)."""
-    if not part.section:  # the whole message, for a mail only the file parser can read (CR line ends)
-        return MAX_MESSAGE_BYTES
-    return 2 * prefix_bytes(part.ctype, part.cte)
+class _Mail:
+    """A new mail between its header FETCH and its record: what is known, what to ask for next."""
+
+    __slots__ = ("uid", "location", "flags", "size", "record", "part", "structure", "raw", "asked", "snippet",
+                 "failed")
+
+    def __init__(self, uid: int, location: Location, flags: tuple[str, ...], size: int):
+        self.uid = uid
+        self.location = location
+        self.flags = flags
+        self.size = size
+        self.record: MailRecord | None = None  # None: read from ``raw`` by the file parser
+        self.part: Part | None = None  # the text part to fetch, once known
+        self.structure = False  # the BODYSTRUCTURE is to be fetched first
+        self.raw = b""  # the part's first bytes as fetched
+        self.asked = 0  # bytes asked for so far (from offset 0)
+        self.snippet: str | None = None  # settled
+        self.failed = ""
+
+    def next_item(self) -> tuple[str, ...] | None:
+        """The FETCH item this mail needs next, None when it needs nothing more."""
+        if self.structure:
+            return ("BODYSTRUCTURE",)
+        part = self.part
+        if part is None or self.snippet is not None:
+            return None
+        if not part.section:  # the whole message, for a mail only the file parser can read (CR line ends)
+            return (f"BODY.PEEK[]<0.{MAX_MESSAGE_BYTES}>",) if not self.asked else None
+        # the first bytes, twice as many, then up to prefix_bytes (enough unless the server's
+        # CRLF line ends were many), then up to the 2 * prefix_bytes that part_snippet reads at most
+        n = prefix_bytes(part.ctype, part.cte)
+        first = first_fetch_bytes(part.ctype, part.cte)
+        size = next((t for t in (first, 2 * first, n, 2 * n) if t > self.asked), 0) - self.asked
+        if size <= 0:
+            return None
+        item = f"BODY.PEEK[{part.section}]<{self.asked}.{size}>"
+        self.asked += size
+        return (item,)
+
+    def take(self, data: dict[bytes, Any]) -> None:
+        """What a FETCH brought for this mail."""
+        if self.structure:
+            self.structure = False
+            self.part, attachments = choose_text_part(body_parts(data.get(b"BODYSTRUCTURE")))
+            if self.record is not None:
+                self.record.has_attachments = attachments
+            return
+        part = self.part
+        if part is None:
+            return
+        offset = len(self.raw)
+        found = data.get(f"BODY[{part.section}]<{offset}>".encode())
+        if found is None:  # a server that names the item otherwise: the one body item there is
+            found = next((v for k, v in data.items() if k.startswith(b"BODY[") and not k.startswith(b"BODY[HEADER")),
+                         b"")
+        self.raw += found or b""
+        if not part.section:
+            self.snippet = ""  # read with the whole message in _add_records
+            return
+        complete = len(self.raw) < self.asked  # the server sent less than asked: that is the whole part
+        self.snippet = prefix_snippet(self.raw, part, complete)
+        if self.snippet is None and self.asked >= 2 * prefix_bytes(part.ctype, part.cte):
+            self.snippet = part_snippet(self.raw, part)  # all that part_snippet reads is here
+
+
+def _excerpt_of(record: MailRecord | None) -> str:
+    if record is None:
+        return ""
+    sender = record.sender.email if record.sender else ""
+    return f"from: {sender}; subject: {record.subject[:80]}; message-id: {record.message_id[:80]}"
 
 
 def _still_there(local_id: str, prefix: str, uids: set[int]) -> bool:
@@ -928,17 +1011,19 @@ class ImapConnector(Connector):
         chunks = [new_uids[i:i + size] for i in range(0, len(new_uids), size)]  # slices of the array
         fetches = Fetches(client)
         heads = [fetches.send(uid_set(c), _FETCH_ITEMS) for c in chunks[:2]]
+        rule = skip_rule(view)
         done = 0
         try:
             for k, chunk in enumerate(chunks):
                 fetches.wait(heads[k])
-                batch, pending, by_section = self._parse_new(fetches.take(chunk), scope, uidvalidity, list(chunk))
-                asked = [fetches.send(uid_set(suids), [f"BODY.PEEK[{section}]<0.{size}>"])
-                         for (section, size), suids in by_section.items()]
+                batch, mails = self._parse_new(fetches.take(chunk), scope, uidvalidity, list(chunk), rule)
+                asked = self._ask_texts(fetches, mails)
                 if k + 2 < len(chunks):
                     heads.append(fetches.send(uid_set(chunks[k + 2]), _FETCH_ITEMS))
-                fetches.wait(*asked)
-                self._add_records(batch, pending, fetches.take(chunk), scope, uidvalidity)
+                while asked:
+                    fetches.wait(*asked)
+                    asked = self._ask_texts(fetches, mails, fetches.take(chunk))
+                self._add_records(batch, mails)
                 done += len(chunk)
                 state["last_uid"] = max(state["last_uid"], chunk[-1])
                 state["uidnext"] = state["exists"] = 0  # a pass is running
@@ -991,76 +1076,103 @@ class ImapConnector(Connector):
                 changes.append(FlagChange(Location(scope, lid, etag), flags))
         return changes
 
-    def _parse_new(self, resp: dict[int, dict], scope: str, uidvalidity: int, uids: list[int]
-                   ) -> tuple[Batch, list[tuple[int, dict | None, Part | None, bool, tuple[str, ...], int]],
-                              dict[tuple[str, int], list[int]]]:
-        """The header FETCH of new mail -> (batch with failures, pending mails, UIDs by (text section, bytes)).
+    def _parse_new(self, resp: dict[int, dict], scope: str, uidvalidity: int, uids: list[int],
+                   rule: SkipRule | None = None) -> tuple[Batch, list[_Mail]]:
+        """The header FETCH of new mail -> (batch with failures, the mails with what to fetch next).
 
         A mail whose header the server could not split (no wanted field, or
-        CR-only line ends, which the server reads as one long line) is
-        pending with no header (``None``) and the section "" : the prefix
-        of the whole message is fetched and read by the file parser.
+        CR-only line ends, which the server reads as one long line) gets no
+        record yet and the section "": the prefix of the whole message is
+        fetched and read by the file parser.  A single-part mail's text part
+        is known from its Content-Type (read as the file parser reads it),
+        a multipart mail's from its BODYSTRUCTURE, fetched next.  Mail the
+        store will skip whatever its text (``rule``) gets no text.
         """
         batch = Batch()
-        pending: list[tuple[int, dict | None, Part | None, bool, tuple[str, ...], int]] = []
-        by_section: dict[tuple[str, int], list[int]] = {}
+        mails: list[_Mail] = []
         for uid in uids:
             data = resp.get(uid)
-            location = Location(scope, f"{uidvalidity}:{uid}")
             if data is None:  # expunged between SEARCH and FETCH
                 continue
+            location = Location(scope, f"{uidvalidity}:{uid}")
+            header = b""
+            h: dict[str, str] | None = None
             try:
-                header = b""
                 for key, value in data.items():
-                    if isinstance(key, bytes) and key.startswith(b"BODY[HEADER"):
+                    if key.startswith(b"BODY[HEADER"):
                         header = value or b""
                         break
-                h: dict[str, str] | None = parse_header_block(header)
-                part: Part | None
+                h = parse_header_block(header)
                 flags = _flags(data.get(b"FLAGS", ()))
                 location = Location(scope, location.local_id, flags_key(flags))
+                size = int(data.get(b"RFC822.SIZE", 0) or 0)
+                mail = _Mail(uid, location, flags, size)
                 if not h or bare_cr_lines(header):
-                    part, attachments, h = Part("message/raw", "", "", False, b"", ""), False, None
+                    mail.part = Part("message/raw", "", "", False, b"", "")
+                    h = None
                 else:
-                    part, attachments = choose_text_part(body_parts(data.get(b"BODYSTRUCTURE")))
+                    mail.record = record_from_headers(h, location, flags=flags, size=size)
+                    if rule is not None and rule.skip_reason(mail.record):
+                        pass  # no text: the store keeps none of it
+                    elif (single := single_part(h)) is None:
+                        mail.structure = True
+                    else:  # one part, the whole body: as the file parser sees it
+                        mail.part, mail.record.has_attachments = single
             except MailParseError as exc:
-                batch.failures.append(Failure(location, str(exc), _s(header[:300])))
+                batch.failures.append(Failure(location, str(exc), _excerpt(h) if h else _s(header[:300])))
                 continue
             except Exception as exc:  # a mail this code did not foresee: quarantine, go on
                 batch.failures.append(Failure(location, f"unexpected {type(exc).__name__}: {exc}"))
                 continue
-            pending.append((uid, h, part, attachments, flags, int(data.get(b"RFC822.SIZE", 0) or 0)))
-            if part is not None:
-                by_section.setdefault((part.section, _prefix_fetch_bytes(part)), []).append(uid)
-        return batch, pending, by_section
+            mails.append(mail)
+        return batch, mails
 
-    def _add_records(self, batch: Batch, pending: list[tuple[int, dict | None, Part | None, bool, tuple[str, ...], int]],
-                     bodies: dict[int, dict], scope: str, uidvalidity: int) -> None:
-        """Records of the pending mails, with the snippets from their text-part prefixes."""
-        for uid, h, part, attachments, flags, size in pending:
-            location = Location(scope, f"{uidvalidity}:{uid}", flags_key(flags))
-            value = b""
+    def _ask_texts(self, fetches: Fetches, mails: list[_Mail],
+                   resp: dict[int, dict] | None = None) -> list[bytes]:
+        """Take in what the last round of FETCHes brought (``resp``), send the next round; its tags.
+
+        A round asks for the BODYSTRUCTURE of multipart mails, the first
+        :func:`~connectors.snippet.first_fetch_bytes` of a text part, or the
+        rest of its ``2 * prefix_bytes`` (CRLF from the server, cut after
+        CRLF became LF, as :func:`~connectors.mailparse.part_snippet` does)
+        where the first bytes did not settle the snippet
+        (:func:`~connectors.snippet.prefix_snippet`).  Mails that ask for the
+        same thing go in one FETCH.
+        """
+        wanted: dict[tuple[str, ...], list[int]] = {}
+        for mail in mails:
+            if mail.failed:
+                continue
+            data = resp.get(mail.uid) if resp is not None else None
             try:
-                snippet = ""
-                if part is not None:
-                    data = bodies.get(uid) or {}
-                    found = data.get(f"BODY[{part.section}]<0>".encode())
-                    if found is None:
-                        found = next((v for k, v in data.items() if isinstance(k, bytes) and k.startswith(b"BODY[")), b"")
-                    value = found or b""
-                if h is None:  # the whole message's prefix, read as a file would be
-                    record: MailRecord = parse_message(value, location, flags, size or None)
-                else:
-                    if part is not None:
-                        snippet = part_snippet(value, part)
-                    record = record_from_headers(
-                        h, location, snippet=snippet, flags=flags, size=size, has_attachments=attachments)
+                if data is not None:
+                    mail.take(data)
+                item = mail.next_item()
+            except Exception as exc:  # a BODYSTRUCTURE or text this code did not foresee: quarantine, go on
+                mail.failed = f"unexpected {type(exc).__name__}: {exc}"
+                continue
+            if item is not None:
+                wanted.setdefault(item, []).append(mail.uid)
+        return [fetches.send(uid_set(uids), list(items)) for items, uids in wanted.items()]
+
+    def _add_records(self, batch: Batch, mails: list[_Mail]) -> None:
+        """Records of the mails, with the snippets from their text-part prefixes."""
+        for mail in mails:
+            location = mail.location
+            record = mail.record
+            try:
+                if mail.failed:
+                    raise MailParseError(mail.failed)
+                if record is None:  # the whole message's prefix, read as a file would be
+                    record = parse_message(mail.raw, location, mail.flags, mail.size or None)
+                elif mail.snippet:
+                    record.snippet = mail.snippet
             except MailParseError as exc:
-                batch.failures.append(Failure(location, str(exc), _excerpt(h) if h else _s(value[:300])))
+                batch.failures.append(Failure(location, str(exc), _excerpt_of(record) or _s(mail.raw[:300])))
                 continue
             except Exception as exc:
                 batch.failures.append(Failure(location, f"unexpected {type(exc).__name__}: {exc}",
-                                              _excerpt(h) if h else _s(value[:300])))
+                                              _excerpt_of(record) or _s(mail.raw[:300])))
                 continue
             batch.records.append(record)
 

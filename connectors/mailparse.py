@@ -56,12 +56,13 @@ from crm_core.records import Address, Location, MailRecord
 #: part that only starts after 1 MB of attachments gives no snippet)
 MAX_MESSAGE_BYTES = 1024 * 1024
 
-#: the header fields the CRM reads (IMAP fetches exactly these)
+#: the header fields the CRM reads (IMAP fetches exactly these, and the server repeats the
+#: list in every answer: a field nothing reads costs bytes on every mail)
 HEADER_FIELDS = (
     "From", "To", "Cc", "Bcc", "Date", "Subject", "Message-ID", "In-Reply-To",
     "References", "List-Id", "List-Unsubscribe", "Precedence", "Auto-Submitted",
-    "X-Auto-Response-Suppress", "X-Autoreply", "X-Autorespond", "Content-Type",
-    "Content-Transfer-Encoding", "Content-Disposition", "Sender", "Reply-To",
+    "X-Autoreply", "X-Autorespond", "Content-Type",
+    "Content-Transfer-Encoding", "Content-Disposition", "Sender",
 )
 _WANTED = frozenset(f.lower() for f in HEADER_FIELDS)
 _MULTI = frozenset(("to", "cc", "bcc"))  # repeated fields that are merged
@@ -228,6 +229,18 @@ def _decode_words_fast(value: str) -> str:
 _ADDR_SPEC = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*")
 
 
+#: header values of one address -> what they read as (no warnings come from these); bounded
+_ONE_ADDRESS: dict[str, tuple[Address, ...]] = {}
+_ONE_ADDRESS_MAX = 4096
+
+
+def _remember(value: str, addresses: tuple[Address, ...]) -> tuple[Address, ...]:
+    if len(_ONE_ADDRESS) >= _ONE_ADDRESS_MAX:
+        _ONE_ADDRESS.clear()
+    _ONE_ADDRESS[value] = addresses
+    return addresses
+
+
 def parse_addresses(value: str, warnings: list[str] | None = None, field: str = "") -> tuple[Address, ...]:
     """Addresses of one header value, e-mail lower-cased, names decoded.
 
@@ -236,15 +249,20 @@ def parse_addresses(value: str, warnings: list[str] | None = None, field: str = 
     """
     if not value:
         return ()
+    known = _ONE_ADDRESS.get(value)
+    if known is not None:  # the mailbox owner, the regular correspondents: read once
+        return known
     m = _SIMPLE_ADDR.match(value)
     if m is not None:
         if m.group(3):
-            return (Address(m.group(3).lower()),)
-        return (Address(m.group(2).lower(), decode_words(m.group(1).strip())),)
+            one = (Address(m.group(3).lower()),)
+        else:
+            one = (Address(m.group(2).lower(), decode_words(m.group(1).strip())),)
+        return _remember(value, one)
     m = _QUOTED_ADDR.match(value)
     if m is not None:
         name = re.sub(r"\\(.)", r"\1", m.group(1))
-        return (Address(m.group(2).lower(), decode_words(name).strip()),)
+        return _remember(value, (Address(m.group(2).lower(), decode_words(name).strip()),))
     out = []
     seen = set()
     try:
@@ -466,14 +484,21 @@ def iter_parts(h: dict[str, str], body: bytes, depth: int = 0, section: str = ""
             sub = f"{section}.{index}" if section else str(index)
             yield from iter_parts(ph, pb, depth + 1, sub, ctype == "multipart/digest")
         return
-    yield Part(
-        ctype,
-        params.get("charset", ""),
-        h.get("content-transfer-encoding", ""),
-        _is_attachment(h) or ctype == "message/rfc822",
-        body,
-        section or "1",
-    )
+    yield _leaf(h, ctype, params, body, section)
+
+
+def _leaf(h: dict[str, str], ctype: str, params: dict[str, str], body: bytes, section: str) -> Part:
+    return Part(ctype, params.get("charset", ""), h.get("content-transfer-encoding", ""),
+                _is_attachment(h) or ctype == "message/rfc822", body, section or "1")
+
+
+def single_part(h: dict[str, str]) -> tuple[Part | None, bool] | None:
+    """:func:`choose_text_part` of a mail whose header says it is one part (its body section "1");
+    None for a multipart mail, whose parts only its body (or BODYSTRUCTURE) tells."""
+    ctype, params = content_type(h.get("content-type", ""))
+    if ctype.startswith("multipart/"):
+        return None
+    return choose_text_part((_leaf(h, ctype, params, b"", ""),))
 
 
 def record_from_headers(

@@ -30,12 +30,14 @@ from connectors.base import (
     Connector,
     ConnectorError,
     CursorInvalid,
+    SkipRule,
     SourceUnavailable,
     TransientError,
     make_connector,
 )
 from crm_core import followup
 from crm_core.records import Batch, PushResult, TaskPush
+from crm_core.settings import SourcePolicy
 from crm_core.cards import USER_EDITED
 from crm_core.store import Stats, Store
 from sync import worker
@@ -78,16 +80,21 @@ class StoreView:
     (deduplication keeps that free of duplicates) and removes nothing.
     """
 
-    def __init__(self, store: Store, source: str, blind: bool = False):
+    def __init__(self, store: Store, source: str, blind: bool = False, policy: SourcePolicy | None = None):
         self.store = store
         self.source = source
         self.blind = blind
+        self.policy = policy
 
     def known(self, scope: str) -> Mapping[str, str]:
         return {} if self.blind else self.store.known_locations(self.source, scope)
 
     def scopes(self) -> list[str]:
         return [] if self.blind else self.store.known_scopes(self.source)
+
+    def skip_rule(self) -> SkipRule | None:
+        """The rule the store skips mail by (apply_batch gets the same policy)."""
+        return SkipRule(self.store.settings, self.policy) if self.policy is not None else None
 
 
 class Engine:
@@ -261,7 +268,7 @@ class Engine:
             log.info("%s: settings changed or a rescan was asked for; reading everything again", name)
             cursor = None
         connector = self.connector(name)
-        view = StoreView(store, name, blind=rescan)
+        view = StoreView(store, name, blind=rescan, policy=policy)
         try:
             batches = iter(self._start_pull(name, connector, cursor, view))
             first = next(batches, None)

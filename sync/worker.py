@@ -45,7 +45,7 @@ import threading
 import traceback
 from typing import Any, Callable, Iterator, Mapping
 
-from connectors.base import Connector, ConnectorError, SourceView, TransientError
+from connectors.base import Connector, ConnectorError, SkipRule, SourceView, TransientError, skip_rule
 from crm_core.records import Batch
 
 log = logging.getLogger("crm.sync")
@@ -90,6 +90,8 @@ def pull(make: Callable[[], Connector], cursor: dict | None, view: SourceView) -
                 _talk(ours, ("answer", dict(view.known(payload))))
             elif kind == "scopes":
                 _talk(ours, ("answer", list(view.scopes())))
+            elif kind == "skip_rule":
+                _talk(ours, ("answer", skip_rule(view)))
             elif kind == "error":
                 finished = True
                 raise payload
@@ -141,6 +143,10 @@ class _RemoteView:
 
     def scopes(self) -> list[str]:
         _send(self.sock, ("scopes", None))
+        return self._answer()
+
+    def skip_rule(self) -> SkipRule | None:
+        _send(self.sock, ("skip_rule", None))
         return self._answer()
 
     def _answer(self) -> Any:
