@@ -255,6 +255,7 @@ REGISTRY: dict[str, str] = {
     "imap": "connectors.imap:ImapConnector",
     "caldav": "connectors.dav:CalDavConnector",
     "carddav": "connectors.dav:CardDavConnector",
+    "exchange": "connectors.exchange:ExchangeConnector",
 }
 
 

@@ -130,7 +130,7 @@ class Linker:
         external = self.external(people, policy)
         if external and all(self.is_blocked(a.email) for a in external):
             return "every external participant is blocked"
-        logged_anyway = policy.in_folder(scope, policy.log_folder)
+        logged_anyway = policy.logged_anyway(scope, flags)
         if isinstance(rec, MailRecord) and rec.bulk and not self.settings.log_bulk and not logged_anyway:
             return f"bulk or automatic mail ({rec.bulk})"
         if not external and not logged_anyway:

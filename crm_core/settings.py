@@ -159,7 +159,7 @@ class SourcePolicy:
 
     #: the source keys read here, for every source type (a connector declares its own on top)
     KEYS = frozenset({"owner", "visibility", "since", "log_folder", "private_folder", "private_keyword",
-                      "create_customers"})
+                      "log_keyword", "create_customers"})
 
     name: str
     owner: frozenset[str] = frozenset()  # the mailbox owner's addresses
@@ -168,6 +168,7 @@ class SourcePolicy:
     log_folder: str = ""  # scope whose mail is always logged
     private_folder: str = ""  # scope whose items are never logged
     private_keyword: str = "$Private"
+    log_keyword: str = "$CRM"  # a flag (IMAP keyword, the Exchange connector's log category) that logs a mail
     create_customers: bool = False  # address books: ORG may create customers
 
     @classmethod
@@ -176,7 +177,9 @@ class SourcePolicy:
         log_folder = table.get("log_folder", "")
         private_folder = table.get("private_folder", "")
         keyword = table.get("private_keyword", "$Private")
-        for key, value in (("log_folder", log_folder), ("private_folder", private_folder), ("private_keyword", keyword)):
+        log_keyword = table.get("log_keyword", "$CRM")
+        for key, value in (("log_folder", log_folder), ("private_folder", private_folder), ("private_keyword", keyword),
+                           ("log_keyword", log_keyword)):
             if not isinstance(value, str):
                 raise SettingsError(f"{where}.{key} must be a string")
         return cls(
@@ -187,6 +190,7 @@ class SourcePolicy:
             log_folder=log_folder.strip("/"),
             private_folder=private_folder.strip("/"),
             private_keyword=keyword,
+            log_keyword=log_keyword,
             create_customers=_bool(table, "create_customers", where, False),
         )
 
@@ -194,7 +198,13 @@ class SourcePolicy:
         """Changes when a setting changed that decides what gets stored."""
         data = [self.visibility, self.since.isoformat() if self.since else "", self.log_folder,
                 self.private_folder, self.private_keyword, sorted(self.owner), self.create_customers]
+        if self.log_keyword != "$CRM":  # appended only when set, so that older stores keep their fingerprint
+            data.append(self.log_keyword)
         return hashlib.sha1(json.dumps(data).encode()).hexdigest()[:16]
+
+    def logged_anyway(self, scope: str, flags) -> bool:
+        """Whether a mail is logged even from an unknown sender: in the log folder, or flagged with the log keyword."""
+        return self.in_folder(scope, self.log_folder) or bool(self.log_keyword and self.log_keyword in flags)
 
     def in_folder(self, scope: str, folder: str) -> bool:
         if not folder:

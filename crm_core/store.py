@@ -753,7 +753,7 @@ class Store:
                     refmap[i] = thread_id
                 if found_threads:  # a mail alone in a new thread has nobody to inherit from or pass on to
                     threads.add(thread_id)
-            logged_by = "log folder" if policy.in_folder(loc.scope, policy.log_folder) else ""
+            logged_by = "log folder" if policy.logged_anyway(loc.scope, rec.flags) else ""
             if not match.links and not logged_by and self.settings.unmatched == "drop":
                 next_id -= 1
                 skip(rec, "no customer or contact matched")

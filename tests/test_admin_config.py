@@ -149,9 +149,10 @@ def test_the_shipped_templates():
     uncommented = re.sub(r"(?m)^# (\[sources\.|[a-z_]+ = )", r"\1", office)
     uncommented = uncommented.replace("# [[customers]]", "[[customers]]")
     data = tomllib.loads(uncommented)
-    assert set(data["sources"]) >= {"anna-mail", "office-calendar", "office-addressbook", "old-mail", "old-calendar",
+    assert set(data["sources"]) >= {"anna-mail", "office-exchange", "office-calendar", "office-addressbook", "old-mail", "old-calendar",
                                     "old-contacts"}
-    assert {s["type"] for s in data["sources"].values()} == {"imap", "caldav", "carddav", "maildir", "ics", "vcf"}
+    assert {s["type"] for s in data["sources"].values()} == {"imap", "exchange", "caldav", "carddav", "maildir", "ics",
+                                                             "vcf"}
     data["sources"]["anna-mail"].pop("tls")
     data["sources"]["anna-mail"].pop("port")
     parse_config(data, Path("/srv/crm/crm.toml"))

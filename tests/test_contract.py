@@ -324,3 +324,42 @@ class TestCardDav(ConnectorContract):
     @pytest.fixture
     def backend(self, radicale):  # noqa: F811
         return DavBackend(radicale, "carddav")
+
+
+class ExchangeBackend:
+    """A mailbox on the EWS emulator (tests/ews_emulator), read through impersonation."""
+
+    def __init__(self, emulator):
+        from tests.ews_emulator import make_message
+
+        self.emulator, self.make_message, self.items = emulator, make_message, {}
+        os.environ["CRM_CONTRACT_EWS"] = "contract-pw"
+
+    def connector(self):
+        return make_connector("ex", {
+            "type": "exchange", "server": self.emulator.url, "allow_plaintext": True, "username": "svc",
+            "password_env": "CRM_CONTRACT_EWS", "auth": "basic", "mailbox": "anna@contract.example",
+            "access": "impersonation", "folders": ["inbox"], "calendar": False, "contacts": False})
+
+    def add(self, key: str) -> None:
+        from datetime import datetime, timezone
+
+        store = self.emulator.store
+        elem = self.make_message(subject=key, sender=("Kim", "kim@kunde.example"), to=[("Anna", "anna@contract.example")],
+                                 date=datetime(2026, 10, 1, 9, 30, tzinfo=timezone.utc), message_id=f"<{key}@contract>")
+        self.items[key] = store.create(store.folder("anna@contract.example", "inbox"), elem)
+
+    def delete(self, key: str) -> None:
+        self.emulator.store.delete(self.items.pop(key))
+
+
+class TestExchange(ConnectorContract):
+    @pytest.fixture
+    def backend(self):
+        from tests.ews_emulator import EwsEmulator
+
+        emulator = EwsEmulator()
+        emulator.store.add_user("svc", "contract-pw", impersonation=True)
+        emulator.store.add_user("anna", "anna-pw", mailbox="anna@contract.example")
+        with emulator:
+            yield ExchangeBackend(emulator)

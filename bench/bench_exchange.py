@@ -1,0 +1,201 @@
+"""Exchange (EWS) import against the EWS emulator: `crm sync` of an N-mail Inbox.
+
+The emulator (tests/ews_emulator) runs as its own process on loopback.
+Measured in one run, against the same emulator:
+  (a) a bare loop of the SyncFolderItems requests the connector sends (the
+      same SOAP bodies, built by exchangelib once), posted with plain
+      `requests` until IncludesLastItemInRange: what the server and the
+      network cost, the floor of any EWS client;
+  (b) the whole `crm sync` process into a fresh store: mails/s, ratio to (a),
+      peak memory (summed PSS, bench/_results.TreeMemory);
+  (c) a no-change rerun of `crm sync` (one SyncFolderItems per folder).
+Each size in --sizes gets its own emulator, so peak memory can be compared.
+
+Usage: python bench/bench_exchange.py [--sizes 20000,100000] [--no-write]
+Writes the section "exchange" of bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+from bench._results import TreeMemory, like_an_installation, write_section  # noqa: E402
+
+PASSWORD = "secret"
+MAILBOX = "alice@example.com"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_emulator(n_inbox: int) -> tuple[subprocess.Popen, str, float]:
+    port = free_port()
+    started = time.perf_counter()
+    # every fifth generated mail is an answer in Sent Items: ask for enough that the Inbox holds n_inbox
+    proc = subprocess.Popen([sys.executable, "-m", "tests.ews_emulator", "--port", str(port), "--mailbox", MAILBOX,
+                             "--mails", str(n_inbox * 5 // 4), "--events", "0", "--contacts", "0",
+                             "--password", PASSWORD], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()  # type: ignore[union-attr]
+    if "EWS:" not in line:
+        raise SystemExit(f"the emulator did not start: {line!r}")
+    return proc, line.split()[-1], time.perf_counter() - started
+
+
+def options(url: str) -> dict:
+    return {"type": "exchange", "server": url, "allow_plaintext": True, "username": "svc-crm",
+            "password_env": "CRM_BENCH_EWS_PW", "auth": "basic", "mailbox": MAILBOX, "access": "impersonation",
+            "owner": [MAILBOX], "folders": ["inbox"], "calendar": False, "contacts": False, "page_size": 512}
+
+
+def bare_loop(url: str) -> tuple[float, int, int]:
+    """(seconds, changes, requests) of the SyncFolderItems loop over plain HTTP."""
+    import requests
+
+    from connectors.base import make_connector
+
+    conn = make_connector("bench", options(url))
+    account = conn._connect()
+    folder = conn._distinguished(account, "inbox")
+    fields = conn._fields(folder, "mail")
+    from exchangelib.services import SyncFolderItems
+
+    svc = SyncFolderItems(account=account)
+
+    def body(state: str | None) -> bytes:
+        payload = svc.get_payload(folder=folder, shape="IdOnly", additional_fields=fields, sync_state=state,
+                                  ignore=None, max_changes_returned=512, sync_scope=None)
+        return svc.wrap(content=payload, api_version=account.version.api_version)
+
+    state_re = re.compile(rb"<m:SyncState>([^<]*)</m:SyncState>")
+    session = requests.Session()
+    session.auth = ("svc-crm", PASSWORD)
+    headers = {"Content-Type": "text/xml; charset=utf-8"}
+    started = time.perf_counter()
+    state, changes, calls = None, 0, 0
+    while True:
+        resp = session.post(url, data=body(state), headers=headers)
+        calls += 1
+        content = resp.content
+        changes += content.count(b"<t:Create>")
+        found = state_re.search(content)
+        state = found.group(1).decode() if found else None
+        if b"<m:IncludesLastItemInRange>true<" in content:
+            break
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return elapsed, changes, calls
+
+
+def crm_run(config: Path, env: dict) -> tuple[float, int, str]:
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "--config", str(config), "sync", "--json"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    memory = TreeMemory(proc.pid)
+    out, err = proc.communicate()
+    peak_mb, _ = memory.stop()
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"crm sync failed ({proc.returncode}): {err.decode()[-2000:]}")
+    return elapsed, peak_mb, out.decode()
+
+
+def write_config(path: Path, url: str) -> None:
+    lines = ['[store]\npath = "crm.db"\n', '[company]\ninternal_domains = ["example.com"]\n',
+             '[[customers]]\nname = "Stadtwerke Lindenau GmbH"\ndomains = ["stadtwerke-lindenau.de"]\n',
+             "[sources.alice]\n"]
+    for key, value in options(url).items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, int):
+            text = str(value)
+        elif isinstance(value, list):
+            text = "[" + ", ".join(f'"{v}"' for v in value) + "]"
+        else:
+            text = f'"{value}"'
+        lines.append(f"{key} = {text}\n")
+    path.write_text("".join(lines[:3]) + "\n" + "".join(lines[3:]))
+
+
+def bench_size(n: int, work: Path, runs: int) -> dict:
+    proc, url, load_s = start_emulator(n)
+    try:
+        env = dict(os.environ, CRM_BENCH_EWS_PW=PASSWORD)
+        os.environ["CRM_BENCH_EWS_PW"] = PASSWORD
+        bare = [bare_loop(url) for _ in range(runs)]
+        first, peaks, again = [], [], []
+        for _ in range(runs):
+            folder = work / f"ews-{n}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for f in folder.glob("crm.db*"):
+                f.unlink()
+            write_config(folder / "crm.toml", url)
+            seconds, peak, _out = crm_run(folder / "crm.toml", env)
+            first.append(seconds)
+            peaks.append(peak)
+            again.append(crm_run(folder / "crm.toml", env)[0])
+        return {"n": n, "load_s": load_s, "bare_s": statistics.median(b[0] for b in bare), "changes": bare[0][1],
+                "calls": bare[0][2], "sync_s": statistics.median(first), "peak_mb": max(peaks),
+                "again_s": statistics.median(again)}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main() -> None:
+    like_an_installation()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="20000,100000")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--work", type=Path, default=HERE / "work")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    results = [bench_size(int(n), args.work, args.runs if int(n) <= 20000 else 1) for n in args.sizes.split(",")]
+    rows = ["| Inbox | (a) bare SyncFolderItems loop | (b) `crm sync`, fresh store | mails/s | (b)/(a) "
+            "| (c) no-change rerun | peak memory of (b) |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        rows.append(f"| {r['n']:,} | {r['bare_s']:.2f} s ({r['calls']} requests) | **{r['sync_s']:.2f} s** "
+                    f"| {r['n'] / r['sync_s']:,.0f} | {r['sync_s'] / r['bare_s']:.2f}x | {r['again_s']:.3f} s "
+                    f"| {r['peak_mb']} MB |")
+    body = "\n".join([
+        "## Exchange / EWS (bench/bench_exchange.py)",
+        "",
+        f"`python bench/bench_exchange.py --sizes {args.sizes}`: the EWS emulator (tests/ews_emulator, its own "
+        "process, loopback, Basic auth, no TLS) with generated mail; SyncFolderItems pages of 512 changes; "
+        f"medians of {args.runs} runs for 20,000 (one run for larger sizes).",
+        "",
+        *rows,
+        "",
+        "(a) posts the SOAP bodies exchangelib builds for the connector with plain `requests` and only counts "
+        "the answers: the server's and the network's share.  (b) is the whole `python -m cli sync` process: "
+        "exchangelib (auth, SOAP, errors), the connector, the store.  (c) asks the server once per folder.",
+        "",
+        "The issue's target, (b) at most 1.5x (a), is not met against this emulator: it serves a mail in about "
+        "0.08 ms, while storing one (dedup key, participants, links, thread, one transaction per page) costs "
+        "about 0.15 ms on its own (compare the Maildir import above).  Reading the pages through exchangelib's "
+        "item objects cost 0.6 ms a mail; mail is read from the XML elements instead (connectors/ewsitems.py, "
+        "XmlMessage), and exchangelib read answers byte by byte (connectors/exchange.py, _sync_service).  A "
+        "reader process (sync/worker.py) was slower here (20,000 mails: 4.4 s -> 5.8 s), so the pull stays "
+        "in the main process.",
+    ])
+    print(body)
+    if not args.no_write:
+        write_section("exchange", body)
+
+
+if __name__ == "__main__":
+    main()
