@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from crm_core import store as store_module
+from crm_core import storebase as store_module  # where Store.migrate reads SCHEMA_VERSION
 from crm_core.store import Store, StoreError
 from tests.conftest import Crm
 

@@ -67,9 +67,9 @@ def test_reply_in_a_later_batch_of_the_same_run(crm_env, maildir, tmp_path):
 
 
 def test_a_reply_after_more_unmatched_mail_than_is_kept_at_hand(crm_env, maildir, tmp_path, monkeypatch):
-    import crm_core.store
+    import crm_core.ingest_mail
 
-    monkeypatch.setattr(crm_core.store, "_HELD_MAX", 0)
+    monkeypatch.setattr(crm_core.ingest_mail, "_HELD_MAX", 0)
     crm = crm_env(sources={"anna": {"type": "maildir", "path": str(maildir.root), "owner": ["anna@nordlicht.example"],
                                     "batch_size": 1}})
     maildir.add(make_mail(**FIRST))

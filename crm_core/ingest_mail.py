@@ -1,0 +1,263 @@
+"""Mail into the store, a batch at a time.
+
+Mails are deduplicated across sources and mailboxes by ``dedup_key`` (a
+hash of the Message-ID and of the normalised content, see
+:func:`crm_core.storebase.mail_key`), with a second look by Message-ID,
+sender, minute and subject; they are threaded by their references; the text
+of a mail stored as metadata while it matched nobody is kept at hand for a
+reply that links it.
+"""
+
+from __future__ import annotations
+
+from crm_core.locations import _UPSERT_LOCATION, Locations
+from crm_core.records import MailRecord
+from crm_core.relinking import Relinking, _NewContacts
+from crm_core.settings import SourcePolicy
+from crm_core.storebase import Stats, mail_key, utc_iso
+
+
+_VIS_RANK = {"metadata": 0, "subject": 1, "snippet": 2}
+#: unmatched mails whose text a store keeps at hand for a later reply (about 8 MB)
+_HELD_MAX = 10_000
+
+
+class MailIngest(Relinking, Locations):
+    """The mails of a batch: dedup, threads, links, held text."""
+
+    def _apply_mails(self, recs: list[MailRecord], policy: SourcePolicy, now_s: str, stats: Stats,
+                     threads: set[int]) -> None:
+        """Store a batch of mails with a handful of statements, not a handful per mail.
+
+        Ids are handed out here (the write transaction is ours alone), so
+        interactions, participants, locations, thread references and links
+        go in with one ``executemany`` each.
+        """
+        linker = self.linker
+        source = policy.name
+        priors = self._priors(source, [r.location for r in recs])
+        skip_rows: list[tuple] = []
+        loc_rows: list[tuple] = []
+        unquarantine: list[tuple] = []
+
+        def skip(rec: MailRecord, reason: str) -> None:
+            loc = rec.location
+            prior = priors.get((loc.scope, loc.local_id))
+            if prior is not None and prior[0] == "interaction" and prior[1] is not None:
+                self._detach(source, loc, prior[1], now_s)
+            if prior is not None and prior[0] == "quarantined":
+                unquarantine.append((source, loc.scope, loc.local_id))
+            skip_rows.append((source, loc.scope, loc.local_id, rec.message_id, reason, now_s))
+            loc_rows.append((source, loc.scope, loc.local_id, "skipped", None, loc.etag, "", now_s))
+            stats.skipped += 1
+
+        keep: list[tuple[MailRecord, str, str]] = []
+        for rec in recs:
+            reason = linker.skip_reason(rec, rec.location.scope, rec.flags, policy)
+            if reason:
+                skip(rec, reason)
+            else:
+                key, chash = mail_key(rec)
+                keep.append((rec, key, chash))
+        existing = self._ids_by_key([k for _, k, _ in keep]) if keep else {}
+        unmatched = [(rec, key) for rec, key, _ in keep if key not in existing and rec.message_id]
+        if unmatched:
+            existing.update(self._same_mails(unmatched))
+        refmap = self._thread_refs([i for rec, _, _ in keep for i in (rec.message_id, *rec.in_reply_to, *rec.references) if i])
+        next_id = (self._one("SELECT MAX(id) FROM interactions") or 0) + 1
+        next_thread = (self._one("SELECT MAX(id) FROM threads") or 0) + 1
+        merged: dict[int, int] = {}
+        new_rows: list[tuple] = []
+        part_rows: list[tuple] = []
+        link_rows: list[tuple] = []
+        ref_rows: list[tuple] = []
+        thread_rows: list[tuple] = []
+        withheld: dict[int, tuple[str, str, str]] = {}  # id -> (subject, snippet, visibility once linked)
+        contacts = _NewContacts(self, now_s, stats)
+        logged: list[tuple[int, MailRecord, str]] = []
+        unskip: list[tuple[str, str, str]] = []
+        for rec, key, chash in keep:
+            loc = rec.location
+            flags = " ".join(rec.flags)
+            prior = priors.get((loc.scope, loc.local_id))
+            found = existing.get(key)
+            if found is not None:
+                iid, vis = found
+                if prior is None or prior[1] != iid or prior[3] is not None:
+                    stats.updated += 1
+                    self._x("UPDATE interactions SET deleted=0 WHERE id=? AND deleted=1", (iid,))
+                else:
+                    stats.seen += 1
+                if prior is not None and prior[0] in ("skipped", "quarantined"):
+                    unskip.append((source, loc.scope, loc.local_id))
+                loc_rows.append((source, loc.scope, loc.local_id, "interaction", iid, loc.etag, flags, now_s))
+                if vis != policy.visibility and _VIS_RANK[policy.visibility] > _VIS_RANK.get(vis, 0):
+                    linked = bool(self._one("SELECT 1 FROM links WHERE interaction_id=? LIMIT 1", (iid,)))
+                    want = self._visible(policy, linked)
+                    if _VIS_RANK[want] > _VIS_RANK.get(vis, 0):
+                        self._x(
+                            "UPDATE interactions SET subject=?, snippet=?, visibility=?, updated_at=? WHERE id=?",
+                            (rec.subject if want != "metadata" else None, rec.snippet if want == "snippet" else None,
+                             want, now_s, iid),
+                        )
+                continue
+            iid = next_id
+            next_id += 1
+            participants = linker.mail_participants(rec)
+            match = linker.match(participants, policy)
+            # thread: every id the mail names joins one thread; two threads it joins become one
+            ids = [i for i in (rec.message_id, *rec.in_reply_to, *rec.references) if i]
+            thread_id = None
+            if ids:
+                found_threads = sorted({_find(merged, refmap[i]) for i in ids if i in refmap})
+                if not found_threads:
+                    thread_id = next_thread
+                    next_thread += 1
+                    thread_rows.append((thread_id, rec.subject[:200]))
+                else:
+                    thread_id = found_threads[0]
+                    for other in found_threads[1:]:
+                        merged[other] = thread_id
+                        self._x("UPDATE thread_refs SET thread_id=? WHERE thread_id=?", (thread_id, other))
+                        self._x("UPDATE interactions SET thread_id=? WHERE thread_id=?", (thread_id, other))
+                        self._x("DELETE FROM threads WHERE id=?", (other,))
+                        threads.discard(other)
+                for i in ids:
+                    if i not in refmap:
+                        ref_rows.append((i, thread_id))
+                    refmap[i] = thread_id
+                if found_threads:  # a mail alone in a new thread has nobody to inherit from or pass on to
+                    threads.add(thread_id)
+            logged_by = "log folder" if policy.logged_anyway(loc.scope, rec.flags) else ""
+            if not match.links and not logged_by and self.settings.unmatched == "drop":
+                next_id -= 1
+                skip(rec, "no customer or contact matched")
+                continue
+            direction = linker.direction(rec, policy)
+            want = self._visible(policy, bool(match.links) or bool(logged_by))
+            if want != policy.visibility:
+                withheld[iid] = (rec.subject, rec.snippet, policy.visibility)
+            new_rows.append((
+                iid, key, rec.message_id, chash, thread_id, utc_iso(rec.date),
+                rec.subject if want != "metadata" else None, rec.snippet if want == "snippet" else None,
+                direction, want, rec.bulk, int(rec.has_attachments), logged_by, now_s, now_s,
+                "\n".join(rec.warnings),
+            ))
+            existing[key] = (iid, want)
+            blocked = self.settings.blocklist
+            seen_people = set()
+            for a, role in participants:
+                if (a.email, role) in seen_people or (blocked and a.email in blocked):
+                    continue
+                seen_people.add((a.email, role))
+                part_rows.append((iid, a.email, a.name, role, ""))
+            loc_rows.append((source, loc.scope, loc.local_id, "interaction", iid, loc.etag, flags, now_s))
+            if prior is not None and prior[0] in ("skipped", "quarantined"):
+                unskip.append((source, loc.scope, loc.local_id))
+            contacts.add_to(match)
+            link_rows.extend((iid, t, tid, reason) for (t, tid), reason in match.links.items())
+            if logged_by and not match.links:
+                logged.append((iid, rec, direction))
+            stats.added += 1
+        x = self.conn.executemany
+        contacts.flush()
+        x("""INSERT INTO skipped(source, scope, local_id, message_id, reason, at) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT(source, scope, local_id) DO UPDATE SET message_id=excluded.message_id,
+             reason=excluded.reason, at=excluded.at""", skip_rows)
+        x("INSERT INTO threads(id, subject) VALUES (?, ?)", thread_rows)
+        x("INSERT OR IGNORE INTO thread_refs(message_id, thread_id) VALUES (?, ?)",
+          [(i, _find(merged, t)) for i, t in ref_rows])
+        x("""INSERT INTO interactions(id, dedup_key, message_id, content_hash, thread_id, date, subject, snippet,
+             direction, visibility, bulk, has_attachments, logged_by, created_at, updated_at, warnings, kind)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'mail')""",
+          [row[:4] + ((_find(merged, row[4]) if row[4] is not None else None),) + row[5:] for row in new_rows])
+        x("INSERT OR IGNORE INTO participants(interaction_id, email, name, role, status) VALUES (?, ?, ?, ?, ?)", part_rows)
+        x(_UPSERT_LOCATION, loc_rows)
+        x("DELETE FROM skipped WHERE source=? AND scope=? AND local_id=?", unskip)
+        x("DELETE FROM quarantine WHERE source=? AND scope=? AND local_id=?", unskip + unquarantine)
+        x("INSERT OR REPLACE INTO links(interaction_id, target, target_id, reason) VALUES (?, ?, ?, ?)", link_rows)
+        for iid, rec, direction in logged:
+            self._log_unknown(iid, rec, policy, direction, now_s, stats)
+        by_thread = self._propagate_threads(threads)
+        threads.clear()
+        # stored earlier without content while unmatched, linked through their thread
+        # now: filled in from what this process still holds of an earlier batch, else
+        # the sources that saw them read them again (as for a new customer)
+        held = self._held
+        earlier = [iid for iid in by_thread if iid not in withheld]
+        withheld.update((iid, held.pop(iid)) for iid in earlier if iid in held)
+        self._rescan_withheld(sorted(iid for iid in earlier if iid not in withheld), pulling=source)
+        if withheld:  # withheld while unmatched, linked through their thread after all
+            withheld_ids = list(withheld)
+            filled = set()
+            for chunk in range(0, len(withheld_ids), 500):
+                part = withheld_ids[chunk:chunk + 500]
+                marks = ",".join("?" * len(part))
+                for (iid,) in self._x(f"SELECT DISTINCT interaction_id FROM links WHERE interaction_id IN ({marks})", part).fetchall():
+                    subject, snippet, vis = withheld[iid]
+                    self._x("UPDATE interactions SET subject=?, snippet=?, visibility=? WHERE id=? AND visibility='metadata'",
+                            (subject if vis != "metadata" else None, snippet if vis == "snippet" else None, vis, iid))
+                    filled.add(iid)
+            held.update((iid, text) for iid, text in withheld.items() if iid not in filled)
+            while len(held) > _HELD_MAX:  # the oldest go: replies come soon after or not in this run
+                del held[next(iter(held))]
+
+    def _same_mails(self, unmatched: list[tuple[MailRecord, str]]) -> dict[str, tuple[int, str]]:
+        """Mails stored under another dedup key: the same Message-ID, sender, minute and subject.
+
+        The key hashes the start of the snippet, so without this a mail seen
+        again at a new place (moved, in a second mailbox, after a UIDVALIDITY
+        reset) would be stored twice once a newer crm-bridge reads its text
+        differently (reply quoting, HTML heads, inline parts).  A Message-ID
+        alone stays a hint: two mails that share one but differ in sender,
+        minute or subject stay two.  A subject that was not stored (metadata
+        only) does not speak against the match.
+        """
+        wanted: dict[str, list[tuple[MailRecord, str]]] = {}
+        for rec, key in unmatched:
+            wanted.setdefault(rec.message_id, []).append((rec, key))
+        out: dict[str, tuple[int, str]] = {}
+        ids = list(wanted)
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk:chunk + 500]
+            rows = self._x(
+                "SELECT i.id, i.visibility, i.message_id, i.date, i.subject,"
+                " (SELECT p.email FROM participants p WHERE p.interaction_id=i.id AND p.role='from' LIMIT 1)"
+                f" FROM interactions i WHERE i.message_id IN ({','.join('?' * len(part))}) AND i.kind='mail'",
+                part,
+            ).fetchall()
+            for iid, vis, message_id, date_s, subject, sender in rows:
+                for rec, key in wanted[message_id]:
+                    if key in out or (rec.sender.email if rec.sender else "") != (sender or ""):
+                        continue
+                    if (utc_iso(rec.date) or "")[:16] != (date_s or "")[:16]:
+                        continue
+                    if subject is not None and " ".join(subject.split()) != " ".join(rec.subject.split()):
+                        continue
+                    out[key] = (iid, vis)
+        return out
+
+    def _thread_refs(self, ids: list[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        ids = list(dict.fromkeys(ids))
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk:chunk + 500]
+            marks = ",".join("?" * len(part))
+            out.update(self._x(f"SELECT message_id, thread_id FROM thread_refs WHERE message_id IN ({marks})", part))
+        return out
+
+    def _log_unknown(self, iid: int, rec: MailRecord, policy: SourcePolicy, direction: str, now_s: str, stats: Stats) -> None:
+        """A mail in the log folder from someone unknown: make them a contact."""
+        people = [rec.sender] if direction == "in" and rec.sender else list(rec.to)
+        for addr in self.linker.external([p for p in people if p], policy)[:1]:
+            cid = self.index.contact_by_email.get(addr.email)
+            if cid is None:
+                cid = self.add_contact(addr.name or addr.email, [addr.email], None, origin="log folder", relink=False)
+                stats.contacts_created += 1
+            self._x("INSERT OR IGNORE INTO links VALUES (?, 'contact', ?, 'log folder')", (iid, cid))
+
+
+def _find(merged: dict[int, int], thread_id: int) -> int:
+    while thread_id in merged:
+        thread_id = merged[thread_id]
+    return thread_id

@@ -1,0 +1,163 @@
+"""The store's schema and its migrations.
+
+``SCHEMA`` builds a new store at ``SCHEMA_VERSION``; ``MIGRATIONS[n]`` brings
+a store of version n - 1 up to n (run by
+:meth:`crm_core.storebase.StoreBase.migrate`, in one transaction).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from crm_core.store import Store
+
+
+SCHEMA_VERSION = 2
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS customers (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    origin TEXT NOT NULL DEFAULT 'manual', account_owner TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS customer_domains (
+    domain TEXT PRIMARY KEY, customer_id INTEGER NOT NULL REFERENCES customers(id));
+CREATE TABLE IF NOT EXISTS contacts (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL DEFAULT '', customer_id INTEGER REFERENCES customers(id),
+    uid TEXT UNIQUE, title TEXT NOT NULL DEFAULT '', phones TEXT NOT NULL DEFAULT '[]',
+    categories TEXT NOT NULL DEFAULT '[]', origin TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS contact_addresses (
+    email TEXT PRIMARY KEY, contact_id INTEGER NOT NULL REFERENCES contacts(id));
+CREATE INDEX IF NOT EXISTS contact_addresses_contact ON contact_addresses(contact_id);
+CREATE TABLE IF NOT EXISTS interactions (
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, dedup_key TEXT NOT NULL UNIQUE,
+    message_id TEXT NOT NULL DEFAULT '', content_hash TEXT NOT NULL DEFAULT '',
+    thread_id INTEGER, date TEXT, start TEXT, "end" TEXT, tzid TEXT NOT NULL DEFAULT '',
+    subject TEXT, snippet TEXT, direction TEXT NOT NULL DEFAULT '',
+    visibility TEXT NOT NULL DEFAULT 'snippet', status TEXT NOT NULL DEFAULT '',
+    uid TEXT NOT NULL DEFAULT '', recurrence_id TEXT NOT NULL DEFAULT '', rrule TEXT NOT NULL DEFAULT '',
+    location_text TEXT NOT NULL DEFAULT '', bulk TEXT NOT NULL DEFAULT '',
+    has_attachments INTEGER NOT NULL DEFAULT 0, logged_by TEXT NOT NULL DEFAULT '',
+    deleted INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+    warnings TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS interactions_message_id ON interactions(message_id);
+CREATE INDEX IF NOT EXISTS interactions_thread ON interactions(thread_id);
+CREATE INDEX IF NOT EXISTS interactions_date ON interactions(date);
+CREATE TABLE IF NOT EXISTS participants (
+    interaction_id INTEGER NOT NULL REFERENCES interactions(id), email TEXT NOT NULL,
+    name TEXT NOT NULL DEFAULT '', role TEXT NOT NULL, status TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (interaction_id, email, role)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS participants_email ON participants(email);
+CREATE TABLE IF NOT EXISTS occurrences (
+    interaction_id INTEGER NOT NULL REFERENCES interactions(id), recurrence_id TEXT NOT NULL,
+    start TEXT, "end" TEXT, date TEXT, status TEXT NOT NULL DEFAULT 'CONFIRMED',
+    PRIMARY KEY (interaction_id, recurrence_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS thread_refs (
+    message_id TEXT PRIMARY KEY, thread_id INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS thread_refs_thread ON thread_refs(thread_id);
+CREATE TABLE IF NOT EXISTS threads (id INTEGER PRIMARY KEY, subject TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS links (
+    interaction_id INTEGER NOT NULL REFERENCES interactions(id), target TEXT NOT NULL,
+    target_id INTEGER NOT NULL, reason TEXT NOT NULL,
+    PRIMARY KEY (interaction_id, target, target_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS links_target ON links(target, target_id);
+CREATE TABLE IF NOT EXISTS link_overrides (
+    interaction_id INTEGER NOT NULL REFERENCES interactions(id), target TEXT NOT NULL,
+    target_id INTEGER NOT NULL, action TEXT NOT NULL, at TEXT NOT NULL,
+    PRIMARY KEY (interaction_id, target, target_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS locations (
+    source TEXT NOT NULL, scope TEXT NOT NULL, local_id TEXT NOT NULL,
+    kind TEXT NOT NULL, item_id INTEGER, etag TEXT NOT NULL DEFAULT '',
+    flags TEXT NOT NULL DEFAULT '', seen_at TEXT NOT NULL, gone_at TEXT,
+    PRIMARY KEY (source, scope, local_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS locations_item ON locations(kind, item_id);
+CREATE TABLE IF NOT EXISTS skipped (
+    source TEXT NOT NULL, scope TEXT NOT NULL, local_id TEXT NOT NULL,
+    message_id TEXT NOT NULL DEFAULT '', reason TEXT NOT NULL, at TEXT NOT NULL,
+    PRIMARY KEY (source, scope, local_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS skipped_message_id ON skipped(message_id);
+CREATE TABLE IF NOT EXISTS tasks (
+    id INTEGER PRIMARY KEY, uid TEXT NOT NULL UNIQUE, rule_key TEXT UNIQUE,
+    title TEXT NOT NULL, description TEXT NOT NULL DEFAULT '', due TEXT,
+    status TEXT NOT NULL DEFAULT 'open', completed_at TEXT,
+    customer_id INTEGER, contact_id INTEGER, interaction_id INTEGER,
+    version INTEGER NOT NULL DEFAULT 1, pushed_version INTEGER NOT NULL DEFAULT 0,
+    remote_source TEXT, remote_scope TEXT, remote_href TEXT, remote_etag TEXT,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, sent_digests TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS card_pushes (
+    uid TEXT PRIMARY KEY, content_hash TEXT NOT NULL DEFAULT '',
+    remote_source TEXT, remote_scope TEXT, remote_href TEXT, remote_etag TEXT);
+CREATE TABLE IF NOT EXISTS sources (
+    name TEXT PRIMARY KEY, type TEXT NOT NULL, cursor TEXT, fingerprint TEXT NOT NULL DEFAULT '',
+    rescan INTEGER NOT NULL DEFAULT 0, last_run_at TEXT, last_status TEXT, last_error TEXT,
+    items INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY, source TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,
+    status TEXT NOT NULL, stats TEXT NOT NULL DEFAULT '{}', message TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS quarantine (
+    source TEXT NOT NULL, scope TEXT NOT NULL, local_id TEXT NOT NULL, reason TEXT NOT NULL,
+    excerpt TEXT NOT NULL DEFAULT '', first_seen TEXT NOT NULL, last_seen TEXT NOT NULL,
+    count INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (source, scope, local_id)) WITHOUT ROWID;
+CREATE VIRTUAL TABLE IF NOT EXISTS interactions_fts USING fts5(
+    subject, snippet, tokenize='unicode61 remove_diacritics 2', content='interactions');
+CREATE TRIGGER IF NOT EXISTS interactions_ai AFTER INSERT ON interactions BEGIN
+    INSERT INTO interactions_fts(rowid, subject, snippet) VALUES (new.id, new.subject, new.snippet);
+END;
+CREATE TRIGGER IF NOT EXISTS interactions_ad AFTER DELETE ON interactions BEGIN
+    INSERT INTO interactions_fts(interactions_fts, rowid, subject, snippet)
+    VALUES ('delete', old.id, old.subject, old.snippet);
+END;
+CREATE TRIGGER IF NOT EXISTS interactions_au AFTER UPDATE OF subject, snippet ON interactions BEGIN
+    INSERT INTO interactions_fts(interactions_fts, rowid, subject, snippet)
+    VALUES ('delete', old.id, old.subject, old.snippet);
+    INSERT INTO interactions_fts(rowid, subject, snippet) VALUES (new.id, new.subject, new.snippet);
+END;
+CREATE TABLE IF NOT EXISTS conflicts (
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, item TEXT NOT NULL, resolution TEXT NOT NULL, at TEXT NOT NULL);
+"""
+
+
+def _migrate_2_warnings_and_dates(store: "Store") -> None:
+    """Version 2: ``interactions.warnings`` (what a connector could not read as it was, one per line).
+
+    And dates with a year before 1000, which utc_iso once wrote unpadded
+    ("1-05-30T21:10:06Z", sorting after every other date), become ISO 8601:
+    a mail's year read the way mail programs read it (RFC 5322 4.3, as
+    connectors.mailparse.full_year: 1 -> 2001, 98 -> 1998, 101 -> 2001),
+    other items' padded.  Idempotent.
+    """
+    if "warnings" not in {r[1] for r in store.conn.execute("PRAGMA table_info(interactions)")}:
+        store.conn.execute("ALTER TABLE interactions ADD COLUMN warnings TEXT NOT NULL DEFAULT ''")
+
+    def fixed(value: str, mail: bool) -> str:
+        year, _, rest = value.partition("-")
+        y = int(year)
+        if mail:
+            y = y + 2000 if y < 50 else y + 1900
+        return f"{y:04d}-{rest}"
+
+    bad = "date IS NOT NULL AND instr(date, '-') BETWEEN 2 AND 4 AND date GLOB '[0-9]*'"
+    for iid, kind, value in store.conn.execute(f"SELECT id, kind, date FROM interactions WHERE {bad}").fetchall():
+        store.conn.execute("UPDATE interactions SET date=? WHERE id=?", (fixed(value, kind == "mail"), iid))
+    for iid, rid, value in store.conn.execute(
+            f"SELECT interaction_id, recurrence_id, date FROM occurrences WHERE {bad}").fetchall():
+        store.conn.execute("UPDATE occurrences SET date=? WHERE interaction_id=? AND recurrence_id=?",
+                           (fixed(value, False), iid, rid))
+
+
+#: schema version -> function bringing the previous version up to it
+def _migrate_2_task_digests(store: "Store") -> None:
+    """tasks.sent_digests: what a push is about to write, so a crash before its commit is not taken
+    for the client's change (idempotent)."""
+    columns = {row[1] for row in store.conn.execute("PRAGMA table_info(tasks)")}
+    if "sent_digests" not in columns:
+        store.conn.execute("ALTER TABLE tasks ADD COLUMN sent_digests TEXT NOT NULL DEFAULT ''")
+
+
+def _migrate_2(store: "Store") -> None:
+    _migrate_2_warnings_and_dates(store)
+    _migrate_2_task_digests(store)
+
+
+MIGRATIONS: dict[int, Any] = {2: _migrate_2}

@@ -1,0 +1,336 @@
+"""What every part of the store stands on: its errors, the time and hash
+helpers, a run's statistics, and :class:`StoreBase`, the connection
+(opening, migrating, transactions, the link index).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, overload
+
+from crm_core.linking import LinkIndex, Linker
+from crm_core.records import AppointmentRecord, MailRecord
+from crm_core.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
+from crm_core.settings import LinkingSettings
+
+
+_ALNUM = re.compile(r"[\W_]+", re.UNICODE)
+
+
+class StoreError(Exception):
+    """A request the store cannot fulfil (unknown customer, ...)."""
+
+
+class StoreBusy(StoreError):
+    """Another process holds the store's write lock for longer than we wait."""
+
+
+class StoreFailure(StoreError):
+    """The store file cannot be used: damaged, on a full disk, unreadable."""
+
+
+def store_failure(exc: sqlite3.Error, path: str | Path) -> StoreError:
+    """One line for an SQLite error: what happened to which file, and what to do."""
+    text = str(exc)
+    low = text.lower()
+    if "locked" in low or "busy" in low:
+        return StoreBusy(f"the store {path} is busy: another crm process is writing to it; try again in a moment")
+    if "full" in low:
+        return StoreFailure(f"no space left for the store {path} ({text}): free disk space, then run the command "
+                            "again; what was stored before is kept")
+    if "not a database" in low or "malformed" in low or "corrupt" in low:
+        return StoreFailure(f"the store {path} is damaged ({text}): restore it from a backup, or see what is left "
+                            f"with: sqlite3 {path} 'PRAGMA integrity_check'")
+    if "disk i/o" in low:
+        return StoreFailure(f"the store {path} cannot be written ({text}): check the disk and free space; "
+                            f"then check the file with: sqlite3 {path} 'PRAGMA integrity_check'")
+    if "unable to open" in low:
+        return StoreFailure(f"cannot open the store {path}: check that its folder exists and is writable")
+    if "readonly" in low or "read-only" in low:
+        return StoreFailure(f"the store {path} is read-only here: check the permissions of the file and its folder")
+    return StoreFailure(f"the store {path} failed: {text}")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+@overload
+def iso(value: datetime | date) -> str: ...
+@overload
+def iso(value: None) -> None: ...
+def iso(value: datetime | date | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.isoformat()
+    return value.isoformat()
+
+
+def utc_iso(value: datetime | date | None) -> str | None:
+    """A sortable UTC timestamp (ISO 8601, four-digit year); dates count as midnight UTC."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+    elif value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    v = value.astimezone(timezone.utc)
+    # not strftime: its %Y leaves years before 1000 unpadded ("1-05-30T...") on glibc
+    return f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}Z"
+
+
+def task_digest(title: str, status: str, due: str | date | None) -> str:
+    """What a task looks like to a calendar client: title, CRM status (open/done/cancelled), due."""
+    if isinstance(due, str) and due:
+        try:
+            due = datetime.fromisoformat(due) if "T" in due else date.fromisoformat(due[:10])
+        except ValueError:
+            pass
+    due_key = (utc_iso(due) if isinstance(due, datetime) else due.isoformat() if isinstance(due, date)
+               else str(due or ""))
+    return hashlib.sha1(f"{title}\x1f{status}\x1f{due_key}".encode()).hexdigest()[:16]
+
+
+def content_hash(sender: str, when: datetime | None, subject: str, body: str) -> str:
+    """Hash of what makes a mail the same mail wherever it was stored."""
+    minute = (utc_iso(when) or "")[:16].replace("-", "").replace("T", "").replace(":", "")
+    subject = " ".join(subject.split()).lower()
+    body = _ALNUM.sub("", body[:160].lower())[:64]
+    raw = f"{sender.lower()}\x1f{minute}\x1f{subject}\x1f{body}"
+    return hashlib.sha1(raw.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def mail_key(rec: MailRecord) -> tuple[str, str]:
+    chash = content_hash(rec.sender.email if rec.sender else "", rec.date, rec.subject, rec.snippet)
+    key = hashlib.sha1(f"{rec.message_id}\x1f{chash}".encode("utf-8", "surrogatepass")).hexdigest()
+    return "m:" + key, chash
+
+
+def appointment_key(rec: AppointmentRecord) -> str:
+    return f"a:{rec.uid}\x1f{rec.recurrence_id}"
+
+
+@dataclass
+class Stats:
+    added: int = 0
+    updated: int = 0
+    seen: int = 0  # already known, nothing new
+    skipped: int = 0
+    quarantined: int = 0
+    removed: int = 0
+    contacts_created: int = 0
+    customers_created: int = 0
+    tasks_created: int = 0
+    tasks_updated: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def merge(self, other: "Stats") -> None:
+        for f in fields(self):
+            if f.name == "problems":
+                self.problems.extend(other.problems)
+            else:
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class StoreBase:
+    """The connection to the store's file and the helpers every part uses.
+
+    :class:`crm_core.store.Store` is composed of parts that each build on
+    this class; use :meth:`transaction` around every write."""
+
+    def __init__(self, path: str | Path, settings: LinkingSettings | None = None):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = None
+        self.settings = settings or LinkingSettings()
+        self._index: LinkIndex | None = None
+        #: text of mails stored without it while unmatched (id -> subject, snippet,
+        #: visibility once linked), for a reply in a later batch that links them
+        self._held: dict[int, tuple[str, str, str]] = {}
+        self._in_tx = False
+        try:
+            self._open()
+        except sqlite3.Error as exc:
+            raise store_failure(exc, self.path) from None
+
+    def _open(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        # a first sync writes tens of thousands of rows with their indexes and
+        # full-text entries: checkpointing the WAL every 40 MiB instead of
+        # every 4 MiB saves about a tenth of its store time (a bigger page
+        # cache saved little more and made memory grow with the store)
+        conn.execute("PRAGMA wal_autocheckpoint=10000")
+        self.conn = conn
+        self.migrate()
+
+    # -- schema -----------------------------------------------------------
+    def migrate(self) -> None:
+        current = self.schema_version()
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} was written by a newer crm-bridge (schema {current}, this one knows {SCHEMA_VERSION})"
+            )
+        if current == SCHEMA_VERSION:
+            return
+        if current == 0:
+            # executescript commits first, so the whole script is its own transaction
+            self.conn.executescript(
+                "BEGIN IMMEDIATE;" + SCHEMA
+                + f"INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
+            )
+        else:
+            with self.transaction():
+                for step in range(current + 1, SCHEMA_VERSION + 1):
+                    MIGRATIONS[step](self)
+                self.set_meta("schema_version", str(SCHEMA_VERSION))
+
+    def schema_version(self) -> int:
+        try:
+            row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.OperationalError:
+            return 0
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def quick_check(self) -> str | None:
+        """``PRAGMA quick_check``: None when the file is sound, else what SQLite found (first lines)."""
+        try:
+            rows = [r[0] for r in self.conn.execute("PRAGMA quick_check(5)")]
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
+        if rows == ["ok"]:
+            return None
+        found = [line.strip() for row in rows for line in str(row).splitlines()
+                 if line.strip() and not line.startswith("***")]
+        return "; ".join(found[:2]) + (" ..." if len(found) > 2 else "")
+
+    def optimize(self) -> None:
+        """Fresh statistics for the query planner (run it after a sync run).
+
+        A whole ``ANALYZE`` each time the store has doubled since the last one
+        (0.15 s at 100,000 mails, so a growing store pays a few of them in all),
+        else ``PRAGMA optimize``, which analyses what SQLite thinks needs it.
+        The statements of the sync path do not depend on statistics (they are
+        written to follow keys); the read side's joins do.
+        """
+        with self.transaction():
+            items = self._one("SELECT MAX(id) FROM interactions") or 0
+            if items > 2 * int(self.meta("analysed_items") or 0):
+                self.conn.execute("ANALYZE")
+                self.set_meta("analysed_items", str(items))
+            else:
+                self.conn.execute("PRAGMA optimize")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic unit.  Nested calls join the outer transaction."""
+        if self._in_tx:
+            yield
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._in_tx = True
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            self._index = None
+            self._held.clear()  # ids handed out in the rolled-back batch are handed out again
+            raise
+        else:
+            self.conn.execute("COMMIT")
+            _fault_point()
+        finally:
+            self._in_tx = False
+
+    @contextmanager
+    def rolled_back(self) -> Iterator[None]:
+        """Run writes and throw them away (``sync --dry-run``)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._in_tx = True
+        try:
+            yield
+        finally:
+            self.conn.execute("ROLLBACK")
+            self._in_tx = False
+            self._index = None
+            self._held.clear()
+
+    @property
+    def db(self):
+        """The store as a :class:`sqlite_utils.Database` (imported on first use:
+        it is not needed on the sync path and costs start-up time)."""
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn)
+        return self._db
+
+    def _insert(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """Run an INSERT; the new row's id."""
+        rowid = self.conn.execute(sql, tuple(params)).lastrowid
+        assert rowid is not None
+        return rowid
+
+    def _x(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, tuple(params))
+
+    def _one(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        row = self.conn.execute(sql, tuple(params)).fetchone()
+        return row[0] if row else None
+
+    def meta(self, key: str) -> str | None:
+        return self._one("SELECT value FROM meta WHERE key=?", (key,))
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._x("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # -- the link index ---------------------------------------------------
+    @property
+    def index(self) -> LinkIndex:
+        if self._index is None:
+            idx = LinkIndex()
+            idx.contact_by_email = dict(self._x("SELECT email, contact_id FROM contact_addresses"))
+            idx.customer_of_contact = dict(self._x("SELECT id, customer_id FROM contacts"))
+            idx.customer_by_domain = dict(self._x("SELECT domain, customer_id FROM customer_domains"))
+            self._index = idx
+        return self._index
+
+    @property
+    def linker(self) -> Linker:
+        return Linker(self.settings, self.index)
+
+
+_commits = 0
+
+
+def _fault_point() -> None:
+    """Fault injection for the crash tests: ``CRM_FAULT_KILL_AFTER_COMMITS=N``
+    kills the process with SIGKILL right after its N-th commit."""
+    global _commits
+    limit = os.environ.get("CRM_FAULT_KILL_AFTER_COMMITS")
+    if not limit:
+        return
+    _commits += 1
+    if _commits >= int(limit):
+        os.kill(os.getpid(), signal.SIGKILL)
