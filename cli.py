@@ -44,7 +44,7 @@ class Context:
     @property
     def config(self):
         if self._config is None:
-            from sync.config import load_config
+            from crm_bridge.sync.config import load_config
 
             self._config = load_config(self.config_path)
             _setup_logging(self.verbose, self._config.log_file)
@@ -53,9 +53,9 @@ class Context:
     @property
     def store(self):
         if self._store is None:
-            from crm_core.store import Store
+            from crm_bridge.crm_core.store import Store
 
-            from sync.engine import load_customers
+            from crm_bridge.sync.engine import load_customers
 
             self._store = Store(self.config.store_path, self.config.linking)
             load_customers(self._store, self.config)
@@ -102,13 +102,13 @@ class CrmGroup(click.Group):
     """Turns known errors into one line and an exit status."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from connectors.base import ConnectorError
-        from crm_core.settings import SettingsError
+        from crm_bridge.connectors.base import ConnectorError
+        from crm_bridge.crm_core.settings import SettingsError
         import sqlite3
 
-        from crm_core.store import StoreBusy, StoreError, store_failure
-        from sync.config import ConfigError
-        from sync.lock import SyncLocked
+        from crm_bridge.crm_core.store import StoreBusy, StoreError, store_failure
+        from crm_bridge.sync.config import ConfigError
+        from crm_bridge.sync.lock import SyncLocked
 
         try:
             return super().invoke(ctx)
@@ -173,7 +173,7 @@ def init(obj: Context, demo: bool, force: bool) -> None:
 
     target = Path(obj.config_path or "crm.toml")
     if not target.exists() or force:
-        template = files("crm_core").joinpath("templates", "demo.toml" if demo else "crm.toml")
+        template = files("crm_bridge.crm_core").joinpath("templates", "demo.toml" if demo else "crm.toml")
         target.write_text(template.read_text(encoding="utf-8"), encoding="utf-8")
         click.echo(f"wrote {target}; edit it, then run: crm --config {target} sync")
         if demo and not (target.parent / "examples").is_dir():
@@ -236,7 +236,7 @@ def sync(obj: Context, sources: tuple[str, ...], as_json: bool, dry_run: bool, w
     """
     import gc
 
-    from sync.engine import Engine, Interrupted
+    from crm_bridge.sync.engine import Engine, Interrupted
 
     # a first sync allocates millions of short-lived, acyclic objects
     # (parsed headers, records, rows): collecting the young generation
@@ -251,7 +251,7 @@ def sync(obj: Context, sources: tuple[str, ...], as_json: bool, dry_run: bool, w
     if profile_path:
         if watch:
             _fail("--profile profiles one run; it cannot be combined with --watch")
-        from sync.profile import ProfilingEngine
+        from crm_bridge.sync.profile import ProfilingEngine
 
         profiler = ProfilingEngine(config, obj.store, progress=progress)
     engine = profiler or Engine(config, obj.store, progress=progress, parallel=True)
@@ -319,7 +319,7 @@ def status(obj: Context, as_json: bool) -> None:
 
     Exit status 1 when the store file is damaged (``PRAGMA quick_check``).
     """
-    from sync.lock import StoreLock
+    from crm_bridge.sync.lock import StoreLock
 
     store = obj.store
     damage = store.quick_check()
@@ -396,7 +396,7 @@ def sources_reset(obj: Context, name: str, folder: str | None) -> None:
     Example:
         crm sources reset anna-imap --folder INBOX
     """
-    from sync.engine import Engine
+    from crm_bridge.sync.engine import Engine
 
     engine = Engine(obj.config, obj.store)
     try:
@@ -453,7 +453,7 @@ def customers_list(obj: Context, as_json: bool) -> None:
 @click.pass_obj
 def customers_show(obj: Context, name: str, as_json: bool) -> None:
     """One customer (name, its start, or id) with its contacts."""
-    from crm_core.directory import find_customer
+    from crm_bridge.crm_core.directory import find_customer
 
     info = obj.store.customer(str(find_customer(obj.store, name)))
     if as_json:
@@ -472,7 +472,7 @@ def customers_show(obj: Context, name: str, as_json: bool) -> None:
 def _target(store, customer: str | None, contact: str | None) -> tuple[str, int]:
     if bool(customer) == bool(contact):
         raise click.UsageError("name exactly one of --customer or --contact")
-    from crm_core.directory import find_contact, find_customer
+    from crm_bridge.crm_core.directory import find_contact, find_customer
 
     if customer:
         return "customer", find_customer(store, customer)
@@ -513,7 +513,7 @@ def timeline(obj: Context, customer: str, limit: int, as_json: bool) -> None:
     Example:
         crm timeline "Stadtwerke Lindenau" --limit 20
     """
-    from crm_core.directory import find_customer
+    from crm_bridge.crm_core.directory import find_customer
 
     items = obj.store.timeline(str(find_customer(obj.store, customer)), limit=limit)
     if as_json:
@@ -640,7 +640,7 @@ def tasks_add(obj: Context, title: str, customer: str | None, due: str | None, i
     Example:
         crm tasks add "Send the revised quote" --customer "Hotel Seeblick" --due +3
     """
-    from crm_core.directory import find_customer
+    from crm_bridge.crm_core.directory import find_customer
 
     store = obj.store
     cid = find_customer(store, customer) if customer else None
@@ -729,7 +729,7 @@ def export(obj: Context, fmt: str, table: str, output: str | None) -> None:
         click.echo(text, nl=False)
 
 
-from cli_directory import register  # noqa: E402  (commands that need main and customers)
+from crm_bridge.cli_directory import register  # noqa: E402  (commands that need main and customers)
 
 register(main, customers)
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from crm_core import directory, notes
-from crm_core.store import StoreError
+from crm_bridge.crm_core import directory, notes
+from crm_bridge.crm_core.store import StoreError
 
 
 def _json(data: Any) -> None:

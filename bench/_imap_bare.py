@@ -76,7 +76,7 @@ class NullView:
 
 def record_session(port: int, password: str, folders: list[str]) -> tuple[bytes, int]:
     """(the bytes the connector sends in a first sync of ``folders``, the bytes it received)."""
-    from connectors.imap import ImapConnector
+    from crm_bridge.connectors.imap import ImapConnector
 
     os.environ["BENCH_IMAP_PW"] = password
     rec = Recorder(port)

@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 from bench._results import TreeMemory, like_an_installation, write_section  # noqa: E402
 from bench.mailgen import INTERNAL, customer_domains  # noqa: E402
 from bench.realistic import StoreKit  # noqa: E402
-from crm_core.contentlines import escape_text, fold_line  # noqa: E402
+from crm_bridge.crm_core.contentlines import escape_text, fold_line  # noqa: E402
 from tests import dav_servers  # noqa: E402
 from tests.dav_servers import USER, DavServer  # noqa: E402
 
@@ -525,7 +525,7 @@ def bench(server: DavServer, args, cmdline: str) -> str:
             m["bare_srv"].append(reqlog.server_s)
         # (b), (e)
         cfg = kit.config("real", True)
-        crm = [sys.executable, "-m", "cli", "--config", str(cfg)]
+        crm = [sys.executable, "-m", "crm_bridge.cli", "--config", str(cfg)]
         reqlog.mark()
         sec, rss, outputs["initial"], _ = run_wait4([*crm, "sync", *only], ROOT, env)
         reqs = reqlog.since()
@@ -559,7 +559,7 @@ def bench(server: DavServer, args, cmdline: str) -> str:
             m["crm_nc_reqs"].append(reqlog.since())
             m["crm_nc_srv"].append(reqlog.server_s)
         # (b2) the same into a store with no customers
-        plain = [sys.executable, "-m", "cli", "--config", str(kit.config("plain", False))]
+        plain = [sys.executable, "-m", "crm_bridge.cli", "--config", str(kit.config("plain", False))]
         sec, rss, _, _ = run_wait4([*plain, "sync", *only], ROOT, env)
         if keep:
             m["plain"].append(sec)

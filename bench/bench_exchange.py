@@ -66,7 +66,7 @@ def bare_loop(url: str) -> tuple[float, int, int]:
     """(seconds, changes, requests) of the SyncFolderItems loop over plain HTTP."""
     import requests
 
-    from connectors.base import make_connector
+    from crm_bridge.connectors.base import make_connector
 
     conn = make_connector("bench", options(url))
     account = conn._connect()
@@ -103,7 +103,7 @@ def bare_loop(url: str) -> tuple[float, int, int]:
 
 def crm_run(config: Path, env: dict) -> tuple[float, int, str]:
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "--config", str(config), "sync", "--json"], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "crm_bridge.cli", "--config", str(config), "sync", "--json"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     memory = TreeMemory(proc.pid)
     out, err = proc.communicate()

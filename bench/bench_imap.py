@@ -78,7 +78,7 @@ def timed_run(argv: list[str], env: dict | None = None) -> tuple[float, int, str
 
 
 def crm_sync(config: Path) -> tuple[float, int, str, float]:
-    return timed_run([sys.executable, "-m", "cli", "--config", str(config), "sync", "--source", "alice"],
+    return timed_run([sys.executable, "-m", "crm_bridge.cli", "--config", str(config), "sync", "--source", "alice"],
                      dict(os.environ))
 
 

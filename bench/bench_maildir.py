@@ -127,7 +127,7 @@ def main() -> None:
             firsts = []
             for r in range(args.rounds):
                 cfg = kit.config(f"run{r}-{int(realistic)}", realistic)
-                crm = [sys.executable, "-m", "cli", "--config", str(cfg), "sync", "--source", "alice"]
+                crm = [sys.executable, "-m", "crm_bridge.cli", "--config", str(cfg), "sync", "--source", "alice"]
                 os.sync()  # no write-back of an earlier store during a timed run
                 firsts.append(run_measured(crm))
             first_s = sorted(x[0] for x in firsts)[len(firsts) // 2]

@@ -162,7 +162,7 @@ class StoreKit:
             f.unlink()
         cfg = self.work / "template.toml"
         cfg.write_text(config_text(self.template, self.sources, True, self.seed, self.book), encoding="utf-8")
-        done = subprocess.run([sys.executable, "-m", "cli", "--config", str(cfg), "sync", "--source", "addressbook"],
+        done = subprocess.run([sys.executable, "-m", "crm_bridge.cli", "--config", str(cfg), "sync", "--source", "addressbook"],
                               cwd=ROOT, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"seeding the realistic store failed:\n{done.stdout}\n{done.stderr}")

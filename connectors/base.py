@@ -29,11 +29,11 @@ import subprocess
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
 
-from crm_core.records import Batch, CardPush, MailRecord, PushResult, TaskPush
+from crm_bridge.crm_core.records import Batch, CardPush, MailRecord, PushResult, TaskPush
 
 if TYPE_CHECKING:  # imported when a rule is used: a connector alone starts without them
-    from crm_core.linking import Linker
-    from crm_core.settings import LinkingSettings, SourcePolicy
+    from crm_bridge.crm_core.linking import Linker
+    from crm_bridge.crm_core.settings import LinkingSettings, SourcePolicy
 
 
 class ConnectorError(Exception):
@@ -103,7 +103,7 @@ class SkipRule:
     def skip_reason(self, rec: MailRecord) -> str:
         """Why the store will not log ``rec`` (read from its header, without text), or ""."""
         if self._linker is None:
-            from crm_core.linking import LinkIndex, Linker
+            from crm_bridge.crm_core.linking import LinkIndex, Linker
 
             self._linker = Linker(self.settings, LinkIndex())
         return self._linker.skip_reason(rec, rec.location.scope, rec.flags, self.policy)
@@ -151,7 +151,7 @@ class Connector(ABC):
     @classmethod
     def accepted_keys(cls) -> frozenset[str]:
         """Every key a source of this class may have in the config."""
-        from crm_core.settings import SourcePolicy
+        from crm_bridge.crm_core.settings import SourcePolicy
 
         return COMMON_KEYS | SourcePolicy.KEYS | cls.option_keys
 
@@ -247,15 +247,15 @@ class Options(dict):
 
 #: config ``type`` -> "module:Class", imported only when used
 REGISTRY: dict[str, str] = {
-    "maildir": "connectors.files:MaildirConnector",
-    "mbox": "connectors.files:MboxConnector",
-    "eml": "connectors.files:EmlConnector",
-    "ics": "connectors.files:IcsConnector",
-    "vcf": "connectors.files:VcfConnector",
-    "imap": "connectors.imap:ImapConnector",
-    "caldav": "connectors.dav:CalDavConnector",
-    "carddav": "connectors.dav:CardDavConnector",
-    "exchange": "connectors.exchange:ExchangeConnector",
+    "maildir": "crm_bridge.connectors.files:MaildirConnector",
+    "mbox": "crm_bridge.connectors.files:MboxConnector",
+    "eml": "crm_bridge.connectors.files:EmlConnector",
+    "ics": "crm_bridge.connectors.files:IcsConnector",
+    "vcf": "crm_bridge.connectors.files:VcfConnector",
+    "imap": "crm_bridge.connectors.imap:ImapConnector",
+    "caldav": "crm_bridge.connectors.dav:CalDavConnector",
+    "carddav": "crm_bridge.connectors.dav:CardDavConnector",
+    "exchange": "crm_bridge.connectors.exchange:ExchangeConnector",
 }
 
 

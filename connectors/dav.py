@@ -11,7 +11,7 @@ from __future__ import annotations
 from urllib.parse import quote
 from xml.sax.saxutils import escape as xml_escape
 
-from crm_core.records import CardPush, Location, PushResult, TaskPush, TaskState
+from crm_bridge.crm_core.records import CardPush, Location, PushResult, TaskPush, TaskState
 
 from .base import SourceView
 from .davhttp import CALDAV, CARDDAV, XML_TYPE, _NAME_OK, _dir, _item_name, _join, _q

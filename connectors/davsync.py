@@ -67,7 +67,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 from xml.sax.saxutils import escape as xml_escape
 
-from crm_core.records import Batch, Failure, Location, PushResult, TaskState
+from crm_bridge.crm_core.records import Batch, Failure, Location, PushResult, TaskState
 
 from .base import AuthError, ConfigError, Connector, SourceView, secret
 from .davhttp import (
@@ -88,7 +88,7 @@ from .davhttp import (
     _xml,
 )
 
-log = logging.getLogger("connectors.dav")
+log = logging.getLogger("crm_bridge.connectors.dav")
 
 
 def _is_loopback(host: str) -> bool:

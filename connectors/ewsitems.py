@@ -23,9 +23,9 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from connectors.ical_common import recurrence_key
-from connectors.mailparse import SNIPPET_RAW_BYTES, parse_ids, text_snippet
-from crm_core.records import (
+from crm_bridge.connectors.ical_common import recurrence_key
+from crm_bridge.connectors.mailparse import SNIPPET_RAW_BYTES, parse_ids, text_snippet
+from crm_bridge.crm_core.records import (
     Address,
     AppointmentRecord,
     Attendee,

@@ -24,8 +24,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from connectors.ewsitems import task_state
-from crm_core.records import Location, PushResult, TaskPush
+from crm_bridge.connectors.ewsitems import task_state
+from crm_bridge.crm_core.records import Location, PushResult, TaskPush
 
 _STATUS = {"NEEDS-ACTION": "NotStarted", "IN-PROCESS": "InProgress", "COMPLETED": "Completed", "CANCELLED": "Deferred"}
 _FIELDS = ("id", "changekey", "crm_task_uid", "subject", "status", "due_date", "complete_date", "last_modified_time",

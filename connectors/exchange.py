@@ -88,7 +88,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Mapping
 from urllib.parse import urlsplit
 
-from connectors.base import (
+from crm_bridge.connectors.base import (
     AuthError,
     ConfigError,
     Connector,
@@ -98,7 +98,7 @@ from connectors.base import (
     TransientError,
     secret,
 )
-from connectors.ewsitems import (
+from crm_bridge.connectors.ewsitems import (
     CALENDAR_FIELDS,
     XmlMessage,
     CONTACT_FIELDS,
@@ -111,8 +111,8 @@ from connectors.ewsitems import (
     mail_record,
     task_state,
 )
-from crm_core.records import Batch, CardPush, Failure, Location, PushResult, TaskPush
-from crm_core.settings import SourcePolicy
+from crm_bridge.crm_core.records import Batch, CardPush, Failure, Location, PushResult, TaskPush
+from crm_bridge.crm_core.settings import SourcePolicy
 
 log = logging.getLogger("crm.exchange")
 
@@ -355,7 +355,7 @@ class ExchangeConnector(Connector):
         """The EWS URL from POX Autodiscover (following redirects), or the configured server."""
         if self.server:
             return self.server
-        from connectors.ewsdiscover import discover
+        from crm_bridge.connectors.ewsdiscover import discover
 
         return discover(self.mailbox, self.username, self._credentials().password, self.autodiscover_url,
                         verify=self.verify, timeout=self.timeout, auth=self.auth)
@@ -614,7 +614,7 @@ class ExchangeConnector(Connector):
         raise ConnectorError(f"sources.{self.name}.tasks_folder: no folder {target!r} in {self.mailbox}")
 
     def push_tasks(self, tasks: list[TaskPush], view: SourceView) -> list[PushResult]:
-        from connectors.ewspush import push_tasks
+        from crm_bridge.connectors.ewspush import push_tasks
 
         with self._errors():
             account = self._connect()
@@ -639,7 +639,7 @@ class ExchangeConnector(Connector):
         return f"{parent.name}/{target}", folder
 
     def push_cards(self, cards: list[CardPush], view: SourceView) -> list[PushResult]:
-        from connectors.ewspush import push_cards
+        from crm_bridge.connectors.ewspush import push_cards
 
         with self._errors():
             account = self._connect()

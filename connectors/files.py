@@ -30,9 +30,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO, Iterator, Mapping, cast
 
-from connectors.base import ConfigError, Connector, SourceUnavailable, SourceView
-from connectors.mailparse import MAX_MESSAGE_BYTES, MailParseError, parse_message
-from crm_core.records import Batch, Failure, FlagChange, Location, Record
+from crm_bridge.connectors.base import ConfigError, Connector, SourceUnavailable, SourceView
+from crm_bridge.connectors.mailparse import MAX_MESSAGE_BYTES, MailParseError, parse_message
+from crm_bridge.crm_core.records import Batch, Failure, FlagChange, Location, Record
 
 MAILDIR_FLAGS = {"D": "\\Draft", "F": "\\Flagged", "P": "$Forwarded", "R": "\\Answered", "S": "\\Seen", "T": "\\Deleted"}
 #: a directory modified this recently may still change within its mtime tick
@@ -622,7 +622,7 @@ class IcsConnector(_WholeFileConnector):
     option_keys = _PathConnector.option_keys | {"window_past_days", "window_future_days"}
 
     def parse(self, text, loc):
-        from connectors.ical import parse_calendar
+        from crm_bridge.connectors.ical import parse_calendar
 
         past = int(self.options.get("window_past_days", 730))
         future = int(self.options.get("window_future_days", 365))
@@ -637,6 +637,6 @@ class VcfConnector(_WholeFileConnector):
     priority = 10
 
     def parse(self, text, loc):
-        from connectors.vcard import parse_vcards
+        from crm_bridge.connectors.vcard import parse_vcards
 
         return parse_vcards(text, loc)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from crm_core.records import AppointmentRecord, Failure, Location, TaskState
+from crm_bridge.crm_core.records import AppointmentRecord, Failure, Location, TaskState
 
 from .ical_common import DESCRIPTION_LIMIT, MAX_OCCURRENCES, recurrence_key
 from .ical_fast import _fast_parse

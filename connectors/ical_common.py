@@ -13,7 +13,7 @@ import zoneinfo
 from datetime import date, datetime, timezone, tzinfo
 from typing import Any
 
-from crm_core.records import Address, Attendee
+from crm_bridge.crm_core.records import Address, Attendee
 
 #: how long ``description`` may get
 DESCRIPTION_LIMIT = 300

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from crm_core.records import AppointmentRecord, Attendee, Location, TaskState
+from crm_bridge.crm_core.records import AppointmentRecord, Attendee, Location, TaskState
 
 from .ical_common import DESCRIPTION_LIMIT, _fold, _iana_from_name, _make_attendee, _Zones
 from .ical_lines import _fast_dt, _fast_lines, _fast_split, _fast_unescape, _fint, _first, _ftext, _NotSimple

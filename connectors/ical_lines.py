@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 
-from crm_core.contentlines import PARAM_SPLIT, value_colon
+from crm_bridge.crm_core.contentlines import PARAM_SPLIT, value_colon
 
 from .ical_common import _UTC_ZONE, _Zones, tidy_text, unescape_value
 

@@ -6,7 +6,7 @@ import re
 from datetime import date, datetime, timezone
 from typing import Any, cast
 
-from crm_core.records import AppointmentRecord, Occurrence
+from crm_bridge.crm_core.records import AppointmentRecord, Occurrence
 
 from .ical_common import (
     MAX_OCCURRENCES,

@@ -15,7 +15,7 @@ from collections import defaultdict
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, cast
 
-from crm_core.records import AppointmentRecord, Attendee, Failure, Location, Occurrence, TaskState
+from crm_bridge.crm_core.records import AppointmentRecord, Attendee, Failure, Location, Occurrence, TaskState
 
 from .ical_common import (
     DESCRIPTION_LIMIT,
@@ -32,7 +32,7 @@ from .ical_common import (
     tidy_text,
 )
 
-log = logging.getLogger("connectors.ical")
+log = logging.getLogger("crm_bridge.connectors.ical")
 
 #: a property parse_calendar adds to an event it had to close: its value becomes a warning
 CUT_WARNING_PROPERTY = "X-CRM-BRIDGE-WARNING"

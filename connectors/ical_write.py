@@ -8,8 +8,8 @@ import hashlib
 import re
 from datetime import date, datetime, timezone
 
-from crm_core.contentlines import escape_text, fold_line, split_content_line
-from crm_core.records import TaskPush
+from crm_bridge.crm_core.contentlines import escape_text, fold_line, split_content_line
+from crm_bridge.crm_core.records import TaskPush
 
 #: properties that change without the content changing (see normalised_hash)
 IGNORED_PROPERTIES = frozenset(

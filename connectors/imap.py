@@ -134,7 +134,7 @@ from array import array
 from datetime import date, datetime
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from connectors.base import (
+from crm_bridge.connectors.base import (
     AuthError,
     ConfigError,
     Connector,
@@ -147,7 +147,7 @@ from connectors.base import (
     secret,
     skip_rule,
 )
-from connectors.mailparse import (
+from crm_bridge.connectors.mailparse import (
     HEADER_FIELDS,
     MAX_MESSAGE_BYTES,
     MailParseError,
@@ -161,8 +161,8 @@ from connectors.mailparse import (
     record_from_headers,
     single_part,
 )
-from connectors.snippet import first_fetch_bytes, prefix_snippet
-from crm_core.records import Batch, Failure, FlagChange, Location, MailRecord
+from crm_bridge.connectors.snippet import first_fetch_bytes, prefix_snippet
+from crm_bridge.crm_core.records import Batch, Failure, FlagChange, Location, MailRecord
 
 log = logging.getLogger("crm.imap")
 

@@ -37,7 +37,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 from typing import Iterable, Iterator
 from urllib.parse import unquote
 
-from connectors.snippet import (  # noqa: F401  (the snippet rule and text decoding, re-exported)
+from crm_bridge.connectors.snippet import (  # noqa: F401  (the snippet rule and text decoding, re-exported)
     SNIPPET_CHARS,
     SNIPPET_HTML_RAW_BYTES,
     SNIPPET_RAW_BYTES,
@@ -49,7 +49,7 @@ from connectors.snippet import (  # noqa: F401  (the snippet rule and text decod
     prefix_bytes,
     text_snippet,
 )
-from crm_core.records import Address, Location, MailRecord
+from crm_bridge.crm_core.records import Address, Location, MailRecord
 
 #: bytes of a message file read at most: headers and the text part come
 #: first, and a 200 MB attachment must not cost 200 MB of memory (a text

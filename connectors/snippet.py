@@ -35,7 +35,7 @@ import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from connectors.mailparse import Part
+    from crm_bridge.connectors.mailparse import Part
 
 #: raw bytes of the chosen text part that the snippet is made from (see :func:`prefix_bytes`)
 SNIPPET_RAW_BYTES = 4096

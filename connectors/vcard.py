@@ -38,8 +38,8 @@ import re
 from datetime import datetime, timezone
 from typing import Iterable
 
-from crm_core.contentlines import escape_text, fold_line, split_content_line
-from crm_core.records import ContactCard, Failure, Location
+from crm_bridge.crm_core.contentlines import escape_text, fold_line, split_content_line
+from crm_bridge.crm_core.records import ContactCard, Failure, Location
 
 __all__ = ["parse_vcards", "build_vcard", "card_uid"]
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 
-from crm_core.contentlines import escape_text, fold_line
-from crm_core.records import CardPush
-from crm_core.store import Store
+from crm_bridge.crm_core.contentlines import escape_text, fold_line
+from crm_bridge.crm_core.records import CardPush
+from crm_bridge.crm_core.store import Store
 
 #: the content hash recorded for a card the user edited: it is theirs from then on
 USER_EDITED = "user-edited"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from crm_core.store import Store, StoreError
+from crm_bridge.crm_core.store import Store, StoreError
 
 
 # -- finding -------------------------------------------------------------------

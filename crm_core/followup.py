@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
 
-from crm_core.settings import FollowupSettings
-from crm_core.store import Store, utc_iso
+from crm_bridge.crm_core.settings import FollowupSettings
+from crm_bridge.crm_core.store import Store, utc_iso
 
 
 def _parse(ts: str) -> datetime:

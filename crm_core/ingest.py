@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from crm_core.ingest_items import ItemIngest
-from crm_core.ingest_mail import MailIngest
-from crm_core.locations import OVERRIDE_MARK
-from crm_core.records import AppointmentRecord, Batch, ContactCard, FlagChange, Location, MailRecord, TaskState
-from crm_core.settings import SourcePolicy
-from crm_core.storebase import Stats, iso, utcnow
-from crm_core.tasks import Tasks
+from crm_bridge.crm_core.ingest_items import ItemIngest
+from crm_bridge.crm_core.ingest_mail import MailIngest
+from crm_bridge.crm_core.locations import OVERRIDE_MARK
+from crm_bridge.crm_core.records import AppointmentRecord, Batch, ContactCard, FlagChange, Location, MailRecord, TaskState
+from crm_bridge.crm_core.settings import SourcePolicy
+from crm_bridge.crm_core.storebase import Stats, iso, utcnow
+from crm_bridge.crm_core.tasks import Tasks
 
 
 class Ingest(MailIngest, ItemIngest, Tasks):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from crm_core.domains import is_freemail, registrable_domain
-from crm_core.linking import Match
-from crm_core.locations import _UPSERT_LOCATION, OVERRIDE_MARK, Locations
-from crm_core.records import Address, AppointmentRecord, ContactCard, Location
-from crm_core.relinking import Relinking, _NewContacts
-from crm_core.settings import SourcePolicy
-from crm_core.storebase import Stats, appointment_key, iso, utc_iso
+from crm_bridge.crm_core.domains import is_freemail, registrable_domain
+from crm_bridge.crm_core.linking import Match
+from crm_bridge.crm_core.locations import _UPSERT_LOCATION, OVERRIDE_MARK, Locations
+from crm_bridge.crm_core.records import Address, AppointmentRecord, ContactCard, Location
+from crm_bridge.crm_core.relinking import Relinking, _NewContacts
+from crm_bridge.crm_core.settings import SourcePolicy
+from crm_bridge.crm_core.storebase import Stats, appointment_key, iso, utc_iso
 
 
 class ItemIngest(Relinking, Locations):

@@ -10,11 +10,11 @@ reply that links it.
 
 from __future__ import annotations
 
-from crm_core.locations import _UPSERT_LOCATION, Locations
-from crm_core.records import MailRecord
-from crm_core.relinking import Relinking, _NewContacts
-from crm_core.settings import SourcePolicy
-from crm_core.storebase import Stats, mail_key, utc_iso
+from crm_bridge.crm_core.locations import _UPSERT_LOCATION, Locations
+from crm_bridge.crm_core.records import MailRecord
+from crm_bridge.crm_core.relinking import Relinking, _NewContacts
+from crm_bridge.crm_core.settings import SourcePolicy
+from crm_bridge.crm_core.storebase import Stats, mail_key, utc_iso
 
 
 _VIS_RANK = {"metadata": 0, "subject": 1, "snippet": 2}

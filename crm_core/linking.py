@@ -25,9 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from crm_core.domains import domain_chain, is_freemail
-from crm_core.records import Address, AppointmentRecord, MailRecord
-from crm_core.settings import LinkingSettings, SourcePolicy
+from crm_bridge.crm_core.domains import domain_chain, is_freemail
+from crm_bridge.crm_core.records import Address, AppointmentRecord, MailRecord
+from crm_bridge.crm_core.settings import LinkingSettings, SourcePolicy
 
 CUSTOMER = "customer"
 CONTACT = "contact"

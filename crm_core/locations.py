@@ -5,8 +5,8 @@ stores them.
 
 from __future__ import annotations
 
-from crm_core.records import Location
-from crm_core.storebase import Stats, StoreBase
+from crm_bridge.crm_core.records import Location
+from crm_bridge.crm_core.storebase import Stats, StoreBase
 
 
 #: a place an item was seen, new or seen again (rows: source, scope, local id, kind, item, etag, flags, time)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from crm_core.store import Store, StoreError, iso, utc_iso, utcnow
+from crm_bridge.crm_core.store import Store, StoreError, iso, utc_iso, utcnow
 
 #: the subject of a note is its first line, cut to this length
 SUBJECT_LENGTH = 80

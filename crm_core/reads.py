@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from crm_core.linking import CUSTOMER
-from crm_core.storebase import StoreBase, StoreError
+from crm_bridge.crm_core.linking import CUSTOMER
+from crm_bridge.crm_core.storebase import StoreBase, StoreError
 
 
 class Reads(StoreBase):

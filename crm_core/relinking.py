@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
-from crm_core.domains import is_freemail, normalise_domain
-from crm_core.linking import CONTACT, CUSTOMER, Match
-from crm_core.records import Address
-from crm_core.settings import SourcePolicy, domain_problem
-from crm_core.storebase import Stats, StoreBase, StoreError, iso, utcnow
+from crm_bridge.crm_core.domains import is_freemail, normalise_domain
+from crm_bridge.crm_core.linking import CONTACT, CUSTOMER, Match
+from crm_bridge.crm_core.records import Address
+from crm_bridge.crm_core.settings import SourcePolicy, domain_problem
+from crm_bridge.crm_core.storebase import Stats, StoreBase, StoreError, iso, utcnow
 
 
 class Relinking(StoreBase):

@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from crm_core.storebase import Stats, StoreBase, iso, utcnow
+from crm_bridge.crm_core.storebase import Stats, StoreBase, iso, utcnow
 
 
 class Runs(StoreBase):

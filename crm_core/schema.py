@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from crm_core.store import Store
+    from crm_bridge.crm_core.store import Store
 
 
 SCHEMA_VERSION = 2

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any, Mapping
 
-from crm_core.domains import AddressSet, normalise_domain
+from crm_bridge.crm_core.domains import AddressSet, normalise_domain
 
 VISIBILITY = ("metadata", "subject", "snippet")
 UNMATCHED = ("keep", "metadata", "drop")

@@ -24,12 +24,12 @@ other modules import from here are re-exported.
 
 from __future__ import annotations
 
-from crm_core.ingest import Ingest
-from crm_core.locations import OVERRIDE_MARK
-from crm_core.reads import Reads
-from crm_core.runs import Runs
-from crm_core.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
-from crm_core.storebase import (
+from crm_bridge.crm_core.ingest import Ingest
+from crm_bridge.crm_core.locations import OVERRIDE_MARK
+from crm_bridge.crm_core.reads import Reads
+from crm_bridge.crm_core.runs import Runs
+from crm_bridge.crm_core.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
+from crm_bridge.crm_core.storebase import (
     Stats,
     StoreBusy,
     StoreError,

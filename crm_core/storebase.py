@@ -16,10 +16,10 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, overload
 
-from crm_core.linking import LinkIndex, Linker
-from crm_core.records import AppointmentRecord, MailRecord
-from crm_core.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
-from crm_core.settings import LinkingSettings
+from crm_bridge.crm_core.linking import LinkIndex, Linker
+from crm_bridge.crm_core.records import AppointmentRecord, MailRecord
+from crm_bridge.crm_core.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
+from crm_bridge.crm_core.settings import LinkingSettings
 
 
 _ALNUM = re.compile(r"[\W_]+", re.UNICODE)

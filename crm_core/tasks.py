@@ -11,10 +11,10 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from crm_core.locations import Locations
-from crm_core.records import Location, TaskState
-from crm_core.settings import SourcePolicy
-from crm_core.storebase import Stats, StoreError, iso, task_digest, utcnow
+from crm_bridge.crm_core.locations import Locations
+from crm_bridge.crm_core.records import Location, TaskState
+from crm_bridge.crm_core.settings import SourcePolicy
+from crm_bridge.crm_core.storebase import Stats, StoreError, iso, task_digest, utcnow
 
 
 log = logging.getLogger("crm.store")

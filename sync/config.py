@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crm_core.settings import (
+from crm_bridge.crm_core.settings import (
     COMPANY_KEYS,
     CUSTOMER_KEYS,
     FOLLOWUP_KEYS,
@@ -91,7 +91,7 @@ def load_config(explicit: str | None = None) -> Config:
 def parse_config(data: dict[str, Any], path: Path) -> Config:
     """Check the whole config, without network access; every mistake found is
     one line of the :class:`ConfigError` raised at the end."""
-    from connectors.base import ConfigError as SourceConfigError, REFUSED_SECRET_KEYS, connector_class
+    from crm_bridge.connectors.base import ConfigError as SourceConfigError, REFUSED_SECRET_KEYS, connector_class
 
     problems: list[str] = []
     base = path.parent.resolve()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Mapping
 
-from connectors.base import (
+from crm_bridge.connectors.base import (
     AuthError,
     ConfigError as SourceConfigError,
     Connector,
@@ -35,14 +35,14 @@ from connectors.base import (
     TransientError,
     make_connector,
 )
-from crm_core import followup
-from crm_core.records import Batch, PushResult, TaskPush
-from crm_core.settings import SourcePolicy
-from crm_core.cards import USER_EDITED
-from crm_core.store import Stats, Store
-from sync import worker
-from sync.config import Config
-from sync.lock import StoreLock
+from crm_bridge.crm_core import followup
+from crm_bridge.crm_core.records import Batch, PushResult, TaskPush
+from crm_bridge.crm_core.settings import SourcePolicy
+from crm_bridge.crm_core.cards import USER_EDITED
+from crm_bridge.crm_core.store import Stats, Store
+from crm_bridge.sync import worker
+from crm_bridge.sync.config import Config
+from crm_bridge.sync.lock import StoreLock
 
 log = logging.getLogger("crm.sync")
 
@@ -416,7 +416,7 @@ class Engine:
         return False
 
     def push_cards(self, name: str) -> SourceResult:
-        from crm_core.cards import customer_cards
+        from crm_bridge.crm_core.cards import customer_cards
 
         result = SourceResult(f"{name} (cards)", str(self.config.sources[name].get("type")))
         store = self.store

@@ -44,7 +44,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sync.engine import Engine, SourceResult
+from crm_bridge.sync.engine import Engine, SourceResult
 
 _ROOT = Path(__file__).resolve().parent.parent
 _CONNECTORS = str(_ROOT / "connectors") + os.sep

@@ -45,8 +45,8 @@ import threading
 import traceback
 from typing import Any, Callable, Iterator, Mapping
 
-from connectors.base import Connector, ConnectorError, SkipRule, SourceView, TransientError, skip_rule
-from crm_core.records import Batch
+from crm_bridge.connectors.base import Connector, ConnectorError, SkipRule, SourceView, TransientError, skip_rule
+from crm_bridge.crm_core.records import Batch
 
 log = logging.getLogger("crm.sync")
 

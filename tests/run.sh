@@ -21,5 +21,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
-python3 -m mypy
+# mypy sees the package under its installed name, through a link called crm_bridge
+typecheck=$(mktemp -d)
+ln -s "$PWD" "$typecheck/crm_bridge"
+(cd "$typecheck" && python3 -m mypy --config-file "$OLDPWD/pyproject.toml" --cache-dir "$OLDPWD/.mypy_cache" -p crm_bridge)
+rm -rf "$typecheck"
 exec python3 -m pytest -q "$@"

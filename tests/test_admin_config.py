@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from connectors.base import COMMON_KEYS, REGISTRY, UndeclaredOption, connector_class, make_connector
-from crm_core import settings
-from sync import config as config_module
-from sync.config import ConfigError, parse_config
+from crm_bridge.connectors.base import COMMON_KEYS, REGISTRY, UndeclaredOption, connector_class, make_connector
+from crm_bridge.crm_core import settings
+from crm_bridge.sync import config as config_module
+from crm_bridge.sync.config import ConfigError, parse_config
 from tests.test_cli_and_rules import run_crm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,7 +142,7 @@ def test_the_example_configs_document_every_key(path):
 
 
 def test_the_shipped_templates():
-    office = files("crm_core").joinpath("templates", "crm.toml").read_text(encoding="utf-8")
+    office = files("crm_bridge.crm_core").joinpath("templates", "crm.toml").read_text(encoding="utf-8")
     config = parse_config(tomllib.loads(office), Path("/srv/crm/crm.toml"))
     assert not config.customers and not config.sources and config.followup.lookback_days == 30
     # every commented example source is a valid source once uncommented
@@ -158,10 +158,9 @@ def test_the_shipped_templates():
     parse_config(data, Path("/srv/crm/crm.toml"))
     # both ship in the wheel (a wheel built from this pyproject has crm_core/templates/*.toml)
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    shipped = {p for pattern in project["package-data"]["crm_core"] for p in (REPO / "crm_core").glob(pattern)}
+    shipped = {p for pattern in project["package-data"]["crm_bridge.crm_core"] for p in (REPO / "crm_core").glob(pattern)}
     assert {REPO / "crm_core/templates/crm.toml", REPO / "crm_core/templates/demo.toml"} <= shipped
-    assert "cli_directory" in project["py-modules"]
-    demo = files("crm_core").joinpath("templates", "demo.toml").read_text(encoding="utf-8")
+    demo = files("crm_bridge.crm_core").joinpath("templates", "demo.toml").read_text(encoding="utf-8")
     assert demo == (REPO / "config.example.toml").read_text(encoding="utf-8")
 
 

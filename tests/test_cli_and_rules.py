@@ -12,11 +12,11 @@ from pathlib import Path
 import click
 import pytest
 
-import cli
-from crm_core.followup import apply_rules
-from crm_core.settings import FollowupSettings
-from crm_core.store import Store
-from sync.lock import StoreLock
+from crm_bridge import cli
+from crm_bridge.crm_core.followup import apply_rules
+from crm_bridge.crm_core.settings import FollowupSettings
+from crm_bridge.crm_core.store import Store
+from crm_bridge.sync.lock import StoreLock
 from tests.conftest import make_mail, write_config
 
 
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 def run_crm(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     # PYTHONPATH: run this checkout's code, not an installed crm-bridge, whatever the working directory
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "crm_bridge.cli", *args], cwd=cwd, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": path, **(env or {})}, timeout=120)
 
 
@@ -65,7 +65,7 @@ def test_missing_config_and_missing_maildir(tmp_path):
 
 
 def test_password_from_env_or_command_never_from_the_file(tmp_path):
-    from connectors.base import ConfigError, secret
+    from crm_bridge.connectors.base import ConfigError, secret
 
     os.environ["CRM_TEST_SECRET"] = "s3cret"
     assert secret("x", {"password_env": "CRM_TEST_SECRET"}) == "s3cret"
@@ -124,9 +124,9 @@ def test_search_export_and_customers(crm_env, maildir, tmp_path):
 
 
 def _store_with_history(tmp_path: Path, now: datetime) -> Store:
-    from crm_core.records import Address, AppointmentRecord, Attendee, Batch, Location, MailRecord
-    from crm_core.settings import LinkingSettings, SourcePolicy
-    from crm_core.domains import AddressSet
+    from crm_bridge.crm_core.records import Address, AppointmentRecord, Attendee, Batch, Location, MailRecord
+    from crm_bridge.crm_core.settings import LinkingSettings, SourcePolicy
+    from crm_bridge.crm_core.domains import AddressSet
 
     store = Store(tmp_path / "rules.db", LinkingSettings(internal_domains=AddressSet(["nordlicht.example"])))
     store.add_customer("Kunde GmbH", ["kunde.example"])

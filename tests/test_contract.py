@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.base import make_connector
-from crm_core.records import AppointmentRecord, Batch, ContactCard, MailRecord
+from crm_bridge.connectors.base import make_connector
+from crm_bridge.crm_core.records import AppointmentRecord, Batch, ContactCard, MailRecord
 from tests.conftest import Maildir, make_mail
 from tests.dav_servers import radicale  # noqa: F401  (fixture)
 from tests.imap_server import dovecot  # noqa: F401  (fixture)

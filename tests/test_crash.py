@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from crm_core.store import Store
+from crm_bridge.crm_core.store import Store
 from tests.conftest import Maildir, make_mail
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,7 +66,7 @@ def start_sync(root: Path, kill_after_commits: int | None = None) -> subprocess.
     env.pop("CRM_FAULT_KILL_AFTER_COMMITS", None)
     if kill_after_commits:
         env["CRM_FAULT_KILL_AFTER_COMMITS"] = str(kill_after_commits)
-    return subprocess.Popen([sys.executable, "-m", "cli", "--config", str(root / "crm.toml"), "sync"], cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", "crm_bridge.cli", "--config", str(root / "crm.toml"), "sync"], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
 

@@ -10,12 +10,12 @@ from urllib.parse import urlsplit
 import icalendar
 import pytest
 
-from connectors.base import AuthError, SourceUnavailable, TransientError
-from connectors.dav import CalDavConnector, CardDavConnector
-from connectors.davhttp import _Collection, _href_path, _join, _path
-from connectors.ical import normalised_hash
-from connectors.vcard import build_vcard
-from crm_core.records import (
+from crm_bridge.connectors.base import AuthError, SourceUnavailable, TransientError
+from crm_bridge.connectors.dav import CalDavConnector, CardDavConnector
+from crm_bridge.connectors.davhttp import _Collection, _href_path, _join, _path
+from crm_bridge.connectors.ical import normalised_hash
+from crm_bridge.connectors.vcard import build_vcard
+from crm_bridge.crm_core.records import (
     AppointmentRecord,
     Batch,
     CardPush,
@@ -782,7 +782,7 @@ def test_server_stopped_mid_sync_then_rerun(own_radicale, monkeypatch):
 
 
 def test_config_errors():
-    from connectors.base import ConfigError
+    from crm_bridge.connectors.base import ConfigError
 
     with pytest.raises(ConfigError):
         CalDavConnector("x", {"type": "caldav"})

@@ -16,9 +16,9 @@ from typing import Iterator
 
 import pytest
 
-from connectors.base import AuthError, ConfigError, SourceUnavailable, TransientError
-from connectors.dav import CalDavConnector
-from crm_core.store import Store
+from crm_bridge.connectors.base import AuthError, ConfigError, SourceUnavailable, TransientError
+from crm_bridge.connectors.dav import CalDavConnector
+from crm_bridge.crm_core.store import Store
 from tests.conftest import Crm, write_config
 from tests.dav_servers import free_port, radicale, start_radicale  # noqa: F401
 from tests.imap_server import _self_signed
@@ -328,7 +328,7 @@ def test_an_answer_that_never_ends_is_cut(monkeypatch):
         except OSError:
             pass
 
-    from connectors.davhttp import _Http
+    from crm_bridge.connectors.davhttp import _Http
 
     monkeypatch.setattr(_Http, "ANSWER_TIMEOUTS", 2)
     with http_server(drip) as (url, _seen):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.base import SourceUnavailable
-from connectors.dav import CalDavConnector
+from crm_bridge.connectors.base import SourceUnavailable
+from crm_bridge.connectors.dav import CalDavConnector
 from tests.dav_servers import start_radicale
 from tests.imap_server import _self_signed
 
@@ -59,7 +59,7 @@ def test_verification_can_be_switched_off_explicitly(https_radicale, monkeypatch
 
 def test_digest_authorization_matches_the_rfc_example():
     """RFC 2617 section 3.5: the request digest for Mufasa's GET of /dir/index.html."""
-    from connectors.davhttp import _Http, _parse_challenge
+    from crm_bridge.connectors.davhttp import _Http, _parse_challenge
 
     http = _Http("src", "Mufasa", "Circle Of Life", True, 5)
     http._digest = _parse_challenge(

@@ -7,7 +7,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from crm_core.store import Store
+from crm_bridge.crm_core.store import Store
 from tests.conftest import CPYTHON_EMAIL_DATA, Crm, Maildir, make_mail, write_config
 
 OWNER = ["anna@nordlicht.example"]
@@ -226,7 +226,7 @@ def _sync_peak_rss_mb(config: Path) -> float:
         "import re, runpy, sys\n"
         f"sys.argv = ['crm', '--config', {str(config)!r}, 'sync']\n"
         "try:\n"
-        "    runpy.run_module('cli', run_name='__main__')\n"
+        "    runpy.run_module('crm_bridge.cli', run_name='__main__')\n"
         "except SystemExit as exc:\n"
         "    assert not exc.code, exc.code\n"
         "status = open('/proc/self/status').read()\n"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from crm_core import storebase as store_module  # where Store.migrate reads SCHEMA_VERSION
-from crm_core.store import Store, StoreError
+from crm_bridge.crm_core import storebase as store_module  # where Store.migrate reads SCHEMA_VERSION
+from crm_bridge.crm_core.store import Store, StoreError
 from tests.conftest import Crm
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from crm_core.store import Store
+from crm_bridge.crm_core.store import Store
 from tests.conftest import make_mail
 
 

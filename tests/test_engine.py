@@ -17,13 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
-from connectors import base
-from connectors.base import Connector, CursorInvalid, TransientError
-from crm_core.records import Address, Batch, FlagChange, Location, MailRecord
-from sync.config import parse_config
-from sync.engine import Engine
+from crm_bridge.connectors import base
+from crm_bridge.connectors.base import Connector, CursorInvalid, TransientError
+from crm_bridge.crm_core.records import Address, Batch, FlagChange, Location, MailRecord
+from crm_bridge.sync.config import parse_config
+from crm_bridge.sync.engine import Engine
 
-base.REGISTRY.setdefault("memory", "tests.test_engine:MemoryConnector")
+base.REGISTRY.setdefault("memory", f"{__name__}:MemoryConnector")  # the name pytest imported this file by
 
 #: the "server": name -> {local id: (subject, flags)}; failure plan per source
 SERVERS: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {}
@@ -178,7 +178,7 @@ def test_cursor_advances_only_with_its_data(tmp_path):
                           st.integers(0, 30), st.booleans()), max_size=40))
 def test_known_scopes_are_the_scopes_with_a_location_still_there(tmp_path, rows):
     """The skip-scan query answers what SELECT DISTINCT over every location would."""
-    from crm_core.store import Store
+    from crm_bridge.crm_core.store import Store
 
     db = tmp_path / f"scopes-{abs(hash(tuple(rows)))}.db"
     store = Store(db)

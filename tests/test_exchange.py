@@ -11,8 +11,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from lxml import etree
 
-from connectors.base import AuthError, ConnectorError, SourceUnavailable, TransientError, make_connector
-from crm_core.records import AppointmentRecord, ContactCard, MailRecord
+from crm_bridge.connectors.base import AuthError, ConnectorError, SourceUnavailable, TransientError, make_connector
+from crm_bridge.crm_core.records import AppointmentRecord, ContactCard, MailRecord
 from tests.conftest import Crm, write_config
 from tests.ews_emulator import EwsEmulator, make_event, make_message, populate, weekly_recurrence
 from tests.ews_emulator.model import t
@@ -376,13 +376,13 @@ def test_autodiscover_finds_the_ews_url_and_follows_an_address_redirect(ews):
         conn.close()
     ews.autodiscover_redirect = "alice@nordlicht.example"
     opts["mailbox"] = "alice.alias@nordlicht.example"
-    from connectors.ewsdiscover import discover
+    from crm_bridge.connectors.ewsdiscover import discover
 
     assert discover("alias@nordlicht.example", "svc-crm", "service-pw", ews.autodiscover_url) == ews.url
 
 
 def test_autodiscover_follows_an_http_redirect_but_never_down_from_https(ews):
-    from connectors.ewsdiscover import discover
+    from crm_bridge.connectors.ewsdiscover import discover
 
     ews.redirects["/old/autodiscover.xml"] = ews.autodiscover_url
     old = ews.autodiscover_url.replace("/autodiscover/autodiscover.xml", "/old/autodiscover.xml")
@@ -402,7 +402,7 @@ def test_autodiscover_that_fails_is_one_clear_line(ews):
 
 
 def test_config_mistakes_are_named(ews):
-    from connectors.base import ConfigError
+    from crm_bridge.connectors.base import ConfigError
 
     with pytest.raises(ConfigError, match="mailbox"):
         make_connector("ex", {**options(ews), "mailbox": "nobody"})
@@ -467,7 +467,7 @@ def test_tasks_are_pushed_once_read_back_when_completed_in_outlook(tmp_path, ews
 
 
 def test_a_crash_between_create_and_commit_still_ends_with_one_task(ews):
-    from crm_core.records import TaskPush
+    from crm_bridge.crm_core.records import TaskPush
 
     conn = make_connector("ex", options(ews, tasks_folder="tasks"))
     push = TaskPush(uid="crm-task-7", summary="Rückruf", description="", due=None, status="NEEDS-ACTION",
@@ -510,7 +510,7 @@ def test_the_readme_config_with_three_mailboxes_is_valid():
     import tomllib
     from pathlib import Path
 
-    from sync.config import parse_config
+    from crm_bridge.sync.config import parse_config
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     block = next(b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if 'type = "exchange"' in b)
@@ -549,7 +549,7 @@ def test_mail_read_from_the_xml_equals_mail_read_through_exchangelib_objects(ews
         for raw in (False, True):
             changes, _state, last = conn._sync_page(folder, fields, None, raw=raw)
             assert last and len(changes) == 11
-            batch = __import__("crm_core.records", fromlist=["Batch"]).Batch()
+            batch = __import__("crm_bridge.crm_core.records", fromlist=["Batch"]).Batch()
             for change, item in changes:
                 conn._add_change(batch, "Inbox", "mail", change, item, conn._window())
             assert not batch.failures

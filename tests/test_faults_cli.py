@@ -27,12 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def crm(config: Path, *args: str, timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli", "--config", str(config), *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "crm_bridge.cli", "--config", str(config), *args], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def start(config: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cli", "--config", str(config), *args], cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", "crm_bridge.cli", "--config", str(config), *args], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})
 
@@ -62,7 +62,7 @@ def one_line(text: str) -> None:
 # -- a second process holds the write lock ------------------------------------
 HOLDER = textwrap.dedent("""
     import sqlite3, sys, time
-    from sync.lock import StoreLock
+    from crm_bridge.sync.lock import StoreLock
     lock = StoreLock(sys.argv[1]).__enter__()       # a sync's lock ...
     conn = sqlite3.connect(sys.argv[1], isolation_level=None)
     conn.execute("BEGIN IMMEDIATE")                   # ... and its long write transaction
@@ -100,7 +100,9 @@ def test_reads_need_no_write_lock_and_a_second_sync_exits_75(office):
 N_ADD = 8
 SAME_MOMENT = textwrap.dedent("""
     import sys, time
-    import cli, crm_core.store, sync.engine, sqlite_utils
+    import sqlite_utils
+    from crm_bridge import cli
+    import crm_bridge.crm_core.store, crm_bridge.sync.engine
     at = float(sys.argv[1])
     time.sleep(max(0.0, at - time.time()))
     cli.main(sys.argv[2:], prog_name="crm")
@@ -280,7 +282,7 @@ def test_full_disk_is_one_line_and_loses_nothing(office, small_disk):
     else:
         cap = max(p.stat().st_size for p in disk.glob("crm.db*")) + 300_000
         limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (cap, resource.RLIM_INFINITY))  # noqa: E731
-    done = subprocess.run([sys.executable, "-m", "cli", "--config", str(config), "sync"], cwd=REPO,
+    done = subprocess.run([sys.executable, "-m", "crm_bridge.cli", "--config", str(config), "sync"], cwd=REPO,
                           capture_output=True, text=True, timeout=120, preexec_fn=limit)
     assert done.returncode == 1
     one_line(done.stderr)
@@ -298,7 +300,7 @@ def test_two_tasks_added_while_the_store_is_busy_are_both_kept(tmp_path):
     """Two connections read the store while a third writes, then both add the same title in the same second."""
     import threading
 
-    from crm_core.store import Store
+    from crm_bridge.crm_core.store import Store
 
     db = tmp_path / "crm.db"
     Store(db).close()

@@ -10,9 +10,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Mapping
 
-from connectors.files import EmlConnector
-from crm_core.store import Store
-from sync.engine import StoreView
+from crm_bridge.connectors.files import EmlConnector
+from crm_bridge.crm_core.store import Store
+from crm_bridge.sync.engine import StoreView
 from tests.conftest import Crm, Maildir, make_mail, write_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def test_fifos_and_devices_do_not_hang_a_sync(tmp_path):
         "cards": {"type": "vcf", "path": str(cards)},
     })
     for _ in range(2):  # the second run must not wait for a lock the first one left behind either
-        done = subprocess.run([sys.executable, "-m", "cli", "--config", str(config), "sync", "--json"],
+        done = subprocess.run([sys.executable, "-m", "crm_bridge.cli", "--config", str(config), "sync", "--json"],
                               cwd=REPO, capture_output=True, text=True, timeout=120)
         assert done.returncode in (0, 1), done.stderr
     crm = Crm(config)
@@ -57,7 +57,7 @@ def test_fifos_and_devices_do_not_hang_a_sync(tmp_path):
     assert "a FIFO" in reasons["1700000000.fifo.host"] and "a FIFO" in reasons["1700000001.fifo.host"]
     assert "a character device" in reasons["1700000002.zero.host"]
     assert "a FIFO" in reasons["pipe.eml"]
-    first = subprocess.run([sys.executable, "-m", "cli", "--config", str(config), "sync"],
+    first = subprocess.run([sys.executable, "-m", "crm_bridge.cli", "--config", str(config), "sync"],
                            cwd=REPO, capture_output=True, text=True, timeout=120)
     text = first.stdout + first.stderr
     assert "box.mbox" in text and "pipe.ics" in text and "pipe.vcf" in text and "a FIFO" in text, text

@@ -1,4 +1,4 @@
-"""connectors.ical: iCalendar text to records, VTODO out, content hash."""
+"""crm_bridge.connectors.ical: iCalendar text to records, VTODO out, content hash."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import recurring_ical_events
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.ical import (
+from crm_bridge.connectors.ical import (
     _fast_parse,
     _slow_parse,
     build_vtodo,
@@ -23,7 +23,7 @@ from connectors.ical import (
     parse_calendar,
     recurrence_key,
 )
-from crm_core.records import AppointmentRecord, Failure, Location, TaskPush, TaskState
+from crm_bridge.crm_core.records import AppointmentRecord, Failure, Location, TaskPush, TaskState
 
 LOC = Location("cal", "item.ics", '"1"')
 WINDOW = (datetime(2020, 1, 1, tzinfo=timezone.utc), datetime(2030, 1, 1, tzinfo=timezone.utc))

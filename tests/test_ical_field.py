@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.ical import parse_calendar
-from connectors.ical_fast import _fast_parse
-from connectors.ical_slow import _slow_parse
-from crm_core.records import AppointmentRecord, Location
+from crm_bridge.connectors.ical import parse_calendar
+from crm_bridge.connectors.ical_fast import _fast_parse
+from crm_bridge.connectors.ical_slow import _slow_parse
+from crm_bridge.crm_core.records import AppointmentRecord, Location
 
 LOC = Location("cal", "item.ics", '"1"')
 WINDOW = (datetime(2024, 1, 1, tzinfo=timezone.utc), datetime(2024, 2, 1, tzinfo=timezone.utc))
@@ -170,7 +170,7 @@ def test_text_cut_inside_a_task_still_fails():
 
 
 def test_content_hash_ignores_odd_line_ends():
-    from connectors.ical import normalised_hash
+    from crm_bridge.connectors.ical import normalised_hash
 
     text = cal("SUMMARY:a long summary that is fol", " ded here")
     assert {normalised_hash(text.replace("\r\n", eol)) for eol in ("\r\n", "\n", "\r", "\r\r\n")} == {normalised_hash(text)}

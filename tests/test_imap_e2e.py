@@ -103,12 +103,12 @@ def test_sync_watch_logs_new_mail_within_seconds_and_survives_a_server_restart(t
     import sys
     from pathlib import Path
 
-    from crm_core.store import Store
+    from crm_bridge.crm_core.store import Store
 
     config = write_config(tmp_path / "crm.toml", customers=CUSTOMERS, internal=("nordlicht.example",),
                           sources={"alice": imap_source(dovecot, "alice", folders=["INBOX"])})
     repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "--config", str(config), "sync", "--watch", "--interval", "120"],
+    proc = subprocess.Popen([sys.executable, "-m", "crm_bridge.cli", "--config", str(config), "sync", "--watch", "--interval", "120"],
                             cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def stored(message_id: str) -> bool:

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from connectors import imap
-from connectors.base import SkipRule
-from connectors.mailparse import parse_message
-from connectors.snippet import FIRST_FETCH_BYTES, FIRST_FETCH_HTML_BYTES
-from crm_core.settings import AddressSet, LinkingSettings, SourcePolicy
-from crm_core.store import mail_key
-from sync.config import parse_config
-from sync import worker
-from sync.engine import Engine
+from crm_bridge.connectors import imap
+from crm_bridge.connectors.base import SkipRule
+from crm_bridge.connectors.mailparse import parse_message
+from crm_bridge.connectors.snippet import FIRST_FETCH_BYTES, FIRST_FETCH_HTML_BYTES
+from crm_bridge.crm_core.settings import AddressSet, LinkingSettings, SourcePolicy
+from crm_bridge.crm_core.store import mail_key
+from crm_bridge.sync.config import parse_config
+from crm_bridge.sync import worker
+from crm_bridge.sync.engine import Engine
 from tests.imap_server import dovecot  # noqa: F401  (fixture)
 from tests.test_imap import MemoryView, connector
 from tests.test_mailparse_field import OWN, QUOTED, _html, _mail, _padded_qp

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from crm_core.domains import domain_chain, is_freemail, registrable_domain
-from crm_core.store import Store
+from crm_bridge.crm_core.domains import domain_chain, is_freemail, registrable_domain
+from crm_bridge.crm_core.store import Store
 from tests.conftest import make_mail, write_config
 
 

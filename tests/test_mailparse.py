@@ -12,7 +12,7 @@ from email.header import decode_header
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.mailparse import SNIPPET_CHARS, SNIPPET_RAW_BYTES, _decode_bytes, decode_words, text_snippet
+from crm_bridge.connectors.mailparse import SNIPPET_CHARS, SNIPPET_RAW_BYTES, _decode_bytes, decode_words, text_snippet
 
 WORDS = [
     "=?utf-8?q?Bj=C3=B6rn?=", "=?UTF-8?B?w7Z4?=", "=?iso-8859-1?q?J=FCrgen_M=FCller?=", "=?utf-8?b?w6Q=?=",
@@ -88,7 +88,7 @@ def test_header_block_decoded_at_once_reads_like_field_by_field():
     import sysconfig
     from pathlib import Path
 
-    from connectors.mailparse import _WANTED, _collect_fields, _fields_one_by_one, parse_header_block, split_message
+    from crm_bridge.connectors.mailparse import _WANTED, _collect_fields, _fields_one_by_one, parse_header_block, split_message
 
     files = sorted((Path(sysconfig.get_paths()["stdlib"]) / "test" / "test_email" / "data").glob("msg_*.txt"))
     files += sorted((Path(__file__).resolve().parents[1] / "examples" / "mail").rglob("*.demo*"))
@@ -119,7 +119,7 @@ REPLY_LINES = st.sampled_from([
 @given(st.lists(REPLY_LINES, max_size=80))
 def test_snippet_from_the_head_equals_the_snippet_from_the_whole_text(lines):
     """Reply headers look ahead a line or two: the head shortcut must not change the outcome."""
-    from connectors.mailparse import _snippet_of
+    from crm_bridge.connectors.mailparse import _snippet_of
 
     raw = "\n".join(lines).encode("utf-8")[:SNIPPET_RAW_BYTES]
     text = raw.decode("utf-8", "ignore")
@@ -127,7 +127,7 @@ def test_snippet_from_the_head_equals_the_snippet_from_the_whole_text(lines):
 
 
 def test_mixed_utf8_keeps_the_utf8_and_reads_only_the_bad_bytes_as_cp1252():
-    from connectors.mailparse import parse_header_block
+    from crm_bridge.connectors.mailparse import parse_header_block
 
     block = b"Subject: Gr\xc3\xbc\xc3\x9fe \xe4rger \x80\r\nFrom: J\xc3\xbcrgen\x00 <j@x.example>\r\n"
     assert parse_header_block(block) == {"subject": "Grüße ärger €", "from": "Jürgen <j@x.example>"}

@@ -11,9 +11,9 @@ import sqlite3
 
 import pytest
 
-from connectors.mailparse import parse_message, text_snippet
-from crm_core.records import Location
-from crm_core.store import Store, utc_iso
+from crm_bridge.connectors.mailparse import parse_message, text_snippet
+from crm_bridge.crm_core.records import Location
+from crm_bridge.crm_core.store import Store, utc_iso
 from tests.conftest import Maildir, make_mail
 
 OWN = "Vielen Dank, der Termin am Donnerstag passt uns gut. Bitte bringen Sie die Zeichnungen mit."

@@ -3,7 +3,7 @@ must give what the file path gives, and what `crm` shows must be right on both."
 
 from __future__ import annotations
 
-from connectors.mailparse import parse_message
+from crm_bridge.connectors.mailparse import parse_message
 from tests.imap_server import dovecot  # noqa: F401  (fixture)
 from tests.test_imap import MemoryView, connector
 from tests.test_mailparse_field import CSS, OWN, QUOTED, REPLIES, SIGNOFF, _html, _mail, _padded_qp

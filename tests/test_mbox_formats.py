@@ -11,9 +11,9 @@ from typing import Mapping
 
 import pytest
 
-from connectors.files import MboxConnector, _mbox_messages, open_regular
-from connectors.mailparse import MAX_MESSAGE_BYTES
-from crm_core.records import MailRecord
+from crm_bridge.connectors.files import MboxConnector, _mbox_messages, open_regular
+from crm_bridge.connectors.mailparse import MAX_MESSAGE_BYTES
+from crm_bridge.crm_core.records import MailRecord
 from tests.conftest import make_mail
 
 

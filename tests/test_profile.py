@@ -23,7 +23,7 @@ PHASES = ("fetch", "parse", "link", "store", "other")
 
 
 def crm(config: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli", "--config", str(config), *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "crm_bridge.cli", "--config", str(config), *args], cwd=REPO,
                           capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
 
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import icalendar
 import pytest
 
-from crm_core.store import Store
+from crm_bridge.crm_core.store import Store
 from tests.conftest import Crm, write_config
 from tests.dav_servers import radicale  # noqa: F401
 

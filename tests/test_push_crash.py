@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from crm_core.store import Store
+from crm_bridge.crm_core.store import Store
 from tests.test_push import PW_ENV, setup, vtodos  # noqa: F401  (fixture)
 from tests.dav_servers import radicale  # noqa: F401  (fixture)
 
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def killed_sync(crm, server) -> None:
     env = {**os.environ, PW_ENV: server.password, "CRM_FAULT_KILL_AT": "after-task-push"}
-    done = subprocess.run([sys.executable, "-m", "cli", "--config", str(crm.config), "sync"], cwd=REPO, env=env,
+    done = subprocess.run([sys.executable, "-m", "crm_bridge.cli", "--config", str(crm.config), "sync"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == -signal.SIGKILL, done.stderr
 
@@ -80,7 +80,7 @@ def test_a_real_client_edit_after_the_crash_still_wins(setup):
     href = next(h for h, t in vtodos(server, tasks_url).items() if str(t["UID"]) == task["uid"])
     client_edit(server, href, summary="Vom Kunden umbenannt")
     crm("tasks", "edit", str(task["id"]), "--title", "Angebot schicken (dritte Fassung)")
-    done = subprocess.run([sys.executable, "-m", "cli", "--config", str(crm.config), "sync"], cwd=REPO,
+    done = subprocess.run([sys.executable, "-m", "crm_bridge.cli", "--config", str(crm.config), "sync"], cwd=REPO,
                           env={**os.environ, PW_ENV: server.password}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert (done.stdout + done.stderr).count("wins") == 1, (done.stdout, done.stderr)  # said once
@@ -90,7 +90,7 @@ def test_a_real_client_edit_after_the_crash_still_wins(setup):
 
 
 def test_a_schema_1_store_gets_the_sent_digests_column(tmp_path):
-    from crm_core import store as store_module
+    from crm_bridge.crm_core import store as store_module
 
     db = tmp_path / "old.db"
     old_schema = store_module.SCHEMA.replace(", sent_digests TEXT NOT NULL DEFAULT ''", "")

@@ -27,10 +27,10 @@ from typing import Callable
 
 import pytest
 
-from crm_core.domains import AddressSet
-from crm_core.records import Address, Batch, Location, MailRecord
-from crm_core.settings import LinkingSettings, SourcePolicy
-from crm_core.store import Store
+from crm_bridge.crm_core.domains import AddressSet
+from crm_bridge.crm_core.records import Address, Batch, Location, MailRecord
+from crm_bridge.crm_core.settings import LinkingSettings, SourcePolicy
+from crm_bridge.crm_core.store import Store
 
 OWNER = "anna@nordlicht.example"
 CUSTOMERS = 300

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.mailgen import generate_messages
-from connectors.mailparse import choose_text_part, iter_parts, parse_header_block, split_message
-from connectors.snippet import first_fetch_bytes, part_snippet, prefix_bytes, prefix_snippet
+from crm_bridge.connectors.mailparse import choose_text_part, iter_parts, parse_header_block, split_message
+from crm_bridge.connectors.snippet import first_fetch_bytes, part_snippet, prefix_bytes, prefix_snippet
 from tests.test_mailparse_field import OWN, QUOTED, REPLIES, _html, _mail, _padded_qp
 
 

@@ -1,4 +1,4 @@
-"""connectors.vcard: vCard 2.1/3.0/4.0 in, ContactCard out; vCard out."""
+"""crm_bridge.connectors.vcard: vCard 2.1/3.0/4.0 in, ContactCard out; vCard out."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import vobject
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.ical import normalised_hash
-from connectors.vcard import build_vcard, parse_vcards
-from crm_core.records import ContactCard, Failure, Location
+from crm_bridge.connectors.ical import normalised_hash
+from crm_bridge.connectors.vcard import build_vcard, parse_vcards
+from crm_bridge.crm_core.records import ContactCard, Failure, Location
 
 LOC = Location("book", "cards.vcf", '"e"')
 

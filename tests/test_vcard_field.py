@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import vobject
 
-from connectors.vcard import parse_vcards
-from crm_core.records import Location
+from crm_bridge.connectors.vcard import parse_vcards
+from crm_bridge.crm_core.records import Location
 
 LOC = Location("book", "cards.vcf", '"e"')
 

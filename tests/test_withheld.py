@@ -11,7 +11,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from crm_core.store import Store
+from crm_bridge.crm_core.store import Store
 from tests.conftest import make_mail, write_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,9 +67,9 @@ def test_reply_in_a_later_batch_of_the_same_run(crm_env, maildir, tmp_path):
 
 
 def test_a_reply_after_more_unmatched_mail_than_is_kept_at_hand(crm_env, maildir, tmp_path, monkeypatch):
-    import crm_core.ingest_mail
+    from crm_bridge.crm_core import ingest_mail
 
-    monkeypatch.setattr(crm_core.ingest_mail, "_HELD_MAX", 0)
+    monkeypatch.setattr(ingest_mail, "_HELD_MAX", 0)
     crm = crm_env(sources={"anna": {"type": "maildir", "path": str(maildir.root), "owner": ["anna@nordlicht.example"],
                                     "batch_size": 1}})
     maildir.add(make_mail(**FIRST))
@@ -91,7 +91,7 @@ def test_a_reply_in_the_same_batch_needs_no_second_read(crm_env, maildir, tmp_pa
 
 
 def run_crm(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "cli", "--config", str(tmp_path / "crm.toml"), *args], cwd=REPO,
+    done = subprocess.run([sys.executable, "-m", "crm_bridge.cli", "--config", str(tmp_path / "crm.toml"), *args], cwd=REPO,
                           capture_output=True, text=True, env={**os.environ, "CRM_CONFIG": ""}, timeout=120)
     assert done.returncode == 0, done
     return done

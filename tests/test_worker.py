@@ -15,17 +15,17 @@ from typing import Iterator
 
 import pytest
 
-from connectors import base
-from connectors.base import AuthError, Connector, CursorInvalid
-from crm_core.records import Address, Batch, Location, MailRecord
-from sync import worker
-from sync.config import load_config, parse_config
-from sync.engine import Engine
-from sync.lock import StoreLock
+from crm_bridge.connectors import base
+from crm_bridge.connectors.base import AuthError, Connector, CursorInvalid
+from crm_bridge.crm_core.records import Address, Batch, Location, MailRecord
+from crm_bridge.sync import worker
+from crm_bridge.sync.config import load_config, parse_config
+from crm_bridge.sync.engine import Engine
+from crm_bridge.sync.lock import StoreLock
 from tests.conftest import write_config
 
 REPO = Path(__file__).resolve().parents[1]
-base.REGISTRY.setdefault("probe", "tests.test_worker:ProbeConnector")
+base.REGISTRY.setdefault("probe", f"{__name__}:ProbeConnector")  # the name pytest imported this file by
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the reader process is Linux only")
 
@@ -127,8 +127,8 @@ def test_batches_of_every_file_source_cross_a_process_boundary_unchanged():
     """Mail, appointments, contacts, failures and locations pickle to equal copies."""
     import pickle
 
-    from connectors.base import make_connector
-    from sync.engine import _NullView
+    from crm_bridge.connectors.base import make_connector
+    from crm_bridge.sync.engine import _NullView
 
     config = load_config(str(REPO / "config.example.toml"))
     seen = set()
@@ -202,7 +202,7 @@ def test_killed_sync_leaves_no_reader_behind(tmp_path):
         "type": "imap", "host": "127.0.0.1", "port": silent.getsockname()[1], "tls": "none",
         "allow_plaintext": True, "username": "kim", "password_env": "CRM_TEST_SILENT", "timeout": 120}})
     env = {**os.environ, "CRM_TEST_SILENT": "x", "PYTHONPATH": str(REPO)}  # this checkout's cli
-    sync = subprocess.Popen([sys.executable, "-m", "cli", "--config", str(config), "sync"], cwd=tmp_path, env=env,
+    sync = subprocess.Popen([sys.executable, "-m", "crm_bridge.cli", "--config", str(config), "sync"], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         conn, _ = silent.accept()  # the reader connected
