@@ -1,0 +1,310 @@
+"""Microsoft 365 sources against the Graph emulator (MSAL and niquests unmodified, nothing mocked)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from crm_bridge.connectors.base import AuthError, ConnectorError, TransientError, make_connector
+from crm_bridge.crm_core.records import AppointmentRecord, ContactCard, MailRecord
+from tests.graph_emulator import GraphEmulator, make_contact, make_event, make_message, populate, recurring
+from tests.test_contract import Pulled, View
+
+SECRET_ENV = "CRM_TEST_M365_SECRET"
+CLIENT = "11111111-2222-3333-4444-555555555555"
+ANNA = ("Anna Adler", "anna@firma.de")
+KIM = ("Kim Kunde", "kim@kunde.example")
+WHEN = datetime(2026, 10, 1, 9, 30, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def _server():
+    emulator = GraphEmulator()
+    with emulator:
+        yield emulator
+
+
+@pytest.fixture
+def graph(_server, monkeypatch):
+    """The module's emulator (one TLS server, one certificate), emptied for each test."""
+    from tests.graph_emulator.model import Store
+
+    _server.store = Store()
+    _server.apps = {CLIENT: "app-secret"}
+    _server.tokens.clear()
+    _server.faults.clear()
+    _server.requests.clear()
+    _server.token_requests = 0
+    _server.store.add_mailbox("anna@firma.de", "Anna Adler")
+    _server.store.add_mailbox("bob@firma.de", "Bob Bauer")
+    monkeypatch.setenv(SECRET_ENV, "app-secret")
+    return _server
+
+
+def options(graph: GraphEmulator, mailbox: str = "anna@firma.de", **extra) -> dict:
+    return {"type": "m365", "tenant": graph.tenant, "client_id": CLIENT, "client_secret_env": SECRET_ENV,
+            "authority": graph.authority, "graph_url": graph.graph_url, "ca_file": str(graph.ca_file),
+            "mailbox": mailbox, "owner": [mailbox], "page_size": 5, "max_backoff": 5, **extra}
+
+
+def pull(graph: GraphEmulator, view: View | None = None, cursor=None, **extra) -> Pulled:
+    conn = make_connector("m365", options(graph, **extra))
+    view = view if view is not None else View()
+    try:
+        batches = list(conn.pull(cursor, view))
+    finally:
+        conn.close()
+    for b in batches:
+        view.apply(b)
+    return Pulled(batches)
+
+
+def mail(graph: GraphEmulator, subject: str, folder: str = "inbox", mailbox: str = "anna@firma.de", sender=KIM,
+         **kw) -> dict:
+    mb = graph.store.mailbox(mailbox)
+    msg = make_message(subject, sender, [ANNA], kw.pop("date", WHEN),
+                       kw.pop("message_id", f"<{subject.replace(' ', '-')}@kunde.example>"),
+                       body=kw.pop("body", f"Guten Tag, es geht um {subject}."), **kw)
+    return graph.store.put(mb.folder(folder), msg)
+
+
+def mails(got: Pulled) -> list[MailRecord]:
+    return [r for r in got.records if isinstance(r, MailRecord)]
+
+
+# -- pulling ------------------------------------------------------------------------------
+
+
+def test_first_and_incremental_sync_of_mail_calendar_and_contacts(graph):
+    mb = graph.store.mailbox("anna@firma.de")
+    populate(mb, mails=12, events=3, contacts=2)
+    view = View()
+    first = pull(graph, view)
+    assert len(mails(first)) == 12 and not first.failures and not first.problems
+    assert {r.location.scope for r in mails(first)} == {"Inbox", "Sent Items"}
+    assert len([r for r in first.records if isinstance(r, AppointmentRecord)]) == 3
+    assert len([r for r in first.records if isinstance(r, ContactCard)]) == 2
+    rec = next(r for r in mails(first) if r.subject == "Angebot 0")
+    assert rec.sender.email == "kunde0@kunde0.example" and rec.to[0].email == "anna@firma.de"
+    assert rec.message_id == "m0.anna@firma.de@mail.example" and rec.direction == "in"
+    assert rec.snippet.startswith("Guten Tag") and rec.date == datetime(2026, 10, 1, 8, 0, tzinfo=timezone.utc)
+    sent = next(r for r in mails(first) if r.location.scope == "Sent Items")
+    assert sent.direction == "out"
+    assert json.loads(json.dumps(first.cursor)) == first.cursor
+    # paging: five per page, the deltaLink kept as each folder's cursor
+    assert all(len(b.records) <= 5 for b in first.batches)
+
+    mail(graph, "Neu")
+    graph.store.put(mb.contacts, make_contact("Nina Neu", "nina@neu.example"))
+    graph.requests.clear()
+    second = pull(graph, view, first.cursor)
+    assert {getattr(r, "subject", getattr(r, "full_name", "")) for r in second.records} == {"Neu", "Nina Neu"}
+    # nothing asked again but the delta of each folder
+    assert len(graph.graph_requests()) == 4 and all("delta" in p for p in graph.graph_requests())
+    graph.requests.clear()
+    third = pull(graph, view, second.cursor)
+    assert third.records == [] and third.removed == [] and len(graph.graph_requests()) == 4
+
+
+def test_requests_select_only_what_is_needed_and_prefer_immutable_ids(graph):
+    mail(graph, "Eins")
+    pull(graph, contacts=False, calendar=False)
+    deltas = [(p, h) for m, p, h in graph.requests if "messages/delta" in p]
+    assert deltas and all(m == "GET" for m, _p, _h in graph.requests if _p.startswith("/v1.0/"))
+    path, headers = deltas[0]
+    assert "$select=" in path and "body," not in path
+    assert 'IdType="ImmutableId"' in headers["prefer"] and "odata.maxpagesize=5" in headers["prefer"]
+
+
+def test_removed_entries_become_deletions(graph):
+    mb = graph.store.mailbox("anna@firma.de")
+    a, b = mail(graph, "Bleibt"), mail(graph, "Geht")
+    view = View()
+    first = pull(graph, view)
+    graph.store.delete(b["id"], mb)
+    second = pull(graph, view, first.cursor)
+    assert [(loc.scope, loc.local_id) for loc in second.removed] == [("Inbox", b["id"])]
+    assert a["id"] in view.known("Inbox") and b["id"] not in view.known("Inbox")
+
+
+def test_a_moved_mail_keeps_its_id_and_is_one_item(graph):
+    mb = graph.store.mailbox("anna@firma.de")
+    projects = mb.add_folder("Projekte")
+    m = mail(graph, "Verschoben")
+    view = View()
+    first = pull(graph, view, folders=["inbox", "Inbox/Projekte"])
+    graph.store.move(m["id"], mb, projects.id)
+    second = pull(graph, view, first.cursor, folders=["inbox", "Inbox/Projekte"])
+    assert [loc.local_id for loc in second.removed] == [m["id"]]
+    assert [(r.location.scope, r.location.local_id) for r in mails(second)] == [("Inbox/Projekte", m["id"])]
+    assert view.known("Inbox") == {} and list(view.known("Inbox/Projekte")) == [m["id"]]
+
+
+def test_the_same_mail_in_two_mailboxes_has_one_message_id(graph):
+    mail(graph, "Beide", mailbox="anna@firma.de")
+    mail(graph, "Beide", mailbox="bob@firma.de")
+    a = mails(pull(graph, contacts=False, calendar=False))
+    b = mails(pull(graph, mailbox="bob@firma.de", contacts=False, calendar=False))
+    assert a[0].message_id == b[0].message_id == "Beide@kunde.example"
+
+
+def test_categories_and_sensitivity_as_for_exchange(graph):
+    mail(graph, "Loggen", categories=["CRM"])
+    mail(graph, "Privat", categories=["Private"])
+    mail(graph, "Vertraulich", sensitivity="confidential")
+    mail(graph, "Normal")
+    got = {r.subject: set(r.flags) for r in mails(pull(graph, contacts=False, calendar=False))}
+    assert got["Loggen"] == {"CRM", "$CRM"}
+    assert got["Privat"] == {"Private", "$Private"}
+    assert got["Vertraulich"] == {"$Private"}
+    assert got["Normal"] == set()
+    custom = {r.subject: set(r.flags) for r in mails(pull(graph, contacts=False, calendar=False,
+                                                          log_keyword="Kunde", private_keyword="Geheim"))}
+    assert "Kunde" in custom["Loggen"] and "Geheim" in custom["Vertraulich"]
+
+
+def test_in_reply_to_and_references_come_from_the_mapi_properties(graph):
+    mail(graph, "Antwort", in_reply_to="<frage@kunde.example>")
+    rec = mails(pull(graph, contacts=False, calendar=False))[0]
+    assert rec.in_reply_to == ("frage@kunde.example",)
+
+
+def test_recurring_meeting_with_an_exception_and_a_cancelled_occurrence(graph):
+    mb = graph.store.mailbox("anna@firma.de")
+    first = datetime.now(timezone.utc).replace(hour=9, minute=0, second=0, microsecond=0) + timedelta(days=2)
+    recurring(mb, "Jour fixe", first, 4, ANNA, [KIM], moved=1, cancelled=2)
+    got = [r for r in pull(graph, contacts=False, folders=[]).records if isinstance(r, AppointmentRecord)]
+    starts = sorted(r.start for r in got)
+    assert starts == [first, first + timedelta(weeks=1, days=1), first + timedelta(weeks=3)]
+    assert all(r.summary == "Jour fixe" and r.organizer.address.email == "anna@firma.de" for r in got)
+    assert len({r.uid for r in got}) == 3
+
+
+def test_events_outside_the_window_are_not_read(graph):
+    mb = graph.store.mailbox("anna@firma.de")
+    graph.store.put(mb.calendar, make_event("Alt", datetime(2001, 1, 1, 9, tzinfo=timezone.utc)))
+    graph.store.put(mb.calendar, make_event("Bald", datetime.now(timezone.utc) + timedelta(days=3)))
+    got = pull(graph, contacts=False, folders=[])
+    assert {r.summary for r in got.records} == {"Bald"}
+
+
+# -- faults ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_busy_with_retry_after_is_honoured_and_the_run_goes_on(graph, status):
+    for n in range(12):
+        mail(graph, f"Mail {n}")
+    graph.fail(status, "TooManyRequests" if status == 429 else "ServiceUnavailable", match="messages/delta",
+               after=1, retry_after=1)
+    started = time.monotonic()
+    got = pull(graph, contacts=False, calendar=False, folders=["inbox"])
+    assert len(mails(got)) == 12 and time.monotonic() - started >= 1
+    # one refused request, repeated once: no tight loop
+    assert len(graph.graph_requests("messages/delta")) == 3 + 1
+
+
+def test_busy_longer_than_max_backoff_stops_and_the_rerun_goes_on_from_the_last_page(graph):
+    for n in range(12):
+        mail(graph, f"Mail {n}")
+    graph.fail(429, "TooManyRequests", match="messages/delta", after=1, retry_after=600)
+    view, batches = View(), []
+    conn = make_connector("m365", options(graph, contacts=False, calendar=False))
+    with pytest.raises(TransientError):
+        for b in conn.pull(None, view):
+            view.apply(b)
+            batches.append(b)
+    conn.close()
+    cursor = Pulled(batches).cursor
+    assert len(mails(Pulled(batches))) == 5
+    graph.requests.clear()
+    rest = pull(graph, view, cursor, contacts=False, calendar=False)
+    assert len(mails(rest)) == 7
+    assert "$skiptoken=" in graph.graph_requests("messages/delta")[0]
+
+
+def test_an_invalid_delta_token_means_a_full_comparison_without_duplicates(graph):
+    mb = graph.store.mailbox("anna@firma.de")
+    a, b = mail(graph, "A"), mail(graph, "B")
+    view = View()
+    first = pull(graph, view, contacts=False, calendar=False)
+    graph.store.delete(b["id"], mb)
+    mail(graph, "C")
+    graph.store.invalidate_tokens()
+    second = pull(graph, view, first.cursor, contacts=False, calendar=False)
+    assert [loc.local_id for loc in second.removed] == [b["id"]]
+    assert sorted(view.known("Inbox")) == sorted([a["id"], *[r.location.local_id for r in mails(second)
+                                                               if r.subject == "C"]])
+    assert sorted(r.subject for r in mails(second)) == ["A", "C"]  # A again (same id: an update), no duplicate
+    third = pull(graph, view, second.cursor, contacts=False, calendar=False)
+    assert third.records == [] and third.removed == []
+
+
+def test_token_expiry_mid_backfill_refreshes_and_goes_on(graph):
+    for n in range(12):
+        mail(graph, f"Mail {n}")
+    conn = make_connector("m365", options(graph, contacts=False, calendar=False))
+    got = []
+    for i, batch in enumerate(conn.pull(None, View())):
+        got.append(batch)
+        if i == 0:
+            graph.expire_access_tokens()
+    conn.close()
+    assert len(mails(Pulled(got))) == 12 and graph.token_requests == 2
+
+
+def test_wrong_client_secret_is_one_line(graph, monkeypatch):
+    monkeypatch.setenv(SECRET_ENV, "Qx-falsch-9")
+    with pytest.raises(AuthError) as err:
+        pull(graph)
+    assert "client secret" in str(err.value) and "\n" not in str(err.value) and "Qx-falsch-9" not in str(err.value)
+
+
+def test_access_denied_and_unknown_mailbox_fail_that_source_only(graph):
+    graph.store.mailbox("bob@firma.de").denied = True
+    with pytest.raises(ConnectorError) as denied:
+        pull(graph, mailbox="bob@firma.de")
+    assert "bob@firma.de" in str(denied.value) and "403" in str(denied.value)
+    with pytest.raises(ConnectorError) as missing:
+        pull(graph, mailbox="nobody@firma.de")
+    assert "no mailbox nobody@firma.de" in str(missing.value)
+    mail(graph, "Geht")
+    assert len(mails(pull(graph))) == 1
+
+
+def test_surprising_json_is_quarantined_not_a_crash(graph):
+    mb = graph.store.mailbox("anna@firma.de")
+    mail(graph, "Gut")
+    graph.store.put(mb.folder("inbox"), {"@odata.type": "#microsoft.graph.contact", "displayName": "Falsch hier"})
+    graph.store.put(mb.folder("inbox"), {"@odata.type": "#microsoft.graph.message", "subject": "Leer",
+                                         "from": None, "sender": {"emailAddress": None}, "toRecipients": None})
+    graph.store.put(mb.folder("inbox"), make_message("Einladung", KIM, [ANNA], WHEN, "<inv@kunde.example>",
+                                                      odata_type="#microsoft.graph.eventMessageRequest"))
+    got = pull(graph, contacts=False, calendar=False)
+    assert sorted(r.subject for r in mails(got)) == ["Einladung", "Gut"]
+    reasons = sorted(f.reason for f in got.failures)
+    assert len(reasons) == 2 and any("microsoft.graph.contact" in r for r in reasons)
+    assert any("no sender and no Message-ID" in r for r in reasons)
+
+
+def test_token_cache_file_is_readable_only_by_its_owner_and_reused(graph, tmp_path):
+    cache = tmp_path / "tokens" / "m365.json"
+    pull(graph, contacts=False, calendar=False, token_cache=str(cache))
+    assert stat.S_IMODE(os.stat(cache).st_mode) == 0o600
+    assert "app-secret" not in cache.read_text()
+    pull(graph, contacts=False, calendar=False, token_cache=str(cache))
+    assert graph.token_requests == 1  # the second run took the cached token
+
+
+def test_a_literal_secret_is_refused(graph):
+    from crm_bridge.connectors.base import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        make_connector("m365", {**options(graph), "client_secret": "x"})._access_token()
+    assert "client_secret_env" in str(err.value)
