@@ -354,7 +354,8 @@ class M365Connector(Connector):
 
     # -- pull -------------------------------------------------------------------------------
     def _window(self) -> tuple[datetime, datetime]:
-        now = datetime.now(timezone.utc).replace(microsecond=0)
+        # whole days: a delta round keeps the window it began with, and a new round the same day asks the same
+        now = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
         return now - timedelta(days=self.window_past_days), now + timedelta(days=self.window_future_days)
 
     def _first_url(self, kind: str, fid: str) -> str:

@@ -308,3 +308,46 @@ def test_a_literal_secret_is_refused(graph):
     with pytest.raises(ConfigError) as err:
         make_connector("m365", {**options(graph), "client_secret": "x"})._access_token()
     assert "client_secret_env" in str(err.value)
+
+
+# -- through the whole command --------------------------------------------------------------
+
+
+def crm_for(tmp_path, sources: dict, **kw):
+    from tests.conftest import Crm, write_config
+
+    return Crm(write_config(tmp_path / "crm.toml", customers=(("Kunde GmbH", ["kunde.example"]),),
+                            internal=("firma.de",), sources=sources, **kw))
+
+
+def test_a_moved_mail_stays_one_interaction_through_sync(tmp_path, graph):
+    mb = graph.store.mailbox("anna@firma.de")
+    projects = mb.add_folder("Projekte")
+    m = mail(graph, "Angebot", message_id="<move@kunde.example>")
+    crm = crm_for(tmp_path, {"anna": options(graph, folders=["inbox", "Inbox/Projekte"])})
+    crm("sync")
+    graph.store.move(m["id"], mb, projects.id)
+    crm("sync")
+    [row] = crm.json("explain", "move@kunde.example")
+    assert [p["scope"] for p in row["seen_in"] if not p.get("gone")] == ["Inbox/Projekte"]
+    assert crm.json("status")["counts"]["mails"] == 1
+
+
+def test_a_denied_mailbox_fails_with_its_own_line_and_the_others_sync(tmp_path, graph):
+    mail(graph, "für anna")
+    graph.store.mailbox("bob@firma.de").denied = True
+    crm = crm_for(tmp_path, {"bob": options(graph, mailbox="bob@firma.de"), "anna": options(graph),
+                             "ghost": options(graph, mailbox="ghost@firma.de")})
+    result = crm("sync", "--json", ok=False)
+    assert result.exit_code == 1
+    rows = {r["source"]: r for r in json.loads(result.stdout)["results"]}
+    assert rows["anna"]["status"] == "ok"
+    assert rows["bob"]["status"] == "error" and "403" in rows["bob"]["message"]
+    assert rows["ghost"]["status"] == "error" and "no mailbox ghost@firma.de" in rows["ghost"]["message"]
+    assert "\n" not in rows["bob"]["message"]
+
+
+def test_the_config_check_knows_the_m365_keys(tmp_path, graph):
+    crm = crm_for(tmp_path, {"anna": {**options(graph), "client_secret": "literal"}})
+    result = crm("sync", ok=False)
+    assert result.exit_code != 0 and "client_secret_env" in result.output and "literal" not in result.output
