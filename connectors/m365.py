@@ -77,8 +77,9 @@ from crm_bridge.connectors.graphitems import (
     GraphMail,
     appointment,
     contact,
+    task,
 )
-from crm_bridge.crm_core.records import Batch, Failure, Location
+from crm_bridge.crm_core.records import Batch, Failure, Location, PushResult, TaskPush
 from crm_bridge.crm_core.settings import SourcePolicy
 
 log = logging.getLogger("crm.m365")
@@ -104,8 +105,10 @@ class M365Connector(Connector):
     option_keys = frozenset({
         "tenant", "client_id", "client_secret_env", "client_secret_command", "authority", "graph_url", "ca_file",
         "mailbox", "folders", "calendar", "contacts", "token_cache", "page_size", "timeout", "max_backoff",
-        "log_category", "private_category", "window_past_days", "window_future_days",
+        "log_category", "private_category", "window_past_days", "window_future_days", "tasks_list",
     })
+    can_push = frozenset({"tasks"})
+    push_options = {"tasks": "tasks_list"}
 
     def __init__(self, name: str, options: Mapping[str, Any]):
         super().__init__(name, options)
@@ -136,6 +139,10 @@ class M365Connector(Connector):
         if cache is not None and not isinstance(cache, str):
             raise ConfigError(f"{where}.token_cache must be a file path")
         self.token_cache = Path(cache).expanduser() if cache else None
+        tasks_list = o.get("tasks_list")
+        if tasks_list is not None and (not isinstance(tasks_list, str) or not tasks_list.strip()):
+            raise ConfigError(f"{where}.tasks_list must be the name of a Microsoft To Do list")
+        self.tasks_list = tasks_list.strip() if isinstance(tasks_list, str) else None
         self.page_size = self._int("page_size", 100, 1, 1000)
         self.timeout = self._int("timeout", 120, 1, 3600)
         self.max_backoff = self._int("max_backoff", 300, 0, 3600)
@@ -152,6 +159,7 @@ class M365Connector(Connector):
         self._app: Any = None
         self._cache: Any = None
         self._token: str | None = None
+        self._list_id: str | None = None  # the To Do list's id, once looked up (connectors/graphpush.py)
 
     def _bool(self, key: str, default: bool) -> bool:
         value = self.options.get(key, default)
@@ -249,8 +257,11 @@ class M365Connector(Connector):
         return self._token
 
     # -- requests, and every error in one place -------------------------------------------
-    def _request(self, url: str) -> dict:
-        """GET ``url`` (Graph): the JSON answer; errors as the module docstring says."""
+    def _request(self, url: str, method: str = "GET", body: dict | None = None) -> dict:
+        """``method`` ``url`` (Graph): the JSON answer; errors as the module docstring says.
+
+        Pulling only GETs; :mod:`connectors.graphpush` POSTs and PATCHes To Do tasks.
+        """
         import niquests
 
         refreshed = False
@@ -258,7 +269,7 @@ class M365Connector(Connector):
             headers = {"Authorization": f"Bearer {self._access_token()}", "Accept": "application/json",
                        "Prefer": f'IdType="ImmutableId", odata.maxpagesize={self.page_size}'}
             try:
-                resp = self._http().get(url, headers=headers)
+                resp = self._http().request(method, url, headers=headers, json=body)
             except niquests.exceptions.SSLError as exc:
                 raise SourceUnavailable(f"TLS: the certificate of {url.split('/')[2]} is not trusted "
                                         f"({str(exc)[:160]}); set ca_file") from None
@@ -266,6 +277,8 @@ class M365Connector(Connector):
                 raise TransientError(f"connection problem: {type(exc).__name__}: {str(exc)[:200]}") from None
             status = resp.status_code or 0
             if 200 <= status < 300:
+                if status == 204:
+                    return {}
                 try:
                     data = resp.json()
                 except ValueError:
@@ -350,7 +363,23 @@ class M365Connector(Connector):
                 chosen.setdefault(str(parent), ("/".join(path), str(parent), "mail", ""))
         if self.want_calendar:
             chosen["calendar"] = ("Calendar", "calendar", "calendar", "")
+        if self.tasks_list:  # read back what was pushed (completion, edits) through the list's tasks delta
+            from crm_bridge.connectors.graphpush import find_list
+
+            list_id = next((e["id"] for s, e in states.items() if s == self.tasks_scope and e.get("id")), None)
+            list_id = list_id or find_list(self, create=False)
+            if list_id:
+                chosen["tasks"] = (self.tasks_scope, list_id, "tasks", "")
         return list(chosen.values()), problems
+
+    @property
+    def tasks_scope(self) -> str:
+        return f"To Do/{self.tasks_list or 'CRM'}"
+
+    def push_tasks(self, tasks: list[TaskPush], view: SourceView) -> list[PushResult]:
+        from crm_bridge.connectors.graphpush import push_tasks
+
+        return push_tasks(self, tasks)
 
     # -- pull -------------------------------------------------------------------------------
     def _window(self) -> tuple[datetime, datetime]:
@@ -364,6 +393,8 @@ class M365Connector(Connector):
                     f"&$expand={quote(MAIL_EXPAND)}")
         if kind == "contacts":
             return f"{self._user()}/contacts/delta?$select={CONTACT_SELECT}"
+        if kind == "tasks":
+            return f"{self._user()}/todo/lists/{fid}/tasks/delta"
         lo, hi = self._window()
         return (f"{self._user()}/calendarView/delta?startDateTime={lo:%Y-%m-%dT%H:%M:%SZ}"
                 f"&endDateTime={hi:%Y-%m-%dT%H:%M:%SZ}")
@@ -373,6 +404,8 @@ class M365Connector(Connector):
             return f"{self._user()}/mailFolders/{fid}/messages?$select=id&$top=1000"
         if kind == "contacts":
             return f"{self._user()}/contacts?$select=id&$top=1000"
+        if kind == "tasks":
+            return f"{self._user()}/todo/lists/{fid}/tasks?$select=id"
         lo, hi = self._window()
         return (f"{self._user()}/calendarView?startDateTime={lo:%Y-%m-%dT%H:%M:%SZ}"
                 f"&endDateTime={hi:%Y-%m-%dT%H:%M:%SZ}&$select=id&$top=1000")
@@ -464,6 +497,12 @@ class M365Connector(Connector):
                 if kind_of not in (None, "#microsoft.graph.contact"):
                     raise ItemError(f"an item of type {kind_of} among the contacts")
                 batch.records.append(contact(item, location))
+            elif kind == "tasks":
+                from crm_bridge.connectors.graphpush import crm_uid
+
+                uid = crm_uid(self, scope, item)
+                if uid:
+                    batch.records.append(task(item, uid, Location(scope, item["id"], str(item.get("@odata.etag") or ""))))
         except ItemError as exc:
             batch.failures.append(Failure(location, str(exc), _excerpt(item)))
         except Exception as exc:  # JSON this code did not foresee: quarantine the item, go on

@@ -351,3 +351,72 @@ def test_the_config_check_knows_the_m365_keys(tmp_path, graph):
     crm = crm_for(tmp_path, {"anna": {**options(graph), "client_secret": "literal"}})
     result = crm("sync", ok=False)
     assert result.exit_code != 0 and "client_secret_env" in result.output and "literal" not in result.output
+
+
+# -- To Do ------------------------------------------------------------------------------------
+
+
+def todo_tasks(graph: GraphEmulator, name: str = "CRM") -> list[dict]:
+    mb = graph.store.mailbox("anna@firma.de")
+    [lst] = [c for c in mb.lists.values() if c.name == name]
+    return list(lst.items.values())
+
+
+def a_push(uid: str = "task-1", **kw):
+    from crm_bridge.crm_core.records import TaskPush
+
+    base = dict(uid=uid, summary="Angebot nachfassen", description="Kunde GmbH: Angebot 17", due=None,
+                status="NEEDS-ACTION", completed=None)
+    return TaskPush(**{**base, **kw})
+
+
+def test_task_push_creates_the_list_and_one_task_with_a_linked_resource(graph):
+    conn = make_connector("m365", options(graph, tasks_list="CRM"))
+    [res] = conn.push_tasks([a_push()], View())
+    assert res.ok and res.scope == "To Do/CRM" and res.etag
+    [task] = todo_tasks(graph)
+    assert task["title"] == "Angebot nachfassen" and task["_linked"][0]["externalId"] == "task-1"
+    assert task["_linked"][0]["applicationName"] == "crm-bridge"
+    # a crash between the POST and the local commit: pushed again without href, still one task
+    for _ in range(10):
+        [again] = conn.push_tasks([a_push(summary="Angebot nachfassen (neu)")], View())
+        assert again.ok and again.href == res.href
+    assert len(todo_tasks(graph)) == 1 and todo_tasks(graph)[0]["title"] == "Angebot nachfassen (neu)"
+    conn.close()
+
+
+def test_completion_in_to_do_is_read_back_and_an_edit_there_wins(graph):
+    conn = make_connector("m365", options(graph, tasks_list="CRM", folders=[], calendar=False, contacts=False))
+    [res] = conn.push_tasks([a_push()], View())
+    conn.close()
+    view = View()
+    first = pull(graph, view, folders=[], calendar=False, contacts=False, tasks_list="CRM")
+    [state] = first.records
+    assert state.uid == "task-1" and state.status == "NEEDS-ACTION" and state.location.etag == res.etag
+    mb = graph.store.mailbox("anna@firma.de")
+    graph.store.update(res.href, mb, status="completed",
+                       completedDateTime={"dateTime": "2026-11-02T10:00:00.0000000", "timeZone": "UTC"})
+    second = pull(graph, view, first.cursor, folders=[], calendar=False, contacts=False, tasks_list="CRM")
+    [done] = second.records
+    assert done.status == "COMPLETED" and done.completed == datetime(2026, 11, 2, 10, tzinfo=timezone.utc)
+    # the CRM pushes its older version with the old etag: the client's version comes back as a conflict
+    conn = make_connector("m365", options(graph, tasks_list="CRM"))
+    [conflict] = conn.push_tasks([a_push(href=res.href, etag=res.etag, scope=res.scope)], View())
+    conn.close()
+    assert not conflict.ok and conflict.conflict.status == "COMPLETED"
+    # deleted in To Do: gone
+    graph.store.delete(res.href, mb)
+    conn = make_connector("m365", options(graph, tasks_list="CRM"))
+    [gone] = conn.push_tasks([a_push(href=res.href, etag=done.location.etag, scope=res.scope)], View())
+    conn.close()
+    assert gone.gone and not gone.ok
+
+
+def test_pull_writes_nothing_to_the_mailbox(graph):
+    populate(graph.store.mailbox("anna@firma.de"), mails=6, events=2, contacts=2)
+    conn = make_connector("m365", options(graph, tasks_list="CRM"))
+    conn.push_tasks([a_push()], View())
+    conn.close()
+    graph.requests.clear()
+    pull(graph, tasks_list="CRM")
+    assert {m for m, p, _h in graph.requests if p.startswith("/v1.0/")} == {"GET"}

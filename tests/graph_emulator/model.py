@@ -143,7 +143,8 @@ class Store:
             item.setdefault("id", new_id())
             n = self._tick()
             ck = base64.b64encode(f"CQAAABYAAA{n:012d}".encode()).decode()
-            item["changeKey"] = ck
+            if coll.kind != "tasks":  # To Do tasks have an etag, no changeKey
+                item["changeKey"] = ck
             item["@odata.etag"] = f'W/"{ck}"'
             item["lastModifiedDateTime"] = iso(datetime.now(timezone.utc))
             item.setdefault("createdDateTime", item["lastModifiedDateTime"])
