@@ -420,3 +420,25 @@ def test_pull_writes_nothing_to_the_mailbox(graph):
     graph.requests.clear()
     pull(graph, tasks_list="CRM")
     assert {m for m, p, _h in graph.requests if p.startswith("/v1.0/")} == {"GET"}
+
+
+def test_tasks_go_to_to_do_through_sync_once_and_completion_comes_back(tmp_path, graph):
+    crm = crm_for(tmp_path, {"anna": options(graph, tasks_list="CRM Aufgaben", folders=["inbox"])},
+                  push={"tasks": "anna"}, followup={"after_appointment_days": 0, "unanswered_days": 0})
+    crm("tasks", "add", "Angebot nachfassen", "--customer", "Kunde GmbH", "--due", "+3")
+    crm("sync")
+    [item] = todo_tasks(graph, "CRM Aufgaben")
+    [task] = crm.json("tasks", "list")
+    assert item["_linked"][0]["externalId"] == task["uid"] and item["status"] == "notStarted"
+    for _ in range(10):
+        crm("sync")
+    assert len(todo_tasks(graph, "CRM Aufgaben")) == 1
+    crm("tasks", "edit", str(task["id"]), "--title", "Angebot nachfassen (neu)")
+    crm("sync")
+    [item] = todo_tasks(graph, "CRM Aufgaben")
+    assert item["title"] == "Angebot nachfassen (neu)"
+    graph.store.update(item["id"], graph.store.mailbox("anna@firma.de"), status="completed")
+    crm("sync")
+    [done] = crm.json("tasks", "list", "--all")
+    assert done["status"] == "done"
+    assert len(todo_tasks(graph, "CRM Aufgaben")) == 1
