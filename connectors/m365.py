@@ -215,14 +215,29 @@ class M365Connector(Connector):
             if self.token_cache is not None and self.token_cache.is_file():
                 with contextlib.suppress(OSError, ValueError):
                     self._cache.deserialize(self.token_cache.read_text())
-            try:
-                self._app = msal.ConfidentialClientApplication(
-                    self.client_id, client_credential=client_secret, authority=self.authority,
-                    token_cache=self._cache, http_client=self._http(), instance_discovery=False)
-            except ValueError as exc:
-                raise SourceUnavailable(f"the sign-in authority {self.authority} did not answer as Entra ID does: "
-                                        f"{str(exc).splitlines()[0][:200]}") from None
+            with self._sign_in_errors():
+                try:
+                    self._app = msal.ConfidentialClientApplication(
+                        self.client_id, client_credential=client_secret, authority=self.authority,
+                        token_cache=self._cache, http_client=self._http(), instance_discovery=False)
+                except ValueError as exc:
+                    raise SourceUnavailable(f"the sign-in authority {self.authority} did not answer as Entra ID "
+                                            f"does: {str(exc).splitlines()[0][:200]}") from None
         return self._app
+
+    @contextlib.contextmanager
+    def _sign_in_errors(self) -> Iterator[None]:
+        """MSAL's requests go through the same session: its transport errors, as for Graph."""
+        import niquests
+
+        try:
+            yield
+        except niquests.exceptions.SSLError as exc:
+            raise SourceUnavailable(f"TLS: the certificate of {self.authority.split('/')[2]} is not trusted "
+                                    f"({str(exc)[:160]}); set ca_file") from None
+        except (niquests.exceptions.RequestException, OSError) as exc:
+            raise TransientError(f"the sign-in service {self.authority.split('/')[2]} could not be reached: "
+                                 f"{type(exc).__name__}") from None
 
     def _save_cache(self) -> None:
         if self.token_cache is None or self._cache is None or not self._cache.has_state_changed:
@@ -243,7 +258,8 @@ class M365Connector(Connector):
         if fresh:  # the service refused the cached token: drop it, so MSAL asks for a new one
             for at in list(self._cache.search(self._cache.CredentialType.ACCESS_TOKEN)):
                 self._cache.remove_at(at)
-        result = app.acquire_token_for_client(scopes=[GRAPH_SCOPE])
+        with self._sign_in_errors():
+            result = app.acquire_token_for_client(scopes=[GRAPH_SCOPE])
         if "access_token" not in result:
             error, text = result.get("error", "?"), (result.get("error_description") or "").splitlines()
             first = text[0][:200] if text else ""

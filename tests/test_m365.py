@@ -458,3 +458,16 @@ def test_the_readme_config_is_valid():
     assert sorted(config.sources) == ["anna-m365", "office-m365"]
     for name, table in config.sources.items():
         make_connector(name, table)
+
+
+def test_an_unreachable_or_untrusted_sign_in_service_is_one_line(graph):
+    from crm_bridge.connectors.base import SourceUnavailable
+    from tests.dav_servers import free_port
+
+    closed = f"https://127.0.0.1:{free_port()}/{graph.tenant}"
+    with pytest.raises(TransientError, match="could not be reached"):
+        pull(graph, authority=closed)
+    opts = {k: v for k, v in options(graph).items() if k != "ca_file"}  # the system's CAs: not the emulator's
+    conn = make_connector("m365", opts)
+    with pytest.raises(SourceUnavailable, match="not trusted"):
+        list(conn.pull(None, View()))
