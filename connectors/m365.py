@@ -450,6 +450,12 @@ class M365Connector(Connector):
                      view: SourceView) -> Iterator[Batch]:
         entry = states.get(scope) or {}
         link = entry.get("link") if entry.get("id") == fid and isinstance(entry.get("link"), str) else None
+        window = f"{self._window()[0]:%Y-%m-%d}" if kind == "calendar" else ""
+        if link and window and not _recent(entry.get("window"), window):
+            # a calendarView delta keeps the window of its first request: a week on, start a new round
+            # (appointments that entered the window come, those that left it are compared away)
+            link = None
+        began = (entry.get("window") or window) if link else window  # the window this round asks for
         full = bool(entry.get("full")) or (link is None and bool(view.known(scope)))
         url = link or self._first_url(kind, fid)
         done = 0
@@ -460,7 +466,7 @@ class M365Connector(Connector):
                 if link is None:
                     raise SourceUnavailable(f"Graph refused a fresh delta query of {scope!r} (HTTP 410)") from None
                 log.info("%s: Graph no longer knows the delta token of %r; comparing the whole folder", self.name, scope)
-                url, link, full = self._first_url(kind, fid), None, True
+                url, link, full, began = self._first_url(kind, fid), None, True, window
                 continue
             except _Gone:
                 yield Batch(problems=[f"folder {scope!r} is not in the mailbox {self.mailbox} (any more); nothing removed"])
@@ -481,6 +487,8 @@ class M365Connector(Connector):
             states[scope] = {"id": fid, "link": delta_link if last else next_link, "full": full and not last}
             if wk:
                 states[scope]["wk"] = wk
+            if window:
+                states[scope]["window"] = began
             batch.cursor = {"version": CURSOR_VERSION, "folders": copy.deepcopy(states)}
             batch.done = done
             yield batch
@@ -533,6 +541,14 @@ class M365Connector(Connector):
             present.update(str(i.get("id")) for i in page.get("value") or () if isinstance(i, dict))
             url = page.get("@odata.nextLink") or ""
         return [Location(scope, lid) for lid in view.known(scope) if lid not in present]
+
+
+def _recent(began: Any, today: str, days: int = 7) -> bool:
+    """Whether the window that began ``began`` (YYYY-MM-DD) is less than ``days`` older than today's."""
+    try:
+        return (datetime.fromisoformat(today) - datetime.fromisoformat(str(began))).days < days
+    except ValueError:
+        return False
 
 
 def _error_of(resp: Any) -> tuple[str, str]:

@@ -471,3 +471,22 @@ def test_an_unreachable_or_untrusted_sign_in_service_is_one_line(graph):
     conn = make_connector("m365", opts)
     with pytest.raises(SourceUnavailable, match="not trusted"):
         list(conn.pull(None, View()))
+
+
+def test_the_calendar_round_starts_again_when_its_window_is_a_week_old(graph):
+    mb = graph.store.mailbox("anna@firma.de")
+    graph.store.put(mb.calendar, make_event("Bald", datetime.now(timezone.utc) + timedelta(days=3)))
+    view = View()
+    first = pull(graph, view, contacts=False, folders=[])
+    state = first.cursor["folders"]["Calendar"]
+    assert state["window"] == f"{datetime.now(timezone.utc) - timedelta(days=730):%Y-%m-%d}"
+    graph.requests.clear()
+    again = pull(graph, view, first.cursor, contacts=False, folders=[])
+    assert again.records == [] and "$deltatoken=" in graph.graph_requests("calendarView")[0]
+    old = json.loads(json.dumps(first.cursor))
+    old["folders"]["Calendar"]["window"] = "2020-01-01"
+    graph.requests.clear()
+    renewed = pull(graph, view, old, contacts=False, folders=[])
+    assert "startDateTime=" in graph.graph_requests("calendarView")[0]  # a new round, with today's window
+    assert [r.summary for r in renewed.records] == ["Bald"] and renewed.removed == []
+    assert renewed.cursor["folders"]["Calendar"]["window"] == state["window"]
