@@ -63,7 +63,12 @@ def crm_uid(conn: "M365Connector", scope: str, item: dict) -> str:
     if uid or "linkedResources" in item:
         return uid
     # the tasks delta does not expand linked resources: ask for this task's (few change between runs)
-    links = conn._request(f"{conn._user()}/todo/lists/{_list_of(conn)}/tasks/{item['id']}/linkedResources")
+    from crm_bridge.connectors.m365 import _Gone
+
+    try:
+        links = conn._request(f"{conn._user()}/todo/lists/{_list_of(conn)}/tasks/{item['id']}/linkedResources")
+    except _Gone:  # deleted since the delta was read: the next delta says so
+        return ""
     return _uid_of({"linkedResources": links.get("value") or []})
 
 

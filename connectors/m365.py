@@ -362,8 +362,15 @@ class M365Connector(Connector):
             if wk is not None:
                 known = next(((s, e["id"]) for s, e in states.items() if e.get("wk") == wk and e.get("id")), None)
                 if known is None:
-                    folder = self._request(f"{self._user()}/mailFolders/{wk}?$select=id,displayName")
-                    known = (str(folder.get("displayName") or wk), str(folder["id"]))
+                    try:
+                        folder = self._request(f"{self._user()}/mailFolders/{wk}?$select=id,displayName")
+                    except _Gone:
+                        problems.append(f"folder {entry!r} is not in the mailbox {self.mailbox}")
+                        continue
+                    if not isinstance(folder.get("id"), str):
+                        problems.append(f"Graph answered the folder {entry!r} without an id")
+                        continue
+                    known = (str(folder.get("displayName") or wk), folder["id"])
                 chosen.setdefault(known[1], (known[0], known[1], "mail", wk))
                 continue
             parent, path = None, []
@@ -482,7 +489,11 @@ class M365Connector(Connector):
                 self._add(batch, scope, kind, item)
             last = not isinstance(next_link, str)
             if last and full and view.known(scope):
-                batch.removed.extend(self._vanished(kind, fid, scope, view, batch))
+                try:
+                    batch.removed.extend(self._vanished(kind, fid, scope, view, batch))
+                except _Gone:
+                    yield Batch(problems=[f"folder {scope!r} vanished while it was read; nothing removed"])
+                    return
             done += len(value)
             states[scope] = {"id": fid, "link": delta_link if last else next_link, "full": full and not last}
             if wk:

@@ -490,3 +490,12 @@ def test_the_calendar_round_starts_again_when_its_window_is_a_week_old(graph):
     assert "startDateTime=" in graph.graph_requests("calendarView")[0]  # a new round, with today's window
     assert [r.summary for r in renewed.records] == ["Bald"] and renewed.removed == []
     assert renewed.cursor["folders"]["Calendar"]["window"] == state["window"]
+
+
+def test_a_well_known_folder_the_mailbox_lacks_is_a_problem_line_and_the_rest_syncs(graph):
+    mb = graph.store.mailbox("anna@firma.de")
+    del mb.folders[mb.folder("archive").id]
+    mail(graph, "Da")
+    got = pull(graph, folders=["inbox", "archive"], calendar=False, contacts=False)
+    assert got.problems == ["folder 'archive' is not in the mailbox anna@firma.de"]
+    assert [r.subject for r in mails(got)] == ["Da"]
