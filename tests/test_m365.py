@@ -499,3 +499,13 @@ def test_a_well_known_folder_the_mailbox_lacks_is_a_problem_line_and_the_rest_sy
     got = pull(graph, folders=["inbox", "archive"], calendar=False, contacts=False)
     assert got.problems == ["folder 'archive' is not in the mailbox anna@firma.de"]
     assert [r.subject for r in mails(got)] == ["Da"]
+
+
+def test_the_same_mail_in_two_mailboxes_is_one_interaction_through_sync(tmp_path, graph):
+    mail(graph, "Für beide", mailbox="anna@firma.de", message_id="<beide@kunde.example>")
+    mail(graph, "Für beide", mailbox="bob@firma.de", message_id="<beide@kunde.example>")
+    crm = crm_for(tmp_path, {"anna": options(graph), "bob": options(graph, mailbox="bob@firma.de")})
+    crm("sync")
+    assert crm.json("status")["counts"]["mails"] == 1
+    [row] = crm.json("explain", "beide@kunde.example")
+    assert sorted(p["source"] for p in row["seen_in"]) == ["anna", "bob"]
