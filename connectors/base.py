@@ -256,6 +256,7 @@ REGISTRY: dict[str, str] = {
     "caldav": "crm_bridge.connectors.dav:CalDavConnector",
     "carddav": "crm_bridge.connectors.dav:CardDavConnector",
     "exchange": "crm_bridge.connectors.exchange:ExchangeConnector",
+    "m365": "crm_bridge.connectors.m365:M365Connector",
 }
 
 

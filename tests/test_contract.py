@@ -363,3 +363,43 @@ class TestExchange(ConnectorContract):
         emulator.store.add_user("anna", "anna-pw", mailbox="anna@contract.example")
         with emulator:
             yield ExchangeBackend(emulator)
+
+
+class M365Backend:
+    """A mailbox on the Graph emulator (tests/graph_emulator), read with the app's client secret."""
+
+    def __init__(self, emulator):
+        from tests.graph_emulator import make_message
+
+        self.emulator, self.make_message, self.items = emulator, make_message, {}
+        self.mailbox = emulator.store.add_mailbox("anna@contract.example")
+        os.environ["CRM_CONTRACT_M365"] = "contract-secret"
+
+    def connector(self):
+        e = self.emulator
+        return make_connector("m365", {
+            "type": "m365", "tenant": e.tenant, "client_id": "contract-app", "client_secret_env": "CRM_CONTRACT_M365",
+            "authority": e.authority, "graph_url": e.graph_url, "ca_file": str(e.ca_file),
+            "mailbox": "anna@contract.example", "folders": ["inbox"], "calendar": False, "contacts": False,
+            "page_size": 2})
+
+    def add(self, key: str) -> None:
+        from datetime import datetime, timezone
+
+        msg = self.make_message(key, ("Kim", "kim@kunde.example"), [("Anna", "anna@contract.example")],
+                                datetime(2026, 10, 1, 9, 30, tzinfo=timezone.utc), f"<{key}@contract>")
+        self.items[key] = self.emulator.store.put(self.mailbox.folder("inbox"), msg)["id"]
+
+    def delete(self, key: str) -> None:
+        self.emulator.store.delete(self.items.pop(key), self.mailbox)
+
+
+class TestM365(ConnectorContract):
+    @pytest.fixture
+    def backend(self):
+        from tests.graph_emulator import GraphEmulator
+
+        emulator = GraphEmulator()
+        emulator.add_app("contract-app", "contract-secret")
+        with emulator:
+            yield M365Backend(emulator)

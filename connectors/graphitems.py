@@ -1,0 +1,192 @@
+"""Microsoft Graph JSON (messages, events, contacts, To Do tasks) -> the store's records.
+
+No I/O here.  A message is read through :class:`GraphMail`, which shows the
+JSON with the attribute names of exchangelib's items, so that the mail
+record, the categories and the sensitivity rules are exactly those of the
+EWS connector (:func:`connectors.ewsitems.mail_record`, ``flags_of``).
+
+Graph names what the store needs:
+
+- mail: ``from`` (else ``sender``), recipients, ``sentDateTime``,
+  ``internetMessageId``, ``categories``, ``bodyPreview`` (the snippet; the
+  body itself is not fetched), ``hasAttachments``; sensitivity, In-Reply-To
+  and References are MAPI properties a message resource does not have in
+  v1.0, read as ``singleValueExtendedProperties`` (:data:`MAIL_EXPAND`).
+- events: calendarView/delta gives each instance in the window (single
+  instances, occurrences and exceptions of a series; no series masters):
+  each becomes an appointment of its own, a moved occurrence at its new time,
+  a cancelled one left out by Outlook itself.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from crm_bridge.connectors.ewsitems import ItemError
+from crm_bridge.crm_core.records import Address, AppointmentRecord, Attendee, ContactCard, Location, TaskState
+
+MAIL_SELECT = ("id,subject,from,sender,toRecipients,ccRecipients,bccRecipients,sentDateTime,receivedDateTime,"
+               "internetMessageId,categories,bodyPreview,hasAttachments")
+SENSITIVITY_PROP, IN_REPLY_TO_PROP, REFERENCES_PROP = "Integer 0x36", "String 0x1042", "String 0x1039"
+MAIL_EXPAND = ("singleValueExtendedProperties($filter=id eq 'Integer 0x0036' or id eq 'String 0x1042' "
+               "or id eq 'String 0x1039')")
+CONTACT_SELECT = "id,displayName,givenName,surname,emailAddresses,businessPhones,homePhones,mobilePhone,companyName,jobTitle,categories"
+MAIL_TYPES = ("#microsoft.graph.message", "#microsoft.graph.eventMessage", "#microsoft.graph.eventMessageRequest",
+              "#microsoft.graph.eventMessageResponse", "#microsoft.graph.calendarSharingMessage")
+_SENSITIVITY = {"0": "Normal", "1": "Personal", "2": "Private", "3": "Confidential"}
+_RESPONSE = {"accepted": "ACCEPTED", "declined": "DECLINED", "tentativelyAccepted": "TENTATIVE",
+             "notResponded": "NEEDS-ACTION", "none": "NEEDS-ACTION", "organizer": "ACCEPTED"}
+_TASK_STATUS = {"notStarted": "NEEDS-ACTION", "inProgress": "IN-PROCESS", "completed": "COMPLETED",
+                "waitingOnOthers": "IN-PROCESS", "deferred": "NEEDS-ACTION"}
+
+
+class _Box:
+    """A Graph recipient as exchangelib's Mailbox (email_address, name, routing_type)."""
+
+    routing_type = "SMTP"
+
+    def __init__(self, value: Any):
+        found = value.get("emailAddress") if isinstance(value, dict) else None
+        inner: dict = found if isinstance(found, dict) else {}
+        address, name = inner.get("address"), inner.get("name")
+        self.email_address: str = address if isinstance(address, str) else ""
+        self.name: str = name if isinstance(name, str) else ""
+
+
+def _box(value: Any) -> _Box | None:
+    return _Box(value) if isinstance(value, dict) else None
+
+
+def parse_time(text: Any) -> datetime | None:
+    """A Graph DateTimeOffset ("2026-10-01T09:30:00Z") -> aware UTC; None for anything else."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def extended(item: dict) -> dict[str, str]:
+    out = {}
+    for prop in item.get("singleValueExtendedProperties") or ():
+        if isinstance(prop, dict) and isinstance(prop.get("id"), str):
+            pid = prop["id"].split()
+            if len(pid) == 2:
+                try:
+                    pid[1] = hex(int(pid[1], 16))
+                except ValueError:
+                    pass
+            out[" ".join(pid).lower()] = str(prop.get("value") or "")
+    return out
+
+
+class GraphMail:
+    """A Graph message with the attribute names :func:`ewsitems.mail_record` and ``flags_of`` read."""
+
+    def __init__(self, item: dict):
+        ext = extended(item)
+        self.id = item.get("id")
+        self.subject = item.get("subject") if isinstance(item.get("subject"), str) else ""
+        self.author = _box(item.get("from"))
+        self.sender = _box(item.get("sender"))
+        self.to_recipients = [b for b in map(_box, item.get("toRecipients") or ()) if b]
+        self.cc_recipients = [b for b in map(_box, item.get("ccRecipients") or ()) if b]
+        self.bcc_recipients = [b for b in map(_box, item.get("bccRecipients") or ()) if b]
+        self.datetime_sent = parse_time(item.get("sentDateTime"))
+        self.datetime_received = parse_time(item.get("receivedDateTime"))
+        self.message_id = item.get("internetMessageId") if isinstance(item.get("internetMessageId"), str) else ""
+        self.in_reply_to = ext.get(IN_REPLY_TO_PROP.lower(), "")
+        self.references = ext.get(REFERENCES_PROP.lower(), "")
+        cats = item.get("categories")
+        self.categories = [c for c in cats if isinstance(c, str)] if isinstance(cats, list) else []
+        self.sensitivity = _SENSITIVITY.get(ext.get(SENSITIVITY_PROP.lower(), "0"), "Normal")
+        self.text_body = item.get("bodyPreview") if isinstance(item.get("bodyPreview"), str) else ""
+        self.size = 0
+        self.has_attachments = item.get("hasAttachments") is True
+        self.changekey = item.get("changeKey") or ""
+
+
+def _address(value: Any) -> Address | None:
+    box = _box(value)
+    if box is None or "@" not in box.email_address:
+        return None
+    return Address(box.email_address.strip().lower(), box.name.strip())
+
+
+def _event_time(value: Any) -> tuple[datetime | None, str]:
+    if not isinstance(value, dict) or not isinstance(value.get("dateTime"), str):
+        return None, ""
+    text, zone_name = value["dateTime"], value.get("timeZone") or "UTC"
+    try:
+        naive = datetime.fromisoformat(text[:26] if "." in text else text)
+    except ValueError:
+        return None, ""
+    try:
+        zone: Any = ZoneInfo("UTC" if zone_name in ("UTC", "tzone://Microsoft/Utc") else zone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = timezone.utc
+        zone_name = "UTC"
+    return naive.replace(tzinfo=zone), "" if zone_name == "UTC" else zone_name
+
+
+def appointment(item: dict, location: Location) -> AppointmentRecord:
+    start, tzid = _event_time(item.get("start"))
+    end, _ = _event_time(item.get("end"))
+    if start is None:
+        raise ItemError("event without a readable start")
+    uid = item.get("iCalUId") if isinstance(item.get("iCalUId"), str) and item.get("iCalUId") else item.get("id")
+    value: datetime | date | None = start
+    end_value: datetime | date | None = end
+    if item.get("isAllDay") is True:
+        value, end_value = start.date(), end.date() if end else None
+    organizer = None
+    org = _address(item.get("organizer"))
+    if org is not None:
+        organizer = Attendee(org, "organizer", "ACCEPTED")
+    attendees = []
+    for a in item.get("attendees") or ():
+        addr = _address(a)
+        if addr is not None:
+            found = a.get("status") if isinstance(a, dict) else None
+            status: dict = found if isinstance(found, dict) else {}
+            attendees.append(Attendee(addr, "attendee", _RESPONSE.get(status.get("response", ""), "")))
+    found = item.get("location")
+    loc: dict = found if isinstance(found, dict) else {}
+    return AppointmentRecord(
+        location=location, uid=str(uid), start=value, end=end_value, tzid=tzid, organizer=organizer,
+        attendees=tuple(attendees), summary=(item.get("subject") or "").strip(),
+        location_text=(loc.get("displayName") or "").strip(), description=item.get("bodyPreview") or "",
+        status="CANCELLED" if item.get("isCancelled") is True else "CONFIRMED",
+        private=item.get("sensitivity") in ("private", "confidential"))
+
+
+def contact(item: dict, location: Location) -> ContactCard:
+    emails = tuple(dict.fromkeys(
+        e["address"].strip().lower() for e in item.get("emailAddresses") or ()
+        if isinstance(e, dict) and isinstance(e.get("address"), str) and "@" in e["address"]))
+    phones = [p for p in (item.get("businessPhones") or []) + (item.get("homePhones") or []) if isinstance(p, str)]
+    if isinstance(item.get("mobilePhone"), str):
+        phones.append(item["mobilePhone"])
+    name = item.get("displayName") or " ".join(filter(None, (item.get("givenName"), item.get("surname"))))
+    if not name and not emails:
+        raise ItemError("contact without a name and without an e-mail address")
+    return ContactCard(location=location, uid=str(item.get("id")), full_name=name or "",
+                       given_name=item.get("givenName") or "", family_name=item.get("surname") or "",
+                       emails=emails, phones=tuple(phones), organisation=item.get("companyName") or "",
+                       title=item.get("jobTitle") or "",
+                       categories=tuple(c for c in item.get("categories") or () if isinstance(c, str)))
+
+
+def task(item: dict, uid: str, location: Location) -> TaskState:
+    due, _ = _event_time(item.get("dueDateTime"))
+    done, _ = _event_time(item.get("completedDateTime"))
+    found = item.get("body")
+    body: dict = found if isinstance(found, dict) else {}
+    return TaskState(location=location, uid=uid, summary=item.get("title") or "",
+                     status=_TASK_STATUS.get(item.get("status", ""), "NEEDS-ACTION"),
+                     due=due.date() if due else None, completed=done,
+                     last_modified=parse_time(item.get("lastModifiedDateTime")), description=body.get("content") or "")

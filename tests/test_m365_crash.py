@@ -1,0 +1,111 @@
+"""`crm sync` of a 2,000-item Microsoft 365 mailbox killed with SIGKILL, then run again, ends as a clean run ends.
+
+The Graph emulator runs in the test process; `python -m crm_bridge.cli sync`
+runs as its own process against it with small delta pages (many commit
+points).  It is killed after a random time and right after a number of
+commits (``CRM_FAULT_KILL_AFTER_COMMITS``); the rerun must leave the store
+equal, table by table, to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from crm_bridge.crm_core.store import Store
+from tests.conftest import write_config
+from tests.graph_emulator import GraphEmulator, populate
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET_ENV = "CRM_TEST_M365_CRASH_SECRET"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("m365-crash")
+    emulator = GraphEmulator()
+    emulator.add_app("crash-app", "crash-secret")
+    mb = emulator.store.add_mailbox("anna@stadtwerke-kunde.example", "Anna")
+    populate(mb, mails=1800, events=100, contacts=100)
+    with emulator:
+        write_config(root / "crm.toml", internal=("stadtwerke-kunde.example",),
+                     customers=(("Kunde Null GmbH", ["kunde0.example"]), ("Kunde Drei KG", ["kunde3.example"])),
+                     sources={"anna": {"type": "m365", "tenant": emulator.tenant, "client_id": "crash-app",
+                                       "client_secret_env": SECRET_ENV, "authority": emulator.authority,
+                                       "graph_url": emulator.graph_url, "ca_file": str(emulator.ca_file),
+                                       "mailbox": "anna@stadtwerke-kunde.example",
+                                       "owner": ["anna@stadtwerke-kunde.example"], "page_size": 50}})
+        yield root
+
+
+def start_sync(root: Path, kill_after_commits: int | None = None) -> subprocess.Popen:
+    env = dict(os.environ, **{SECRET_ENV: "crash-secret"})
+    env.pop("CRM_FAULT_KILL_AFTER_COMMITS", None)
+    if kill_after_commits:
+        env["CRM_FAULT_KILL_AFTER_COMMITS"] = str(kill_after_commits)
+    return subprocess.Popen([sys.executable, "-m", "crm_bridge.cli", "--config", str(root / "crm.toml"), "sync"],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+
+
+def reset(root: Path) -> None:
+    for f in root.glob("crm.db*"):
+        f.unlink()
+
+
+def snapshot(root: Path) -> dict:
+    store = Store(root / "crm.db")
+    try:
+        return store.snapshot()
+    finally:
+        store.close()
+
+
+def rerun_and_compare(root: Path, expected: dict, label: str) -> None:
+    rerun = start_sync(root)
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    got = snapshot(root)
+    for table in expected:
+        assert got[table] == expected[table], f"{label}: table {table} differs from a clean run"
+
+
+@pytest.mark.slow
+def test_killed_m365_sync_then_rerun_equals_clean_run(setup):
+    reset(setup)
+    began = time.monotonic()
+    clean = start_sync(setup)
+    _, err = clean.communicate(timeout=300)
+    duration = time.monotonic() - began
+    assert clean.returncode == 0, err
+    expected = snapshot(setup)
+    assert len(expected["interactions"]) >= 1900 and expected["links"]
+    rerun_and_compare(setup, expected, "a second clean run")
+    rng = random.Random(12)
+    timed_kills = 0
+    for run in range(3):
+        reset(setup)
+        proc = start_sync(setup)
+        time.sleep(rng.uniform(0.2, duration))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            timed_kills += 1
+        proc.communicate(timeout=300)
+        rerun_and_compare(setup, expected, f"timed run {run}")
+    killed = 0
+    for commit in (1, 2, 5, 13, 30):
+        reset(setup)
+        proc = start_sync(setup, kill_after_commits=commit)
+        proc.communicate(timeout=300)
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == -signal.SIGKILL
+        killed += 1
+        rerun_and_compare(setup, expected, f"killed after commit {commit}")
+    assert killed >= 4 and timed_kills >= 1, (killed, timed_kills)
