@@ -733,5 +733,9 @@ from crm_bridge.cli_directory import register  # noqa: E402  (commands that need
 
 register(main, customers)
 
+from crm_bridge.cli_web import register as register_web  # noqa: E402  (crm serve, crm users)
+
+register_web(main)
+
 if __name__ == "__main__":
     main()
