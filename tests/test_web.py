@@ -309,3 +309,57 @@ def test_crm_users_add_and_crm_serve_on_the_demo(tmp_path):
         proc.terminate()
         output = proc.communicate(timeout=10)[0]
     assert "open http://localhost" in output and "demo login" not in output  # the demo login: first start only
+
+
+def test_web_writes_while_a_sync_runs_are_quick_and_kept(tmp_path):
+    """A sync stores batches in short transactions: a note written meanwhile waits at most for one batch."""
+    import os
+    import statistics
+    import subprocess
+    import sys
+    import time
+
+    from tests.web_fixtures import REPO
+
+    config_path = demo_store(tmp_path)
+    new = tmp_path / "examples/mail/new"
+    for n in range(6000):
+        (new / f"17620{n:05d}.bulk{n}.eml").write_text(
+            f"From: Kunde {n} <k{n}@stadtwerke-lindenau.de>\nTo: anna.weber@nordlicht-haustechnik.de\n"
+            f"Subject: Zaehlerstand {n}\nDate: Tue, 03 Nov 2026 10:{n % 60:02d}:00 +0100\n"
+            f"Message-ID: <load-{n}@stadtwerke-lindenau.de>\n\nZaehlerstand Nummer {n} anbei.\n")
+    app = make_app(config_path)
+    client = app.test_client()
+    token = login(client, "bob")
+    store = Store(load_config(str(config_path)).store_path)
+    cid = customer_id(store)
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    sync = subprocess.Popen([sys.executable, "-m", "crm_bridge.cli", "--config", str(config_path), "sync"],
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": path, "CRM_PARALLEL_PULL": "0"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    took, written = [], []
+    while sync.poll() is None:
+        text = f"Notiz waehrend der Synchronisierung {len(written)}"
+        started = time.monotonic()
+        done = client.post(f"/customers/{cid}/notes", data={"csrf": token, "text": text})
+        took.append(time.monotonic() - started)
+        assert done.status_code == 302
+        written.append(text)
+        time.sleep(0.05)
+    out, err = sync.communicate()
+    assert sync.returncode == 0, err
+    assert store._one("SELECT COUNT(*) FROM interactions WHERE subject LIKE 'Zaehlerstand %'") == 6000
+    assert len(written) >= 3, out  # the sync ran long enough to overlap
+    notes = {s for (s,) in store._x("SELECT subject FROM interactions WHERE kind='note'")}
+    assert set(written) <= notes  # none lost
+    assert statistics.median(took) < 1.0 and max(took) < 2.0, took
+    store.close()
+
+
+def test_the_web_layer_talks_to_crm_core_only():
+    from pathlib import Path
+
+    web = Path(i18n.__file__).parent
+    for module in web.glob("*.py"):
+        text = module.read_text(encoding="utf-8")
+        assert not re.search(r"^\s*(from|import) crm_bridge\.(connectors|sync|cli)", text, re.M), module.name
