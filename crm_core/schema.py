@@ -117,6 +117,7 @@ END;
 CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY COLLATE NOCASE, role TEXT NOT NULL DEFAULT 'staff', password TEXT NOT NULL DEFAULT '',
     token_hash TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS review_dismissed (email TEXT PRIMARY KEY, at TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS conflicts (
     id INTEGER PRIMARY KEY, kind TEXT NOT NULL, item TEXT NOT NULL, resolution TEXT NOT NULL, at TEXT NOT NULL);
 """
@@ -167,12 +168,15 @@ def _migrate_2(store: "Store") -> None:
 USERS_TABLE = """CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY COLLATE NOCASE, role TEXT NOT NULL DEFAULT 'staff', password TEXT NOT NULL DEFAULT '',
     token_hash TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL)"""
+REVIEW_TABLE = "CREATE TABLE IF NOT EXISTS review_dismissed (email TEXT PRIMARY KEY, at TEXT NOT NULL) WITHOUT ROWID"
 
 
 def _migrate_3_web(store: "Store") -> None:
-    """Version 3, the web front end: ``users`` (name, role, scrypt hash, API token hash) and
-    ``tasks.assignee`` (whose task it is: "my tasks").  Idempotent."""
+    """Version 3, the web front end: ``users`` (name, role, scrypt hash, API token hash),
+    ``review_dismissed`` (the review queue's dismissed senders) and ``tasks.assignee``
+    (whose task it is: "my tasks").  Idempotent."""
     store.conn.execute(USERS_TABLE)
+    store.conn.execute(REVIEW_TABLE)
     if "assignee" not in {row[1] for row in store.conn.execute("PRAGMA table_info(tasks)")}:
         store.conn.execute("ALTER TABLE tasks ADD COLUMN assignee TEXT NOT NULL DEFAULT ''")
 

@@ -13,6 +13,7 @@ from crm_bridge.crm_core.store import Store
 from crm_bridge.crm_core.users import Users, check_password
 from crm_bridge.sync.config import load_config
 from crm_bridge.web import i18n
+from tests.conftest import Crm
 from tests.web_fixtures import HOSTILE_SUBJECT, PASSWORD, csrf_of, demo_store, free_port, login, make_app, start_server
 
 
@@ -52,12 +53,16 @@ def writes(store) -> list[tuple[str, str]]:
         (f"/tasks/{task}/done", ""), ("/admin/users", "name=mallory&password=password123&role=admin"),
         ("/admin/users/bob/remove", ""), ("/api/tasks", "title=x"), (f"/api/tasks/{task}/done", ""),
         (f"/api/customers/{cid}/notes", "text=x"), (f"/api/interactions/{iid}/link", f"customer_id={cid}"),
+        ("/review", "email=x@y.example&action=dismiss"), ("/customers", "name=Evil&domains=evil.example"),
+        (f"/customers/{cid}/rename", "name=Evil"), (f"/customers/{cid}/merge", "other=2"),
+        (f"/customers/{cid}/remove", ""), (f"/customers/{cid}/domains", "domain=evil.example"),
     ]
 
 
 def test_unauthenticated_requests_are_sent_to_the_login(app, store):
     client = app.test_client()
-    for path in ("/", "/customers", f"/customers/{customer_id(store)}", "/tasks", "/search?q=x", "/admin/"):
+    for path in ("/", "/customers", f"/customers/{customer_id(store)}", "/tasks", "/search?q=x", "/admin/",
+                 "/review", f"/customers/{customer_id(store)}/remove"):
         done = client.get(path)
         assert done.status_code == 302 and done.headers["Location"].startswith("/login"), path
     for path, body in writes(store):
@@ -83,6 +88,7 @@ def test_every_write_without_the_csrf_token_is_refused(app, store):
         assert wrong.status_code == 403, path
     after = store.counts()
     assert after["interactions"] == before["interactions"] and after["links"] == before["links"]
+    assert after["customers"] == before["customers"] and not store._one("SELECT COUNT(*) FROM review_dismissed")
     assert Users(store).get("bob") is not None and Users(store).get("mallory") is None
     assert client.get("/customers").status_code == 200  # still logged in: /logout without a token did nothing
     # the login form needs its token too (no login CSRF)
@@ -363,3 +369,87 @@ def test_the_web_layer_talks_to_crm_core_only():
     for module in web.glob("*.py"):
         text = module.read_text(encoding="utf-8")
         assert not re.search(r"^\s*(from|import) crm_bridge\.(connectors|sync|cli)", text, re.M), module.name
+
+
+def test_the_review_queue_makes_contacts_customers_or_dismisses(tmp_path):
+    config_path = demo_store(tmp_path)
+    new = tmp_path / "examples/mail/new"
+    for n, sender in enumerate(["a.neu@brandneu.example"] * 3 + ["b.neu@brandneu.example", "spam@gmail.com",
+                                                                  "private.kunde@gmx.de", "private.kunde@gmx.de"]):
+        (new / f"17630{n:05d}.review{n}.eml").write_text(
+            f"From: Neu {n} <{sender}>\nTo: anna.weber@nordlicht-haustechnik.de\nSubject: Anfrage {n}\n"
+            f"Date: Wed, 04 Nov 2026 1{n}:00:00 +0100\nMessage-ID: <review-{n}@example>\n\nAnfrage Text {n}\n")
+    Crm(config_path)("sync")
+    app = make_app(config_path)
+    client = app.test_client()
+    token = login(client, "bob")
+    page = client.get("/review").text
+    order = [e for e in ("a.neu@brandneu.example", "private.kunde@gmx.de", "b.neu@brandneu.example") if e in page]
+    assert order == sorted(order, key=page.index) and len(order) == 3  # most frequent first
+    assert "anna.weber@nordlicht-haustechnik.de" not in page  # internal
+    store = Store(load_config(str(config_path)).store_path)
+
+    # a freemail address: a contact of an existing customer; its mail links at once
+    hotel = store.customer_id("Hotel Seeblick Plön GmbH")
+    client.post("/review", data={"csrf": token, "email": "private.kunde@gmx.de", "action": "contact",
+                                 "customer": hotel})
+    linked = [i for i in store.timeline(str(hotel), limit=0) if i["sender"] == "private.kunde@gmx.de"]
+    assert len(linked) == 2  # stored as metadata: the next sync reads their text again
+    Crm(config_path)("sync")
+    subjects = [i["subject"] for i in store.timeline(str(hotel), limit=0)]
+    assert "Anfrage 5" in subjects and "Anfrage 6" in subjects
+    # a company domain: a new customer with every mail from that domain
+    client.post("/review", data={"csrf": token, "email": "a.neu@brandneu.example", "action": "customer",
+                                 "name": "Brandneu GmbH"})
+    brandneu = store.customer_id("Brandneu GmbH")
+    assert len(store.timeline(str(brandneu))) == 4
+    Crm(config_path)("sync")
+    assert {"Anfrage 0", "Anfrage 1", "Anfrage 2", "Anfrage 3"} == {i["subject"] for i in store.timeline(str(brandneu))}
+    client.post("/review", data={"csrf": token, "email": "spam@gmail.com", "action": "dismiss"})
+    page = client.get("/review").text
+    assert "spam@gmail.com" not in page and "brandneu" not in page and "private.kunde" not in page
+    assert client.post("/review", data={"email": "spam@gmail.com", "action": "dismiss"}).status_code == 403
+    store.close()
+
+
+def test_customer_merge_loses_nothing_and_remove_says_what_goes(tmp_path):
+    config_path = demo_store(tmp_path)
+    app = make_app(config_path)
+    client = app.test_client()
+    token = login(client, "bob")
+    store = Store(load_config(str(config_path)).store_path)
+    client.post("/customers", data={"csrf": token, "name": "Kramer <Filiale>", "domains": "filiale-kramer.example"})
+    keep = store.customer_id("Kramer <Filiale>")
+    page = client.get(f"/customers/{keep}").text
+    assert "Kramer &lt;Filiale&gt;" in page and "filiale-kramer.example" in page
+    client.post("/tasks", data={"csrf": token, "title": "Filiale anrufen", "customer": keep})
+    client.post(f"/customers/{keep}/notes", data={"csrf": token, "text": "Notiz zur Filiale"})
+    # a config customer cannot be merged away or renamed here (the config would bring it back)
+    kramer = store.customer_id("Bauhaus Kramer GmbH & Co. KG")
+    client.post(f"/customers/{keep}/merge", data={"csrf": token, "other": str(kramer)})
+    assert store._one("SELECT id FROM customers WHERE id=?", (kramer,)) == kramer
+    client.post(f"/customers/{kramer}/rename", data={"csrf": token, "name": "Kramer"})
+    assert store._one("SELECT name FROM customers WHERE id=?", (kramer,)) == "Bauhaus Kramer GmbH & Co. KG"
+
+    client.post("/customers", data={"csrf": token, "name": "Zweite Filiale", "domains": "zweite-filiale.example"})
+    other = store.customer_id("Zweite Filiale")
+    client.post("/tasks", data={"csrf": token, "title": "Zweite anrufen", "customer": other})
+    client.post(f"/customers/{other}/notes", data={"csrf": token, "text": "Notiz zur zweiten"})
+    from crm_bridge.crm_core.directory import customer_footprint
+
+    a, b = customer_footprint(store, keep), customer_footprint(store, other)
+    client.post(f"/customers/{keep}/merge", data={"csrf": token, "other": "Zweite Filiale"})
+    merged = customer_footprint(store, keep)
+    assert store._one("SELECT id FROM customers WHERE id=?", (other,)) is None
+    assert all(merged[k] == a[k] + b[k] for k in merged), (a, b, merged)
+    client.post(f"/customers/{keep}/domains", data={"csrf": token, "domain": "zweite-filiale.example",
+                                                    "action": "remove"})
+    assert customer_footprint(store, keep)["domains"] == 1
+    confirm = client.get(f"/customers/{keep}/remove").text
+    assert "Das wird entfernt" in confirm and f"{merged['tasks']} Aufgaben" in confirm and merged["tasks"] == 2
+    before = store.counts()
+    client.post(f"/customers/{keep}/remove", data={"csrf": token})
+    after = store.counts()
+    assert store._one("SELECT id FROM customers WHERE id=?", (keep,)) is None
+    assert after["interactions"] == before["interactions"] and after["tasks"] == before["tasks"]
+    store.close()

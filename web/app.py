@@ -88,11 +88,12 @@ def create_app(store_path: str | Path, web: WebSettings | None = None,
     app.jinja_env.filters["localtime"] = lambda value, with_time=True: i18n.local_time(value, tz, with_time)
     app.jinja_env.filters["nl2br"] = lambda text: Markup("<br>").join(str(text or "").splitlines())
 
-    from crm_bridge.web import api, auth, views_admin, views_customers, views_tasks
+    from crm_bridge.web import api, auth, views_admin, views_customers, views_directory, views_tasks
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(views_customers.bp)
     app.register_blueprint(views_tasks.bp)
+    app.register_blueprint(views_directory.bp)
     app.register_blueprint(views_admin.bp)
     app.register_blueprint(api.bp)
 
