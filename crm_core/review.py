@@ -1,6 +1,6 @@
 """The review queue: people who write to us and match no customer or contact.
 
-Ranked by how many of their mails are stored (as metadata while unmatched),
+Senders of the last 180 days, ranked by how many of their mails are stored (as metadata while unmatched),
 without bulk mail (never stored unless ``log_bulk``), internal addresses
 and blocked ones.  A freemail sender can become a contact, but offers no
 domain to make a customer of.  Each entry can be made a
@@ -14,21 +14,33 @@ remaining rules).
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from crm_bridge.crm_core.domains import is_freemail, normalise_domain
-from crm_bridge.crm_core.store import Store, StoreError, iso, utcnow
+from crm_bridge.crm_core.store import Store, StoreError, iso, utc_iso, utcnow
 
-def review_queue(store: Store, limit: int = 100) -> list[dict[str, Any]]:
-    """Unknown senders, most frequent first: email, name, count, last (UTC ISO), domain, freemail."""
+#: the queue looks at the mail of this many days up to the newest: who writes to us now, at a
+#: cost that follows the mail of the period, not the size of the store
+WINDOW_DAYS = 180
+
+
+def review_queue(store: Store, limit: int = 100, days: int = WINDOW_DAYS) -> list[dict[str, Any]]:
+    """Unknown senders of the last ``days`` days, most frequent first: email, name, count, last (UTC ISO),
+    domain (empty for freemail), freemail."""
+    # the window ends at the newest mail (not in the future), so an imported archive or the demo has a queue too
+    newest = store.conn.execute("SELECT MAX(date) FROM interactions WHERE date <= ?", (utc_iso(utcnow()),)).fetchone()[0]
+    end = datetime.fromisoformat(newest.replace("Z", "+00:00")) if newest else utcnow()
+    since = utc_iso(end - timedelta(days=days))
     rows = store.conn.execute(
         """SELECT p.email, MAX(p.name), COUNT(*) AS n, MAX(i.date) AS last
-           FROM participants p JOIN interactions i ON i.id = p.interaction_id
-           WHERE p.role = 'from' AND i.kind = 'mail' AND i.bulk = '' AND i.deleted = 0
+           FROM interactions i INDEXED BY interactions_date
+           JOIN participants p ON p.interaction_id = i.id AND p.role = 'from'
+           WHERE i.date >= ? AND i.kind = 'mail' AND i.bulk = '' AND i.deleted = 0
              AND NOT EXISTS (SELECT 1 FROM links l WHERE l.interaction_id = i.id)
              AND NOT EXISTS (SELECT 1 FROM contact_addresses a WHERE a.email = p.email)
              AND NOT EXISTS (SELECT 1 FROM review_dismissed d WHERE d.email = p.email AND d.at >= i.date)
-           GROUP BY p.email ORDER BY n DESC, last DESC LIMIT ?""", (limit * 3,)).fetchall()
+           GROUP BY p.email ORDER BY n DESC, last DESC LIMIT ?""", (since, limit * 3)).fetchall()
     settings = store.settings
     out = []
     for email, name, count, last in rows:

@@ -29,6 +29,15 @@ Content-Type: text/plain; charset=utf-8
 
 <img src=x onerror=alert(2)> Bitte um Rueckruf wegen der Pumpe.
 """
+UNKNOWN_MAIL = """From: Martin Jansen <m.jansen@jansen-planung.example>
+To: anna.weber@nordlicht-haustechnik.de
+Subject: Anfrage Lueftungsplanung
+Date: Sun, 01 Nov 2026 09:00:00 +0100
+Message-ID: <unknown-1@jansen-planung.example>
+Content-Type: text/plain; charset=utf-8
+
+Guten Tag, wir planen einen Neubau.
+"""
 PASSWORD = "correct-horse-1"
 
 
@@ -38,6 +47,7 @@ def demo_store(root: Path) -> Path:
     shutil.copytree(REPO / "examples", root / "examples")
     shutil.copy2(REPO / "config.example.toml", root / "crm.toml")
     (root / "examples/mail/new/1762074000.hostile.eml").write_text(HOSTILE_MAIL)
+    (root / "examples/mail/new/1761984000.unknown.eml").write_text(UNKNOWN_MAIL)  # for the review queue
     Crm(root / "crm.toml")("sync")
     config = load_config(str(root / "crm.toml"))
     store = Store(config.store_path, config.linking)

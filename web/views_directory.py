@@ -32,8 +32,8 @@ def _back(customer_id: int | None = None) -> Any:
 @bp.route("/review")
 @login_required
 def queue() -> Any:
-    return render_template("review.html", entries=review.review_queue(g.store),
-                           customers=PageReads(g.store).customers())
+    names = [{"name": n} for (n,) in g.store.conn.execute("SELECT name FROM customers ORDER BY name COLLATE NOCASE")]
+    return render_template("review.html", entries=review.review_queue(g.store), customers=names)
 
 
 @bp.route("/review", methods=["POST"])

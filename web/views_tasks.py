@@ -33,7 +33,8 @@ def index() -> Any:
     for row in rows:
         due = (row["due"] or "")[:10]
         row["state"] = "overdue" if due and due < today else "today" if due == today else ""
-    customers = PageReads(g.store).customers()
+    customers = [{"id": i, "name": n} for i, n in g.store.conn.execute(
+        "SELECT id, name FROM customers ORDER BY name COLLATE NOCASE")]
     return render_template("tasks.html", tasks=rows, who=who, status=status, customers=customers,
                            chosen_customer=request.args.get("customer", ""))
 
