@@ -92,7 +92,7 @@ def users_token(obj: Any, name: str) -> None:
 @users.command("list")
 @click.pass_obj
 def users_list(obj: Any) -> None:
-    """The users and their roles."""
+    """The users, their roles, and whether they have an API token."""
     from crm_bridge.crm_core.users import Users
 
     for u in Users(obj.store).list():
@@ -103,7 +103,7 @@ def users_list(obj: Any) -> None:
 @click.argument("name")
 @click.pass_obj
 def users_remove(obj: Any, name: str) -> None:
-    """Remove a user."""
+    """Remove a user: they can no longer log in, and their API token stops working."""
     from crm_bridge.crm_core.users import Users
 
     Users(obj.store).remove(name)

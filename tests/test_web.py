@@ -453,3 +453,15 @@ def test_customer_merge_loses_nothing_and_remove_says_what_goes(tmp_path):
     assert store._one("SELECT id FROM customers WHERE id=?", (keep,)) is None
     assert after["interactions"] == before["interactions"] and after["tasks"] == before["tasks"]
     store.close()
+
+
+def test_the_cli_timeline_shows_the_configured_zone(config_path):
+    import os
+
+    from tests.test_cli_and_rules import run_crm
+
+    done = run_crm("--config", str(config_path), "timeline", "stadtw", "--limit", "0", cwd=config_path.parent,
+                   env={"TZ": "UTC"})
+    line = next(l for l in done.stdout.splitlines() if "Angebot Pumpe" in l)
+    assert "2026-11-02 10:00" in line, line  # 09:00 UTC in Europe/Berlin (the demo's [company] timezone)
+    assert os.environ.get("TZ") != "Europe/Berlin"
