@@ -222,6 +222,12 @@ def test_session_cookie_flags_and_no_open_redirect(app):
     assert done.headers["Location"] == "/customers"
     cookie = done.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    token = csrf_of(client.get("/tasks").text)
+    for back in ("//evil.example/", "/\\evil.example/", "https://evil.example/"):
+        went = client.post("/tasks", data={"csrf": token, "title": "t", "back": back})
+        assert went.headers["Location"] == "/tasks", back
+    bad = client.post("/api/tasks", json={"title": "t", "customer_id": "abc"}, headers={"X-CSRF-Token": token})
+    assert bad.status_code == 400 and bad.json == {"error": "customer_id is a number"}
 
 
 def test_trusted_header_logs_in_known_users_only(config_path):

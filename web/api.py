@@ -91,8 +91,13 @@ def add_task() -> Any:
     if not title:
         abort(400, description="a task needs a title")
     customer_id = data.get("customer_id")
-    if customer_id is not None:
-        _customer_or_404(int(customer_id))
+    if customer_id not in (None, ""):
+        if not str(customer_id).isdigit():
+            abort(400, description="customer_id is a number")
+        customer_id = int(str(customer_id))
+        _customer_or_404(customer_id)
+    else:
+        customer_id = None
     try:
         due = parse_due(str(data.get("due") or ""))
     except ValueError:

@@ -97,6 +97,7 @@ def create_app(store_path: str | Path, web: WebSettings | None = None,
     app.register_blueprint(views_admin.bp)
     app.register_blueprint(api.bp)
 
+    @app.errorhandler(400)
     @app.errorhandler(401)
     @app.errorhandler(403)
     @app.errorhandler(404)

@@ -117,11 +117,17 @@ def admin_required(view: Callable) -> Callable:
     return wrapper
 
 
-def _safe_next(target: str | None) -> str:
-    """Only a path on this site (no //host or scheme): no open redirect after login."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+def safe_path(target: str | None) -> str | None:
+    """``target`` when it is a path on this site (no //host, no scheme, no backslash), else None."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target \
+            and not any(ord(ch) < 32 for ch in target):
         return target
-    return url_for("customers.index")
+    return None
+
+
+def _safe_next(target: str | None) -> str:
+    """Where to go after login or a language switch: never another site (no open redirect)."""
+    return safe_path(target) or url_for("customers.index")
 
 
 @bp.route("/login", methods=["GET", "POST"])

@@ -10,7 +10,7 @@ from flask import Blueprint, abort, flash, g, redirect, render_template, request
 from crm_bridge.crm_core.notes import add_note
 from crm_bridge.crm_core.pages import KINDS, PageReads, decode_key, encode_key
 from crm_bridge.crm_core.store import StoreError
-from crm_bridge.web.auth import login_required
+from crm_bridge.web.auth import login_required, safe_path
 
 bp = Blueprint("customers", __name__)
 PAGE = 50
@@ -133,7 +133,7 @@ def link(interaction_id: int) -> Any:
     else:
         g.store.set_link(interaction_id, "customer", customer_id, action)
         flash("Linked." if action == "link" else "Unlinked.", "ok")
-    if back.startswith("/") and not back.startswith("//"):
+    if safe_path(back):
         return redirect(back)
     return redirect(url_for("customers.customer", customer_id=customer_id) if customer_id else url_for("customers.index"))
 

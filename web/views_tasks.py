@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
 from crm_bridge.crm_core.pages import PageReads
-from crm_bridge.web.auth import login_required
+from crm_bridge.web.auth import login_required, safe_path
 
 bp = Blueprint("tasks", __name__)
 
@@ -59,7 +59,7 @@ def create() -> Any:
     assignee = request.form.get("assignee", g.user["name"]).strip()
     g.store.add_task(title, due=due, customer_id=customer_id, assignee=assignee)
     flash("Task added.", "ok")
-    if back.startswith("/") and not back.startswith("//"):
+    if safe_path(back):
         return redirect(back)
     return redirect(url_for("tasks.index"))
 
@@ -72,6 +72,6 @@ def done(task_id: int) -> Any:
     g.store.update_task(task_id, status="done")
     flash("Task done.", "ok")
     back = request.form.get("back", "")
-    if back.startswith("/") and not back.startswith("//"):
+    if safe_path(back):
         return redirect(back)
     return redirect(url_for("tasks.index"))
