@@ -56,13 +56,14 @@ def writes(store) -> list[tuple[str, str]]:
         ("/review", "email=x@y.example&action=dismiss"), ("/customers", "name=Evil&domains=evil.example"),
         (f"/customers/{cid}/rename", "name=Evil"), (f"/customers/{cid}/merge", "other=2"),
         (f"/customers/{cid}/remove", ""), (f"/customers/{cid}/domains", "domain=evil.example"),
+        ("/contacts", f"email=evil@gmail.com&customer={cid}"),
     ]
 
 
 def test_unauthenticated_requests_are_sent_to_the_login(app, store):
     client = app.test_client()
     for path in ("/", "/customers", f"/customers/{customer_id(store)}", "/tasks", "/search?q=x", "/admin/",
-                 "/review", f"/customers/{customer_id(store)}/remove"):
+                 "/review", f"/customers/{customer_id(store)}/remove", "/contacts"):
         done = client.get(path)
         assert done.status_code == 302 and done.headers["Location"].startswith("/login"), path
     for path, body in writes(store):
@@ -89,6 +90,7 @@ def test_every_write_without_the_csrf_token_is_refused(app, store):
     after = store.counts()
     assert after["interactions"] == before["interactions"] and after["links"] == before["links"]
     assert after["customers"] == before["customers"] and not store._one("SELECT COUNT(*) FROM review_dismissed")
+    assert after["contacts"] == before["contacts"]
     assert Users(store).get("bob") is not None and Users(store).get("mallory") is None
     assert client.get("/customers").status_code == 200  # still logged in: /logout without a token did nothing
     # the login form needs its token too (no login CSRF)
@@ -471,3 +473,20 @@ def test_the_cli_timeline_shows_the_configured_zone(config_path):
     line = next(l for l in done.stdout.splitlines() if "Angebot Pumpe" in l)
     assert "2026-11-02 10:00" in line, line  # 09:00 UTC in Europe/Berlin (the demo's [company] timezone)
     assert os.environ.get("TZ") != "Europe/Berlin"
+
+
+def test_contacts_attach_a_private_address_and_detach(app, store):
+    client = app.test_client()
+    token = login(client, "bob")
+    assert "k.brodersen@stadtwerke-lindenau.de" in client.get("/contacts?q=brodersen").text
+    hotel = store.customer_id("Hotel Seeblick Plön GmbH")
+    before = len(store.timeline(str(hotel), limit=0))
+    client.post("/contacts", data={"csrf": token, "email": "k.hoffmann1971@gmail.com", "customer": "Hotel Seeblick",
+                                   "name": "K. <Hoffmann>"})
+    contact = store.contact_id("k.hoffmann1971@gmail.com")
+    assert len(store.timeline(str(hotel), limit=0)) == before + 2  # their past mail links at once
+    assert "K. &lt;Hoffmann&gt;" in client.get("/contacts?q=hoffmann").text
+    client.post("/contacts", data={"csrf": token, "action": "detach", "contact": contact})
+    assert len(store.timeline(str(hotel), limit=0)) == before
+    assert client.post("/contacts", data={"action": "detach", "contact": contact}).status_code == 403
+    assert "Hotel Seeblick" not in client.get("/contacts?q=hoffmann&unattached=1").text.split("contact-list")[1]

@@ -9,7 +9,7 @@ from flask import Blueprint, abort, flash, g, redirect, render_template, request
 from crm_bridge.crm_core import directory, review
 from crm_bridge.crm_core.pages import PageReads
 from crm_bridge.crm_core.store import StoreError
-from crm_bridge.web.auth import login_required
+from crm_bridge.web.auth import login_required, safe_path
 
 bp = Blueprint("directory", __name__)
 
@@ -138,3 +138,33 @@ def domains(customer_id: int) -> Any:
     except StoreError as exc:
         flash(str(exc), "error")
     return _back(customer_id)
+
+
+# -- contacts -----------------------------------------------------------------------------
+@bp.route("/contacts")
+@login_required
+def contacts() -> Any:
+    query = request.args.get("q", "").strip().lower()
+    rows = directory.contacts(g.store, unattached=request.args.get("unattached") == "1")
+    if query:
+        rows = [r for r in rows if query in " ".join(str(r[k] or "") for k in ("name", "emails", "customer")).lower()]
+    return render_template("contacts.html", contacts=rows[:500], more=len(rows) > 500, q=query,
+                           unattached=request.args.get("unattached") == "1")
+
+
+@bp.route("/contacts", methods=["POST"])
+@login_required
+def contact_change() -> Any:
+    """Attach an address (a contact's, or any, a freemail one too) to a customer, or detach a contact."""
+    try:
+        if request.form.get("action") == "detach":
+            directory.detach(g.store, directory.find_contact(g.store, request.form.get("contact", "")))
+            flash("Detached.", "ok")
+        else:
+            customer_id = directory.find_customer(g.store, request.form.get("customer", ""))
+            directory.attach(g.store, request.form.get("email", ""), customer_id,
+                             request.form.get("name", "").strip() or None)
+            flash("Attached; their mail is on the customer's timeline.", "ok")
+    except StoreError as exc:
+        flash(str(exc), "error")
+    return redirect(safe_path(request.form.get("back")) or url_for("directory.contacts"))
