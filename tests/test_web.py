@@ -50,7 +50,7 @@ def writes(store) -> list[tuple[str, str]]:
     return [
         ("/logout", ""), ("/language", "lang=en"), (f"/customers/{cid}/notes", "text=hello"),
         (f"/interactions/{iid}/link", f"customer={cid}&action=unlink"), ("/tasks", "title=x"),
-        (f"/tasks/{task}/done", ""), ("/admin/users", "name=mallory&password=password123&role=admin"),
+        (f"/tasks/{task}/done", ""), (f"/tasks/{task}/edit", "title=evil"), (f"/api/tasks/{task}", "title=evil"), ("/admin/users", "name=mallory&password=password123&role=admin"),
         ("/admin/users/bob/remove", ""), ("/api/tasks", "title=x"), (f"/api/tasks/{task}/done", ""),
         (f"/api/customers/{cid}/notes", "text=x"), (f"/api/interactions/{iid}/link", f"customer_id={cid}"),
         ("/review", "email=x@y.example&action=dismiss"), ("/customers", "name=Evil&domains=evil.example"),
@@ -152,6 +152,10 @@ def test_notes_links_and_tasks_from_the_pages(app, store):
     assert "Angebot &lt;schicken&gt;" in mine
     task = next(t for t in store.tasks("open") if t["title"] == "Angebot <schicken>")
     assert "Angebot &lt;schicken&gt;" not in app.test_client().get("/tasks").text  # (not logged in: no list)
+    client.post(f"/tasks/{task['id']}/edit", data={"csrf": token, "title": "Angebot schicken", "due": "2026-12-24"})
+    changed = next(t for t in store.tasks() if t["id"] == task["id"])
+    assert (changed["title"], changed["due"][:10], changed["version"]) == ("Angebot schicken", "2026-12-24",
+                                                                           task["version"] + 1)
     client.post(f"/tasks/{task['id']}/done", data={"csrf": token})
     assert next(t for t in store.tasks() if t["id"] == task["id"])["status"] == "done"
     assert client.post("/tasks", data={"csrf": token, "title": "x", "due": "soon"}).status_code == 302
@@ -195,6 +199,7 @@ def test_the_api_by_token_and_by_address(app, store):
     assert any(r["id"] == made.json["id"] for r in client.get("/api/search?q=API", headers=auth).json)
     task = client.post("/api/tasks", json={"title": "per API", "customer_id": cid}, headers=auth).json["id"]
     assert task in [t["id"] for t in client.get("/api/tasks?who=mine", headers=auth).json]
+    assert client.post(f"/api/tasks/{task}", json={"due": "2027-01-15"}, headers=auth).json["due"] == "2027-01-15"
     assert client.post(f"/api/tasks/{task}/done", headers=auth).json["status"] == "done"
     assert client.get("/api/tasks", headers={"Authorization": "Bearer crm_wrong"}).status_code == 401
     # a session may use the API too, writes with the X-CSRF-Token header

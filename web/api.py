@@ -107,6 +107,28 @@ def add_task() -> Any:
     return jsonify(id=task_id), 201
 
 
+@bp.route("/tasks/<int:task_id>", methods=["POST"])
+@login_required
+def edit_task(task_id: int) -> Any:
+    """``{"title": ..., "due": "2026-12-01" or ""}``: either or both."""
+    data = _body()
+    changes: dict[str, Any] = {}
+    if str(data.get("title") or "").strip():
+        changes["title"] = str(data["title"]).strip()
+    if "due" in data:
+        try:
+            changes["due"] = parse_due(str(data.get("due") or ""))
+        except ValueError:
+            abort(400, description="due is a date like 2026-12-01")
+    if not changes:
+        abort(400, description="give title and/or due")
+    try:
+        g.store.update_task(task_id, **changes)
+    except StoreError as exc:
+        abort(404, description=str(exc))
+    return jsonify(id=task_id, **{k: str(v) if v is not None else None for k, v in changes.items()})
+
+
 @bp.route("/tasks/<int:task_id>/done", methods=["POST"])
 @login_required
 def task_done(task_id: int) -> Any:

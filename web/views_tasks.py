@@ -75,3 +75,25 @@ def done(task_id: int) -> Any:
     if safe_path(back):
         return redirect(back)
     return redirect(url_for("tasks.index"))
+
+
+@bp.route("/tasks/<int:task_id>/edit", methods=["POST"])
+@login_required
+def edit(task_id: int) -> Any:
+    """A new title and/or due date; the calendar follows at the next sync."""
+    if g.store._one("SELECT id FROM tasks WHERE id=?", (task_id,)) is None:
+        abort(404)
+    changes: dict[str, Any] = {}
+    title = request.form.get("title", "").strip()
+    if title:
+        changes["title"] = title
+    if "due" in request.form:
+        try:
+            changes["due"] = parse_due(request.form.get("due", ""))
+        except ValueError:
+            flash("A due date is a date like 2026-12-01.", "error")
+            return redirect(url_for("tasks.index"))
+    if changes:
+        g.store.update_task(task_id, **changes)
+        flash("Task changed.", "ok")
+    return redirect(safe_path(request.form.get("back")) or url_for("tasks.index"))
