@@ -362,8 +362,8 @@ def status(obj: Context, as_json: bool) -> None:
         click.echo(f"{name}: never synced")
 
 
-def _local_time(value: str | None) -> str:
-    """A stored timestamp as local time for staff (stored values are UTC)."""
+def _local_time(value: str | None, tz: Any = None) -> str:
+    """A stored timestamp as local time for staff (stored values are UTC); ``tz``: [company] timezone."""
     if not value:
         return "-"
     try:
@@ -372,7 +372,7 @@ def _local_time(value: str | None) -> str:
         return value
     if parsed.tzinfo is None:
         return value
-    return parsed.astimezone().strftime("%Y-%m-%d %H:%M")
+    return parsed.astimezone(tz).strftime("%Y-%m-%d %H:%M")
 
 
 # -- sources ------------------------------------------------------------------
@@ -516,13 +516,18 @@ def timeline(obj: Context, customer: str, limit: int, as_json: bool) -> None:
     from crm_bridge.crm_core.directory import find_customer
 
     items = obj.store.timeline(str(find_customer(obj.store, customer)), limit=limit)
+    tz = None
+    if obj.config.web.timezone:  # else the system's
+        from zoneinfo import ZoneInfo
+
+        tz = ZoneInfo(obj.config.web.timezone)
     if as_json:
         _json(items)
         return
     if not items:
         click.echo(f"nothing on {customer}'s timeline yet")
     for it in items:
-        when = _item_time(it)
+        when = _item_time(it, tz)
         if it["kind"] == "mail":
             if it["direction"] == "out":
                 head = f"{when}  mail -> {it['recipients'] or ''}"
@@ -538,12 +543,12 @@ def timeline(obj: Context, customer: str, limit: int, as_json: bool) -> None:
             click.echo(f"{'':>6}        {it['snippet'][:100]}")
 
 
-def _item_time(item: dict[str, Any]) -> str:
+def _item_time(item: dict[str, Any], tz: Any = None) -> str:
     """When, for staff: an appointment at its own wall-clock time, anything else in the local zone."""
     start = item.get("start") or ""
     if item["kind"] == "appointment" and start:
         return start[:16].replace("T", " ") if "T" in start else start[:10]
-    return _local_time(item.get("date")).replace("T", " ")[:16]
+    return _local_time(item.get("date"), tz).replace("T", " ")[:16]
 
 
 @main.command()
@@ -732,6 +737,10 @@ def export(obj: Context, fmt: str, table: str, output: str | None) -> None:
 from crm_bridge.cli_directory import register  # noqa: E402  (commands that need main and customers)
 
 register(main, customers)
+
+from crm_bridge.cli_web import register as register_web  # noqa: E402  (crm serve, crm users)
+
+register_web(main)
 
 if __name__ == "__main__":
     main()

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from crm_bridge.crm_core.store import Store
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 SCHEMA = """
@@ -84,7 +84,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     customer_id INTEGER, contact_id INTEGER, interaction_id INTEGER,
     version INTEGER NOT NULL DEFAULT 1, pushed_version INTEGER NOT NULL DEFAULT 0,
     remote_source TEXT, remote_scope TEXT, remote_href TEXT, remote_etag TEXT,
-    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, sent_digests TEXT NOT NULL DEFAULT '');
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, sent_digests TEXT NOT NULL DEFAULT '',
+    assignee TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS card_pushes (
     uid TEXT PRIMARY KEY, content_hash TEXT NOT NULL DEFAULT '',
     remote_source TEXT, remote_scope TEXT, remote_href TEXT, remote_etag TEXT);
@@ -113,6 +114,10 @@ CREATE TRIGGER IF NOT EXISTS interactions_au AFTER UPDATE OF subject, snippet ON
     VALUES ('delete', old.id, old.subject, old.snippet);
     INSERT INTO interactions_fts(rowid, subject, snippet) VALUES (new.id, new.subject, new.snippet);
 END;
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY COLLATE NOCASE, role TEXT NOT NULL DEFAULT 'staff', password TEXT NOT NULL DEFAULT '',
+    token_hash TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS review_dismissed (email TEXT PRIMARY KEY, at TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS conflicts (
     id INTEGER PRIMARY KEY, kind TEXT NOT NULL, item TEXT NOT NULL, resolution TEXT NOT NULL, at TEXT NOT NULL);
 """
@@ -160,4 +165,20 @@ def _migrate_2(store: "Store") -> None:
     _migrate_2_task_digests(store)
 
 
-MIGRATIONS: dict[int, Any] = {2: _migrate_2}
+USERS_TABLE = """CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY COLLATE NOCASE, role TEXT NOT NULL DEFAULT 'staff', password TEXT NOT NULL DEFAULT '',
+    token_hash TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL)"""
+REVIEW_TABLE = "CREATE TABLE IF NOT EXISTS review_dismissed (email TEXT PRIMARY KEY, at TEXT NOT NULL) WITHOUT ROWID"
+
+
+def _migrate_3_web(store: "Store") -> None:
+    """Version 3, the web front end: ``users`` (name, role, scrypt hash, API token hash),
+    ``review_dismissed`` (the review queue's dismissed senders) and ``tasks.assignee``
+    (whose task it is: "my tasks").  Idempotent."""
+    store.conn.execute(USERS_TABLE)
+    store.conn.execute(REVIEW_TABLE)
+    if "assignee" not in {row[1] for row in store.conn.execute("PRAGMA table_info(tasks)")}:
+        store.conn.execute("ALTER TABLE tasks ADD COLUMN assignee TEXT NOT NULL DEFAULT ''")
+
+
+MIGRATIONS: dict[int, Any] = {2: _migrate_2, 3: _migrate_3_web}

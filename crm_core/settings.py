@@ -25,10 +25,12 @@ class SettingsError(ValueError):
 
 
 #: the keys each settings table accepts (config.example.toml documents every one)
-COMPANY_KEYS = frozenset({"internal_domains"})
+COMPANY_KEYS = frozenset({"internal_domains", "timezone", "language"})
 LINKING_KEYS = frozenset({"create_contacts", "log_bulk", "unmatched", "on_delete", "blocklist", "freemail_domains"})
 FOLLOWUP_KEYS = frozenset({"after_appointment_days", "unanswered_days", "lookback_days"})
 CUSTOMER_KEYS = frozenset({"name", "domains", "account_owner"})
+WEB_KEYS = frozenset({"trusted_header", "demo_login", "secure_cookies"})
+LANGUAGES = ("de", "en")
 
 
 def unknown_keys(table: Mapping[str, Any], allowed: frozenset[str] | set[str], where: str) -> list[str]:
@@ -211,3 +213,36 @@ class SourcePolicy:
             return False
         scope = scope.strip("/")
         return scope == folder or scope.endswith("/" + folder) or scope.lower() == folder.lower()
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """``[company] timezone, language`` and the ``[web]`` table: what ``crm serve`` reads."""
+
+    timezone: str = ""  # an IANA zone (Europe/Berlin); empty: the system's
+    language: str = ""  # de | en; empty: the browser's Accept-Language
+    trusted_header: str = ""  # a reverse proxy's authenticated-user header (X-Remote-User); empty: off
+    demo_login: bool = False  # the demo only: make and print a login on the first start
+    secure_cookies: bool = False  # cookies only over HTTPS (set it behind a TLS proxy)
+
+    @classmethod
+    def from_tables(cls, company: Mapping[str, Any], web: Mapping[str, Any]) -> "WebSettings":
+        zone = company.get("timezone", "")
+        if not isinstance(zone, str):
+            raise SettingsError("company.timezone must be a time zone name like Europe/Berlin")
+        if zone:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise SettingsError(f"company.timezone: {zone!r} is not a time zone (like Europe/Berlin)") from None
+        language = company.get("language", "")
+        if language and language not in LANGUAGES:
+            raise SettingsError(f"company.language must be one of {', '.join(LANGUAGES)}")
+        header = web.get("trusted_header", "")
+        if not isinstance(header, str) or (header and not re.match(r"^[A-Za-z0-9-]+$", header)):
+            raise SettingsError("web.trusted_header must be a header name like X-Remote-User")
+        return cls(timezone=zone, language=language, trusted_header=header,
+                   demo_login=_bool(web, "demo_login", "web", False),
+                   secure_cookies=_bool(web, "secure_cookies", "web", False))

@@ -33,6 +33,7 @@ class Tasks(Locations):
         description: str = "",
         rule_key: str | None = None,
         contact_id: int | None = None,
+        assignee: str = "",
     ) -> int | None:
         """Create a task; a rule-made task (``rule_key``) is created once only."""
         now_s = iso(utcnow())
@@ -43,9 +44,10 @@ class Tasks(Locations):
         with self.transaction():
             cur = self._x(
                 f"""INSERT {'OR IGNORE ' if rule_key else ''}INTO tasks(uid, rule_key, title, description, due,
-                   customer_id, contact_id, interaction_id, created_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (uid, rule_key, title, description, iso(due), customer_id, contact_id, interaction_id, now_s, now_s),
+                   customer_id, contact_id, interaction_id, created_at, updated_at, assignee)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (uid, rule_key, title, description, iso(due), customer_id, contact_id, interaction_id, now_s, now_s,
+                 assignee),
             )
             return cur.lastrowid if cur.rowcount else None
 

@@ -21,14 +21,16 @@ from crm_bridge.crm_core.settings import (
     FollowupSettings,
     LinkingSettings,
     SettingsError,
+    WEB_KEYS,
     SourcePolicy,
+    WebSettings,
     domain_problem,
     unknown_keys,
 )
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _PATH_KEYS = ("path", "ca_file")
-_TOP_KEYS = frozenset({"store", "company", "linking", "followup", "customers", "sources", "push", "log"})
+_TOP_KEYS = frozenset({"store", "company", "linking", "followup", "customers", "sources", "push", "log", "web"})
 _STORE_KEYS = frozenset({"path"})
 _PUSH_KEYS = frozenset({"tasks", "cards"})
 _LOG_KEYS = frozenset({"file"})
@@ -54,6 +56,7 @@ class Config:
     push_tasks: str | None = None
     push_cards: str | None = None
     log_file: Path | None = None
+    web: WebSettings = field(default_factory=WebSettings)
 
 
 def find_config(explicit: str | None) -> Path:
@@ -118,6 +121,13 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     except SettingsError as exc:
         problems.append(str(exc))
     customers = _customers(data.get("customers", []), problems)
+    web_table = _table(data, "web", problems)
+    problems += unknown_keys(web_table, WEB_KEYS, "web")
+    web = WebSettings()
+    try:
+        web = WebSettings.from_tables(company, web_table)
+    except SettingsError as exc:
+        problems.append(str(exc))
 
     sources: dict[str, dict[str, Any]] = {}
     policies: dict[str, SourcePolicy] = {}
@@ -202,6 +212,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         push_tasks=push.get("tasks"),
         push_cards=push.get("cards"),
         log_file=(base / log_file) if isinstance(log_file, str) else None,
+        web=web,
     )
 
 

@@ -6,12 +6,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests drive: Dovecot for IMAP; formail (procmail) and
+# Debian packages the tests drive: Dovecot for IMAP; chromium for the web front end; formail (procmail) and
 # mutt write the mbox files that tests/test_mbox_formats.py reads
 missing=()
 command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || missing+=(dovecot-imapd)
 command -v formail >/dev/null 2>&1 || missing+=(procmail)
 command -v mutt >/dev/null 2>&1 || missing+=(mutt)
+# Debian's chromium for the browser test of `crm serve` (tests/test_web_browser.py, driven by
+# Playwright's Python API; Playwright's own browser download is never used)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]} for the tests" >&2
   SUDO=""

