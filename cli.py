@@ -51,6 +51,15 @@ class Context:
         return self._config
 
     @property
+    def zone(self) -> Any:
+        """The office's time zone ([company] timezone), else None: the system's."""
+        if not self.config.web.timezone:
+            return None
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo(self.config.web.timezone)
+
+    @property
     def store(self):
         if self._store is None:
             from crm_bridge.crm_core.store import Store
@@ -343,14 +352,15 @@ def status(obj: Context, as_json: bool) -> None:
     click.echo(f"store {store.path}: {counts['customers']} customers, {counts['contacts']} contacts, "
                f"{counts['mails']} mails, {counts['appointments']} appointments, {counts['tasks']} tasks, "
                f"{counts['quarantine']} quarantined")
+    tz = obj.zone
     for r in rows:
         state = r["run_status"] or r["last_status"] or "never run"
         if state == "running":
-            state = f"running now (pid {running}) since {_local_time(r['run_started_at'])}"
+            state = f"running now (pid {running}) since {_local_time(r['run_started_at'], tz)}"
         elif state == "interrupted":
-            state = f"interrupted (started {_local_time(r['run_started_at'])})"
+            state = f"interrupted (started {_local_time(r['run_started_at'], tz)})"
         else:
-            state = f"{state} at {_local_time(r['last_run_at'])}"
+            state = f"{state} at {_local_time(r['last_run_at'], tz)}"
         click.echo(f"{r['name']} ({r['type']}): {state}, {r['items']} items, {r['quarantined']} quarantined")
         stats = r["last_stats"] or {}
         if r["run_status"] in ("running", "interrupted"):
@@ -516,11 +526,7 @@ def timeline(obj: Context, customer: str, limit: int, as_json: bool) -> None:
     from crm_bridge.crm_core.directory import find_customer
 
     items = obj.store.timeline(str(find_customer(obj.store, customer)), limit=limit)
-    tz = None
-    if obj.config.web.timezone:  # else the system's
-        from zoneinfo import ZoneInfo
-
-        tz = ZoneInfo(obj.config.web.timezone)
+    tz = obj.zone
     if as_json:
         _json(items)
         return

@@ -480,6 +480,21 @@ def test_the_cli_timeline_shows_the_configured_zone(config_path):
     assert os.environ.get("TZ") != "Europe/Berlin"
 
 
+def test_cli_status_shows_the_last_run_in_the_configured_zone(config_path):
+    import sqlite3
+
+    from tests.test_cli_and_rules import run_crm
+
+    done = run_crm("--config", str(config_path), "status", "--json", cwd=config_path.parent, env={"TZ": "UTC"})
+    data = json.loads(done.stdout)
+    with sqlite3.connect(data["store"]) as conn:
+        conn.execute("UPDATE sources SET last_run_at='2026-11-02T09:00:00+00:00', last_status='ok'")
+    done = run_crm("--config", str(config_path), "status", cwd=config_path.parent, env={"TZ": "UTC"})
+    assert done.returncode == 0, done.stderr
+    assert "ok at 2026-11-02 10:00" in done.stdout, done.stdout  # 09:00 UTC, shown in Europe/Berlin
+    assert "ok at 2026-11-02 09:00" not in done.stdout
+
+
 def test_contacts_attach_a_private_address_and_detach(app, store):
     client = app.test_client()
     token = login(client, "bob")
