@@ -181,7 +181,7 @@ def main() -> None:
         *rows,
         "",
         "(a) posts the SOAP bodies exchangelib builds for the connector with plain `requests` and only counts "
-        "the answers: the server's and the network's share.  (b) is the whole `python -m cli sync` process: "
+        "the answers: the server's and the network's share.  (b) is the whole `python -m crm_bridge.cli sync` process: "
         "exchangelib (auth, SOAP, errors), the connector, the store.  (c) asks the server once per folder.",
         "",
         "The issue's target, (b) at most 1.5x (a), is not met against this emulator: it serves a mail in about "

@@ -1,6 +1,6 @@
 """A sync killed at any point, then run again, ends exactly where a clean run ends.
 
-The sync runs as its own process (`python -m cli sync`) over the demo data plus
+The sync runs as its own process (`python -m crm_bridge.cli sync`) over the demo data plus
 generated mail, in small batches so there are many commit points, and is killed
 with SIGKILL: ten runs after a random delay, then one run killed right after
 each commit in turn (the store's fault-injection switch

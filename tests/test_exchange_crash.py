@@ -1,6 +1,6 @@
 """`crm sync` of a 2,000-item Exchange mailbox killed with SIGKILL, then run again, ends as a clean run ends.
 
-The emulator runs in the test process; `python -m cli sync` runs as its own
+The emulator runs in the test process; `python -m crm_bridge.cli sync` runs as its own
 process against it with small SyncFolderItems pages, so there are many
 commit points.  It is killed after a random time, and right after a
 sequence of commits (the store's ``CRM_FAULT_KILL_AFTER_COMMITS``); the
