@@ -265,24 +265,6 @@ class ExchangeConnector(Connector):
         self._account: Any = None
         self._server: dict[str, str] = {}
 
-    def _bool(self, key: str, default: bool) -> bool:
-        value = self.options.get(key, default)
-        if not isinstance(value, bool):
-            raise ConfigError(f"sources.{self.name}.{key} must be true or false")
-        return value
-
-    def _int(self, key: str, default: int, low: int, high: int) -> int:
-        value = self.options.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ConfigError(f"sources.{self.name}.{key} must be a whole number from {low} to {high}")
-        return value
-
-    def _str(self, key: str, default: str) -> str:
-        value = self.options.get(key, default)
-        if not isinstance(value, str):
-            raise ConfigError(f"sources.{self.name}.{key} must be a string")
-        return value.strip()
-
     # -- errors ---------------------------------------------------------------
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:

@@ -4,9 +4,12 @@ only for multipart mail, no text for mail the store skips; the records stay what
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,8 +22,8 @@ from crm_bridge.connectors.snippet import FIRST_FETCH_BYTES, FIRST_FETCH_HTML_BY
 from crm_bridge.crm_core.settings import AddressSet, LinkingSettings, SourcePolicy
 from crm_bridge.crm_core.store import mail_key
 from crm_bridge.sync.config import parse_config
-from crm_bridge.sync import worker
 from crm_bridge.sync.engine import Engine
+from tests.conftest import write_config
 from tests.imap_server import dovecot  # noqa: F401  (fixture)
 from tests.test_imap import MemoryView, connector
 from tests.test_mailparse_field import OWN, QUOTED, _html, _mail, _padded_qp
@@ -146,25 +149,34 @@ def test_sync_skips_as_before_without_fetching_the_text(dovecot, tmp_path: Path,
     dovecot.append("alice", "INBOX", _skip_mails()[:3])
     dovecot.append("alice", "INBOX", _skip_mails()[3], flags=["$Private"])
     os.environ["CRM_TEST_IMAP_ALICE"] = dovecot.users["alice"]
-    config = parse_config({
-        "store": {"path": str(tmp_path / "crm.db")},
-        "company": {"internal_domains": ["nordlicht.example"]},
-        "customers": [{"name": "Kunde", "domains": ["kunde.example"]}],
-        "sources": {"alice-imap": {"type": "imap", "host": "127.0.0.1", "port": dovecot.port, "tls": "none",
-                                   "allow_plaintext": True, "username": "alice",
-                                   "password_env": "CRM_TEST_IMAP_ALICE", "folders": ["INBOX"],
-                                   "owner": ["anna@nordlicht.example"]}},
-    }, tmp_path / "crm.toml")
-    if parallel and not worker.available():
-        pytest.skip("no reader process here (threads running, or not Linux)")
+    sources = {"alice-imap": {"type": "imap", "host": "127.0.0.1", "port": dovecot.port, "tls": "none",
+                              "allow_plaintext": True, "username": "alice",
+                              "password_env": "CRM_TEST_IMAP_ALICE", "folders": ["INBOX"],
+                              "owner": ["anna@nordlicht.example"]}}
     since = len(dovecot.log.read_text())
-    engine = Engine(config, retries=0, backoff=0.0, parallel=parallel)
-    try:
-        [result] = engine.run(push=False)
-    finally:
-        engine.close()
-        engine.store.conn.close()
-    assert result.status == "ok", result.message
+    if parallel:
+        # as `crm sync` runs it: its own process, where the reader process is used (no other thread runs)
+        path = write_config(tmp_path / "crm.toml", customers=(("Kunde", ["kunde.example"]),), sources=sources,
+                            store=str(tmp_path / "crm.db"))
+        done = subprocess.run([sys.executable, "-m", "crm_bridge.cli", "--config", str(path), "sync", "--json"],
+                              capture_output=True, text=True, timeout=120, env={**os.environ, "CRM_PARALLEL_PULL": "1"})
+        assert done.returncode == 0, done.stderr
+        [result] = json.loads(done.stdout)["results"][:1]
+        assert result["status"] == "ok", result
+    else:
+        config = parse_config({
+            "store": {"path": str(tmp_path / "crm.db")},
+            "company": {"internal_domains": ["nordlicht.example"]},
+            "customers": [{"name": "Kunde", "domains": ["kunde.example"]}],
+            "sources": sources,
+        }, tmp_path / "crm.toml")
+        engine = Engine(config, retries=0, backoff=0.0, parallel=False)
+        try:
+            [outcome] = engine.run(push=False)
+        finally:
+            engine.close()
+            engine.store.conn.close()
+        assert outcome.status == "ok", outcome.message
     db = sqlite3.connect(tmp_path / "crm.db")
     skipped = dict(db.execute("SELECT message_id, reason FROM skipped"))
     assert skipped == {"news@x": "bulk or automatic mail (List-Id)", "intern@x": "internal only: no external participant",
