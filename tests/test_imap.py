@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from crm_bridge.connectors.base import AuthError, ConfigError, SourceUnavailable, TransientError
-from crm_bridge.connectors.imap import ImapConnector, expand_set, parse_fetch, uid_set
+from crm_bridge.connectors.imap import ImapConnector
+from crm_bridge.connectors.imapwire import expand_set, parse_fetch, uid_set
 from crm_bridge.connectors.mailparse import MailParseError, parse_message
 from crm_bridge.crm_core.records import Batch, Location, MailRecord
 from tests.imap_server import dovecot, dovecot_tls  # noqa: F401  (fixtures)
@@ -210,7 +211,7 @@ def test_pull_stopped_with_fetches_in_flight_leaves_a_usable_connector(dovecot):
 
 
 def test_pipelined_fetches_are_matched_by_uid(dovecot):
-    from crm_bridge.connectors.imap import Fetches
+    from crm_bridge.connectors.imapwire import Fetches
 
     dovecot.append("alice", "INBOX", [mail(i) for i in range(6)])
     with dovecot.client("alice") as c:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from crm_bridge.connectors import imap
+from crm_bridge.connectors import imap, imapwire
 from crm_bridge.connectors.base import SkipRule
 from crm_bridge.connectors.mailparse import parse_message
 from crm_bridge.connectors.snippet import FIRST_FETCH_BYTES, FIRST_FETCH_HTML_BYTES
@@ -36,7 +36,7 @@ def sent(monkeypatch):
     real = imap.Fetches.send
 
     def send(self, uids, items, modifiers=None):
-        log.append((imap.expand_set(uids) if "*" not in uids else [], " ".join(items)))
+        log.append((imapwire.expand_set(uids) if "*" not in uids else [], " ".join(items)))
         return real(self, uids, items, modifiers)
 
     monkeypatch.setattr(imap.Fetches, "send", send)
