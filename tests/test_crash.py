@@ -14,8 +14,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -24,6 +22,7 @@ import pytest
 
 from crm_bridge.crm_core.store import Store
 from tests.conftest import Maildir, make_mail
+from tests.crash_run import reset, same_as, snapshot, start_sync
 
 REPO = Path(__file__).resolve().parents[1]
 TIMED_RUNS = 10
@@ -59,28 +58,6 @@ def workdir(tmp_path_factory) -> Path:
     config = config.replace('[sources.anna-mail]\n', '[sources.anna-mail]\nbatch_size = 30\n')
     (root / "crm.toml").write_text(config, encoding="utf-8")
     return root
-
-
-def start_sync(root: Path, kill_after_commits: int | None = None) -> subprocess.Popen:
-    env = dict(os.environ)
-    env.pop("CRM_FAULT_KILL_AFTER_COMMITS", None)
-    if kill_after_commits:
-        env["CRM_FAULT_KILL_AFTER_COMMITS"] = str(kill_after_commits)
-    return subprocess.Popen([sys.executable, "-m", "crm_bridge.cli", "--config", str(root / "crm.toml"), "sync"], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-
-
-def reset(root: Path) -> None:
-    for f in root.glob("crm.db*"):
-        f.unlink()
-
-
-def snapshot(root: Path) -> dict:
-    store = Store(root / "crm.db")
-    try:
-        return store.snapshot()
-    finally:
-        store.close()
 
 
 @pytest.mark.slow
@@ -146,6 +123,4 @@ def rerun_and_compare(workdir: Path, expected: dict, label: str) -> None:
     _, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err
     settle(workdir)
-    got = snapshot(workdir)
-    for table in expected:
-        assert got[table] == expected[table], f"{label}: table {table} differs from a clean run"
+    same_as(workdir, expected, label)

@@ -9,21 +9,19 @@ equal, table by table, to an uninterrupted run.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from crm_bridge.crm_core.store import Store
+from tests import crash_run
 from tests.conftest import write_config
+from tests.crash_run import reset, same_as, snapshot
 from tests.graph_emulator import GraphEmulator, populate
 
-REPO = Path(__file__).resolve().parents[1]
 SECRET_ENV = "CRM_TEST_M365_CRASH_SECRET"
 
 
@@ -46,34 +44,12 @@ def setup(tmp_path_factory):
 
 
 def start_sync(root: Path, kill_after_commits: int | None = None) -> subprocess.Popen:
-    env = dict(os.environ, **{SECRET_ENV: "crash-secret"})
-    env.pop("CRM_FAULT_KILL_AFTER_COMMITS", None)
-    if kill_after_commits:
-        env["CRM_FAULT_KILL_AFTER_COMMITS"] = str(kill_after_commits)
-    return subprocess.Popen([sys.executable, "-m", "crm_bridge.cli", "--config", str(root / "crm.toml"), "sync"],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-
-
-def reset(root: Path) -> None:
-    for f in root.glob("crm.db*"):
-        f.unlink()
-
-
-def snapshot(root: Path) -> dict:
-    store = Store(root / "crm.db")
-    try:
-        return store.snapshot()
-    finally:
-        store.close()
+    return crash_run.start_sync(root, kill_after_commits, env={SECRET_ENV: "crash-secret"})
 
 
 def rerun_and_compare(root: Path, expected: dict, label: str) -> None:
-    rerun = start_sync(root)
-    _, err = rerun.communicate(timeout=300)
-    assert rerun.returncode == 0, err
-    got = snapshot(root)
-    for table in expected:
-        assert got[table] == expected[table], f"{label}: table {table} differs from a clean run"
+    crash_run.sync_ok(root, env={SECRET_ENV: "crash-secret"})
+    same_as(root, expected, label)
 
 
 @pytest.mark.slow
