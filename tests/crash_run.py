@@ -5,8 +5,11 @@ and compared with a clean run's."""
 from __future__ import annotations
 
 import os
+import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Mapping
 
@@ -49,3 +52,43 @@ def same_as(root: Path, expected: dict, label: str) -> None:
     got = snapshot(root)
     for table in expected:
         assert got[table] == expected[table], f"{label}: table {table} differs from a clean run"
+
+
+def kill_and_rerun(root: Path, env: Mapping[str, str], *, seed: int, timed_runs: int,
+                   commits: tuple[int, ...]) -> tuple[dict, int, int]:
+    """A clean run, then runs SIGKILLed at random times and right after the given commits,
+    each followed by a rerun that must leave the store equal to the clean run's.
+
+    Returns the clean run's snapshot, how many runs a commit kill ended, and how
+    many a timed kill ended (a run may finish before its time comes)."""
+    reset(root)
+    began = time.monotonic()
+    sync_ok(root, env)
+    duration = time.monotonic() - began
+    expected = snapshot(root)
+    sync_ok(root, env)  # one run reaches the final state
+    same_as(root, expected, "a second clean run")
+    rng = random.Random(seed)
+    timed_kills = 0
+    for run in range(timed_runs):
+        reset(root)
+        proc = start_sync(root, env=env)
+        time.sleep(rng.uniform(0.2, duration))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            timed_kills += 1
+        proc.communicate(timeout=300)
+        sync_ok(root, env)
+        same_as(root, expected, f"timed run {run}")
+    killed = 0
+    for commit in commits:
+        reset(root)
+        proc = start_sync(root, kill_after_commits=commit, env=env)
+        proc.communicate(timeout=300)
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == -signal.SIGKILL
+        killed += 1
+        sync_ok(root, env)
+        same_as(root, expected, f"killed after commit {commit}")
+    return expected, killed, timed_kills
