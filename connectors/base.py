@@ -174,6 +174,22 @@ class Connector(ABC):
             raise ConfigError(f"sources.{self.name}.{key} must be a string")
         return value.strip()
 
+    def _folder_names(self, key: str, default: list[str]) -> list[str]:
+        """A folder name or a list of them, each without surrounding blanks and slashes."""
+        folders = self.options.get(key, default)
+        if isinstance(folders, str):
+            folders = [folders]
+        if not isinstance(folders, list) or not all(isinstance(f, str) and f.strip() for f in folders):
+            raise ConfigError(f"sources.{self.name}.{key} must be a list of folder names")
+        return [f.strip().strip("/") for f in folders]
+
+    def _optional_name(self, key: str, what: str) -> str | None:
+        """A non-empty name, or None where the key is not set; ``what`` says what it must be."""
+        value = self.options.get(key)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ConfigError(f"sources.{self.name}.{key} must be {what}")
+        return value.strip() if isinstance(value, str) else None
+
     @abstractmethod
     def pull(self, cursor: dict | None, view: SourceView) -> Iterator[Batch]:
         """Yield batches of what changed since ``cursor`` (None: everything).

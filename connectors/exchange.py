@@ -222,22 +222,13 @@ class ExchangeConnector(Connector):
         self.access = o.get("access", "delegate")
         if self.access not in ("delegate", "impersonation"):
             raise ConfigError(f"{where}.access must be delegate or impersonation")
-        folders = o.get("folders", ["inbox", "sentitems"])
-        if isinstance(folders, str):
-            folders = [folders]
-        if not isinstance(folders, list) or not all(isinstance(f, str) and f.strip() for f in folders):
-            raise ConfigError(f"{where}.folders must be a list of folder names")
-        self.folders = [f.strip().strip("/") for f in folders]
+        self.folders = self._folder_names("folders", ["inbox", "sentitems"])
         self.want_calendar = self._bool("calendar", True)
         self.want_contacts = self._bool("contacts", True)
-        tasks_folder = o.get("tasks_folder")
-        if tasks_folder is not None and (not isinstance(tasks_folder, str) or not tasks_folder.strip()):
-            raise ConfigError(f"{where}.tasks_folder must be a folder name")
-        self.tasks_folder = tasks_folder.strip().strip("/") if isinstance(tasks_folder, str) else None
-        cards_folder = o.get("cards_folder")
-        if cards_folder is not None and (not isinstance(cards_folder, str) or not cards_folder.strip()):
-            raise ConfigError(f"{where}.cards_folder must be a folder name")
-        self.cards_folder = cards_folder.strip().strip("/") if isinstance(cards_folder, str) else None
+        tasks_folder = self._optional_name("tasks_folder", "a folder name")
+        self.tasks_folder = tasks_folder.strip("/") if tasks_folder is not None else None
+        cards_folder = self._optional_name("cards_folder", "a folder name")
+        self.cards_folder = cards_folder.strip("/") if cards_folder is not None else None
         self.page_size = self._int("page_size", 256, 1, MAX_PAGE)
         self.max_connections = self._int("max_connections", 2, 1, 16)
         self.timeout = self._int("timeout", 120, 1, 3600)

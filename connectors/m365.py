@@ -127,22 +127,14 @@ class M365Connector(Connector):
         if ca_file is not None and (not isinstance(ca_file, str) or not Path(ca_file).expanduser().is_file()):
             raise ConfigError(f"{where}.ca_file must be the path of a CA file")
         self.verify: Any = str(Path(ca_file).expanduser()) if ca_file else True
-        folders = o.get("folders", ["inbox", "sentitems"])
-        if isinstance(folders, str):
-            folders = [folders]
-        if not isinstance(folders, list) or not all(isinstance(f, str) and f.strip() for f in folders):
-            raise ConfigError(f"{where}.folders must be a list of folder names")
-        self.folders = [f.strip().strip("/") for f in folders]
+        self.folders = self._folder_names("folders", ["inbox", "sentitems"])
         self.want_calendar = self._bool("calendar", True)
         self.want_contacts = self._bool("contacts", True)
         cache = o.get("token_cache")
         if cache is not None and not isinstance(cache, str):
             raise ConfigError(f"{where}.token_cache must be a file path")
         self.token_cache = Path(cache).expanduser() if cache else None
-        tasks_list = o.get("tasks_list")
-        if tasks_list is not None and (not isinstance(tasks_list, str) or not tasks_list.strip()):
-            raise ConfigError(f"{where}.tasks_list must be the name of a Microsoft To Do list")
-        self.tasks_list = tasks_list.strip() if isinstance(tasks_list, str) else None
+        self.tasks_list = self._optional_name("tasks_list", "the name of a Microsoft To Do list")
         self.page_size = self._int("page_size", 100, 1, 1000)
         self.timeout = self._int("timeout", 120, 1, 3600)
         self.max_backoff = self._int("max_backoff", 300, 0, 3600)
