@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 from crm_bridge.connectors.ewsitems import task_state
+from crm_bridge.connectors.vcard import unescape_text
 from crm_bridge.crm_core.records import Location, PushResult, TaskPush
 
 _STATUS = {"NEEDS-ACTION": "NotStarted", "IN-PROCESS": "InProgress", "COMPLETED": "Completed", "CANCELLED": "Deferred"}
@@ -80,20 +81,6 @@ CARD_FIELDS = ("id", "changekey", "crm_card_uid")
 _PHONE_LABELS = ("BusinessPhone", "BusinessPhone2", "MobilePhone", "OtherTelephone")
 
 
-def _unescape(value: str) -> str:
-    out, i = [], 0
-    while i < len(value):
-        ch = value[i]
-        if ch == "\\" and i + 1 < len(value):
-            nxt = value[i + 1]
-            out.append("\n" if nxt in "nN" else nxt)
-            i += 2
-            continue
-        out.append(ch)
-        i += 1
-    return "".join(out)
-
-
 def parse_card(text: str) -> dict[str, list[str]]:
     """The properties of the vCard crm_core/cards.py writes: NAME -> values (unfolded, unescaped)."""
     lines = text.replace("\r\n ", "").replace("\r\n\t", "").replace("\n ", "").splitlines()
@@ -103,7 +90,7 @@ def parse_card(text: str) -> dict[str, list[str]]:
         if not sep:
             continue
         key = name.split(";", 1)[0].upper()
-        out.setdefault(key, []).append(_unescape(value) if key != "ORG" else _unescape(value).split(";")[0])
+        out.setdefault(key, []).append(unescape_text(value) if key != "ORG" else unescape_text(value).split(";")[0])
     return out
 
 

@@ -68,7 +68,8 @@ class _Bad(Exception):
     pass
 
 
-def _unescape(value: str) -> str:
+def unescape_text(value: str) -> str:
+    """A vCard text value unescaped: ``\\n`` a line break, any other ``\\x`` the character x."""
     if "\\" not in value:
         return value
     out = []
@@ -105,7 +106,7 @@ def _split_escaped(value: str, sep: str) -> list[str]:
             current.append(char)
         i += 1
     parts.append("".join(current))
-    return [_unescape(p) for p in parts]
+    return [unescape_text(p) for p in parts]
 
 
 def _content_line(line: str) -> tuple[str, dict[str, str], str]:
@@ -210,14 +211,14 @@ def _card(lines: list[str], location: Location) -> ContactCard:
             if name not in single or rank < single[name][0]:
                 single[name] = (rank, value)
         elif name == "EMAIL":
-            email = _unescape(value).strip()
+            email = unescape_text(value).strip()
             if email[:7].lower() == "mailto:":
                 email = email[7:]
             email = email.strip().lower()
             if "@" in email and email not in emails:
                 emails.append(email)
         elif name == "TEL":
-            phone = _unescape(value).strip()
+            phone = unescape_text(value).strip()
             if phone[:4].lower() == "tel:":
                 phone = phone[4:]
             if phone and phone not in phones:
@@ -228,9 +229,9 @@ def _card(lines: list[str], location: Location) -> ContactCard:
                 if item and item not in categories:
                     categories.append(item)
     if "UID" in single:
-        uid = _unescape(single["UID"][1]).strip()  # urn:uuid:... kept as the client wrote it
+        uid = unescape_text(single["UID"][1]).strip()  # urn:uuid:... kept as the client wrote it
     if "FN" in single:
-        full_name = _unescape(single["FN"][1]).strip()
+        full_name = unescape_text(single["FN"][1]).strip()
     if "N" in single:
         parts = _split_escaped(single["N"][1], ";") + ["", ""]
         family, given = parts[0].strip(), parts[1].strip()
@@ -238,7 +239,7 @@ def _card(lines: list[str], location: Location) -> ContactCard:
         org_parts = [p.strip() for p in _split_escaped(single["ORG"][1], ";") if p.strip()]
         organisation = org_parts[0] if org_parts else ""
     if "TITLE" in single:
-        title = _unescape(single["TITLE"][1]).strip()
+        title = unescape_text(single["TITLE"][1]).strip()
     if not full_name:
         full_name = " ".join(p for p in (given, family) if p) or organisation
     if not (full_name or emails or phones):
