@@ -10,6 +10,7 @@ contacts stay, without a customer.
 from __future__ import annotations
 
 import difflib
+import json
 from typing import Any
 
 from crm_bridge.crm_core.store import Store, StoreError
@@ -141,7 +142,9 @@ def detach(store: Store, contact_id: int) -> None:
 
 
 def merge_contacts(store: Store, keep: int, other: int) -> dict[str, int]:
-    """Move everything of ``other`` (addresses, links, tasks, places) to ``keep``; delete ``other``."""
+    """Move everything of ``other`` (addresses, links and manual links, notes, tasks, places, phones,
+    categories) to ``keep``; delete ``other``.  What ``keep`` lacks (name, title, customer, address-book
+    UID) it takes from ``other``.  Returns what moved: how many of each."""
     if keep == other:
         raise StoreError("a contact cannot be merged with itself")
     x = store.conn.execute
@@ -152,8 +155,14 @@ def merge_contacts(store: Store, keep: int, other: int) -> dict[str, int]:
             "tasks": x("UPDATE tasks SET contact_id=? WHERE contact_id=?", (keep, other)).rowcount,
         }
         x("UPDATE locations SET item_id=? WHERE kind='contact' AND item_id=?", (keep, other))
-        uid, customer, name, title = x("SELECT uid, customer_id, name, title FROM contacts WHERE id=?", (other,)).fetchone()
+        uid, customer, name, title, phones, categories = x(
+            "SELECT uid, customer_id, name, title, phones, categories FROM contacts WHERE id=?", (other,)).fetchone()
         x("DELETE FROM contacts WHERE id=?", (other,))
+        for column, theirs in (("phones", phones), ("categories", categories)):  # both kept, each once
+            mine = x(f"SELECT {column} FROM contacts WHERE id=?", (keep,)).fetchone()[0]
+            both = _union(mine, theirs)
+            x(f"UPDATE contacts SET {column}=? WHERE id=?", (json.dumps(both), keep))
+            moved[column] = len(both) - len(_union(mine, None))
         # what the kept contact lacks, it takes from the other (its address-book card among it)
         x("""UPDATE contacts SET uid=COALESCE(uid, ?), customer_id=COALESCE(customer_id, ?),
              title=CASE WHEN title='' THEN ? ELSE title END,
@@ -161,6 +170,20 @@ def merge_contacts(store: Store, keep: int, other: int) -> dict[str, int]:
           (uid, customer, title, name, keep))
         _relink_contact(store, keep)
     return moved
+
+
+def _union(mine: str | None, theirs: str | None) -> list[str]:
+    """Two JSON lists of text (phones, categories) as one, in order, each once."""
+    out: list[str] = []
+    for raw in (mine, theirs):
+        try:
+            values = json.loads(raw or "[]")
+        except ValueError:
+            values = []
+        for value in values if isinstance(values, list) else []:
+            if isinstance(value, str) and value not in out:
+                out.append(value)
+    return out
 
 
 def _relink_contact(store: Store, contact_id: int) -> None:

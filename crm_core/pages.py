@@ -46,6 +46,9 @@ SELECT COALESCE(t.due, t.created_at), 1, t.id, '', 'task', t.title, t.descriptio
 class PageReads:
     """Read-only queries for the pages; ``store`` is any open store."""
 
+    #: the timeline's rows (a contact's page uses its own: crm_core/contacts.py)
+    ITEMS = _ITEMS
+
     def __init__(self, store: StoreBase):
         self.store = store
 
@@ -126,7 +129,7 @@ class PageReads:
             params.update(ad=after[0], asrc=int(after[1]), aid=int(after[2]), arid=after[3])
         where = ("WHERE " + " AND ".join(conds)) if conds else ""
         rows = _dicts(self.store.conn.execute(
-            f"SELECT * FROM ({_ITEMS}) AS items {where} ORDER BY COALESCE(d, '') DESC, src DESC, id DESC, rid DESC "
+            f"SELECT * FROM ({self.ITEMS}) AS items {where} ORDER BY COALESCE(d, '') DESC, src DESC, id DESC, rid DESC "
             "LIMIT :limit", params))
         more = len(rows) > limit
         rows = rows[:limit]
@@ -143,9 +146,10 @@ class PageReads:
             row["why"] = [{"target": "customer", "name": "", "reason": row["reason"]}]
             return
         conn = self.store.conn
-        row["people"] = [{"email": e, "name": n, "role": r} for e, n, r in conn.execute(
-            """SELECT email, name, role FROM participants WHERE interaction_id = ?
-               ORDER BY CASE role WHEN 'from' THEN 0 WHEN 'organizer' THEN 0 ELSE 1 END, email LIMIT 12""",
+        row["people"] = [{"email": e, "name": n, "role": r, "contact": k} for e, n, r, k in conn.execute(
+            """SELECT p.email, p.name, p.role, a.contact_id FROM participants p
+               LEFT JOIN contact_addresses a ON a.email = p.email WHERE p.interaction_id = ?
+               ORDER BY CASE p.role WHEN 'from' THEN 0 WHEN 'organizer' THEN 0 ELSE 1 END, p.email LIMIT 12""",
             (row["id"],))]
         row["seen_in"] = [{"source": s, "scope": sc} for s, sc in conn.execute(
             "SELECT source, scope FROM locations WHERE kind = 'interaction' AND item_id = ? AND gone_at IS NULL "

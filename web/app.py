@@ -89,6 +89,7 @@ def create_app(store_path: str | Path, web: WebSettings | None = None,
     app.jinja_env.filters["nl2br"] = lambda text: Markup("<br>").join(str(text or "").splitlines())
 
     from crm_bridge.web import api, auth, views_admin, views_customers, views_directory, views_tasks
+    from crm_bridge.web import api_contacts, views_contacts
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(views_customers.bp)
@@ -96,6 +97,8 @@ def create_app(store_path: str | Path, web: WebSettings | None = None,
     app.register_blueprint(views_directory.bp)
     app.register_blueprint(views_admin.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(views_contacts.bp)
+    app.register_blueprint(api_contacts.bp)
 
     @app.errorhandler(400)
     @app.errorhandler(401)
