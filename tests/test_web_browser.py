@@ -57,6 +57,16 @@ def test_a_day_in_the_office(server):
         page.click("#note-save")
         expect(page.locator("#timeline li.note").first).to_contain_text("<b>Angebot</b> bis Freitag")
 
+        # open a contact from the customer page, write a note on them: it is on their timeline, and back
+        page.click("text=Katrin Vogel")
+        expect(page.locator("#contact-name")).to_have_text("Katrin Vogel")
+        page.fill("#note-text", "Besuch bei Frau Vogel: <i>Heizraum</i> besichtigt")
+        page.click("#note-save")
+        expect(page.locator("#timeline li.note").first).to_contain_text("<i>Heizraum</i> besichtigt")
+        page.click("#contact-customer")
+        expect(page.locator("#customer-name")).to_have_text("Hotel Seeblick Plön GmbH")
+        expect(page.locator("#timeline li.note").first).to_contain_text("<i>Heizraum</i> besichtigt")
+
         # create a task for the customer, then complete it from "my tasks"
         page.fill("#task-title", "Angebot Wellnessbereich schicken")
         page.fill("#task-due", "2026-12-01")
