@@ -52,6 +52,7 @@ def customer_cards(store: Store) -> list[tuple[CardPush, str]]:
             if k["title"]:
                 klines.append(f"TITLE:{escape_text(k['title'])}")
             out.append((f"{UID_PREFIX}contact-{k['id']}", klines))
+    out += _gone(pushed, {uid for uid, _ in out})
     cards = []
     for uid, lines in out:
         text = vcard(lines)
@@ -62,6 +63,25 @@ def customer_cards(store: Store) -> list[tuple[CardPush, str]]:
         href, etag, scope = (prior[1] or "", prior[2] or "", prior[3] or "") if prior else ("", "", "")
         cards.append((CardPush(uid=uid, vcard=text, href=href, etag=etag, scope=scope), digest))
     return cards
+
+
+#: what a pushed card says once the CRM no longer has it to give (see :func:`_gone`)
+GONE_NAME = "(no longer in the CRM)"
+GONE_NOTE = ("crm-bridge no longer keeps this card: the customer or contact was merged into another, removed, "
+             "or detached from its customer. You can delete it.")
+
+
+def _gone(pushed: dict[str, tuple], current: set[str]) -> list[tuple[str, list[str]]]:
+    """A card crm pushed whose customer or contact is gone (merged away, removed, detached):
+    pushed once more without its addresses, phones and company, saying so, so that no mail client
+    keeps offering a stale card beside the one the addresses moved to.  Not one the user edited."""
+    out = []
+    for uid, (digest, *_place) in pushed.items():
+        if uid in current or digest == USER_EDITED or not uid.startswith(UID_PREFIX):
+            continue
+        kind = ["KIND:org"] if uid.startswith(f"{UID_PREFIX}customer-") else []
+        out.append((uid, [f"UID:{uid}", *kind, f"FN:{escape_text(GONE_NAME)}", f"NOTE:{escape_text(GONE_NOTE)}"]))
+    return out
 
 
 def _phones(store: Store) -> dict[int, list[str]]:

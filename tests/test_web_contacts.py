@@ -9,7 +9,8 @@ from crm_bridge.crm_core.contacts import ContactReads, footprint
 from crm_bridge.crm_core.store import Store
 from crm_bridge.crm_core.users import Users
 from crm_bridge.sync.config import load_config
-from tests.web_fixtures import HOSTILE_SUBJECT, demo_store, login, make_app
+from tests.dav_servers import radicale  # noqa: F401
+from tests.web_fixtures import demo_store, login, make_app
 
 BRODERSEN = "k.brodersen@stadtwerke-lindenau.de"  # sender of the hostile mail, a contact of Stadtwerke Lindenau
 BRANDT = "t.brandt@stadtwerke-lindenau.de"  # 31 items, a recurring appointment among them
@@ -303,3 +304,42 @@ def test_a_long_contact_timeline_pages_newest_first(tmp_path):
     assert pages == 3 and texts == list(range(129, -1, -1))
     store.close()
 
+
+
+def test_the_pushed_card_of_a_merged_away_contact_is_emptied_once(radicale, tmp_path, monkeypatch):  # noqa: F811
+    """[push] cards: the card of the contact merged away keeps no address (the kept one has them all)
+    and says it is no longer kept; pushed once, then left alone."""
+    from crm_bridge.crm_core import directory
+    from tests.conftest import Crm, write_config
+
+    monkeypatch.setenv("CRM_TEST_CONTACTS_PASSWORD", radicale.password)
+    people, crm_book = radicale.unique("kontakte"), radicale.unique("crm")
+    people_url = radicale.make_addressbook(people)
+    for uid, name, email in (("kim-1", "Kim Kunde", "kim@kunde.example"), ("kim-2", "K. Kunde", "k.kunde@kunde.example")):
+        radicale.put(people_url, f"{uid}.vcf", f"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:{uid}\r\nFN:{name}\r\n"
+                                               f"ORG:Kunde GmbH\r\nEMAIL:{email}\r\nEND:VCARD\r\n")
+    config = write_config(
+        tmp_path / "crm.toml", customers=(("Kunde GmbH", ["kunde.example"]),), store=str(tmp_path / "crm.db"),
+        push={"cards": "book"},
+        sources={"book": {"type": "carddav", "url": radicale.url, "username": radicale.user,
+                          "password_env": "CRM_TEST_CONTACTS_PASSWORD", "allow_plaintext": True,
+                          "cards_addressbook": crm_book}})
+    crm = Crm(config)
+    crm("sync")
+
+    def pushed() -> dict[str, str]:
+        texts = [radicale.get(h).text.replace("\r\n ", "") for h in radicale.hrefs(f"{radicale.contacts_home}{crm_book}/")]
+        return {t.split("UID:", 1)[1].split("\r\n", 1)[0]: t for t in texts}
+
+    assert len(pushed()) == 3  # the customer and its two contacts
+    store = Store(tmp_path / "crm.db")
+    keep, other = store.contact_id("kim@kunde.example"), store.contact_id("k.kunde@kunde.example")
+    directory.merge_contacts(store, keep, other)
+    store.close()
+    crm("sync")
+    cards = pushed()
+    gone, kept = cards[f"crm-bridge-contact-{other}"], cards[f"crm-bridge-contact-{keep}"]
+    assert "EMAIL" not in gone and "ORG" not in gone and "no longer keeps this card" in gone
+    assert "EMAIL:kim@kunde.example" in kept and "EMAIL:k.kunde@kunde.example" in kept
+    by_source = {r["source"]: r for r in crm.json("sync")["results"]}
+    assert by_source["book (cards)"]["updated"] == 0  # pushed once, then left alone
