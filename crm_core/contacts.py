@@ -86,12 +86,17 @@ class ContactReads(PageReads):
         return info
 
     def others(self, contact_id: int, limit: int = 200) -> list[dict[str, Any]]:
-        """Contacts one could merge into this one: those of the same customer first, then the rest, by name."""
+        """The other contacts of this contact's customer (to merge one into this one), by name."""
         return _dicts(self.store.conn.execute(
             """SELECT k.id, k.name, (SELECT MIN(email) FROM contact_addresses a WHERE a.contact_id = k.id) AS email
-               FROM contacts k WHERE k.id != ?
-               ORDER BY k.customer_id IS NOT (SELECT customer_id FROM contacts WHERE id = ?), k.name COLLATE NOCASE
-               LIMIT ?""", (contact_id, contact_id, limit)))
+               FROM contacts k WHERE k.customer_id = (SELECT customer_id FROM contacts WHERE id = ?) AND k.id != ?
+               ORDER BY k.name COLLATE NOCASE LIMIT ?""", (contact_id, contact_id, limit)))
+
+    def interaction_contacts(self, interaction_id: int) -> list[dict[str, Any]]:
+        """The contacts an interaction is linked to (id, name)."""
+        return _dicts(self.store.conn.execute(
+            """SELECT k.id, k.name FROM links l JOIN contacts k ON k.id = l.target_id
+               WHERE l.interaction_id = ? AND l.target = 'contact' ORDER BY k.name""", (interaction_id,)))
 
 
 def _json_list(raw: str | None) -> list[str]:

@@ -189,6 +189,7 @@ def test_a_note_on_a_contact_is_on_both_timelines_and_searchable(app, store):
     assert store.conn.execute("SELECT target, target_id FROM links WHERE interaction_id=?",
                               (lone_note["id"],)).fetchall() == [("contact", lone)]
     assert "Fischer angerufen" in client.get(f"/contacts/{lone}").text
+    assert f'href="/contacts/{lone}"' in client.get("/search?q=Fischer angerufen").text  # found, with who it is about
     # an empty note is refused
     notes = store._one("SELECT COUNT(*) FROM interactions WHERE kind='note'")
     client.post(f"/contacts/{kid}/notes", data={"csrf": token, "text": "   "})

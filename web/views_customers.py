@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
+from crm_bridge.crm_core.contacts import ContactReads
 from crm_bridge.crm_core.notes import add_note
 from crm_bridge.crm_core.pages import KINDS, PageReads, decode_key, encode_key
 from crm_bridge.crm_core.store import StoreError
@@ -145,5 +146,6 @@ def search() -> Any:
     results = g.store.search(query, limit=100) if query.strip() else []
     for row in results:
         row["linked"] = PageReads(g.store).interaction_customers(row["id"])
+        row["contacts"] = ContactReads(g.store).interaction_contacts(row["id"])
     customers = PageReads(g.store).customers(query) if query.strip() else []
     return render_template("search.html", q=query, results=results, customers=customers)
