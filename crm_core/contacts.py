@@ -114,10 +114,10 @@ def parse_phones(text: str) -> list[str]:
         number = " ".join(part.split())
         if number and number not in out:
             if len(number) > 40 or not re.search(r"\d", number):
-                raise StoreError(f"{number[:40]!r} is not a phone number")
+                raise StoreError("a phone number has digits and at most 40 characters (one number per line)")
             out.append(number)
     if len(out) > MAX_PHONES:
-        raise StoreError(f"at most {MAX_PHONES} phone numbers")
+        raise StoreError("at most 10 phone numbers")
     return out
 
 

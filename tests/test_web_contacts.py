@@ -148,7 +148,10 @@ def test_edit_a_contact_name_role_and_phones(app, store):
     client.post(f"/contacts/{kid}/edit", data={"csrf": token, "name": "  ", "title": "", "phones": ""})
     assert "Ein Kontakt braucht einen Namen." in client.get(f"/contacts/{kid}").text
     client.post(f"/contacts/{kid}/edit", data={"csrf": token, "name": "C. Richter", "phones": "call me"})
+    assert "Eine Telefonnummer hat Ziffern" in client.get(f"/contacts/{kid}").text
     assert ContactReads(store).contact(kid)["name"] == "Claudia <i>Richter</i>"
+    listed = client.get("/contacts?q=richter").text
+    assert "Claudia &lt;i&gt;Richter&lt;/i&gt;" in listed and "<i>Richter</i>" not in listed
 
 
 def test_attach_and_detach_from_the_contact_page(app, store):
@@ -272,6 +275,7 @@ def test_contact_merge_loses_nothing(tmp_path):
     # merging a contact with itself, or with one that is not there: refused, nothing changes
     client.post(f"/contacts/{keep}/merge", data={"csrf": token, "other": str(keep)})
     client.post(f"/contacts/{keep}/merge", data={"csrf": token, "other": "nobody@nowhere.example"})
+    assert "Diesen Kontakt gibt es nicht." in client.get(f"/contacts/{keep}").text
     assert footprint(store, keep) == merged and store.counts() == after
     # a sync afterwards: the address-book card of the merged-away contact updates the kept one, no new contact
     from tests.conftest import Crm

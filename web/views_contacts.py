@@ -88,7 +88,11 @@ def merge(contact_id: int) -> Any:
     """Merge another contact (``other``: id or address) into this one: everything of theirs moves here."""
     contact_or_404(contact_id)
     try:
-        other = directory.find_contact(g.store, request.form.get("other", ""))
+        try:
+            other = directory.find_contact(g.store, request.form.get("other", ""))
+        except StoreError:
+            flash("No such contact.", "error")
+            return _back(contact_id)
         directory.merge_contacts(g.store, contact_id, other)
         flash("Merged.", "ok")
     except StoreError as exc:
