@@ -550,11 +550,9 @@ def timeline(obj: Context, customer: str, limit: int, as_json: bool) -> None:
 
 
 def _item_time(item: dict[str, Any], tz: Any = None) -> str:
-    """When, for staff: an appointment at its own wall-clock time, anything else in the local zone."""
+    """When, for staff, in the office's zone: an appointment's start (an all-day one: its day), else its date."""
     start = item.get("start") or ""
-    if item["kind"] == "appointment" and start:
-        return start[:16].replace("T", " ") if "T" in start else start[:10]
-    return _local_time(item.get("date"), tz).replace("T", " ")[:16]
+    return _local_time(start if item["kind"] == "appointment" and start else item.get("date"), tz)[:16]
 
 
 @main.command()
@@ -569,7 +567,7 @@ def search(obj: Context, text: str, limit: int, as_json: bool) -> None:
         _json(rows)
         return
     for r in rows:
-        click.echo(f"{r['id']:>6}  {(r['date'] or '')[:10]}  {r['customers'] or '-':<28} {r['subject'] or ''}")
+        click.echo(f"{r['id']:>6}  {_local_time(r['date'], obj.zone)[:10]}  {r['customers'] or '-':<28} {r['subject'] or ''}")
     if not rows:
         click.echo("no match")
 
@@ -621,7 +619,8 @@ def tasks_list(obj: Context, show_all: bool, as_json: bool) -> None:
         _json(rows)
         return
     for t in rows:
-        click.echo(f"{t['id']:>4}  [{t['status']:<9}] due {str(t['due'] or '-')[:10]}  {t['customer'] or '-':<26} {t['title']}")
+        due = _local_time(t["due"], obj.zone)[:10]  # a due time a calendar set: its day in the office's zone
+        click.echo(f"{t['id']:>4}  [{t['status']:<9}] due {due}  {t['customer'] or '-':<26} {t['title']}")
     if not rows:
         click.echo("no open tasks")
 

@@ -5,6 +5,11 @@ in NOTE (last contact, open tasks); each customer a ``KIND:org`` card.  UIDs
 are stable, so a card is updated in place, never duplicated.  Only cards
 whose content changed since the last push are returned, and none that the
 user edited in the address book: those are the user's from then on.
+
+The notes are written for staff, in the office's language, with the last
+contact as a day in the office's zone and, when ``[web] base_url`` is set, the
+customer's page in ``crm serve``.  The same store gives the same cards, so a
+card is pushed again only when something on it changed.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import hashlib
 import json
 
 from crm_bridge.crm_core.contentlines import escape_text, fold_line
+from crm_bridge.crm_core.i18n import Office
 from crm_bridge.crm_core.records import CardPush
 from crm_bridge.crm_core.store import Store
 
@@ -27,15 +33,21 @@ def vcard(lines: list[str]) -> str:
     return "\r\n".join(fold_line(l) for l in ["BEGIN:VCARD", "VERSION:4.0", "PRODID:-//crm-bridge//EN", *lines, "END:VCARD"]) + "\r\n"
 
 
-def customer_cards(store: Store) -> list[tuple[CardPush, str]]:
+def customer_cards(store: Store, office: Office | None = None) -> list[tuple[CardPush, str]]:
     """(card, content hash) for every customer and contact whose card changed."""
+    office = office or Office()
     pushed = {uid: (digest, href, etag, scope) for uid, digest, href, etag, scope in store.conn.execute(
         "SELECT uid, content_hash, remote_href, remote_etag, remote_scope FROM card_pushes")}
     phones = _phones(store)
     out = []
     for c in store.customers():
-        owner = f" Account owner: {c['account_owner']}." if c["account_owner"] else ""
-        note = f"crm-bridge customer. Last contact: {c['last_contact'] or 'none'}. Open tasks: {c['open_tasks']}.{owner}"
+        last = office.when(c["last_contact"], with_time=False) or office._("none")
+        tail = [office._("Open tasks: {count}.", count=c["open_tasks"])]
+        if c["account_owner"]:
+            tail.append(office._("Account owner: {name}.", name=c["account_owner"]))
+        url = office.customer_url(c["id"])
+        link = ("\n" + office._("Customer page: {url}", url=url)) if url else ""
+        note = " ".join([office._("crm-bridge customer."), office._("Last contact: {when}.", when=last), *tail]) + link
         lines = [f"UID:{UID_PREFIX}customer-{c['id']}", "KIND:org", f"FN:{escape_text(c['name'])}", f"ORG:{escape_text(c['name'])}",
                  f"NOTE:{escape_text(note)}"]
         lines += [f"URL:https://{d}" for d in (c["domains"] or "").split()[:1]]
@@ -44,8 +56,8 @@ def customer_cards(store: Store) -> list[tuple[CardPush, str]]:
             emails = (k["emails"] or "").split()
             if not emails:
                 continue
-            knote = (f"Customer: {c['name']}. Last contact with the customer: {c['last_contact'] or 'none'}. "
-                     f"Open tasks: {c['open_tasks']}.{owner}")
+            knote = " ".join([office._("Customer: {name}.", name=c["name"]),
+                              office._("Last contact with the customer: {when}.", when=last), *tail]) + link
             klines = [f"UID:{UID_PREFIX}contact-{k['id']}", f"FN:{escape_text(k['name'] or emails[0])}", f"ORG:{escape_text(c['name'])}",
                       *[f"EMAIL:{e}" for e in emails], *[f"TEL:{escape_text(p)}" for p in phones.get(k["id"], [])],
                       f"NOTE:{escape_text(knote)}"]

@@ -15,12 +15,20 @@ run for a while) is due *today* instead: it is still an open loop inside the
 lookback the admin chose, so it is not dropped, but it does not arrive
 overdue either.  Each rule-made task has a ``rule_key`` and is created once,
 whatever happens to it later.
+
+Titles and descriptions are written in the office's language, with dates in
+the office's zone (:class:`~crm_core.i18n.Office`), when the task is made,
+and stored: a title is never written again, so a title staff changed (in the
+CRM or in their calendar) stays theirs, and a task made before a change of
+``[company] language`` keeps its words.  "Today" and the due dates are days
+in the office's zone too.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone, tzinfo
 
+from crm_bridge.crm_core.i18n import Office
 from crm_bridge.crm_core.settings import FollowupSettings
 from crm_bridge.crm_core.store import Store, utc_iso
 
@@ -29,10 +37,13 @@ def _parse(ts: str) -> datetime:
     return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
 
-def apply_rules(store: Store, settings: FollowupSettings, now: datetime | None = None) -> int:
+def apply_rules(store: Store, settings: FollowupSettings, now: datetime | None = None,
+                office: Office | None = None) -> int:
     """Create the tasks the rules call for; returns how many are new."""
+    office = office or Office()
     now = now or datetime.now(timezone.utc)
-    today = now.astimezone().date()  # the staff's day, not UTC's
+    tz = office.tz
+    today = office.today(now)  # the staff's day, not UTC's
     oldest = utc_iso(now - timedelta(days=settings.lookback_days))
     created = 0
     with store.transaction():
@@ -46,16 +57,16 @@ def apply_rules(store: Store, settings: FollowupSettings, now: datetime | None =
                 (oldest, utc_iso(now)),
             ).fetchall()
             for iid, subject, end, start, day, customer_id in rows:
-                ended = _ended(end or start, day)
+                ended = _ended(end or start, day, tz)
                 if ended is None or ended > now:
                     continue
-                due = (ended + timedelta(days=settings.after_appointment_days)).date()
+                due = ended.astimezone(tz).date() + timedelta(days=settings.after_appointment_days)
                 if store.add_task(
-                    f"Follow up: {subject or 'appointment'}",
+                    office._("Follow up: {subject}", subject=subject or office._("appointment")),
                     due=max(due, today),
                     customer_id=customer_id,
                     interaction_id=iid,
-                    description="Created after the appointment ended." + _late(due, today),
+                    description=_text(office, office._("Created after the appointment ended."), due, today),
                     rule_key=f"after-appointment:{iid}",
                 ):
                     created += 1
@@ -73,27 +84,30 @@ def apply_rules(store: Store, settings: FollowupSettings, now: datetime | None =
                 (oldest, limit),
             ).fetchall()
             for iid, subject, day, customer_id, sender in rows:
-                due = (_parse(day) + timedelta(days=settings.unanswered_days)).date()
+                due = _parse(day).astimezone(tz).date() + timedelta(days=settings.unanswered_days)
                 if store.add_task(
-                    f"Reply to {sender or 'customer'}: {subject or '(no subject)'}",
+                    office._("Reply to {sender}: {subject}", sender=sender or office._("customer"),
+                             subject=subject or office._("(no subject)")),
                     due=max(due, today),
                     customer_id=customer_id,
                     interaction_id=iid,
-                    description="Inbound customer mail without a reply from us." + _late(due, today),
+                    description=_text(office, office._("A customer's mail that got no reply from us."), due, today),
                     rule_key=f"unanswered:{iid}",
                 ):
                     created += 1
     return created
 
 
-def _late(due: date, today: date) -> str:
-    """A note on a task made after its rule's due date had passed."""
+def _text(office: Office, what: str, due: date, today: date) -> str:
+    """A rule-made task's description; with a note when the rule's due date had passed when it was made."""
     if due >= today:
-        return ""
-    return f" The rule's due date, {due.isoformat()}, had passed when the task was made: due the day it was made."
+        return what
+    late = office._("The rule's due date, {due}, had passed when the task was made: due the day it was made.",
+                    due=office.day(due))
+    return f"{what} {late}"
 
 
-def _ended(end: str | None, day: str | None) -> datetime | None:
+def _ended(end: str | None, day: str | None, tz: tzinfo) -> datetime | None:
     if end:
         try:
             value = datetime.fromisoformat(end)
@@ -101,7 +115,7 @@ def _ended(end: str | None, day: str | None) -> datetime | None:
             value = None
         if value is not None:
             if value.tzinfo is None:
-                # an all-day end date is exclusive: the event ended at its start
-                value = value.replace(tzinfo=timezone.utc)
+                # an all-day end date is exclusive: the event ended at the start of that day, the office's day
+                value = value.replace(tzinfo=tz)
             return value.astimezone(timezone.utc)
     return _parse(day) if day else None

@@ -29,7 +29,7 @@ COMPANY_KEYS = frozenset({"internal_domains", "timezone", "language"})
 LINKING_KEYS = frozenset({"create_contacts", "log_bulk", "unmatched", "on_delete", "blocklist", "freemail_domains"})
 FOLLOWUP_KEYS = frozenset({"after_appointment_days", "unanswered_days", "lookback_days"})
 CUSTOMER_KEYS = frozenset({"name", "domains", "account_owner"})
-WEB_KEYS = frozenset({"trusted_header", "demo_login", "secure_cookies"})
+WEB_KEYS = frozenset({"trusted_header", "demo_login", "secure_cookies", "base_url"})
 LANGUAGES = ("de", "en")
 
 
@@ -224,6 +224,7 @@ class WebSettings:
     trusted_header: str = ""  # a reverse proxy's authenticated-user header (X-Remote-User); empty: off
     demo_login: bool = False  # the demo only: make and print a login on the first start
     secure_cookies: bool = False  # cookies only over HTTPS (set it behind a TLS proxy)
+    base_url: str = ""  # where staff open crm serve (https://crm.example.com): pushed tasks and cards link there
 
     @classmethod
     def from_tables(cls, company: Mapping[str, Any], web: Mapping[str, Any]) -> "WebSettings":
@@ -245,4 +246,28 @@ class WebSettings:
             raise SettingsError("web.trusted_header must be a header name like X-Remote-User")
         return cls(timezone=zone, language=language, trusted_header=header,
                    demo_login=_bool(web, "demo_login", "web", False),
-                   secure_cookies=_bool(web, "secure_cookies", "web", False))
+                   secure_cookies=_bool(web, "secure_cookies", "web", False),
+                   base_url=base_url(web.get("base_url", "")))
+
+
+def base_url(value: Any) -> str:
+    """``[web] base_url``: an http(s) address with a host, no query or fragment; without its trailing slash."""
+    from urllib.parse import urlsplit
+
+    problem = "web.base_url must be the address staff open crm serve at, like https://crm.example.com"
+    if not isinstance(value, str):
+        raise SettingsError(problem)
+    text = value.strip()
+    if not text:
+        return ""
+    if "@" in text.partition("://")[2].partition("/")[0]:  # not echoed: it may hold a password
+        raise SettingsError(f"{problem}, without a user name or password")
+    try:
+        parts = urlsplit(text)
+        parts.port  # a port that is not a number raises here
+    except ValueError:
+        raise SettingsError(f"{problem} (not {text!r})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment or \
+            any(c.isspace() for c in text):
+        raise SettingsError(f"{problem} (not {text!r})")
+    return text.rstrip("/")

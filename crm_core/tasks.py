@@ -11,6 +11,7 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
+from crm_bridge.crm_core.i18n import Office
 from crm_bridge.crm_core.locations import Locations
 from crm_bridge.crm_core.records import Location, TaskState
 from crm_bridge.crm_core.settings import SourcePolicy
@@ -116,22 +117,32 @@ class Tasks(Locations):
     def cancel_task(self, task_id: int) -> None:
         self._x("UPDATE tasks SET status='cancelled', pushed_version=version WHERE id=?", (task_id,))
 
-    def task_description(self, task: dict[str, Any]) -> str:
-        """The text a calendar shows under a task: what it is about, and how to find it in the CRM."""
+    def task_description(self, task: dict[str, Any], office: Office | None = None) -> str:
+        """The text a calendar shows under a task: what it is about, and where to find it in the CRM.
+
+        Written for staff, in the office's language and zone, with the link to the customer's page when
+        ``[web] base_url`` is set (a plain sentence otherwise); the same task gives the same text."""
+        office = office or Office()
         lines = [task.get("description") or ""]
         if task.get("customer_id"):
             name = self._one("SELECT name FROM customers WHERE id=?", (task["customer_id"],))
             if name:
-                lines.append(f'Customer: {name}  (crm timeline "{name}")')
+                lines.append(office._("Customer: {name}", name=name))
+                url = office.customer_url(task["customer_id"])
+                lines.append(office._("Customer page: {url}", url=url) if url
+                             else office._("The customer's whole history is in crm-bridge."))
         if task.get("interaction_id"):
             row = self.conn.execute(
-                "SELECT kind, subject, date, message_id FROM interactions WHERE id=?", (task["interaction_id"],)
+                "SELECT kind, subject, date, start FROM interactions WHERE id=?", (task["interaction_id"],)
             ).fetchone()
             if row:
-                ref = f" <{row[3]}>" if row[3] else ""
-                lines.append(f'About the {row[0]} "{row[1] or ""}" of {row[2] or "?"}{ref} '
-                             f'(crm explain {row[3] or task["interaction_id"]})')
-        lines.append(f"crm-bridge task {task['id']}")
+                kind, subject, day, start = row
+                when = office.when(start if kind == "appointment" and start else day) or "?"
+                about = {"mail": 'About the mail "{subject}" of {when}',
+                         "appointment": 'About the appointment "{subject}" on {when}',
+                         "note": 'About the note "{subject}" of {when}'}.get(kind, 'About "{subject}" of {when}')
+                lines.append(office._(about, subject=subject or office._("(no subject)"), when=when))
+        lines.append(office._("crm-bridge task {id}", id=task["id"]))
         return "\n".join(line for line in lines if line)
 
     def record_card_push(self, uid: str, digest: str, source: str, scope: str, href: str, etag: str) -> None:

@@ -36,6 +36,7 @@ from crm_bridge.connectors.base import (
     make_connector,
 )
 from crm_bridge.crm_core import followup
+from crm_bridge.crm_core.i18n import Office
 from crm_bridge.crm_core.records import Batch, PushResult, TaskPush
 from crm_bridge.crm_core.settings import SourcePolicy
 from crm_bridge.crm_core.cards import USER_EDITED
@@ -192,7 +193,7 @@ class Engine:
         self.prepare()
         results = [self.sync_source(name, now) for name in names]
         self.store.optimize()  # statistics for the planner where the store grew
-        created = followup.apply_rules(self.store, self.config.followup, now)
+        created = followup.apply_rules(self.store, self.config.followup, now, Office.of(self.config.web))
         if created:
             results.append(SourceResult("follow-up rules", "rules", stats=Stats(tasks_created=created)))
         if push and self.config.push_tasks:
@@ -367,7 +368,8 @@ class Engine:
     def _task_push(self, task: dict) -> TaskPush:
         status = {"done": "COMPLETED", "cancelled": "CANCELLED"}.get(task["status"], "NEEDS-ACTION")
         return TaskPush(
-            uid=task["uid"], summary=task["title"], description=self.store.task_description(task),
+            uid=task["uid"], summary=task["title"],
+            description=self.store.task_description(task, Office.of(self.config.web)),
             due=_date_or_none(task.get("due")), status=status,
             completed=_dt_or_none(task.get("completed_at")) if status == "COMPLETED" else None,
             href=task.get("remote_href") or "", etag=task.get("remote_etag") or "", scope=task.get("remote_scope") or "",
@@ -422,7 +424,7 @@ class Engine:
         store = self.store
         try:
             connector = self.connector(name)
-            cards = customer_cards(store)
+            cards = customer_cards(store, Office.of(self.config.web))
             if not cards:
                 return result
             pushes = [c for c, _ in cards]

@@ -30,9 +30,12 @@ def toml_value(value: Any) -> str:
 
 
 def write_config(path: Path, *, internal=("nordlicht.example",), customers=(), sources=None,
-                 linking=None, followup=None, push=None, store="crm.db") -> Path:
-    """A crm.toml; ``sources`` maps name -> option dict."""
-    lines = [f"[store]\npath = {toml_value(store)}\n", f"[company]\ninternal_domains = {toml_value(list(internal))}\n"]
+                 linking=None, followup=None, push=None, store="crm.db", company=None, web=None) -> Path:
+    """A crm.toml; ``sources`` maps name -> option dict; ``company`` and ``web``: more keys of those tables."""
+    lines = [f"[store]\npath = {toml_value(store)}\n", f"[company]\ninternal_domains = {toml_value(list(internal))}\n"
+             + "".join(f"{k} = {toml_value(v)}\n" for k, v in (company or {}).items())]
+    if web:
+        lines.append("[web]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in web.items()))
     if linking:
         lines.append("[linking]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in linking.items()))
     if followup:

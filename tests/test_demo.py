@@ -86,6 +86,15 @@ def test_rule_tasks_exist_once(demo):
     assert len(demo.json("tasks", "list", "--all")) == len(tasks)
 
 
+def test_the_demo_office_writes_its_tasks_in_german(demo):
+    rule_made = [t for t in demo.json("tasks", "list", "--all") if t["rule_key"]]
+    after = [t for t in rule_made if t["rule_key"].startswith("after-appointment:")]
+    unanswered = [t for t in rule_made if t["rule_key"].startswith("unanswered:")]
+    assert after and all(t["title"].startswith("Nachfassen: ") for t in after)
+    assert unanswered and all(t["title"].startswith("Antworten an ") for t in unanswered)
+    assert all(t["description"].startswith(("Nach dem Ende des Termins", "Eine E-Mail des Kunden")) for t in rule_made)
+
+
 def test_init_writes_a_config_and_a_store(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     crm = Crm(tmp_path / "crm.toml")

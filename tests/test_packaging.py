@@ -33,7 +33,7 @@ def test_the_wheel_has_one_top_level_package(tmp_path):
     tops = {name.split("/", 1)[0] for name in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"crm_bridge"}
     for module in ("cli.py", "cli_directory.py", "connectors/imap.py", "sync/engine.py", "crm_core/store.py",
-                   "crm_core/templates/crm.toml", "crm_core/templates/demo.toml"):
+                   "crm_core/templates/crm.toml", "crm_core/templates/demo.toml", "crm_core/locale/de.po"):
         assert f"crm_bridge/{module}" in names
     assert not any(name.startswith(("crm_bridge/tests/", "crm_bridge/bench/")) for name in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
