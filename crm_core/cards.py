@@ -64,7 +64,7 @@ def customer_cards(store: Store, office: Office | None = None) -> list[tuple[Car
             if k["title"]:
                 klines.append(f"TITLE:{escape_text(k['title'])}")
             out.append((f"{UID_PREFIX}contact-{k['id']}", klines))
-    out += _gone(pushed, {uid for uid, _ in out})
+    out += _gone(pushed, {uid for uid, _ in out}, office)
     cards = []
     for uid, lines in out:
         text = vcard(lines)
@@ -79,11 +79,10 @@ def customer_cards(store: Store, office: Office | None = None) -> list[tuple[Car
 
 #: what a pushed card says once the CRM no longer has it to give (see :func:`_gone`)
 GONE_NAME = "(no longer in the CRM)"
-GONE_NOTE = ("crm-bridge no longer keeps this card: the customer or contact was merged into another, removed, "
-             "or detached from its customer. You can delete it.")
+GONE_NOTE = "crm-bridge no longer keeps this card: the customer or contact was merged into another, removed, or detached from its customer. You can delete it."  # noqa: E501
 
 
-def _gone(pushed: dict[str, tuple], current: set[str]) -> list[tuple[str, list[str]]]:
+def _gone(pushed: dict[str, tuple], current: set[str], office: Office) -> list[tuple[str, list[str]]]:
     """A card crm pushed whose customer or contact is gone (merged away, removed, detached):
     pushed once more without its addresses, phones and company, saying so, so that no mail client
     keeps offering a stale card beside the one the addresses moved to.  Not one the user edited."""
@@ -92,7 +91,8 @@ def _gone(pushed: dict[str, tuple], current: set[str]) -> list[tuple[str, list[s
         if uid in current or digest == USER_EDITED or not uid.startswith(UID_PREFIX):
             continue
         kind = ["KIND:org"] if uid.startswith(f"{UID_PREFIX}customer-") else []
-        out.append((uid, [f"UID:{uid}", *kind, f"FN:{escape_text(GONE_NAME)}", f"NOTE:{escape_text(GONE_NOTE)}"]))
+        out.append((uid, [f"UID:{uid}", *kind, f"FN:{escape_text(office._(GONE_NAME))}",
+                          f"NOTE:{escape_text(office._(GONE_NOTE))}"]))
     return out
 
 
