@@ -6,9 +6,11 @@ from typing import Any
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 
+from crm_bridge.crm_core import blocks
 from crm_bridge.crm_core.store import StoreError
 from crm_bridge.crm_core.users import ROLES, Users
 from crm_bridge.web.auth import admin_required
+from crm_bridge.web.inline import answer, tr
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -49,3 +51,23 @@ def remove_user(name: str) -> Any:
         except StoreError as exc:
             flash(str(exc), "error")
     return redirect(url_for("admin.users"))
+
+
+@bp.route("/blocks")
+@admin_required
+def blocked() -> Any:
+    """Addresses and domains blocked from the review queue (and the config's blocklist, shown, not changeable)."""
+    return render_template("admin_blocks.html", blocks=blocks.listing(g.store))
+
+
+@bp.route("/blocks/unblock", methods=["POST"])
+@admin_required
+def unblock() -> Any:
+    entry = request.form.get("entry", "")
+    back = url_for("admin.blocked")
+    try:
+        blocks.unblock(g.store, entry)
+    except blocks.BlockRefused as exc:
+        return answer(tr(exc.msgid, **exc.params), "error", back)
+    return answer(tr("Unblocked %(entry)s: the next sync reads the mailboxes again and brings its mail back.",
+                     entry=entry.strip().lower()), "ok", back)
