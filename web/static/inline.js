@@ -20,7 +20,8 @@
     event.preventDefault();
     var data = new FormData(form);
     if (event.submitter && event.submitter.name) { data.append(event.submitter.name, event.submitter.value); }
-    fetch(form.action || window.location.href, {
+    // getAttribute: a field named "action" hides the form's action property
+    fetch(form.getAttribute("action") || window.location.href, {
       method: "POST", body: new URLSearchParams(data), credentials: "same-origin",
       headers: {"X-Requested-With": "fetch", "Accept": "application/json"}
     }).then(function (response) {
