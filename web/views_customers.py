@@ -10,6 +10,7 @@ from flask import Blueprint, abort, flash, g, redirect, render_template, request
 from crm_bridge.crm_core.notes import add_note
 from crm_bridge.crm_core.pages import KINDS, PageReads, decode_key, encode_key
 from crm_bridge.crm_core.store import StoreError
+from crm_bridge.crm_core.users import Users
 from crm_bridge.web.auth import login_required, safe_path
 
 bp = Blueprint("customers", __name__)
@@ -64,7 +65,8 @@ def customer(customer_id: int) -> Any:
     return render_template("customer.html", c=info, items=items, chart=chart(months), next_url=next_url,
                            kinds=KINDS, chosen=filters["kinds"], args=args,
                            period=request.args.get("period", ""), contact=request.args.get("contact", ""),
-                           paged=filters["after"] is not None)
+                           paged=filters["after"] is not None,
+                           user_names=[u["name"] for u in Users(g.store).list()])
 
 
 def _multi(args: Any, **override: str) -> dict[str, Any]:

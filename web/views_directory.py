@@ -100,6 +100,19 @@ def rename(customer_id: int) -> Any:
     return _back(customer_id)
 
 
+@bp.route("/customers/<int:customer_id>/owner", methods=["POST"])
+@login_required
+def owner(customer_id: int) -> Any:
+    """Who looks after the customer ("my tasks" counts its unassigned tasks as theirs); empty: nobody."""
+    if _customer(customer_id)["origin"] == "config":
+        flash(IN_CONFIG, "error")
+        return _back(customer_id)
+    name = " ".join(request.form.get("owner", "").split())[:100]
+    g.store.add_customer(_customer(customer_id)["name"], [], account_owner=name)
+    flash("Account owner changed.", "ok")
+    return _back(customer_id)
+
+
 @bp.route("/customers/<int:customer_id>/merge", methods=["POST"])
 @login_required
 def merge(customer_id: int) -> Any:
