@@ -180,3 +180,40 @@ def test_a_block_made_while_a_sync_runs_is_quick_and_nothing_of_the_sender_stays
     assert store._one("SELECT COUNT(*) FROM skipped WHERE reason LIKE 'blocked sender%' "
                       "AND message_id LIKE 'load-%'") == 1334
     store.close()
+
+
+def test_the_chart_counts_months_of_the_office_s_calendar_up_to_this_month(tmp_path):
+    from crm_bridge.crm_core.domains import AddressSet
+    from crm_bridge.crm_core.pages import PageReads
+    from crm_bridge.crm_core.records import Address, Batch, Location, MailRecord
+    from crm_bridge.crm_core.settings import LinkingSettings, SourcePolicy
+    from crm_bridge.web.views_customers import chart
+
+    berlin = ZoneInfo("Europe/Berlin")
+    store = Store(tmp_path / "chart.db", LinkingSettings(internal_domains=AddressSet(["nordlicht.example"])))
+    cid = store.add_customer("Kunde GmbH", ["kunde.example"])
+    now = datetime.now(berlin)
+    this_month = now.replace(day=1, hour=0, minute=30, second=0, microsecond=0)  # 00:30 local on the 1st
+    long_ago = this_month - timedelta(days=40 * 31)
+    dates = [this_month, this_month, long_ago]
+    mails = [MailRecord(Location("INBOX", str(n)), f"c{n}@kunde.example", sender=Address("kim@kunde.example", "Kim"),
+                        to=(Address("anna@nordlicht.example", "Anna"),), date=when, subject=f"Mail {n}")
+             for n, when in enumerate(dates)]
+    with store.transaction():
+        store.apply_batch(SourcePolicy("anna", owner=frozenset({"anna@nordlicht.example"})), Batch(records=mails))
+    key = now.strftime("%Y-%m")
+    months = PageReads(store).per_month(cid, berlin)
+    # 00:30 in Berlin on the 1st is the day before in UTC: counted in this month, not the one before
+    assert months == [(key, 2)]
+    utc_key = this_month.astimezone(ZoneInfo("UTC")).strftime("%Y-%m")
+    assert utc_key != key and (utc_key, 2) in PageReads(store).per_month(cid, ZoneInfo("UTC"))
+    bars = chart(PageReads(store).per_month(cid, berlin), now.date())["bars"]
+    assert len(bars) == 1 and bars[0]["label"] == key and bars[0]["value"] == 2
+    # a customer with old mail and none lately: the chart runs up to this month, empty at the end
+    last_year = this_month - timedelta(days=200)
+    drifting = chart([(last_year.strftime("%Y-%m"), 5)], now.date())["bars"]
+    assert drifting[0]["label"] == last_year.strftime("%Y-%m") and drifting[-1]["label"] == key
+    assert [b["value"] for b in drifting] == [5] + [0] * (len(drifting) - 1)
+    old = chart([(long_ago.strftime("%Y-%m"), 1), (key, 2)], now.date())["bars"]
+    assert len(old) == 24 and old[-1]["label"] == key
+    store.close()

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 
 from crm_bridge.crm_core.notes import add_note
 from crm_bridge.crm_core.pages import KINDS, PageReads, decode_key, encode_key
 from crm_bridge.crm_core.store import StoreError
 from crm_bridge.crm_core.users import Users
+from crm_bridge.web import i18n
 from crm_bridge.web.auth import login_required, safe_path
 
 bp = Blueprint("customers", __name__)
@@ -57,12 +58,13 @@ def customer(customer_id: int) -> Any:
         abort(404)
     filters = timeline_filters(request.args)
     items, next_key = reads.timeline(customer_id, limit=PAGE, **filters)
-    months = reads.per_month(customer_id)
+    tz = i18n.zone(current_app.config["CRM_WEB"].timezone)
+    months = reads.per_month(customer_id, tz)
     args = {k: v for k, v in request.args.items(multi=True) if k != "after"}
     next_url = None
     if next_key:
         next_url = url_for("customers.customer", customer_id=customer_id, **_multi(request.args, after=encode_key(next_key)))
-    return render_template("customer.html", c=info, items=items, chart=chart(months), next_url=next_url,
+    return render_template("customer.html", c=info, items=items, chart=chart(months, datetime.now(tz).date()), next_url=next_url,
                            kinds=KINDS, chosen=filters["kinds"], args=args,
                            period=request.args.get("period", ""), contact=request.args.get("contact", ""),
                            paged=filters["after"] is not None,
@@ -78,19 +80,17 @@ def _multi(args: Any, **override: str) -> dict[str, Any]:
     return out
 
 
-def chart(months: list[tuple[str, int]], width: int = 480, height: int = 80) -> dict[str, Any]:
-    """Bars for an inline SVG: one per month from the first month with items to now (gaps are zero)."""
+def chart(months: list[tuple[str, int]], today: date, width: int = 480, height: int = 80,
+          most: int = 24) -> dict[str, Any]:
+    """Bars for an inline SVG: one per month, up to this month (``today``, the office's date), from the first
+    month with items but at most ``most`` months back; months without items are zero (a customer drifting
+    away shows as empty months at the end)."""
     if not months:
         return {"bars": [], "width": width, "height": height}
-    today = date.today()
     first_y, first_m = (int(x) for x in months[0][0].split("-"))
+    start = max(first_y * 12 + first_m - 1, today.year * 12 + today.month - most)
+    keys = [f"{k // 12:04d}-{k % 12 + 1:02d}" for k in range(start, today.year * 12 + today.month)]
     counts = dict(months)
-    keys: list[str] = []
-    y, m = first_y, first_m
-    while (y, m) <= (today.year, today.month) and len(keys) < 36:
-        keys.append(f"{y:04d}-{m:02d}")
-        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
-    keys = keys[-24:]
     top = max([counts.get(k, 0) for k in keys] + [1])
     step = width / max(len(keys), 1)
     bars = []
