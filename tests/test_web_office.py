@@ -217,3 +217,16 @@ def test_the_chart_counts_months_of_the_office_s_calendar_up_to_this_month(tmp_p
     old = chart([(long_ago.strftime("%Y-%m"), 1), (key, 2)], now.date())["bars"]
     assert len(old) == 24 and old[-1]["label"] == key
     store.close()
+
+
+def test_the_timeline_period_is_a_year_of_the_office_s_calendar(app, store):
+    from crm_bridge.web.views_customers import period
+
+    assert period("2025", ZoneInfo("Europe/Berlin")) == ("2024-12-31T23:00:00Z", "2025-12-31T23:00:00Z")
+    assert period("nonsense") == (None, None)
+    client = app.test_client()
+    login(client, "bob")
+    cid = store.customer_id("Stadtwerke Lindenau GmbH")
+    year = str(datetime.now(ZoneInfo("Europe/Berlin")).year)
+    page = client.get(f"/customers/{cid}?period={year}").text
+    assert f'<option value="{year}" selected>' in page

@@ -31,20 +31,22 @@ def index() -> Any:
     return render_template("customers.html", customers=PageReads(g.store).customers(query), q=query)
 
 
-def period(value: str) -> tuple[str | None, str | None]:
-    """A period filter (30d, 90d, 365d, or a year like 2025) as UTC ISO bounds."""
+def period(value: str, tz: Any = timezone.utc) -> tuple[str | None, str | None]:
+    """A period filter (30d, 90d, 365d, or a year like 2025 of the office's calendar ``tz``) as UTC ISO bounds."""
     now = datetime.now(timezone.utc)
     if value.endswith("d") and value[:-1].isdigit():
         return (now - timedelta(days=int(value[:-1]))).strftime("%Y-%m-%dT%H:%M:%SZ"), None
-    if value.isdigit() and len(value) == 4:
-        return f"{value}-01-01", f"{int(value) + 1}-01-01"
+    if value.isdigit() and len(value) == 4 and 1900 < int(value) < 9999:
+        start, end = (datetime(y, 1, 1, tzinfo=tz).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+                      for y in (int(value), int(value) + 1))
+        return start, end
     return None, None
 
 
-def timeline_filters(args: Any) -> dict[str, Any]:
+def timeline_filters(args: Any, tz: Any = timezone.utc) -> dict[str, Any]:
     kinds = tuple(k for k in args.getlist("kind") if k in KINDS)
     contact = args.get("contact", "")
-    since, until = period(args.get("period", ""))
+    since, until = period(args.get("period", ""), tz)
     return {"kinds": kinds, "contact_id": int(contact) if contact.isdigit() else None,
             "since": since, "until": until, "after": decode_key(args.get("after", ""))}
 
@@ -56,9 +58,9 @@ def customer(customer_id: int) -> Any:
     info = reads.customer(customer_id)
     if info is None:
         abort(404)
-    filters = timeline_filters(request.args)
-    items, next_key = reads.timeline(customer_id, limit=PAGE, **filters)
     tz = i18n.zone(current_app.config["CRM_WEB"].timezone)
+    filters = timeline_filters(request.args, tz)
+    items, next_key = reads.timeline(customer_id, limit=PAGE, **filters)
     months = reads.per_month(customer_id, tz)
     args = {k: v for k, v in request.args.items(multi=True) if k != "after"}
     next_url = None
@@ -68,7 +70,8 @@ def customer(customer_id: int) -> Any:
                            kinds=KINDS, chosen=filters["kinds"], args=args,
                            period=request.args.get("period", ""), contact=request.args.get("contact", ""),
                            paged=filters["after"] is not None,
-                           user_names=[u["name"] for u in Users(g.store).list()])
+                           user_names=[u["name"] for u in Users(g.store).list()],
+                           years=[str(datetime.now(tz).year - n) for n in range(3)])
 
 
 def _multi(args: Any, **override: str) -> dict[str, Any]:
