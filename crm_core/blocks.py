@@ -27,7 +27,7 @@ import sqlite3
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from crm_bridge.crm_core.domains import AddressSet, domain_chain, is_freemail, normalise_domain
+from crm_bridge.crm_core.domains import AddressSet, domain_chain, is_freemail, is_public_suffix, normalise_domain
 from crm_bridge.crm_core.settings import LinkingSettings
 from crm_bridge.crm_core.storebase import StoreError, iso, utcnow
 
@@ -78,6 +78,9 @@ def normalise(entry: str) -> str:
 
 def _check_domain(store: "Store", domain: str) -> None:
     settings = store.config_settings
+    if is_public_suffix(domain):
+        raise BlockRefused("%(domain)s is a public suffix: anyone registers under it; block a domain below it.",
+                           domain=domain)
     if is_freemail(domain, settings.extra_freemail):
         raise BlockRefused("%(domain)s is a freemail provider: block the address instead.", domain=domain)
     if f"x@{domain}" in settings.internal_domains:
@@ -87,6 +90,12 @@ def _check_domain(store: "Store", domain: str) -> None:
         name = store._one("SELECT name FROM customers WHERE id=?", (owner,))
         raise BlockRefused("%(domain)s belongs to the customer %(name)s: remove the domain from it first.",
                            domain=domain, name=name)
+    below = store.conn.execute(
+        """SELECT d.domain, c.name FROM customer_domains d JOIN customers c ON c.id = d.customer_id
+           WHERE d.domain LIKE ? ORDER BY d.domain LIMIT 1""", ("%." + domain,)).fetchone()
+    if below is not None:
+        raise BlockRefused("%(domain)s belongs to the customer %(name)s: remove the domain from it first.",
+                           domain=below[0], name=below[1])
 
 
 def block(store: "Store", entry: str, by: str = "") -> int:

@@ -103,6 +103,11 @@ def test_what_cannot_be_blocked_is_refused_in_plain_words(office):
     assert "Freemail-Anbieter" in client.get("/review").text and stored(store, 4)
     with pytest.raises(StoreError, match="belongs to the customer"):
         blocks.block(store, "stadtwerke-lindenau.de")
+    store.add_customer("Filiale Nord", ["nord.filiale-x.example"])
+    with pytest.raises(StoreError, match="belongs to the customer Filiale Nord"):
+        blocks.block(store, "filiale-x.example")  # above a customer's domain
+    with pytest.raises(StoreError, match="public suffix"):
+        blocks.block(store, "co.uk")
     with pytest.raises(StoreError, match="own domains"):
         blocks.block(store, "nordlicht-haustechnik.de")
     with pytest.raises(StoreError, match="neither an address nor a domain"):
