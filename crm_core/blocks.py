@@ -23,6 +23,7 @@ than one sender.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,9 @@ class BlockRefused(StoreError):
         self.msgid = msgid
         self.params = params
 
+
+#: what an address or a domain never contains (RFC 5322's specials outside quotes, and white space)
+_BAD = re.compile(r'[\s<>()\[\],;:"@\\]')
 
 TABLE = """CREATE TABLE IF NOT EXISTS blocks (
     entry TEXT PRIMARY KEY, by TEXT NOT NULL DEFAULT '', at TEXT NOT NULL) WITHOUT ROWID"""
@@ -71,7 +75,7 @@ def normalise(entry: str) -> str:
     if at and not local:
         raise BlockRefused("%(entry)s is neither an address nor a domain.", entry=entry)
     domain = normalise_domain(domain)
-    if not domain or "." not in domain or any(ch.isspace() for ch in entry) or "@" in local:
+    if not domain or "." not in domain or _BAD.search(entry.replace("@", "", 1)):
         raise BlockRefused("%(entry)s is neither an address nor a domain.", entry=entry)
     return f"{local}@{domain}" if at else domain
 

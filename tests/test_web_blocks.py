@@ -112,6 +112,9 @@ def test_what_cannot_be_blocked_is_refused_in_plain_words(office):
         blocks.block(store, "nordlicht-haustechnik.de")
     with pytest.raises(StoreError, match="neither an address nor a domain"):
         blocks.block(store, "no such thing")
+    for bad in ("<script>@x.example", "a@b@c.example", "x.example;drop", "@"):
+        with pytest.raises(StoreError, match="neither an address nor a domain"):
+            blocks.block(store, bad)
     with pytest.raises(StoreError, match="not blocked"):
         blocks.unblock(store, SPAM)
     assert blocks.listing(store) == [b for b in blocks.listing(store) if b["origin"] == "config"]
