@@ -106,6 +106,9 @@ def test_the_admin_page_says_a_source_s_last_error_in_plain_words(app, store):
     with store.transaction():
         store._x("UPDATE sources SET last_status='error', last_error=? WHERE name='anna-mail'",
                  ("authentication failed: [AUTHENTICATIONFAILED] Authentication failed.",))
+        store._x("INSERT INTO quarantine(source, scope, local_id, reason, first_seen, last_seen) "
+                 "VALUES ('anna-mail', 'INBOX', '4711', 'cannot parse the header <b>From</b>', "
+                 "'2026-11-02T09:00:00Z', '2026-11-02T09:00:00Z')")
     try:
         client = app.test_client()
         login(client, "anna")
@@ -113,10 +116,12 @@ def test_the_admin_page_says_a_source_s_last_error_in_plain_words(app, store):
         assert "Der Server hat die Anmeldung abgelehnt" in page
         assert "[AUTHENTICATIONFAILED] Authentication failed." in page  # the details, folded
         assert "<td>Fehler</td>" in page
-        assert "Quarantäne" in page
+        assert "cannot parse the header &lt;b&gt;From&lt;/b&gt;" in page  # the quarantine with its reason, as text
+        assert "02.11.2026 10:00" in page  # in the office's time zone
     finally:
         with store.transaction():
             store._x("UPDATE sources SET last_status='ok', last_error=NULL WHERE name='anna-mail'")
+            store._x("DELETE FROM quarantine WHERE local_id='4711'")
 
 
 def test_admins_change_roles_and_passwords_staff_cannot(app, store):
