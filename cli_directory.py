@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from crm_bridge.crm_core import directory, notes
+from crm_bridge.crm_core import blocks, directory, notes
 from crm_bridge.crm_core.store import StoreError
 
 
@@ -28,6 +28,7 @@ def _not_in_config(obj: Any, customer_id: int, what: str) -> str:
 def register(main: click.Group, customers: click.Group) -> None:
     main.add_command(contacts)
     main.add_command(note)
+    main.add_command(blocks_group)
     customers.add_command(customers_rename)
     customers.add_command(customers_merge)
     customers.add_command(customers_remove)
@@ -210,3 +211,52 @@ def note_add(obj: Any, customer: str, text: tuple[str, ...]) -> None:
     cid = directory.find_customer(store, customer)
     iid = notes.add_note(store, cid, " ".join(text))
     click.echo(f"note {iid} on {directory.customer_name(store, cid)}'s timeline")
+
+
+# -- blocks ----------------------------------------------------------------------
+@click.group("blocks")
+def blocks_group() -> None:
+    """Blocked senders: the config's [linking] blocklist and the blocks made in the web's review queue."""
+
+
+@blocks_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def blocks_list(obj: Any, as_json: bool) -> None:
+    """Every blocked address and domain, and where it was blocked (config, or web/CLI by whom and when)."""
+    from crm_bridge.cli import _local_time
+
+    rows = blocks.listing(obj.store)
+    if as_json:
+        _json(rows)
+        return
+    for b in rows:
+        where = "in the config" if b["origin"] == "config" else f"by {b['by'] or '-'} at {_local_time(b['at'], obj.zone)}"
+        click.echo(f"{b['entry']:<40} {b['kind']:<8} {where}")
+    if not rows:
+        click.echo("nobody is blocked")
+
+
+@blocks_group.command("add")
+@click.argument("entry")
+@click.pass_obj
+def blocks_add(obj: Any, entry: str) -> None:
+    """Block an address or a whole domain, as the review queue's "Block" does: what was stored from it
+    leaves the store (the mailboxes keep it) and its new mail is not logged.
+
+    \b
+    Example:
+        crm blocks add newsletter@werbung.example
+    """
+    removed = blocks.block(obj.store, entry, "cli")
+    click.echo(f"blocked {blocks.normalise(entry)}; {removed} stored mails from it removed from the store")
+
+
+@blocks_group.command("remove")
+@click.argument("entry")
+@click.pass_obj
+def blocks_remove(obj: Any, entry: str) -> None:
+    """Unblock an address or domain blocked in the web or with ``crm blocks add``; the next sync brings its
+    mail back (it reads every source again once)."""
+    blocks.unblock(obj.store, entry)
+    click.echo(f"unblocked {blocks.normalise(entry)}; the next sync reads every source again once")

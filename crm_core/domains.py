@@ -37,6 +37,13 @@ def registrable_domain(domain: str) -> str:
     return _PSL.privatesuffix(domain) or domain
 
 
+def is_public_suffix(domain: str) -> bool:
+    """``co.uk``, ``de``: a domain under which anyone registers (blocking it would block strangers)."""
+    registrable_domain(domain)  # loads the list
+    assert _PSL is not None
+    return _PSL.privatesuffix(normalise_domain(domain)) is None
+
+
 @lru_cache(maxsize=65536)
 def domain_chain(domain: str) -> tuple[str, ...]:
     """The domain and its parents down to the registrable domain, longest first.

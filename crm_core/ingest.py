@@ -26,6 +26,7 @@ class Ingest(MailIngest, ItemIngest, Tasks):
     def apply_batch(self, policy: SourcePolicy, batch: Batch, now: datetime | None = None) -> Stats:
         """Store everything a batch carries (inside the caller's transaction)."""
         stats = Stats()
+        self.refresh_blocks()  # a block made meanwhile (from the web) counts from this batch on
         now_s: str = iso(now or utcnow())
         touched_threads: set[int] = set()
         mails = [r for r in batch.records if isinstance(r, MailRecord)]

@@ -11,6 +11,7 @@ costs.  Private items never reach the store, so nothing here can show them.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone, tzinfo
 from typing import Any
 
 from crm_bridge.crm_core.storebase import StoreBase
@@ -161,14 +162,33 @@ class PageReads:
             name = conn.execute(f"SELECT name FROM {table} WHERE id = ?", (target_id,)).fetchone()
             row["why"].append({"target": target, "id": target_id, "name": name[0] if name else "", "reason": reason})
 
-    def per_month(self, customer_id: int, months: int = 24) -> list[tuple[str, int]]:
-        """Interactions per month (YYYY-MM, count), the last ``months`` months that have any, oldest first."""
+    def per_month(self, customer_id: int, tz: tzinfo = timezone.utc, months: int = 24) -> list[tuple[str, int]]:
+        """Interactions per month of the office's calendar (``tz``): (YYYY-MM, count) for the last ``months``
+        months up to this one, oldest first, months without any left out.
+
+        A month is counted from local midnight on its first day (a mail at 23:30 UTC on 31 March is an April
+        mail in Berlin): the UTC instants of the month starts are compared in SQL.
+        """
+        now = datetime.now(tz)
+        starts = []
+        for back in range(months - 1, -2, -1):  # the first month shown ... the month after this one
+            y, m = divmod(now.year * 12 + now.month - 1 - back, 12)
+            starts.append(datetime(y, m + 1, 1, tzinfo=tz))
+        bounds = [s.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") for s in starts]
+
+        def month_of(lo: int, hi: int) -> str:  # a binary search over the bounds: 5 comparisons a row for 24 months
+            if hi - lo == 1:
+                return str(lo)
+            mid = (lo + hi) // 2
+            return f"CASE WHEN i.date < :b{mid} THEN {month_of(lo, mid)} ELSE {month_of(mid, hi)} END"
+
+        params: dict[str, Any] = {f"b{n}": b for n, b in enumerate(bounds)}
+        params["cid"] = customer_id
         rows = self.store.conn.execute(
-            """SELECT substr(i.date, 1, 7) AS m, COUNT(*) FROM links l JOIN interactions i ON i.id = l.interaction_id
-               WHERE l.target = 'customer' AND l.target_id = ? AND i.date IS NOT NULL
-                 AND i.date <= strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '+1 month')
-               GROUP BY m ORDER BY m DESC LIMIT ?""", (customer_id, months)).fetchall()
-        return [(m, n) for m, n in reversed(rows)]
+            f"""SELECT {month_of(0, months)} AS k, COUNT(*) FROM links l JOIN interactions i ON i.id = l.interaction_id
+               WHERE l.target = 'customer' AND l.target_id = :cid AND i.date >= :b0 AND i.date < :b{months}
+               GROUP BY k ORDER BY k""", params).fetchall()
+        return [(starts[k].strftime("%Y-%m"), n) for k, n in rows]
 
     # -- tasks ------------------------------------------------------------------------
     def tasks(self, user: str | None = None, status: str = "open") -> list[dict[str, Any]]:

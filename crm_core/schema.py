@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from crm_bridge.crm_core.store import Store
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 SCHEMA = """
@@ -118,6 +118,8 @@ CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY COLLATE NOCASE, role TEXT NOT NULL DEFAULT 'staff', password TEXT NOT NULL DEFAULT '',
     token_hash TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS review_dismissed (email TEXT PRIMARY KEY, at TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blocks (
+    entry TEXT PRIMARY KEY, by TEXT NOT NULL DEFAULT '', at TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS conflicts (
     id INTEGER PRIMARY KEY, kind TEXT NOT NULL, item TEXT NOT NULL, resolution TEXT NOT NULL, at TEXT NOT NULL);
 """
@@ -181,4 +183,11 @@ def _migrate_3_web(store: "Store") -> None:
         store.conn.execute("ALTER TABLE tasks ADD COLUMN assignee TEXT NOT NULL DEFAULT ''")
 
 
-MIGRATIONS: dict[int, Any] = {2: _migrate_2, 3: _migrate_3_web}
+def _migrate_4_blocks(store: "Store") -> None:
+    """Version 4: ``blocks``, addresses and domains blocked from the web (crm_core.blocks).  Idempotent."""
+    from crm_bridge.crm_core.blocks import TABLE
+
+    store.conn.execute(TABLE)
+
+
+MIGRATIONS: dict[int, Any] = {2: _migrate_2, 3: _migrate_3_web, 4: _migrate_4_blocks}

@@ -157,7 +157,9 @@ class StoreBase:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._db = None
-        self.settings = settings or LinkingSettings()
+        #: the config's linking settings; ``settings`` adds the blocks kept in the store (crm_core.blocks)
+        self.config_settings = self.settings = settings or LinkingSettings()
+        self._blocks: tuple[str, ...] = ()
         self._index: LinkIndex | None = None
         #: text of mails stored without it while unmatched (id -> subject, snippet,
         #: visibility once linked), for a reply in a later batch that links them
@@ -165,8 +167,18 @@ class StoreBase:
         self._in_tx = False
         try:
             self._open()
+            self.refresh_blocks()
         except sqlite3.Error as exc:
             raise store_failure(exc, self.path) from None
+
+    def refresh_blocks(self) -> None:
+        """Read the blocks kept in the store again; ``settings`` is the config's plus them."""
+        from crm_bridge.crm_core.blocks import stored_entries, with_stored
+
+        stored = stored_entries(self.conn)
+        if stored != self._blocks:
+            self._blocks = stored
+            self.settings = with_stored(self.config_settings, stored)
 
     def _open(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)

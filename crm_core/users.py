@@ -77,6 +77,13 @@ class Users:
         with self.store.transaction():
             self.store._x("UPDATE users SET password=? WHERE name=?", (hash_password(password), name))
 
+    def set_role(self, name: str, role: str) -> None:
+        if role not in ROLES:
+            raise StoreError(f"a role is one of {', '.join(ROLES)}")
+        self._require(name)
+        with self.store.transaction():
+            self.store._x("UPDATE users SET role=? WHERE name=?", (role, name))
+
     def remove(self, name: str) -> None:
         self._require(name)
         with self.store.transaction():

@@ -57,6 +57,8 @@ def writes(store) -> list[tuple[str, str]]:
         (f"/customers/{cid}/rename", "name=Evil"), (f"/customers/{cid}/merge", "other=2"),
         (f"/customers/{cid}/remove", ""), (f"/customers/{cid}/domains", "domain=evil.example"),
         ("/contacts", f"email=evil@gmail.com&customer={cid}"),
+        ("/review", "email=k.brodersen@stadtwerke-lindenau.de&action=block"), (f"/customers/{cid}/owner", "owner=evil"),
+        ("/admin/blocks/unblock", "entry=betriebsrat@stadtwerke-lindenau.de"), ("/admin/users/bob/change", "role=admin"),
     ]
 
 
@@ -90,7 +92,7 @@ def test_every_write_without_the_csrf_token_is_refused(app, store):
     after = store.counts()
     assert after["interactions"] == before["interactions"] and after["links"] == before["links"]
     assert after["customers"] == before["customers"] and not store._one("SELECT COUNT(*) FROM review_dismissed")
-    assert after["contacts"] == before["contacts"]
+    assert after["contacts"] == before["contacts"] and not store._one("SELECT COUNT(*) FROM blocks")
     assert Users(store).get("bob") is not None and Users(store).get("mallory") is None
     assert client.get("/customers").status_code == 200  # still logged in: /logout without a token did nothing
     # the login form needs its token too (no login CSRF)

@@ -12,6 +12,7 @@ import re
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
+from tests.conftest import Crm
 from tests.web_fixtures import PASSWORD, demo_store, free_port, start_server
 
 CHROMIUM = "/usr/bin/chromium"
@@ -22,6 +23,10 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     config = demo_store(tmp_path_factory.mktemp("browser"))
+    (config.parent / "examples/mail/new/1762000000.newsletter.eml").write_text(  # someone to block
+        "From: Werbung <werbung@reklame-gmbh.example>\nTo: anna.weber@nordlicht-haustechnik.de\n"
+        "Subject: Sonderangebot\nDate: Sun, 01 Nov 2026 11:00:00 +0100\nMessage-ID: <reklame-1@example>\n\nKaufen!\n")
+    Crm(config)("sync")
     port = free_port()
     proc = start_server(config, port)
     yield f"http://127.0.0.1:{port}"
@@ -34,7 +39,17 @@ def test_a_day_in_the_office(server):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(locale="de-DE")
         alerts: list[str] = []
-        page.on("dialog", lambda d: (alerts.append(d.message), d.dismiss()))
+        confirms: list[str] = []
+
+        def dialog(d) -> None:  # our own confirmation is accepted; anything else (a script from mail) fails the test
+            if d.type == "confirm" and d.message.startswith("Absender sperren?"):
+                confirms.append(d.message)
+                d.accept()
+            else:
+                alerts.append(d.message)
+                d.dismiss()
+
+        page.on("dialog", dialog)
 
         # log in (German: the demo office's language)
         page.goto(server + "/customers")
@@ -99,6 +114,17 @@ def test_a_day_in_the_office(server):
         entry.locator("text=Als Kontakt").click()
         expect(page.locator(".flash")).to_contain_text("Als Kontakt angelegt")
         expect(page.locator("#review-list tr", has_text="m.jansen@jansen-planung.example")).to_have_count(0)
+
+        # block a sender from the review queue: confirmed, the row goes without a reload, and it stays gone
+        entry = page.locator("#review-list tr", has_text="werbung@reklame-gmbh.example")
+        expect(entry).to_have_count(1)
+        page.evaluate("window.__same_page = true")
+        entry.locator(".block-button").click()
+        expect(page.locator(".flash")).to_contain_text("werbung@reklame-gmbh.example gesperrt: 1 gespeicherte Mails")
+        expect(page.locator("#review-list tr", has_text="werbung@reklame-gmbh.example")).to_have_count(0)
+        assert page.evaluate("window.__same_page === true") and len(confirms) == 1  # no reload
+        page.reload()
+        expect(page.locator("#review-list")).not_to_contain_text("werbung@reklame-gmbh.example")
 
         # switch the language
         page.click("#lang-switch")

@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 
 from crm_bridge.crm_core.contacts import ContactReads
 from crm_bridge.crm_core.notes import add_note
 from crm_bridge.crm_core.pages import KINDS, PageReads, decode_key, encode_key
 from crm_bridge.crm_core.store import StoreError
+from crm_bridge.crm_core.users import Users
+from crm_bridge.web import i18n
 from crm_bridge.web.auth import login_required, safe_path
 
 bp = Blueprint("customers", __name__)
@@ -30,20 +32,22 @@ def index() -> Any:
     return render_template("customers.html", customers=PageReads(g.store).customers(query), q=query)
 
 
-def period(value: str) -> tuple[str | None, str | None]:
-    """A period filter (30d, 90d, 365d, or a year like 2025) as UTC ISO bounds."""
+def period(value: str, tz: Any = timezone.utc) -> tuple[str | None, str | None]:
+    """A period filter (30d, 90d, 365d, or a year like 2025 of the office's calendar ``tz``) as UTC ISO bounds."""
     now = datetime.now(timezone.utc)
     if value.endswith("d") and value[:-1].isdigit():
         return (now - timedelta(days=int(value[:-1]))).strftime("%Y-%m-%dT%H:%M:%SZ"), None
-    if value.isdigit() and len(value) == 4:
-        return f"{value}-01-01", f"{int(value) + 1}-01-01"
+    if value.isdigit() and len(value) == 4 and 1900 < int(value) < 9999:
+        start, end = (datetime(y, 1, 1, tzinfo=tz).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+                      for y in (int(value), int(value) + 1))
+        return start, end
     return None, None
 
 
-def timeline_filters(args: Any) -> dict[str, Any]:
+def timeline_filters(args: Any, tz: Any = timezone.utc) -> dict[str, Any]:
     kinds = tuple(k for k in args.getlist("kind") if k in KINDS)
     contact = args.get("contact", "")
-    since, until = period(args.get("period", ""))
+    since, until = period(args.get("period", ""), tz)
     return {"kinds": kinds, "contact_id": int(contact) if contact.isdigit() else None,
             "since": since, "until": until, "after": decode_key(args.get("after", ""))}
 
@@ -55,17 +59,20 @@ def customer(customer_id: int) -> Any:
     info = reads.customer(customer_id)
     if info is None:
         abort(404)
-    filters = timeline_filters(request.args)
+    tz = i18n.zone(current_app.config["CRM_WEB"].timezone)
+    filters = timeline_filters(request.args, tz)
     items, next_key = reads.timeline(customer_id, limit=PAGE, **filters)
-    months = reads.per_month(customer_id)
+    months = reads.per_month(customer_id, tz)
     args = {k: v for k, v in request.args.items(multi=True) if k != "after"}
     next_url = None
     if next_key:
         next_url = url_for("customers.customer", customer_id=customer_id, **_multi(request.args, after=encode_key(next_key)))
-    return render_template("customer.html", c=info, items=items, chart=chart(months), next_url=next_url,
+    return render_template("customer.html", c=info, items=items, chart=chart(months, datetime.now(tz).date()), next_url=next_url,
                            kinds=KINDS, chosen=filters["kinds"], args=args,
                            period=request.args.get("period", ""), contact=request.args.get("contact", ""),
-                           paged=filters["after"] is not None)
+                           paged=filters["after"] is not None,
+                           user_names=[u["name"] for u in Users(g.store).list()],
+                           years=[str(datetime.now(tz).year - n) for n in range(3)])
 
 
 def _multi(args: Any, **override: str) -> dict[str, Any]:
@@ -77,19 +84,17 @@ def _multi(args: Any, **override: str) -> dict[str, Any]:
     return out
 
 
-def chart(months: list[tuple[str, int]], width: int = 480, height: int = 80) -> dict[str, Any]:
-    """Bars for an inline SVG: one per month from the first month with items to now (gaps are zero)."""
+def chart(months: list[tuple[str, int]], today: date, width: int = 480, height: int = 80,
+          most: int = 24) -> dict[str, Any]:
+    """Bars for an inline SVG: one per month, up to this month (``today``, the office's date), from the first
+    month with items but at most ``most`` months back; months without items are zero (a customer drifting
+    away shows as empty months at the end)."""
     if not months:
         return {"bars": [], "width": width, "height": height}
-    today = date.today()
     first_y, first_m = (int(x) for x in months[0][0].split("-"))
+    start = max(first_y * 12 + first_m - 1, today.year * 12 + today.month - most)
+    keys = [f"{k // 12:04d}-{k % 12 + 1:02d}" for k in range(start, today.year * 12 + today.month)]
     counts = dict(months)
-    keys: list[str] = []
-    y, m = first_y, first_m
-    while (y, m) <= (today.year, today.month) and len(keys) < 36:
-        keys.append(f"{y:04d}-{m:02d}")
-        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
-    keys = keys[-24:]
     top = max([counts.get(k, 0) for k in keys] + [1])
     step = width / max(len(keys), 1)
     bars = []

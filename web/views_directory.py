@@ -6,10 +6,11 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
-from crm_bridge.crm_core import directory, review
+from crm_bridge.crm_core import blocks, directory, review
 from crm_bridge.crm_core.pages import PageReads
 from crm_bridge.crm_core.store import StoreError
 from crm_bridge.web.auth import login_required, safe_path
+from crm_bridge.web.inline import answer, tr
 
 bp = Blueprint("directory", __name__)
 
@@ -41,6 +42,7 @@ def queue() -> Any:
 def resolve() -> Any:
     email = request.form.get("email", "").strip().lower()
     action = request.form.get("action", "")
+    back = url_for("directory.queue")
     try:
         if action == "contact":
             target = request.form.get("customer", "")
@@ -51,12 +53,19 @@ def resolve() -> Any:
             flash("Customer created; their domain's mail is on its timeline.", "ok")
         elif action == "dismiss":
             review.dismiss(g.store, email)
-            flash("Dismissed.", "ok")
+            return answer(tr("Dismissed."), "ok", back)
+        elif action == "block":
+            entry = email.rpartition("@")[2] if request.form.get("scope") == "domain" else email
+            removed = blocks.block(g.store, entry, g.user["name"])
+            return answer(tr("Blocked %(entry)s: %(count)s stored mails from it left the CRM (the mailboxes keep "
+                             "them), and its new mail is not logged.", entry=entry, count=removed), "ok", back)
         else:
             abort(400)
+    except blocks.BlockRefused as exc:
+        return answer(tr(exc.msgid, **exc.params), "error", back)
     except StoreError as exc:
-        flash(str(exc), "error")
-    return redirect(url_for("directory.queue"))
+        return answer(str(exc), "error", back)
+    return redirect(back)
 
 
 # -- customers --------------------------------------------------------------------------
@@ -88,6 +97,19 @@ def rename(customer_id: int) -> Any:
         flash("Renamed.", "ok")
     except StoreError as exc:
         flash(str(exc), "error")
+    return _back(customer_id)
+
+
+@bp.route("/customers/<int:customer_id>/owner", methods=["POST"])
+@login_required
+def owner(customer_id: int) -> Any:
+    """Who looks after the customer ("my tasks" counts its unassigned tasks as theirs); empty: nobody."""
+    if _customer(customer_id)["origin"] == "config":
+        flash(IN_CONFIG, "error")
+        return _back(customer_id)
+    name = " ".join(request.form.get("owner", "").split())[:100]
+    g.store.add_customer(_customer(customer_id)["name"], [], account_owner=name)
+    flash("Account owner changed.", "ok")
     return _back(customer_id)
 
 

@@ -5,12 +5,21 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 
 from crm_bridge.crm_core.pages import PageReads
+from crm_bridge.web import i18n
 from crm_bridge.web.auth import login_required, safe_path
+from crm_bridge.web.inline import answer, tr
 
 bp = Blueprint("tasks", __name__)
+#: the due filters of the list: due today, overdue, due in the next seven days (after today)
+DUE_FILTERS = ("today", "overdue", "next")
+
+
+def office_today() -> str:
+    """Today's date where the office is ([company] timezone, else the system's), YYYY-MM-DD."""
+    return datetime.now(i18n.zone(current_app.config["CRM_WEB"].timezone)).date().isoformat()
 
 
 def parse_due(value: str) -> date | None:
@@ -29,13 +38,19 @@ def index() -> Any:
     who = request.args.get("who", "mine")
     status = "done" if request.args.get("status") == "done" else "open"
     rows = PageReads(g.store).tasks(g.user["name"] if who == "mine" else None, status)
-    today = date.today().isoformat()
+    today = office_today()
     for row in rows:
         due = (row["due"] or "")[:10]
         row["state"] = "overdue" if due and due < today else "today" if due == today else ""
+    when = request.args.get("due", "")
+    if when in DUE_FILTERS:
+        week = (date.fromisoformat(today) + timedelta(days=7)).isoformat()
+        keep = {"today": lambda d: d == today, "overdue": lambda d: bool(d) and d < today,
+                "next": lambda d: today < d <= week}[when]
+        rows = [r for r in rows if keep((r["due"] or "")[:10])]
     customers = [{"id": i, "name": n} for i, n in g.store.conn.execute(
         "SELECT id, name FROM customers ORDER BY name COLLATE NOCASE")]
-    return render_template("tasks.html", tasks=rows, who=who, status=status, customers=customers,
+    return render_template("tasks.html", tasks=rows, who=who, status=status, customers=customers, due=when,
                            chosen_customer=request.args.get("customer", ""))
 
 
@@ -70,11 +85,7 @@ def done(task_id: int) -> Any:
     if g.store._one("SELECT id FROM tasks WHERE id=?", (task_id,)) is None:
         abort(404)
     g.store.update_task(task_id, status="done")
-    flash("Task done.", "ok")
-    back = request.form.get("back", "")
-    if safe_path(back):
-        return redirect(back)
-    return redirect(url_for("tasks.index"))
+    return answer(tr("Task done."), "ok", safe_path(request.form.get("back", "")) or url_for("tasks.index"))
 
 
 @bp.route("/tasks/<int:task_id>/edit", methods=["POST"])
