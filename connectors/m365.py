@@ -9,7 +9,9 @@ Config (``[sources.NAME]`` with ``type = "m365"``)::
     folders = ["inbox", "sentitems", "Inbox/Projekte"]  # well-known names or paths
     calendar = true                           # calendarView/delta over the window
     contacts = true                           # the default contacts folder
-    token_cache = "~/.cache/crm-bridge/m365-tokens.json"  # optional; written 0600
+    auth = "client_secret"                    # or "device_code": one user signs in (crm sources login NAME)
+    token_cache = "~/.cache/crm-bridge/m365-tokens.json"  # default: next to the store; written 0600
+    cards_folder = "CRM"                      # contacts folder for [push] cards (created when missing)
     page_size = 100                           # Prefer: odata.maxpagesize (1-1000)
     timeout = 120                             # seconds per request
     max_backoff = 300                         # longest Retry-After honoured in place
@@ -21,9 +23,11 @@ Config (``[sources.NAME]`` with ``type = "m365"``)::
     graph_url = "https://graph.microsoft.com/v1.0"                          # ditto
     ca_file = "/path/ca.pem"                  # a CA to trust for both (tests)
 
-Sign-in: MSAL's client-credentials flow (application permissions Mail.Read,
-Calendars.Read, Contacts.Read); the token is cached (in memory, and in
-``token_cache`` readable only by its owner) and refreshed by MSAL.  One
+Sign-in (connectors/graphauth.py): MSAL's client-credentials flow
+(application permissions Mail.Read, Calendars.Read, Contacts.Read), or a
+single user's device-code sign-in (``auth = "device_code"``, delegated
+permissions); tokens and MSAL's discovery metadata are cached in
+``token_cache``, readable only by its owner, and renewed silently.  One
 HTTP session (niquests: a connection pool, HTTP/2 where the server offers
 it) serves MSAL and Graph.
 
@@ -51,11 +55,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import os
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import quote
 
 from crm_bridge.connectors.base import (
@@ -66,8 +69,8 @@ from crm_bridge.connectors.base import (
     SourceUnavailable,
     SourceView,
     TransientError,
-    secret,
 )
+from crm_bridge.connectors.graphauth import AUTH_MODES, SignIn
 from crm_bridge.connectors.ewsitems import ItemError, flags_of, mail_record
 from crm_bridge.connectors.graphitems import (
     CONTACT_SELECT,
@@ -85,7 +88,6 @@ from crm_bridge.crm_core.settings import SourcePolicy
 log = logging.getLogger("crm.m365")
 
 CURSOR_VERSION = 1
-GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 _WELL_KNOWN = {"inbox": "inbox", "sentitems": "sentitems", "sent": "sentitems", "drafts": "drafts",
                "deleteditems": "deleteditems", "junkemail": "junkemail", "archive": "archive"}
 _MAILBOX_CODES = ("ErrorInvalidUser", "MailboxNotEnabledForRESTAPI", "ResourceNotFound", "ErrorMailboxNotFound")
@@ -105,10 +107,11 @@ class M365Connector(Connector):
     option_keys = frozenset({
         "tenant", "client_id", "client_secret_env", "client_secret_command", "authority", "graph_url", "ca_file",
         "mailbox", "folders", "calendar", "contacts", "token_cache", "page_size", "timeout", "max_backoff",
-        "log_category", "private_category", "window_past_days", "window_future_days", "tasks_list",
+        "log_category", "private_category", "window_past_days", "window_future_days", "tasks_list", "auth",
+        "cards_folder",
     })
-    can_push = frozenset({"tasks"})
-    push_options = {"tasks": "tasks_list"}
+    can_push = frozenset({"tasks", "cards"})
+    push_options = {"tasks": "tasks_list", "cards": "cards_folder"}
 
     def __init__(self, name: str, options: Mapping[str, Any]):
         super().__init__(name, options)
@@ -134,6 +137,13 @@ class M365Connector(Connector):
         if cache is not None and not isinstance(cache, str):
             raise ConfigError(f"{where}.token_cache must be a file path")
         self.token_cache = Path(cache).expanduser() if cache else None
+        self.auth = self._str("auth", "client_secret")
+        if self.auth not in AUTH_MODES:
+            raise ConfigError(f"{where}.auth must be one of {', '.join(AUTH_MODES)}")
+        if self.auth == "device_code" and self.token_cache is None:
+            raise ConfigError(f"{where}: auth = \"device_code\" needs token_cache (the file the user's sign-in is kept in)")
+        cards_folder = self._optional_name("cards_folder", "the name of a contacts folder")
+        self.cards_folder = cards_folder.strip("/") if cards_folder is not None else None
         self.tasks_list = self._optional_name("tasks_list", "the name of a Microsoft To Do list")
         self.page_size = self._int("page_size", 100, 1, 1000)
         self.timeout = self._int("timeout", 120, 1, 3600)
@@ -148,9 +158,7 @@ class M365Connector(Connector):
             raise ConfigError(str(exc)) from None
         self.log_flag, self.private_flag = policy.log_keyword, policy.private_keyword
         self._session: Any = None
-        self._app: Any = None
-        self._cache: Any = None
-        self._token: str | None = None
+        self._signin = SignIn(self)
         self._list_id: str | None = None  # the To Do list's id, once looked up (connectors/graphpush.py)
 
     def _url(self, key: str, default: str) -> str:
@@ -178,73 +186,12 @@ class M365Connector(Connector):
             self._session = Session()
         return self._session
 
-    def _msal(self) -> Any:
-        if self._app is None:
-            import msal
-
-            client_secret = secret(self.name, self.options, "client_secret")
-            if client_secret is None:
-                raise ConfigError(f"sources.{self.name}: set client_secret_env or client_secret_command")
-            self._cache = msal.SerializableTokenCache()
-            if self.token_cache is not None and self.token_cache.is_file():
-                with contextlib.suppress(OSError, ValueError):
-                    self._cache.deserialize(self.token_cache.read_text())
-            with self._sign_in_errors():
-                try:
-                    self._app = msal.ConfidentialClientApplication(
-                        self.client_id, client_credential=client_secret, authority=self.authority,
-                        token_cache=self._cache, http_client=self._http(), instance_discovery=False)
-                except ValueError as exc:
-                    raise SourceUnavailable(f"the sign-in authority {self.authority} did not answer as Entra ID "
-                                            f"does: {str(exc).splitlines()[0][:200]}") from None
-        return self._app
-
-    @contextlib.contextmanager
-    def _sign_in_errors(self) -> Iterator[None]:
-        """MSAL's requests go through the same session: its transport errors, as for Graph."""
-        import niquests
-
-        try:
-            yield
-        except niquests.exceptions.SSLError as exc:
-            raise SourceUnavailable(f"TLS: the certificate of {self.authority.split('/')[2]} is not trusted "
-                                    f"({str(exc)[:160]}); set ca_file") from None
-        except (niquests.exceptions.RequestException, OSError) as exc:
-            raise TransientError(f"the sign-in service {self.authority.split('/')[2]} could not be reached: "
-                                 f"{type(exc).__name__}") from None
-
-    def _save_cache(self) -> None:
-        if self.token_cache is None or self._cache is None or not self._cache.has_state_changed:
-            return
-        self.token_cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.token_cache.with_name(self.token_cache.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(self._cache.serialize())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.token_cache)
-        self._cache.has_state_changed = False
-
     def _access_token(self, fresh: bool = False) -> str:
-        if self._token is not None and not fresh:
-            return self._token
-        app = self._msal()
-        if fresh:  # the service refused the cached token: drop it, so MSAL asks for a new one
-            for at in list(self._cache.search(self._cache.CredentialType.ACCESS_TOKEN)):
-                self._cache.remove_at(at)
-        with self._sign_in_errors():
-            result = app.acquire_token_for_client(scopes=[GRAPH_SCOPE])
-        if "access_token" not in result:
-            error, text = result.get("error", "?"), (result.get("error_description") or "").splitlines()
-            first = text[0][:200] if text else ""
-            hint = {"invalid_client": "the client secret is wrong or expired: create a new one in the app "
-                                      "registration (Certificates & secrets) and update client_secret_env",
-                    "unauthorized_client": "no app with this client_id in the tenant: check client_id and tenant",
-                    "invalid_scope": "the app's Graph permissions are missing: grant admin consent"}.get(error, "")
-            raise AuthError(f"Entra ID refused the sign-in of app {self.client_id} ({error}): {hint or first}")
-        self._save_cache()
-        self._token = result["access_token"]
-        return self._token
+        return self._signin.access_token(fresh)
+
+    def login(self, say: Callable[[str], None]) -> str:
+        """``crm sources login``: a user's sign-in by device code (auth = "device_code"); who signed in."""
+        return self._signin.login(say)
 
     # -- requests, and every error in one place -------------------------------------------
     def _request(self, url: str, method: str = "GET", body: dict | None = None) -> dict:
@@ -291,6 +238,9 @@ class M365Connector(Connector):
             if status == 401:
                 raise AuthError(f"Graph refused the app's token for {self.mailbox} ({code}); "
                                 "check the app's permissions and admin consent in Entra ID")
+            if status == 403 and self.auth == "device_code":
+                raise ConnectorError(f"the signed-in user may not read the mailbox {self.mailbox} (HTTP 403 {code}); "
+                                     f"sign in as its owner: python -m crm_bridge.cli sources login {self.name}")
             if status == 403:
                 raise ConnectorError(f"the app may not read the mailbox {self.mailbox} (HTTP 403 {code}); grant "
                                      "Mail.Read, Calendars.Read and Contacts.Read (application) with admin "

@@ -41,6 +41,12 @@ def graph(_server, monkeypatch):
     _server.faults.clear()
     _server.requests.clear()
     _server.token_requests = 0
+    _server.grants.clear()
+    _server.public_apps.clear()
+    _server.device_flows.clear()
+    _server.refresh_tokens.clear()
+    _server.token_users.clear()
+    _server.device_interval, _server.device_expires = 1, 900
     _server.store.add_mailbox("anna@firma.de", "Anna Adler")
     _server.store.add_mailbox("bob@firma.de", "Bob Bauer")
     monkeypatch.setenv(SECRET_ENV, "app-secret")
