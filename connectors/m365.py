@@ -82,7 +82,7 @@ from crm_bridge.connectors.graphitems import (
     contact,
     task,
 )
-from crm_bridge.crm_core.records import Batch, Failure, Location, PushResult, TaskPush
+from crm_bridge.crm_core.records import Batch, CardPush, Failure, Location, PushResult, TaskPush
 from crm_bridge.crm_core.settings import SourcePolicy
 
 log = logging.getLogger("crm.m365")
@@ -144,6 +144,8 @@ class M365Connector(Connector):
             raise ConfigError(f"{where}: auth = \"device_code\" needs token_cache (the file the user's sign-in is kept in)")
         cards_folder = self._optional_name("cards_folder", "the name of a contacts folder")
         self.cards_folder = cards_folder.strip("/") if cards_folder is not None else None
+        if self.cards_folder is not None and ("/" in self.cards_folder or self.cards_folder.lower() == "contacts"):
+            raise ConfigError(f"{where}.cards_folder must name a folder below Contacts (created when missing)")
         self.tasks_list = self._optional_name("tasks_list", "the name of a Microsoft To Do list")
         self.page_size = self._int("page_size", 100, 1, 1000)
         self.timeout = self._int("timeout", 120, 1, 3600)
@@ -327,6 +329,11 @@ class M365Connector(Connector):
         from crm_bridge.connectors.graphpush import push_tasks
 
         return push_tasks(self, tasks)
+
+    def push_cards(self, cards: list[CardPush], view: SourceView) -> list[PushResult]:
+        from crm_bridge.connectors.graphpush import push_cards
+
+        return push_cards(self, cards)
 
     # -- pull -------------------------------------------------------------------------------
     def _window(self) -> tuple[datetime, datetime]:
