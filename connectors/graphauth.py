@@ -25,11 +25,13 @@ successful GETs only), never pickled.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, MutableMapping
 
@@ -43,6 +45,7 @@ log = logging.getLogger("crm.m365")
 APP_SCOPE = "https://graph.microsoft.com/.default"
 AUTH_MODES = ("client_secret", "device_code")
 _HTTP_KEY = "CrmBridgeHttpCache"  # beside MSAL's own top-level keys (AccessToken, RefreshToken, ...)
+_TOKENS_KEY = "CrmBridgeAccessTokens"
 _INDEX = "_index_"  # msal.individual_cache's bookkeeping entry
 
 
@@ -92,15 +95,23 @@ def _http_to_json(http: MutableMapping) -> dict:
 
 
 class TokenFile:
-    """MSAL's token cache and HTTP metadata cache, in memory and (with ``path``) in an owner-only file."""
+    """MSAL's token cache, its HTTP metadata cache and the access tokens in use, in an owner-only file.
+
+    The file is MSAL's serialized cache with two more top-level keys: the
+    discovery metadata (``http_cache``) and, per sign-in, the access token
+    MSAL last handed out with its expiry, so that a run within the token's
+    lifetime neither asks the sign-in service nor loads MSAL.  MSAL's part
+    is read by MSAL (``SerializableTokenCache``), only when MSAL is needed.
+    """
 
     def __init__(self, path: Path | None):
-        import msal
-
         self.path = path
-        self.cache = msal.SerializableTokenCache()
-        self.http: dict = {}
+        self._cache: Any = None
+        self._state: dict = {}  # MSAL's part, as read
         self._http_saved: dict = {}
+        self.tokens: dict[str, dict] = {}  # sign-in key -> {"token", "expires_at"}
+        self._tokens_saved: dict[str, dict] = {}
+        self.http: dict = {}
         if path is None:
             return
         try:
@@ -108,12 +119,46 @@ class TokenFile:
                 self._tighten()
                 data = json.loads(path.read_text(encoding="utf-8"))
                 if isinstance(data, dict):
-                    self._http_saved = data.pop(_HTTP_KEY, {}) if isinstance(data.get(_HTTP_KEY), dict) else {}
-                    data.pop(_HTTP_KEY, None)
-                    self.cache.deserialize(json.dumps(data))
+                    http, tokens = data.pop(_HTTP_KEY, {}), data.pop(_TOKENS_KEY, {})
+                    self._http_saved = http if isinstance(http, dict) else {}
                     self.http = _http_from_json(self._http_saved)
+                    if isinstance(tokens, dict):
+                        self.tokens = {k: dict(v) for k, v in tokens.items() if isinstance(v, dict)
+                                       and isinstance(v.get("token"), str) and isinstance(v.get("expires_at"), (int, float))}
+                        self._tokens_saved = copy.deepcopy(self.tokens)
+                    self._state = data
         except (OSError, ValueError) as exc:  # unreadable or damaged: start afresh (a new sign-in may be needed)
             log.warning("the token cache %s could not be read (%s); starting without it", path, type(exc).__name__)
+
+    @property
+    def cache(self) -> Any:
+        """MSAL's SerializableTokenCache, loaded on first use."""
+        if self._cache is None:
+            import msal
+
+            self._cache = msal.SerializableTokenCache()
+            if self._state:
+                self._cache.deserialize(json.dumps(self._state))
+        return self._cache
+
+    def valid_token(self, key: str, margin: float = 300.0) -> str | None:
+        entry = self.tokens.get(key)
+        if entry is not None and float(entry["expires_at"]) - margin > time.time():
+            return str(entry["token"])
+        return None
+
+    def remember(self, key: str, result: dict) -> None:
+        try:
+            expires_in = int(result.get("expires_in") or 0)
+        except (TypeError, ValueError):
+            expires_in = 0
+        if expires_in > 0:
+            self.tokens[key] = {"token": str(result["access_token"]), "expires_at": int(time.time()) + expires_in}
+        else:
+            self.tokens.pop(key, None)
+
+    def forget(self, key: str) -> None:
+        self.tokens.pop(key, None)
 
     def _tighten(self) -> None:
         assert self.path is not None
@@ -126,11 +171,16 @@ class TokenFile:
         if self.path is None:
             return
         http = _http_to_json(self.http)
-        if not self.cache.has_state_changed and http == self._http_saved:
+        now = time.time()
+        tokens = {k: v for k, v in self.tokens.items() if float(v["expires_at"]) > now}
+        changed = self._cache is not None and self._cache.has_state_changed
+        if not changed and http == self._http_saved and tokens == self._tokens_saved:
             return
-        data = json.loads(self.cache.serialize())
+        data = json.loads(self._cache.serialize()) if changed else dict(self._state)
         if http:
             data[_HTTP_KEY] = http
+        if tokens:
+            data[_TOKENS_KEY] = tokens
         parent = self.path.parent
         if not parent.is_dir():
             parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -144,8 +194,10 @@ class TokenFile:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        self.cache.has_state_changed = False
-        self._http_saved = http
+        if self._cache is not None:
+            self._cache.has_state_changed = False
+        self._state = {k: v for k, v in data.items() if k not in (_HTTP_KEY, _TOKENS_KEY)}
+        self._http_saved, self._tokens_saved = http, copy.deepcopy(tokens)
 
 
 def delegated_scopes(conn: "M365Connector") -> list[str]:
@@ -186,13 +238,27 @@ class SignIn:
         except (niquests.exceptions.RequestException, OSError) as exc:
             raise TransientError(f"the sign-in service {host} could not be reached: {type(exc).__name__}") from None
 
+    def token_file(self) -> TokenFile:
+        if self.file is None:
+            self.file = TokenFile(self.conn.token_cache)
+        return self.file
+
+    @property
+    def key(self) -> str:
+        """Which sign-in an access token in the file belongs to."""
+        conn = self.conn
+        who = f"{conn.auth}:{conn.mailbox}:{' '.join(delegated_scopes(conn))}" if conn.auth == "device_code" \
+            else f"{conn.auth}:{APP_SCOPE}"
+        return f"{conn.authority} {conn.client_id} {who}"
+
     def application(self) -> Any:
         if self.app is not None:
             return self.app
         import msal
 
         conn = self.conn
-        self.file = TokenFile(conn.token_cache)
+        self.token_file()
+        assert self.file is not None
         common = dict(authority=conn.authority, token_cache=self.file.cache, http_client=conn._http(),
                       http_cache=self.file.http, instance_discovery=False)
         with self.errors():
@@ -217,6 +283,14 @@ class SignIn:
     def access_token(self, fresh: bool = False) -> str:
         if self.token is not None and not fresh:
             return self.token
+        held = self.token_file()
+        if fresh:
+            held.forget(self.key)
+        else:
+            cached = held.valid_token(self.key)
+            if cached is not None:  # what MSAL handed out last run, still valid: MSAL is not needed
+                self.token = cached
+                return cached
         app = self.application()
         assert self.file is not None
         if self.conn.auth == "device_code":
@@ -229,6 +303,7 @@ class SignIn:
                 result = app.acquire_token_for_client(scopes=[APP_SCOPE])
             if "access_token" not in result:
                 raise AuthError(self._app_refused(result))
+        self.file.remember(self.key, result)
         self.save()
         self.token = str(result["access_token"])
         return self.token
@@ -292,6 +367,8 @@ class SignIn:
                       "expired_token": "the code expired before the sign-in was finished",
                       "bad_verification_code": "Entra ID did not know the code"}.get(error, _login_hint(result))
             raise AuthError(f"no sign-in for source {conn.name} ({error}): {reason}; run {self.login_command} again")
+        assert self.file is not None
+        self.file.remember(self.key, result)
         self.save()
         self.token = str(result["access_token"])
         claims = result.get("id_token_claims") or {}

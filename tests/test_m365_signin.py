@@ -174,6 +174,16 @@ def test_app_only_runs_reuse_the_cached_token_and_discovery(graph, tmp_path):
     assert len(graph.requests) == 2  # one delta request per folder
     data = json.loads(cache.read_text())
     assert "app-secret" not in cache.read_text() and data["CrmBridgeHttpCache"]
+    # within the token's lifetime MSAL is not even set up; past it, MSAL renews it
+    conn = make_connector("m365", options(graph, calendar=False, contacts=False, token_cache=str(cache)))
+    assert list(conn.pull(again.cursor, view)) and conn._signin.app is None
+    conn.close()
+    for entry in data["CrmBridgeAccessTokens"].values():
+        entry["expires_at"] = 0
+    cache.write_text(json.dumps(data))
+    graph.expire_access_tokens()
+    last = pull(graph, view, again.cursor, calendar=False, contacts=False, token_cache=str(cache))
+    assert last.records == [] and graph.grants == ["client_credentials", "client_credentials"]
 
 
 def test_a_token_cache_readable_by_others_is_made_owner_only(graph, tmp_path):
