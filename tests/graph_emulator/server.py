@@ -345,6 +345,9 @@ class GraphEmulator:
 class _Handler(BaseHTTPRequestHandler):
     emulator: GraphEmulator
     protocol_version = "HTTP/1.1"
+    # headers and body leave in two writes: without TCP_NODELAY, Nagle's algorithm and the client's delayed
+    # ACK hold the body ~40 ms on every keep-alive request, a stall Microsoft's front ends do not have
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
