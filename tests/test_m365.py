@@ -461,7 +461,7 @@ def test_the_readme_config_is_valid():
     block = next(b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if 'type = "m365"' in b)
     data = tomllib.loads(re.sub(r"^  ", "", block, flags=re.M))
     config = parse_config(data, Path("/srv/crm/crm.toml"))
-    assert sorted(config.sources) == ["anna-m365", "office-m365"]
+    assert sorted(config.sources) == ["anna-m365", "chef-m365", "office-m365"]
     for name, table in config.sources.items():
         make_connector(name, table)
 
