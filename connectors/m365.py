@@ -55,6 +55,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -397,9 +398,11 @@ class M365Connector(Connector):
         full = bool(entry.get("full")) or (link is None and bool(view.known(scope)))
         url = link or self._first_url(kind, fid)
         done = 0
+        ahead: _Ahead | None = None
         while True:
+            pending, ahead = ahead, None
             try:
-                page = self._request(url)
+                page = pending.get() if pending is not None else self._request(url)
             except _Resync:
                 if link is None:
                     raise SourceUnavailable(f"Graph refused a fresh delta query of {scope!r} (HTTP 410)") from None
@@ -415,10 +418,14 @@ class M365Connector(Connector):
                 yield Batch(problems=[f"Graph answered the delta query of {scope!r} without value and links; "
                                       "the folder is read again next run"])
                 return
+            last = not isinstance(next_link, str)
+            if not last and kind != "tasks":  # (reading tasks may ask Graph for linked resources meanwhile)
+                ahead = _Ahead(self._request, str(next_link))
             batch = Batch()
             for item in value:
                 self._add(batch, scope, kind, item)
-            last = not isinstance(next_link, str)
+            if not last and ahead is None:
+                ahead = _Ahead(self._request, str(next_link))
             if last and full and view.known(scope):
                 try:
                     batch.removed.extend(self._vanished(kind, fid, scope, view, batch))
@@ -483,6 +490,36 @@ class M365Connector(Connector):
             present.update(str(i.get("id")) for i in page.get("value") or () if isinstance(i, dict))
             url = page.get("@odata.nextLink") or ""
         return [Location(scope, lid) for lid in view.known(scope) if lid not in present]
+
+
+class _Ahead:
+    """The next delta page, asked for in a thread while this one is read and stored.
+
+    The link of the next page is known before the current page is stored,
+    so the service's time overlaps the store's; the cursor still moves page
+    by page with what was stored (a cut run asks for that page again).  One
+    request at a time: the connector makes no other request until
+    :meth:`get` returned.
+    """
+
+    def __init__(self, fetch: Callable[[str], dict], url: str):
+        self._result: dict | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fetch, url), daemon=True, name="m365-ahead")
+        self._thread.start()
+
+    def _run(self, fetch: Callable[[str], dict], url: str) -> None:
+        try:
+            self._result = fetch(url)
+        except BaseException as exc:  # handed to the reader in get()
+            self._error = exc
+
+    def get(self) -> dict:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
 
 
 def _recent(began: Any, today: str, days: int = 7) -> bool:

@@ -515,3 +515,22 @@ def test_the_same_mail_in_two_mailboxes_is_one_interaction_through_sync(tmp_path
     assert crm.json("status")["counts"]["mails"] == 1
     [row] = crm.json("explain", "beide@kunde.example")
     assert sorted(p["source"] for p in row["seen_in"]) == ["anna", "bob"]
+
+
+def test_the_next_delta_page_is_asked_for_while_the_current_one_is_stored(graph):
+    for n in range(12):
+        mail(graph, f"Mail {n}")
+    conn = make_connector("m365", options(graph, contacts=False, calendar=False, folders=["inbox"]))
+    view = View()
+    pages = conn.pull(None, view)
+    first = next(pages)  # the engine stores this one now; the connector already asks for the next
+    deadline = time.monotonic() + 5
+    while len(graph.graph_requests("messages/delta")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(graph.graph_requests("messages/delta")) == 2 and len(first.records) == 5
+    view.apply(first)
+    rest = list(pages)
+    conn.close()
+    assert len(mails(Pulled([first, *rest]))) == 12 and len(graph.graph_requests("messages/delta")) == 3
+    # the cursor still moves page by page: the first batch's cursor points at the second page
+    assert "$skiptoken=" in first.cursor["folders"]["Inbox"]["link"]
