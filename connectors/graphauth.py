@@ -372,7 +372,11 @@ class SignIn:
         self.save()
         self.token = str(result["access_token"])
         claims = result.get("id_token_claims") or {}
-        return str(claims.get("preferred_username") or claims.get("upn") or conn.mailbox)
+        who = str(claims.get("preferred_username") or claims.get("upn") or conn.mailbox)
+        if who.lower() != conn.mailbox:
+            say(f"note: {who} signed in, but the source reads the mailbox {conn.mailbox}; with delegated permissions "
+                f"a user reads only their own mailbox: sign in as {conn.mailbox} unless that is intended")
+        return who
 
 
 def _aadsts(result: dict) -> str:

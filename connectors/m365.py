@@ -38,7 +38,8 @@ immutable id (``Prefer: IdType="ImmutableId"``), its etag the changeKey.
 is the ``@odata.nextLink`` of the next page while a round is under way, the
 ``@odata.deltaLink`` after it; it is stored with the page it follows, so a
 cut run goes on from the last stored page and a run where nothing changed
-is one delta request per folder.
+is one delta request per folder.  The next page is asked for (in a thread,
+one request at a time) while the current one is read and stored.
 
 Errors are mapped in one place (:meth:`M365Connector._request`): 429/503
 with Retry-After -> wait (up to ``max_backoff``) and repeat, else
@@ -47,7 +48,9 @@ MSAL, once, then ``AuthError``; 403 / 404 for the mailbox -> a
 ``ConnectorError`` naming it; 410 (syncStateNotFound, resyncRequired) -> the
 folder is read again from the start and compared with the store, which
 reports what is gone; an item that cannot be read -> quarantine.  Pulling
-never writes to the mailbox (only GET requests).
+never writes to the mailbox (only GET requests); pushing
+(connectors/graphpush.py) writes To Do tasks and the contacts of
+``cards_folder``.
 """
 
 from __future__ import annotations
