@@ -213,3 +213,13 @@ def test_the_devicecode_answers_have_the_identity_platforms_shape(graph):
     tokens = niquests.post(f"{base}/token", data={"grant_type": DEVICE_GRANT, "client_id": PUBLIC,
                                                   "device_code": code["device_code"]}, verify=str(graph.ca_file)).json()
     assert {"token_type", "scope", "expires_in", "access_token", "refresh_token", "id_token"} <= set(tokens)
+
+
+def test_sources_login_of_a_source_without_a_users_sign_in_is_one_line(tmp_path, graph):
+    for sub in ("cur", "new", "tmp"):
+        (tmp_path / "mail" / sub).mkdir(parents=True)
+    crm = crm_for(tmp_path, {"box": {"type": "maildir", "path": str(tmp_path / "mail")}})
+    result = crm("sources", "login", "box", ok=False)
+    assert result.exit_code != 0 and "has no sign-in of a user" in result.output and "Traceback" not in result.output
+    missing = crm("sources", "login", "nobody", ok=False)
+    assert missing.exit_code != 0 and "no source named 'nobody'" in missing.output
