@@ -388,7 +388,7 @@ def _local_time(value: str | None, tz: Any = None) -> str:
 # -- sources ------------------------------------------------------------------
 @main.group()
 def sources() -> None:
-    """Configured sources: reset where a sync stands."""
+    """Configured sources: reset where a sync stands, sign a user in."""
 
 
 @sources.command("reset")
@@ -415,6 +415,32 @@ def sources_reset(obj: Context, name: str, folder: str | None) -> None:
         engine.close()
     what = f"folder {folder!r} of {name}" if folder else name
     click.echo(f"{what}: the next sync reads it as new (nothing stored is lost or doubled)")
+
+
+@sources.command("login")
+@click.argument("name")
+@click.pass_obj
+def sources_login(obj: Context, name: str) -> None:
+    """Sign a user in for a source (Microsoft 365 with auth = "device_code").
+
+    Prints a web address and a code; the mailbox's user opens the address on
+    any device, enters the code and signs in, and this command waits until
+    then (up to 15 minutes).  The sign-in is kept in the source's
+    token_cache (readable only by its owner) and renewed by each sync.
+    """
+    from crm_bridge.connectors.base import ConfigError, make_connector
+
+    if name not in obj.config.sources:
+        raise ConfigError(f"no source named {name!r} in {obj.config.path}")
+    connector = make_connector(name, obj.config.sources[name])
+    login = getattr(connector, "login", None)
+    if login is None:
+        raise ConfigError(f"source {name!r} ({connector.type}) has no sign-in of a user")
+    try:
+        who = login(lambda text: click.echo(text))
+    finally:
+        connector.close()
+    click.echo(f"{name}: signed in as {who}; crm sync renews the sign-in by itself from now on")
 
 
 # -- customers ---------------------------------------------------------------

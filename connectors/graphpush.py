@@ -8,16 +8,27 @@ twice.  A task whose ``@odata.etag`` differs from the one stored at the
 last push was changed in To Do / Outlook: the client's version wins and
 comes back as a conflict (the engine records it).  A task pushed before and
 gone from the list is reported ``gone``.  The list is created when missing.
+
+Customer and contact cards (``[push] cards``) go to the contacts folder
+``cards_folder`` (a folder below Contacts, created when missing) the same
+way: each contact carries the card's uid in a named extended property (the
+same MAPI property, PublicStrings ``crm-bridge-card-uid``, as the Exchange
+connector writes), the folder's contacts are listed once with it, so a crash
+between the POST and the local commit ends with the contact found and
+updated, not created twice.  A contact whose changeKey moved since the last
+push was edited in Outlook: it is left alone and reported as a conflict, and
+the engine stops updating it.
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-from crm_bridge.connectors.base import ConnectorError
+from crm_bridge.connectors.base import ConnectorError, SourceUnavailable, TransientError
 from crm_bridge.connectors.graphitems import task as task_state
-from crm_bridge.crm_core.records import Location, PushResult, TaskPush
+from crm_bridge.crm_core.records import CardPush, Location, PushResult, TaskPush
 
 if TYPE_CHECKING:
     from crm_bridge.connectors.m365 import M365Connector
@@ -122,4 +133,80 @@ def push_tasks(conn: "M365Connector", tasks: list[TaskPush]) -> list[PushResult]
             results.append(PushResult(push.uid, False, scope, push.href, push.etag, error="To Do answered without an id"))
             continue
         results.append(PushResult(push.uid, True, scope, str(saved["id"]), str(saved.get("@odata.etag") or "")))
+    return results
+
+
+#: PublicStrings {00020329-0000-0000-C000-000000000046}, named crm-bridge-card-uid (as connectors/exchange.py)
+CARD_PROPERTY = "String {00020329-0000-0000-C000-000000000046} Name crm-bridge-card-uid"
+
+
+def find_contact_folder(conn: "M365Connector", create: bool) -> str | None:
+    """The id of the contacts folder ``cards_folder`` below Contacts; created when missing and ``create``."""
+    name = conn.cards_folder or "CRM"
+    for folder in _all(conn, f"{conn._user()}/contactFolders?$top=100"):
+        if str(folder.get("displayName", "")).lower() == name.lower() and folder.get("id"):
+            return str(folder["id"])
+    if not create:
+        return None
+    made = conn._request(f"{conn._user()}/contactFolders", "POST", {"displayName": name})
+    if not made.get("id"):
+        raise ConnectorError(f"Outlook did not create the contacts folder {name!r} in {conn.mailbox}")
+    return str(made["id"])
+
+
+def _card_uid(contact: dict) -> str:
+    for prop in contact.get("singleValueExtendedProperties") or ():
+        if isinstance(prop, dict) and str(prop.get("id", "")).lower() == CARD_PROPERTY.lower():
+            return str(prop.get("value") or "")
+    return ""
+
+
+def _contact(push: CardPush) -> dict[str, Any]:
+    """Graph's contact properties for the vCard crm_core/cards.py wrote."""
+    from crm_bridge.connectors.ewspush import parse_card
+
+    props = parse_card(push.vcard)
+    first = lambda key: (props.get(key) or [""])[0]  # noqa: E731
+    name, org = first("FN"), first("ORG")
+    is_org = first("KIND").lower() == "org"
+    display = (name or org or push.uid)[:255]
+    given, _, family = display.rpartition(" ") if not is_org else ("", "", "")
+    return {"displayName": display, "fileAs": display, "givenName": (given or family or None) if not is_org else None,
+            "surname": (family if given else None) if not is_org else None, "companyName": org or None,
+            "jobTitle": first("TITLE") or None, "businessHomePage": first("URL") or None,
+            "emailAddresses": [{"address": e, "name": display} for e in props.get("EMAIL", [])[:3]],
+            "businessPhones": props.get("TEL", [])[:2], "personalNotes": "\n".join(props.get("NOTE", []))}
+
+
+def push_cards(conn: "M365Connector", cards: list[CardPush]) -> list[PushResult]:
+    folder = find_contact_folder(conn, create=True)
+    scope = f"Contacts/{conn.cards_folder or 'CRM'}"
+    base = f"{conn._user()}/contactFolders/{folder}/contacts"
+    expand = quote(f"singleValueExtendedProperties($filter=id eq '{CARD_PROPERTY}')")
+    ours = {uid: c for c in _all(conn, f"{base}?$select=id,changeKey&$expand={expand}&$top=100")
+            if (uid := _card_uid(c))}
+    results = []
+    for push in cards:
+        found = ours.get(push.uid)
+        key = str(found.get("changeKey") or "") if found else ""
+        if found is not None and push.etag and key != push.etag:
+            results.append(PushResult(push.uid, False, scope, str(found["id"]), key, error="conflict: edited in Outlook"))
+            continue
+        body = _contact(push)
+        try:
+            if found is None:
+                body["singleValueExtendedProperties"] = [{"id": CARD_PROPERTY, "value": push.uid}]
+                saved = conn._request(base, "POST", body)
+            else:
+                saved = conn._request(f"{base}/{found['id']}", "PATCH", body)
+        except TransientError:
+            raise
+        except SourceUnavailable as exc:  # Graph refused this card (HTTP 400 ...): that card's result
+            results.append(PushResult(push.uid, False, scope, push.href, push.etag, error=str(exc)))
+            continue
+        if not saved.get("id"):
+            results.append(PushResult(push.uid, False, scope, push.href, push.etag, error="Outlook answered without an id"))
+            continue
+        ours[push.uid] = saved
+        results.append(PushResult(push.uid, True, scope, str(saved["id"]), str(saved.get("changeKey") or "")))
     return results

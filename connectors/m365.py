@@ -9,7 +9,9 @@ Config (``[sources.NAME]`` with ``type = "m365"``)::
     folders = ["inbox", "sentitems", "Inbox/Projekte"]  # well-known names or paths
     calendar = true                           # calendarView/delta over the window
     contacts = true                           # the default contacts folder
-    token_cache = "~/.cache/crm-bridge/m365-tokens.json"  # optional; written 0600
+    auth = "client_secret"                    # or "device_code": one user signs in (crm sources login NAME)
+    token_cache = "~/.cache/crm-bridge/m365-tokens.json"  # default: next to the store; written 0600
+    cards_folder = "CRM"                      # contacts folder for [push] cards (created when missing)
     page_size = 100                           # Prefer: odata.maxpagesize (1-1000)
     timeout = 120                             # seconds per request
     max_backoff = 300                         # longest Retry-After honoured in place
@@ -21,9 +23,11 @@ Config (``[sources.NAME]`` with ``type = "m365"``)::
     graph_url = "https://graph.microsoft.com/v1.0"                          # ditto
     ca_file = "/path/ca.pem"                  # a CA to trust for both (tests)
 
-Sign-in: MSAL's client-credentials flow (application permissions Mail.Read,
-Calendars.Read, Contacts.Read); the token is cached (in memory, and in
-``token_cache`` readable only by its owner) and refreshed by MSAL.  One
+Sign-in (connectors/graphauth.py): MSAL's client-credentials flow
+(application permissions Mail.Read, Calendars.Read, Contacts.Read), or a
+single user's device-code sign-in (``auth = "device_code"``, delegated
+permissions); tokens and MSAL's discovery metadata are cached in
+``token_cache``, readable only by its owner, and renewed silently.  One
 HTTP session (niquests: a connection pool, HTTP/2 where the server offers
 it) serves MSAL and Graph.
 
@@ -34,7 +38,8 @@ immutable id (``Prefer: IdType="ImmutableId"``), its etag the changeKey.
 is the ``@odata.nextLink`` of the next page while a round is under way, the
 ``@odata.deltaLink`` after it; it is stored with the page it follows, so a
 cut run goes on from the last stored page and a run where nothing changed
-is one delta request per folder.
+is one delta request per folder.  The next page is asked for (in a thread,
+one request at a time) while the current one is read and stored.
 
 Errors are mapped in one place (:meth:`M365Connector._request`): 429/503
 with Retry-After -> wait (up to ``max_backoff``) and repeat, else
@@ -43,7 +48,9 @@ MSAL, once, then ``AuthError``; 403 / 404 for the mailbox -> a
 ``ConnectorError`` naming it; 410 (syncStateNotFound, resyncRequired) -> the
 folder is read again from the start and compared with the store, which
 reports what is gone; an item that cannot be read -> quarantine.  Pulling
-never writes to the mailbox (only GET requests).
+never writes to the mailbox (only GET requests); pushing
+(connectors/graphpush.py) writes To Do tasks and the contacts of
+``cards_folder``.
 """
 
 from __future__ import annotations
@@ -51,11 +58,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import os
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import quote
 
 from crm_bridge.connectors.base import (
@@ -66,8 +73,8 @@ from crm_bridge.connectors.base import (
     SourceUnavailable,
     SourceView,
     TransientError,
-    secret,
 )
+from crm_bridge.connectors.graphauth import AUTH_MODES, SignIn
 from crm_bridge.connectors.ewsitems import ItemError, flags_of, mail_record
 from crm_bridge.connectors.graphitems import (
     CONTACT_SELECT,
@@ -79,13 +86,12 @@ from crm_bridge.connectors.graphitems import (
     contact,
     task,
 )
-from crm_bridge.crm_core.records import Batch, Failure, Location, PushResult, TaskPush
+from crm_bridge.crm_core.records import Batch, CardPush, Failure, Location, PushResult, TaskPush
 from crm_bridge.crm_core.settings import SourcePolicy
 
 log = logging.getLogger("crm.m365")
 
 CURSOR_VERSION = 1
-GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 _WELL_KNOWN = {"inbox": "inbox", "sentitems": "sentitems", "sent": "sentitems", "drafts": "drafts",
                "deleteditems": "deleteditems", "junkemail": "junkemail", "archive": "archive"}
 _MAILBOX_CODES = ("ErrorInvalidUser", "MailboxNotEnabledForRESTAPI", "ResourceNotFound", "ErrorMailboxNotFound")
@@ -105,10 +111,11 @@ class M365Connector(Connector):
     option_keys = frozenset({
         "tenant", "client_id", "client_secret_env", "client_secret_command", "authority", "graph_url", "ca_file",
         "mailbox", "folders", "calendar", "contacts", "token_cache", "page_size", "timeout", "max_backoff",
-        "log_category", "private_category", "window_past_days", "window_future_days", "tasks_list",
+        "log_category", "private_category", "window_past_days", "window_future_days", "tasks_list", "auth",
+        "cards_folder",
     })
-    can_push = frozenset({"tasks"})
-    push_options = {"tasks": "tasks_list"}
+    can_push = frozenset({"tasks", "cards"})
+    push_options = {"tasks": "tasks_list", "cards": "cards_folder"}
 
     def __init__(self, name: str, options: Mapping[str, Any]):
         super().__init__(name, options)
@@ -134,6 +141,15 @@ class M365Connector(Connector):
         if cache is not None and not isinstance(cache, str):
             raise ConfigError(f"{where}.token_cache must be a file path")
         self.token_cache = Path(cache).expanduser() if cache else None
+        self.auth = self._str("auth", "client_secret")
+        if self.auth not in AUTH_MODES:
+            raise ConfigError(f"{where}.auth must be one of {', '.join(AUTH_MODES)}")
+        if self.auth == "device_code" and self.token_cache is None:
+            raise ConfigError(f"{where}: auth = \"device_code\" needs token_cache (the file the user's sign-in is kept in)")
+        cards_folder = self._optional_name("cards_folder", "the name of a contacts folder")
+        self.cards_folder = cards_folder.strip("/") if cards_folder is not None else None
+        if self.cards_folder is not None and ("/" in self.cards_folder or self.cards_folder.lower() == "contacts"):
+            raise ConfigError(f"{where}.cards_folder must name a folder below Contacts (created when missing)")
         self.tasks_list = self._optional_name("tasks_list", "the name of a Microsoft To Do list")
         self.page_size = self._int("page_size", 100, 1, 1000)
         self.timeout = self._int("timeout", 120, 1, 3600)
@@ -148,9 +164,7 @@ class M365Connector(Connector):
             raise ConfigError(str(exc)) from None
         self.log_flag, self.private_flag = policy.log_keyword, policy.private_keyword
         self._session: Any = None
-        self._app: Any = None
-        self._cache: Any = None
-        self._token: str | None = None
+        self._signin = SignIn(self)
         self._list_id: str | None = None  # the To Do list's id, once looked up (connectors/graphpush.py)
 
     def _url(self, key: str, default: str) -> str:
@@ -178,73 +192,12 @@ class M365Connector(Connector):
             self._session = Session()
         return self._session
 
-    def _msal(self) -> Any:
-        if self._app is None:
-            import msal
-
-            client_secret = secret(self.name, self.options, "client_secret")
-            if client_secret is None:
-                raise ConfigError(f"sources.{self.name}: set client_secret_env or client_secret_command")
-            self._cache = msal.SerializableTokenCache()
-            if self.token_cache is not None and self.token_cache.is_file():
-                with contextlib.suppress(OSError, ValueError):
-                    self._cache.deserialize(self.token_cache.read_text())
-            with self._sign_in_errors():
-                try:
-                    self._app = msal.ConfidentialClientApplication(
-                        self.client_id, client_credential=client_secret, authority=self.authority,
-                        token_cache=self._cache, http_client=self._http(), instance_discovery=False)
-                except ValueError as exc:
-                    raise SourceUnavailable(f"the sign-in authority {self.authority} did not answer as Entra ID "
-                                            f"does: {str(exc).splitlines()[0][:200]}") from None
-        return self._app
-
-    @contextlib.contextmanager
-    def _sign_in_errors(self) -> Iterator[None]:
-        """MSAL's requests go through the same session: its transport errors, as for Graph."""
-        import niquests
-
-        try:
-            yield
-        except niquests.exceptions.SSLError as exc:
-            raise SourceUnavailable(f"TLS: the certificate of {self.authority.split('/')[2]} is not trusted "
-                                    f"({str(exc)[:160]}); set ca_file") from None
-        except (niquests.exceptions.RequestException, OSError) as exc:
-            raise TransientError(f"the sign-in service {self.authority.split('/')[2]} could not be reached: "
-                                 f"{type(exc).__name__}") from None
-
-    def _save_cache(self) -> None:
-        if self.token_cache is None or self._cache is None or not self._cache.has_state_changed:
-            return
-        self.token_cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.token_cache.with_name(self.token_cache.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(self._cache.serialize())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.token_cache)
-        self._cache.has_state_changed = False
-
     def _access_token(self, fresh: bool = False) -> str:
-        if self._token is not None and not fresh:
-            return self._token
-        app = self._msal()
-        if fresh:  # the service refused the cached token: drop it, so MSAL asks for a new one
-            for at in list(self._cache.search(self._cache.CredentialType.ACCESS_TOKEN)):
-                self._cache.remove_at(at)
-        with self._sign_in_errors():
-            result = app.acquire_token_for_client(scopes=[GRAPH_SCOPE])
-        if "access_token" not in result:
-            error, text = result.get("error", "?"), (result.get("error_description") or "").splitlines()
-            first = text[0][:200] if text else ""
-            hint = {"invalid_client": "the client secret is wrong or expired: create a new one in the app "
-                                      "registration (Certificates & secrets) and update client_secret_env",
-                    "unauthorized_client": "no app with this client_id in the tenant: check client_id and tenant",
-                    "invalid_scope": "the app's Graph permissions are missing: grant admin consent"}.get(error, "")
-            raise AuthError(f"Entra ID refused the sign-in of app {self.client_id} ({error}): {hint or first}")
-        self._save_cache()
-        self._token = result["access_token"]
-        return self._token
+        return self._signin.access_token(fresh)
+
+    def login(self, say: Callable[[str], None]) -> str:
+        """``crm sources login``: a user's sign-in by device code (auth = "device_code"); who signed in."""
+        return self._signin.login(say)
 
     # -- requests, and every error in one place -------------------------------------------
     def _request(self, url: str, method: str = "GET", body: dict | None = None) -> dict:
@@ -291,6 +244,9 @@ class M365Connector(Connector):
             if status == 401:
                 raise AuthError(f"Graph refused the app's token for {self.mailbox} ({code}); "
                                 "check the app's permissions and admin consent in Entra ID")
+            if status == 403 and self.auth == "device_code":
+                raise ConnectorError(f"the signed-in user may not read the mailbox {self.mailbox} (HTTP 403 {code}); "
+                                     f"sign in as its owner: python -m crm_bridge.cli sources login {self.name}")
             if status == 403:
                 raise ConnectorError(f"the app may not read the mailbox {self.mailbox} (HTTP 403 {code}); grant "
                                      "Mail.Read, Calendars.Read and Contacts.Read (application) with admin "
@@ -378,6 +334,11 @@ class M365Connector(Connector):
 
         return push_tasks(self, tasks)
 
+    def push_cards(self, cards: list[CardPush], view: SourceView) -> list[PushResult]:
+        from crm_bridge.connectors.graphpush import push_cards
+
+        return push_cards(self, cards)
+
     # -- pull -------------------------------------------------------------------------------
     def _window(self) -> tuple[datetime, datetime]:
         # whole days: a delta round keeps the window it began with, and a new round the same day asks the same
@@ -440,9 +401,11 @@ class M365Connector(Connector):
         full = bool(entry.get("full")) or (link is None and bool(view.known(scope)))
         url = link or self._first_url(kind, fid)
         done = 0
+        ahead: _Ahead | None = None
         while True:
+            pending, ahead = ahead, None
             try:
-                page = self._request(url)
+                page = pending.get() if pending is not None else self._request(url)
             except _Resync:
                 if link is None:
                     raise SourceUnavailable(f"Graph refused a fresh delta query of {scope!r} (HTTP 410)") from None
@@ -458,10 +421,14 @@ class M365Connector(Connector):
                 yield Batch(problems=[f"Graph answered the delta query of {scope!r} without value and links; "
                                       "the folder is read again next run"])
                 return
+            last = not isinstance(next_link, str)
+            if not last and kind != "tasks":  # (reading tasks may ask Graph for linked resources meanwhile)
+                ahead = _Ahead(self._request, str(next_link))
             batch = Batch()
             for item in value:
                 self._add(batch, scope, kind, item)
-            last = not isinstance(next_link, str)
+            if not last and ahead is None:
+                ahead = _Ahead(self._request, str(next_link))
             if last and full and view.known(scope):
                 try:
                     batch.removed.extend(self._vanished(kind, fid, scope, view, batch))
@@ -526,6 +493,36 @@ class M365Connector(Connector):
             present.update(str(i.get("id")) for i in page.get("value") or () if isinstance(i, dict))
             url = page.get("@odata.nextLink") or ""
         return [Location(scope, lid) for lid in view.known(scope) if lid not in present]
+
+
+class _Ahead:
+    """The next delta page, asked for in a thread while this one is read and stored.
+
+    The link of the next page is known before the current page is stored,
+    so the service's time overlaps the store's; the cursor still moves page
+    by page with what was stored (a cut run asks for that page again).  One
+    request at a time: the connector makes no other request until
+    :meth:`get` returned.
+    """
+
+    def __init__(self, fetch: Callable[[str], dict], url: str):
+        self._result: dict | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fetch, url), daemon=True, name="m365-ahead")
+        self._thread.start()
+
+    def _run(self, fetch: Callable[[str], dict], url: str) -> None:
+        try:
+            self._result = fetch(url)
+        except BaseException as exc:  # handed to the reader in get()
+            self._error = exc
+
+    def get(self) -> dict:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
 
 
 def _recent(began: Any, today: str, days: int = 7) -> bool:

@@ -29,7 +29,7 @@ from crm_bridge.crm_core.settings import (
 )
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_PATH_KEYS = ("path", "ca_file")
+_PATH_KEYS = ("path", "ca_file", "token_cache")
 _TOP_KEYS = frozenset({"store", "company", "linking", "followup", "customers", "sources", "push", "log", "web"})
 _STORE_KEYS = frozenset({"path"})
 _PUSH_KEYS = frozenset({"tasks", "cards"})
@@ -163,6 +163,8 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         if enabled is False:
             continue
         table = dict(table)
+        if "token_cache" in cls.accepted_keys() and not table.get("token_cache"):  # sign-in state, next to the store
+            table["token_cache"] = str((base / store_path).parent / f"{name}.tokens.json")
         for key in _PATH_KEYS:
             value = table.get(key)
             if isinstance(value, str) and value and not os.path.isabs(os.path.expanduser(value)):

@@ -81,6 +81,7 @@ class Mailbox:
             self.folders[c.id] = c
         self.calendar = Collection(new_id(), "calendar", "Calendar")
         self.contacts = Collection(new_id(), "contacts", "Contacts")
+        self.contact_folders: dict[str, Collection] = {}  # folders below Contacts (contactFolders)
         self.lists: dict[str, Collection] = {}
         default = Collection(new_id(), "tasks", "Tasks", wellknown="defaultList")
         self.lists[default.id] = default
@@ -98,7 +99,8 @@ class Mailbox:
         return c
 
     def collections(self) -> list[Collection]:
-        return [*self.folders.values(), self.calendar, self.contacts, *self.lists.values()]
+        return [*self.folders.values(), self.calendar, self.contacts, *self.contact_folders.values(),
+                *self.lists.values()]
 
     def find(self, item_id: str) -> tuple[Collection, dict]:
         for c in self.collections():

@@ -176,6 +176,92 @@ def _todo(emu: "GraphEmulator", mb: Mailbox, method: str, rest: list[str], path:
     raise GraphError(400, "BadRequest", f"Resource not found for the segment '{'/'.join(rest)}'.")
 
 
+#: every property of Graph's contact resource, as a new contact has them (v1.0 reference, contact resource type)
+CONTACT_DEFAULTS: dict[str, Any] = {
+    "birthday": None, "fileAs": "", "displayName": "", "givenName": None, "initials": None, "middleName": None,
+    "nickName": None, "surname": None, "title": None, "yomiGivenName": None, "yomiSurname": None,
+    "yomiCompanyName": None, "generation": None, "imAddresses": [], "jobTitle": None, "companyName": None,
+    "department": None, "officeLocation": None, "profession": None, "businessHomePage": None, "assistantName": None,
+    "manager": None, "homePhones": [], "mobilePhone": None, "businessPhones": [], "spouseName": None,
+    "personalNotes": "", "children": [], "emailAddresses": [], "homeAddress": {}, "businessAddress": {},
+    "otherAddress": {}, "categories": []}
+_CONTACT_KEYS = frozenset(CONTACT_DEFAULTS)
+
+
+def _contact_folder_json(mb: Mailbox, c: Collection) -> dict:
+    return {"id": c.id, "displayName": c.name, "parentFolderId": mb.contacts.id}
+
+
+def _contact_write(emu: "GraphEmulator", coll: Collection, item: dict | None, payload: Any) -> dict:
+    """POST (``item`` None) or PATCH a contact: the properties Graph knows, extended properties merged."""
+    if not isinstance(payload, dict):
+        raise GraphError(400, "ErrorInvalidRequest", "Cannot process the request because it is malformed or incorrect.")
+    unknown = sorted(k for k in payload if k not in _CONTACT_KEYS and k != "singleValueExtendedProperties")
+    if unknown:
+        raise GraphError(400, "RequestBodyRead", f"The property '{unknown[0]}' does not exist on type "
+                         "'microsoft.graph.contact'. Make sure to only use property names that are defined by the type "
+                         "or mark the type as open type.")
+    if len(payload.get("emailAddresses") or []) > 3:
+        raise GraphError(400, "ErrorInvalidArgument", "A contact holds at most three e-mail addresses.")
+    new = item is None
+    item = {"@odata.type": "#microsoft.graph.contact", **copy.deepcopy(CONTACT_DEFAULTS)} if item is None else item
+    item.update({k: copy.deepcopy(v) for k, v in payload.items() if k in _CONTACT_KEYS})
+    ext = item.setdefault("_extended", [])
+    for prop in payload.get("singleValueExtendedProperties") or []:
+        if not isinstance(prop, dict) or not isinstance(prop.get("id"), str):
+            raise GraphError(400, "ErrorInvalidProperty", "The extended property is invalid.")
+        ext[:] = [p for p in ext if _prop_id(p["id"]) != _prop_id(prop["id"])] + [{"id": prop["id"],
+                                                                                    "value": str(prop.get("value"))}]
+    item["parentFolderId"] = coll.id
+    if new:
+        item.pop("id", None)
+    return emu.store.put(coll, item)
+
+
+def _contacts(emu: "GraphEmulator", mb: Mailbox, method: str, rest: list[str], path: str, q: dict, payload: Any,
+              prefer: list[str]) -> tuple[int, Any, dict]:
+    """``contactFolders`` (below Contacts), their contacts, and ``contacts/{id}`` writes."""
+    context = {"@odata.context": f"{emu.graph_url}/$metadata#users('{mb.user_id}')/contacts/$entity"}
+    if rest == ["contactFolders"]:
+        if method == "POST":
+            name = payload.get("displayName") if isinstance(payload, dict) else None
+            if not isinstance(name, str) or not name.strip():
+                raise GraphError(400, "ErrorInvalidRequest", "displayName is required.")
+            if any(c.name.lower() == name.lower() for c in mb.contact_folders.values()):
+                raise GraphError(409, "ErrorFolderExists", "A folder with the specified name already exists.")
+            c = Collection(new_id(), "contacts", name.strip(), parent=mb.contacts.id)
+            mb.contact_folders[c.id] = c
+            return 201, _contact_folder_json(mb, c), {}
+        if method != "GET":
+            raise GraphError(405, "ErrorInvalidRequest", "The OData request is not supported.")
+        return _listing(emu, [_contact_folder_json(mb, c) for c in mb.contact_folders.values()], path, q, prefer)
+    if rest[0] == "contactFolders":
+        coll = mb.contact_folders.get(rest[1]) if len(rest) > 1 else None
+        if coll is None:
+            raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+        tail = rest[2:]
+    else:
+        coll, tail = mb.contacts, rest
+    if tail == ["contacts"] and method == "POST":
+        return 201, {**context, **shape(_contact_write(emu, coll, None, payload), {})}, {}
+    if tail == ["contacts"] and method == "GET":
+        return _listing(emu, list(coll.items.values()), path, q, prefer)
+    if len(tail) == 2 and tail[0] == "contacts":
+        if rest[0] == "contacts":  # /contacts/{id} reaches a contact in any contact folder
+            found = [c for c in (mb.contacts, *mb.contact_folders.values()) if tail[1] in c.items]
+            coll = found[0] if found else coll
+        item = coll.items.get(tail[1])
+        if item is None:
+            raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+        if method == "PATCH":
+            return 200, {**context, **shape(_contact_write(emu, coll, item, payload), {})}, {}
+        if method == "DELETE":
+            emu.store.delete(item["id"], mb)
+            return 204, None, {}
+        return 200, {**context, **shape(item, q)}, {}
+    raise GraphError(400, "BadRequest", f"Resource not found for the segment '{'/'.join(rest)}'.")
+
+
 def route(emu: "GraphEmulator", method: str, segs: list[str], q: dict, payload: Any, prefer: list[str]
           ) -> tuple[int, Any, dict]:
     if len(segs) < 3 or segs[0] != "users":
@@ -186,6 +272,8 @@ def route(emu: "GraphEmulator", method: str, segs: list[str], q: dict, payload: 
     writes = method != "GET"
     if rest[0] == "todo":
         return _todo(emu, mb, method, rest[1:], path, q, payload, prefer)
+    if rest[0] == "contactFolders" or (rest[0] == "contacts" and (writes or len(rest) == 2 and rest[1] != "delta")):
+        return _contacts(emu, mb, method, rest, path, q, payload, prefer)
     if writes:
         raise GraphError(405, "ErrorInvalidRequest", "The OData request is not supported.")
     if rest == ["mailFolders"]:
