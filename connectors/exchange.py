@@ -601,6 +601,15 @@ class ExchangeConnector(Connector):
 
         return self._call(page)
 
+    def _page(self, folder: Any, fields: set, state: str | None, scope: str, kind: str,
+              window: tuple[datetime, datetime]) -> tuple[Batch, list, str, bool]:
+        """One SyncFolderItems page, its changes made records: (batch, changes, new sync state, last page?)."""
+        changes, new_state, last = self._sync_page(folder, fields, state, raw=kind == "mail")
+        batch = Batch()
+        for change, item in changes:
+            self._add_change(batch, scope, kind, change, item, window)
+        return batch, changes, new_state, last
+
     def _pull_folder(self, account: Any, scope: str, folder: Any, kind: str, dist: str, states: dict[str, dict],
                      view: SourceView) -> Iterator[Batch]:
         from exchangelib.errors import ErrorFolderNotFound, ErrorInvalidSyncStateData
@@ -612,43 +621,49 @@ class ExchangeConnector(Connector):
         fields = self._fields(folder, kind)
         window = self._window()
         done = 0
-        while True:
-            try:
-                changes, new_state, last = self._sync_page(folder, fields, state, raw=kind == "mail")
-            except ErrorInvalidSyncStateData:
-                if state is None:
-                    raise
-                log.info("%s: the server no longer knows the sync state of %r; comparing the whole folder",
-                         self.name, scope)
-                state, full = None, True
-                continue
-            except ErrorFolderNotFound:
-                if dist and not entry.get("checked"):
-                    # the remembered id of a well-known folder no longer holds: ask the server once
-                    fresh = self._distinguished(account, dist)
-                    entry = {"checked": True}
-                    if fresh.id != folder.id:
-                        folder, state, full = fresh, None, True
-                        continue
-                yield Batch(problems=[f"folder {scope!r} vanished while it was read; nothing removed"])
-                return
-            batch = Batch()
-            for change, item in changes:
-                self._add_change(batch, scope, kind, change, item, window)
-            # after a full pass, and always in the (small) task folder: the CRM's own pushes are not in the
-            # sync state it holds, so one created and deleted in Outlook between two runs shows up only here
-            if last and (full or kind == "tasks") and view.known(scope):
-                batch.removed.extend(self._vanished(folder, scope, view, batch))
-            done += len(changes)
-            states[scope] = {"id": folder.id, "state": new_state, "full": full and not last}
-            if dist:
-                states[scope]["dist"] = dist
-            batch.cursor = {"version": CURSOR_VERSION, "folders": copy.deepcopy(states), "server": dict(self._server)}
-            batch.done = done
-            yield batch
-            if last or (new_state == state and not changes):
-                return
-            state = new_state
+        ahead = _Ahead()  # the next page is asked for while this one is read and stored
+        try:
+            while True:
+                try:
+                    batch, changes, new_state, last = (ahead.take()
+                                                       or self._page(folder, fields, state, scope, kind, window))
+                except ErrorInvalidSyncStateData:
+                    if state is None:
+                        raise
+                    log.info("%s: the server no longer knows the sync state of %r; comparing the whole folder",
+                             self.name, scope)
+                    state, full = None, True
+                    continue
+                except ErrorFolderNotFound:
+                    if dist and not entry.get("checked"):
+                        # the remembered id of a well-known folder no longer holds: ask the server once
+                        fresh = self._distinguished(account, dist)
+                        entry = {"checked": True}
+                        if fresh.id != folder.id:
+                            folder, state, full = fresh, None, True
+                            continue
+                    yield Batch(problems=[f"folder {scope!r} vanished while it was read; nothing removed"])
+                    return
+                more = not (last or (new_state == state and not changes))
+                if more:
+                    ahead.ask(self._page, folder, fields, new_state, scope, kind, window)
+                # after a full pass, and always in the (small) task folder: the CRM's own pushes are not in the
+                # sync state it holds, so one created and deleted in Outlook between two runs shows up only here
+                if last and (full or kind == "tasks") and view.known(scope):
+                    batch.removed.extend(self._vanished(folder, scope, view, batch))
+                done += len(changes)
+                states[scope] = {"id": folder.id, "state": new_state, "full": full and not last}
+                if dist:
+                    states[scope]["dist"] = dist
+                batch.cursor = {"version": CURSOR_VERSION, "folders": copy.deepcopy(states),
+                                "server": dict(self._server)}
+                batch.done = done
+                yield batch
+                if not more:
+                    return
+                state = new_state
+        finally:
+            ahead.drop()
 
     def _add_change(self, batch: Batch, scope: str, kind: str, change: str, item: Any,
                     window: tuple[datetime, datetime]) -> None:
@@ -732,6 +747,48 @@ class ExchangeConnector(Connector):
             _register_properties()
             scope, folder = self._cards_folder(account)
             return push_cards(self, folder, scope, cards)
+
+
+class _Ahead:
+    """One request running in a thread of its own: the next SyncFolderItems page, while the caller stores this one.
+
+    Only reading requests go ahead, and only the page after the one just
+    read (with the sync state that page returned), so the order of pages,
+    the cursor stored with each, and what a cut run leaves behind are as
+    without it.  The server's time and ours overlap.  An error of the
+    request is raised by :meth:`take`, where the caller would have had it.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._result: Any = None
+        self._error: BaseException | None = None
+
+    def ask(self, fn: Any, *args: Any, **kwargs: Any) -> None:
+        def run() -> None:
+            try:
+                self._result = fn(*args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to take()
+                self._error = exc
+
+        self._result, self._error = None, None
+        self._thread = threading.Thread(target=run, name="ews-page-ahead", daemon=True)
+        self._thread.start()
+
+    def take(self) -> Any:
+        """The result of the request asked for (raising its error), or None when none was asked for."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return None
+        thread.join()
+        result, error, self._result, self._error = self._result, self._error, None, None
+        if error is not None:
+            raise error
+        return result
+
+    def drop(self) -> None:
+        """The caller stops reading: a request under way is left to finish on its own, its answer unused."""
+        self._thread = None
 
 
 _SYNC_SERVICE: Any = None
