@@ -8,7 +8,11 @@ Measured in one run, against the same emulator:
       network cost, the floor of any EWS client;
   (b) the whole `crm sync` process into a fresh store: mails/s, ratio to (a),
       peak memory (summed PSS, bench/_results.TreeMemory);
-  (c) a no-change rerun of `crm sync` (one SyncFolderItems per folder).
+  (c) a no-change rerun of `crm sync` (one SyncFolderItems per folder);
+  (d) beside (c), interleaved: a no-change `crm sync` of an IMAP source
+      (Dovecot on loopback, tests/imap_server.py) whose INBOX holds as many
+      generated mails (bench/mailgen.py), into its own store of the same
+      kind.
 Each size in --sizes gets its own emulator, so peak memory can be compared.
 
 Usage: python bench/bench_exchange.py [--sizes 20000,100000] [--no-write]
@@ -131,6 +135,34 @@ def write_config(path: Path, url: str) -> None:
     path.write_text("".join(lines[:3]) + "\n" + "".join(lines[3:]))
 
 
+def imap_folder(work: Path, n: int):
+    """A running Dovecot whose INBOX holds ``n`` generated mails, and a synced crm config for it (a context)."""
+    import contextlib
+
+    from bench.mailgen import generate_messages
+    from tests.imap_server import running_dovecot
+
+    @contextlib.contextmanager
+    def run():
+        with running_dovecot() as server:
+            server.drop("alice", "INBOX", generate_messages(n, 7))
+            folder = work / f"imap-{n}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for f in folder.glob("crm.db*"):
+                f.unlink()
+            os.environ["CRM_BENCH_IMAP_PW"] = server.users["alice"]
+            (folder / "crm.toml").write_text(
+                '[store]\npath = "crm.db"\n[company]\ninternal_domains = ["example.com"]\n'
+                '[[customers]]\nname = "Stadtwerke Lindenau GmbH"\ndomains = ["stadtwerke-lindenau.de"]\n\n'
+                f'[sources.alice]\ntype = "imap"\nhost = "127.0.0.1"\nport = {server.port}\ntls = "none"\n'
+                'allow_plaintext = true\nusername = "alice"\npassword_env = "CRM_BENCH_IMAP_PW"\n'
+                'folders = ["INBOX"]\nowner = ["alice@example.com"]\n')
+            crm_run(folder / "crm.toml", dict(os.environ))  # the first sync, untimed
+            yield folder / "crm.toml"
+
+    return run()
+
+
 def bench_size(n: int, work: Path, runs: int) -> dict:
     proc, url, load_s = start_emulator(n)
     try:
@@ -148,9 +180,14 @@ def bench_size(n: int, work: Path, runs: int) -> dict:
             first.append(seconds)
             peaks.append(peak)
             again.append(crm_run(folder / "crm.toml", env)[0])
+        imap_again = []
+        with imap_folder(work, n) as imap_config:
+            for _ in range(5):  # interleaved, so that the machine's other load hits both alike
+                again.append(crm_run(work / f"ews-{n}" / "crm.toml", env)[0])
+                imap_again.append(crm_run(imap_config, dict(os.environ))[0])
         return {"n": n, "load_s": load_s, "bare_s": statistics.median(b[0] for b in bare), "changes": bare[0][1],
                 "calls": bare[0][2], "sync_s": statistics.median(first), "peak_mb": max(peaks),
-                "again_s": statistics.median(again)}
+                "again_s": statistics.median(again), "imap_again_s": statistics.median(imap_again)}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -166,11 +203,12 @@ def main() -> None:
     args = parser.parse_args()
     results = [bench_size(int(n), args.work, args.runs if int(n) <= 20000 else 1) for n in args.sizes.split(",")]
     rows = ["| Inbox | (a) bare SyncFolderItems loop | (b) `crm sync`, fresh store | mails/s | (b)/(a) "
-            "| (c) no-change rerun | peak memory of (b) |", "|---:|---:|---:|---:|---:|---:|---:|"]
+            "| (c) no-change rerun | (d) IMAP no-change, same size | (c)/(d) | peak memory of (b) |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         rows.append(f"| {r['n']:,} | {r['bare_s']:.2f} s ({r['calls']} requests) | **{r['sync_s']:.2f} s** "
                     f"| {r['n'] / r['sync_s']:,.0f} | {r['sync_s'] / r['bare_s']:.2f}x | {r['again_s']:.3f} s "
-                    f"| {r['peak_mb']} MB |")
+                    f"| {r['imap_again_s']:.3f} s | {r['again_s'] / r['imap_again_s']:.2f}x | {r['peak_mb']} MB |")
     body = "\n".join([
         "## Exchange / EWS (bench/bench_exchange.py)",
         "",

@@ -90,9 +90,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import fnmatch
+import functools
 import ipaddress
 import logging
 import os
+import queue
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -588,7 +590,8 @@ class ExchangeConnector(Connector):
             folder.validate_item_field(field=n, version=folder.account.version)
         return {f for f in folder.normalize_fields(fields=list(names)) if not f.field.is_attribute}
 
-    def _sync_page(self, folder: Any, fields: set, state: str | None, raw: bool = False) -> tuple[list, str, bool]:
+    def _sync_page(self, folder: Any, fields: set, state: str | None = None, raw: bool = False
+                   ) -> tuple[list, str, bool]:
         def page() -> tuple[list, str, bool]:
             svc = _sync_service()(account=folder.account)
             svc.raw_items = raw
@@ -601,15 +604,6 @@ class ExchangeConnector(Connector):
 
         return self._call(page)
 
-    def _page(self, folder: Any, fields: set, state: str | None, scope: str, kind: str,
-              window: tuple[datetime, datetime]) -> tuple[Batch, list, str, bool]:
-        """One SyncFolderItems page, its changes made records: (batch, changes, new sync state, last page?)."""
-        changes, new_state, last = self._sync_page(folder, fields, state, raw=kind == "mail")
-        batch = Batch()
-        for change, item in changes:
-            self._add_change(batch, scope, kind, change, item, window)
-        return batch, changes, new_state, last
-
     def _pull_folder(self, account: Any, scope: str, folder: Any, kind: str, dist: str, states: dict[str, dict],
                      view: SourceView) -> Iterator[Batch]:
         from exchangelib.errors import ErrorFolderNotFound, ErrorInvalidSyncStateData
@@ -621,13 +615,16 @@ class ExchangeConnector(Connector):
         fields = self._fields(folder, kind)
         window = self._window()
         done = 0
-        ahead = _Ahead()  # the next page is asked for while this one is read and stored
+        pages: _Pages | None = None  # read ahead while the engine stores
         try:
             while True:
+                if pages is None:
+                    pages = _Pages(functools.partial(self._sync_page, folder, fields, raw=kind == "mail"), state)
                 try:
-                    batch, changes, new_state, last = (ahead.take()
-                                                       or self._page(folder, fields, state, scope, kind, window))
+                    changes, new_state, last = pages.next()
                 except ErrorInvalidSyncStateData:
+                    pages.close()
+                    pages = None
                     if state is None:
                         raise
                     log.info("%s: the server no longer knows the sync state of %r; comparing the whole folder",
@@ -635,6 +632,8 @@ class ExchangeConnector(Connector):
                     state, full = None, True
                     continue
                 except ErrorFolderNotFound:
+                    pages.close()
+                    pages = None
                     if dist and not entry.get("checked"):
                         # the remembered id of a well-known folder no longer holds: ask the server once
                         fresh = self._distinguished(account, dist)
@@ -645,8 +644,9 @@ class ExchangeConnector(Connector):
                     yield Batch(problems=[f"folder {scope!r} vanished while it was read; nothing removed"])
                     return
                 more = not (last or (new_state == state and not changes))
-                if more:
-                    ahead.ask(self._page, folder, fields, new_state, scope, kind, window)
+                batch = Batch()
+                for change, item in changes:
+                    self._add_change(batch, scope, kind, change, item, window)
                 # after a full pass, and always in the (small) task folder: the CRM's own pushes are not in the
                 # sync state it holds, so one created and deleted in Outlook between two runs shows up only here
                 if last and (full or kind == "tasks") and view.known(scope):
@@ -663,7 +663,8 @@ class ExchangeConnector(Connector):
                     return
                 state = new_state
         finally:
-            ahead.drop()
+            if pages is not None:
+                pages.close()
 
     def _add_change(self, batch: Batch, scope: str, kind: str, change: str, item: Any,
                     window: tuple[datetime, datetime]) -> None:
@@ -749,46 +750,57 @@ class ExchangeConnector(Connector):
             return push_cards(self, folder, scope, cards)
 
 
-class _Ahead:
-    """One request running in a thread of its own: the next SyncFolderItems page, while the caller stores this one.
+class _Pages:
+    """The SyncFolderItems pages of one folder, read ahead by a thread of its own.
 
-    Only reading requests go ahead, and only the page after the one just
-    read (with the sync state that page returned), so the order of pages,
-    the cursor stored with each, and what a cut run leaves behind are as
-    without it.  The server's time and ours overlap.  An error of the
-    request is raised by :meth:`take`, where the caller would have had it.
+    The thread asks for a page (the HTTP wait and the XML parsing) and asks
+    for the next one with the sync state that page returned, while the caller
+    (the engine) stores the pages before; at most ``depth`` pages wait for
+    the caller, so memory stays flat.  The server's time and ours overlap.
+    Only reading requests go ahead: the order of the pages, the cursor
+    stored with each, and what a cut run leaves behind are as without it
+    (pages read ahead of the last stored one are read again by the next
+    run).  An error ends the reading; :meth:`next` raises it where the
+    caller would have had it.
     """
 
-    def __init__(self) -> None:
-        self._thread: threading.Thread | None = None
-        self._result: Any = None
-        self._error: BaseException | None = None
-
-    def ask(self, fn: Any, *args: Any, **kwargs: Any) -> None:
-        def run() -> None:
-            try:
-                self._result = fn(*args, **kwargs)
-            except BaseException as exc:  # noqa: BLE001 - handed to take()
-                self._error = exc
-
-        self._result, self._error = None, None
-        self._thread = threading.Thread(target=run, name="ews-page-ahead", daemon=True)
+    def __init__(self, page: Any, state: str | None, depth: int = 1) -> None:
+        """``page(state=...)``: one page as (changes, new sync state, last page?)."""
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(page, state), name="ews-pages", daemon=True)
         self._thread.start()
 
-    def take(self) -> Any:
-        """The result of the request asked for (raising its error), or None when none was asked for."""
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return None
-        thread.join()
-        result, error, self._result, self._error = self._result, self._error, None, None
-        if error is not None:
-            raise error
-        return result
+    def _run(self, page: Any, state: str | None) -> None:
+        while not self._stop.is_set():
+            try:
+                result = page(state=state)
+            except BaseException as exc:  # noqa: BLE001 - handed to next()
+                self._put((False, exc))
+                return
+            self._put((True, result))
+            changes, new_state, last = result
+            if last or (new_state == state and not changes):
+                return
+            state = new_state
 
-    def drop(self) -> None:
-        """The caller stops reading: a request under way is left to finish on its own, its answer unused."""
-        self._thread = None
+    def _put(self, item: tuple) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def next(self) -> Any:
+        ok, value = self._queue.get()
+        if not ok:
+            raise value
+        return value
+
+    def close(self) -> None:
+        """The caller stops reading: a request under way finishes on its own, its answer unused."""
+        self._stop.set()
 
 
 _SYNC_SERVICE: Any = None
