@@ -161,7 +161,7 @@ def test_the_next_page_is_fetched_while_this_one_is_stored(ews):
                 break
             waits.append(time.monotonic() - started)
             batches.append(batch)
-            time.sleep(0.8)  # the engine storing the page
+            time.sleep(1.2)  # the engine storing the page
     finally:
         conn.close()
     # the first page is waited for; the later ones arrived while the one before was stored
