@@ -76,7 +76,8 @@ class _Redact(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage().lower()
-        return not any(word in text for word in ("password=", "passwd=", "token=", "authorization:"))
+        return not any(word in text for word in ("password=", "passwd=", "token=", "authorization:", "bearer ",
+                                                 "'access_token'"))
 
 
 def _setup_logging(verbose: int, log_file: Path | None) -> None:
@@ -97,7 +98,8 @@ def _setup_logging(verbose: int, log_file: Path | None) -> None:
         fh.addFilter(_Redact())
         root.addHandler(fh)
     root.setLevel(min(level, logging.INFO if log_file else level))
-    for noisy in ("imapclient", "exchangelib", "caldav", "urllib3", "niquests", "httpx"):
+    for noisy in ("imapclient", "exchangelib", "caldav", "urllib3", "niquests", "httpx", "requests_oauthlib",
+                  "oauthlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     root._crm_configured = True  # type: ignore[attr-defined]
 

@@ -8,7 +8,11 @@ Measured in one run, against the same emulator:
       network cost, the floor of any EWS client;
   (b) the whole `crm sync` process into a fresh store: mails/s, ratio to (a),
       peak memory (summed PSS, bench/_results.TreeMemory);
-  (c) a no-change rerun of `crm sync` (one SyncFolderItems per folder).
+  (c) a no-change rerun of `crm sync` (one SyncFolderItems per folder);
+  (d) beside (c), interleaved: a no-change `crm sync` of an IMAP source
+      (Dovecot on loopback, tests/imap_server.py) whose INBOX holds as many
+      generated mails (bench/mailgen.py), into its own store of the same
+      kind.
 Each size in --sizes gets its own emulator, so peak memory can be compared.
 
 Usage: python bench/bench_exchange.py [--sizes 20000,100000] [--no-write]
@@ -18,6 +22,7 @@ Writes the section "exchange" of bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import socket
@@ -101,7 +106,13 @@ def bare_loop(url: str) -> tuple[float, int, int]:
     return elapsed, changes, calls
 
 
+LAST_CPU: list[float] = []  # CPU seconds (user + system) of each crm_run, in order
+
+
 def crm_run(config: Path, env: dict) -> tuple[float, int, str]:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "crm_bridge.cli", "--config", str(config), "sync", "--json"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -109,6 +120,8 @@ def crm_run(config: Path, env: dict) -> tuple[float, int, str]:
     out, err = proc.communicate()
     peak_mb, _ = memory.stop()
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    LAST_CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"crm sync failed ({proc.returncode}): {err.decode()[-2000:]}")
     return elapsed, peak_mb, out.decode()
@@ -131,13 +144,39 @@ def write_config(path: Path, url: str) -> None:
     path.write_text("".join(lines[:3]) + "\n" + "".join(lines[3:]))
 
 
-def bench_size(n: int, work: Path, runs: int) -> dict:
+def imap_folder(work: Path, n: int):
+    """A running Dovecot whose INBOX holds ``n`` generated mails, and a synced crm config for it (a context)."""
+    from bench.mailgen import generate_messages
+    from tests.imap_server import running_dovecot
+
+    @contextlib.contextmanager
+    def run():
+        with running_dovecot() as server:
+            server.drop("alice", "INBOX", generate_messages(n, 7))
+            folder = work / f"imap-{n}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for f in folder.glob("crm.db*"):
+                f.unlink()
+            os.environ["CRM_BENCH_IMAP_PW"] = server.users["alice"]
+            (folder / "crm.toml").write_text(
+                '[store]\npath = "crm.db"\n[company]\ninternal_domains = ["example.com"]\n'
+                '[[customers]]\nname = "Stadtwerke Lindenau GmbH"\ndomains = ["stadtwerke-lindenau.de"]\n\n'
+                f'[sources.alice]\ntype = "imap"\nhost = "127.0.0.1"\nport = {server.port}\ntls = "none"\n'
+                'allow_plaintext = true\nusername = "alice"\npassword_env = "CRM_BENCH_IMAP_PW"\n'
+                'folders = ["INBOX"]\nowner = ["alice@example.com"]\n')
+            crm_run(folder / "crm.toml", dict(os.environ))  # the first sync, untimed
+            yield folder / "crm.toml"
+
+    return run()
+
+
+def bench_size(n: int, work: Path, runs: int, imap_max: int) -> dict:
     proc, url, load_s = start_emulator(n)
     try:
         env = dict(os.environ, CRM_BENCH_EWS_PW=PASSWORD)
         os.environ["CRM_BENCH_EWS_PW"] = PASSWORD
         bare = [bare_loop(url) for _ in range(runs)]
-        first, peaks, again = [], [], []
+        first, peaks, again, cpu = [], [], [], []
         for _ in range(runs):
             folder = work / f"ews-{n}"
             folder.mkdir(parents=True, exist_ok=True)
@@ -146,11 +185,18 @@ def bench_size(n: int, work: Path, runs: int) -> dict:
             write_config(folder / "crm.toml", url)
             seconds, peak, _out = crm_run(folder / "crm.toml", env)
             first.append(seconds)
+            cpu.append(LAST_CPU[-1])
             peaks.append(peak)
             again.append(crm_run(folder / "crm.toml", env)[0])
+        imap_again = []
+        with imap_folder(work, n) if n <= imap_max else contextlib.nullcontext() as imap_config:
+            for _ in range(5 if imap_config else 0):  # interleaved: the machine's other load hits both alike
+                again.append(crm_run(work / f"ews-{n}" / "crm.toml", env)[0])
+                imap_again.append(crm_run(imap_config, dict(os.environ))[0])
         return {"n": n, "load_s": load_s, "bare_s": statistics.median(b[0] for b in bare), "changes": bare[0][1],
                 "calls": bare[0][2], "sync_s": statistics.median(first), "peak_mb": max(peaks),
-                "again_s": statistics.median(again)}
+                "again_s": statistics.median(again), "cpu_s": statistics.median(cpu),
+                "imap_again_s": statistics.median(imap_again) if imap_again else None}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -162,15 +208,20 @@ def main() -> None:
     parser.add_argument("--sizes", default="20000,100000")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--work", type=Path, default=HERE / "work")
+    parser.add_argument("--imap-max", type=int, default=20000, help="compare with IMAP up to this size")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    results = [bench_size(int(n), args.work, args.runs if int(n) <= 20000 else 1) for n in args.sizes.split(",")]
-    rows = ["| Inbox | (a) bare SyncFolderItems loop | (b) `crm sync`, fresh store | mails/s | (b)/(a) "
-            "| (c) no-change rerun | peak memory of (b) |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    results = [bench_size(int(n), args.work, args.runs if int(n) <= 20000 else 1, args.imap_max)
+               for n in args.sizes.split(",")]
+    rows = ["| Inbox | (a) bare SyncFolderItems loop | (b) `crm sync`, fresh store | CPU of (b) | mails/s | (b)/(a) "
+            "| (c) no-change rerun | (d) IMAP no-change, same size | (c)/(d) | peak memory of (b) |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
+        imap = (f"{r['imap_again_s']:.3f} s | {r['again_s'] / r['imap_again_s']:.2f}x" if r["imap_again_s"]
+                else "– | –")
         rows.append(f"| {r['n']:,} | {r['bare_s']:.2f} s ({r['calls']} requests) | **{r['sync_s']:.2f} s** "
-                    f"| {r['n'] / r['sync_s']:,.0f} | {r['sync_s'] / r['bare_s']:.2f}x | {r['again_s']:.3f} s "
-                    f"| {r['peak_mb']} MB |")
+                    f"| {r['cpu_s']:.2f} s | {r['n'] / r['sync_s']:,.0f} | {r['sync_s'] / r['bare_s']:.2f}x "
+                    f"| {r['again_s']:.3f} s | {imap} | {r['peak_mb']} MB |")
     body = "\n".join([
         "## Exchange / EWS (bench/bench_exchange.py)",
         "",
@@ -182,15 +233,16 @@ def main() -> None:
         "",
         "(a) posts the SOAP bodies exchangelib builds for the connector with plain `requests` and only counts "
         "the answers: the server's and the network's share.  (b) is the whole `python -m crm_bridge.cli sync` process: "
-        "exchangelib (auth, SOAP, errors), the connector, the store.  (c) asks the server once per folder.",
+        "exchangelib (auth, SOAP, errors), the connector, the store; its CPU (user + system) is the figure the "
+        "machine's other load moves least.  (c) asks the server once per folder.  (d) is a no-change `crm sync` "
+        "of an IMAP source (Dovecot on loopback, an INBOX of as many generated mails, a store of the same kind), "
+        "run alternately with (c); IMAP only up to --imap-max mails.",
         "",
-        "The issue's target, (b) at most 1.5x (a), is not met against this emulator: it serves a mail in about "
-        "0.08 ms, while storing one (dedup key, participants, links, thread, one transaction per page) costs "
-        "about 0.15 ms on its own (compare the Maildir import above).  Reading the pages through exchangelib's "
-        "item objects cost 0.6 ms a mail; mail is read from the XML elements instead (connectors/ewsitems.py, "
-        "XmlMessage), and exchangelib read answers byte by byte (connectors/exchange.py, _sync_service).  A "
-        "reader process (sync/worker.py) was slower here (20,000 mails: 4.4 s -> 5.8 s), so the pull stays "
-        "in the main process.",
+        "The first sync reads ahead: a thread asks for the next SyncFolderItems page as soon as one is parsed, "
+        "while the engine stores the page before (connectors/exchange.py, _Pages; cursors are still committed "
+        "page by page); mail is read from the XML in one pass over each item (connectors/ewsitems.py, XmlMessage). "
+        "Overlap only pays where the emulator and crm each find a free core; on a shared 2-core machine (b) "
+        "comes near the server's CPU plus ours, so the 1.5x target needs crm's own CPU well under the server's.",
     ])
     print(body)
     if not args.no_write:

@@ -63,6 +63,10 @@ def discover(address: str, username: str, password: str, url: str | None, *, ver
         from requests_ntlm import HttpNtlmAuth
 
         credentials: Any = HttpNtlmAuth(username, password)
+    elif auth == "oauth2":  # ``password`` is the access token
+        def credentials(r: Any) -> Any:
+            r.headers["Authorization"] = "Bearer " + password
+            return r
     else:
         credentials = (username, password)
     with requests.Session() as session:
@@ -82,7 +86,8 @@ def discover(address: str, username: str, password: str, url: str | None, *, ver
                 tried[-1] += f" ({type(exc).__name__})"
                 continue
             if resp.status_code == 401:
-                raise AuthError(f"autodiscover: the server refused the password of {username} (HTTP 401)")
+                what = "access token" if auth == "oauth2" else f"password of {username}"
+                raise AuthError(f"autodiscover: the server refused the {what} (HTTP 401)")
             if resp.status_code in (301, 302, 307, 308) and resp.headers.get("Location"):
                 new = urljoin(target, resp.headers["Location"])
                 plain_to_same = urlsplit(target).scheme == "http" and urlsplit(new)[:2] == urlsplit(target)[:2]

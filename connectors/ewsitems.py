@@ -374,13 +374,22 @@ def task_state(item: Any, uid: str, location: Location) -> TaskState:
 _T = "{http://schemas.microsoft.com/exchange/services/2006/types}"
 
 
+_NAME, _EMAIL, _ROUTING, _MAILBOX = f"{_T}Name", f"{_T}EmailAddress", f"{_T}RoutingType", f"{_T}Mailbox"
+
+
 class XmlMailbox:
     __slots__ = ("name", "email_address", "routing_type")
 
     def __init__(self, elem: Any):
-        self.name = elem.findtext(f"{_T}Name")
-        self.email_address = elem.findtext(f"{_T}EmailAddress")
-        self.routing_type = elem.findtext(f"{_T}RoutingType")
+        self.name = self.email_address = self.routing_type = None
+        for child in elem:
+            tag = child.tag
+            if tag == _EMAIL:
+                self.email_address = child.text
+            elif tag == _NAME:
+                self.name = child.text
+            elif tag == _ROUTING:
+                self.routing_type = child.text
 
 
 def _xml_time(text: str | None) -> datetime | None:
@@ -393,50 +402,67 @@ def _xml_time(text: str | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
+#: element -> attribute, for the elements read as text
+_XML_TEXT = {f"{_T}{tag}": name for tag, name in (
+    ("Subject", "subject"), ("DateTimeSent", "_sent"), ("DateTimeReceived", "_received"),
+    ("InternetMessageId", "message_id"), ("InReplyTo", "in_reply_to"), ("References", "references"),
+    ("Sensitivity", "sensitivity"), ("TextBody", "text_body"), ("Size", "_size"),
+    ("HasAttachments", "_attachments"))}
+_XML_ONE_BOX = {f"{_T}From": "author", f"{_T}Sender": "sender"}
+_XML_BOXES = {f"{_T}ToRecipients": "to_recipients", f"{_T}CcRecipients": "cc_recipients",
+              f"{_T}BccRecipients": "bcc_recipients"}
+_ITEM_ID, _CATEGORIES = f"{_T}ItemId", f"{_T}Categories"
+
+
 class XmlMessage:
-    """The attributes of exchangelib's Message that this module reads, from a ``t:Message`` (or kin) element."""
+    """The attributes of exchangelib's Message that this module reads, from a ``t:Message`` (or kin) element.
+
+    Read in one pass over the element's children (a lookup per field cost
+    a scan of the children each, a third of a first sync's reading time).
+    """
+
+    __slots__ = ("id", "changekey", "subject", "_sent", "_received", "message_id", "in_reply_to", "references",
+                 "sensitivity", "text_body", "_size", "_attachments", "author", "sender", "to_recipients",
+                 "cc_recipients", "bcc_recipients", "categories")
 
     def __init__(self, elem: Any):
-        self._e = elem
-        ident = elem.find(f"{_T}ItemId")
-        self.id = ident.get("Id") if ident is not None else None
-        self.changekey = ident.get("ChangeKey") if ident is not None else None
-
-    def _text(self, name: str) -> str | None:
-        return self._e.findtext(f"{_T}{name}")
-
-    def _box(self, name: str) -> XmlMailbox | None:
-        found = self._e.find(f"{_T}{name}/{_T}Mailbox")
-        return XmlMailbox(found) if found is not None else None
-
-    def _boxes(self, name: str) -> list[XmlMailbox]:
-        return [XmlMailbox(b) for b in self._e.iterfind(f"{_T}{name}/{_T}Mailbox")]
-
-    subject = property(lambda self: self._text("Subject"))
-    author = property(lambda self: self._box("From"))
-    sender = property(lambda self: self._box("Sender"))
-    to_recipients = property(lambda self: self._boxes("ToRecipients"))
-    cc_recipients = property(lambda self: self._boxes("CcRecipients"))
-    bcc_recipients = property(lambda self: self._boxes("BccRecipients"))
-    datetime_sent = property(lambda self: _xml_time(self._text("DateTimeSent")))
-    datetime_received = property(lambda self: _xml_time(self._text("DateTimeReceived")))
-    message_id = property(lambda self: self._text("InternetMessageId"))
-    in_reply_to = property(lambda self: self._text("InReplyTo"))
-    references = property(lambda self: self._text("References"))
-    sensitivity = property(lambda self: self._text("Sensitivity"))
-    text_body = property(lambda self: self._text("TextBody"))
+        self.id = self.changekey = self.subject = self._sent = self._received = self.message_id = None
+        self.in_reply_to = self.references = self.sensitivity = self.text_body = self._size = None
+        self._attachments = self.author = self.sender = None
+        self.to_recipients: list[XmlMailbox] = []
+        self.cc_recipients: list[XmlMailbox] = []
+        self.bcc_recipients: list[XmlMailbox] = []
+        self.categories: list[str] = []
+        for child in elem:
+            tag = child.tag
+            name = _XML_TEXT.get(tag)
+            if name is not None:
+                setattr(self, name, child.text)
+            elif tag in _XML_BOXES:
+                setattr(self, _XML_BOXES[tag], [XmlMailbox(b) for b in child if b.tag == _MAILBOX])
+            elif tag in _XML_ONE_BOX:
+                box = child.find(_MAILBOX)
+                setattr(self, _XML_ONE_BOX[tag], XmlMailbox(box) if box is not None else None)
+            elif tag == _ITEM_ID:
+                self.id, self.changekey = child.get("Id"), child.get("ChangeKey")
+            elif tag == _CATEGORIES:
+                self.categories = [c.text for c in child if c.text]
 
     @property
-    def categories(self) -> list[str]:
-        return [s.text for s in self._e.iterfind(f"{_T}Categories/{_T}String") if s.text]
+    def datetime_sent(self) -> datetime | None:
+        return _xml_time(self._sent)
+
+    @property
+    def datetime_received(self) -> datetime | None:
+        return _xml_time(self._received)
 
     @property
     def size(self) -> int:
         try:
-            return int(self._text("Size") or 0)
+            return int(self._size or 0)
         except ValueError:
             return 0
 
     @property
     def has_attachments(self) -> bool:
-        return (self._text("HasAttachments") or "").strip() == "true"
+        return (self._attachments or "").strip() == "true"

@@ -6,7 +6,8 @@ Config (``[sources.NAME]`` with ``type = "exchange"``)::
     autodiscover_url = "https://autodiscover.example.com/autodiscover/autodiscover.xml"  # optional
     username = "EXAMPLE\\svc-crm"     # or svc-crm@example.com
     password_env = "CRM_EXCHANGE_PW"  # or password_command = "pass show exchange"
-    auth = "ntlm"                     # "ntlm" (default) | "basic"
+    auth = "ntlm"                     # "ntlm" (default) | "basic" | "oauth2"
+    token_command = "get-ews-token"   # with oauth2: prints an access token (or token_env)
     verify_tls = true                 # or false, or the path of a CA file
     ca_file = "/etc/ssl/our-ca.pem"   # trusted for this source
     allow_plaintext = false           # http:// only to a loopback host with this
@@ -62,10 +63,19 @@ sender; the category ``private_category`` or sensitivity Private /
 Confidential gives it the private keyword (``private_keyword``) and it is
 never logged.  The categories themselves are the record's flags.
 
+OAuth 2.0
+---------
+With ``auth = "oauth2"`` exchangelib sends ``Authorization: Bearer`` with
+the access token ``token_command`` prints (or ``token_env`` holds); the
+connector never asks a token endpoint itself.  When the server refuses the
+token (HTTP 401) the command is run once more and the request repeated
+with the new token (:class:`_Transport`); a new token that is refused as
+well is an ``AuthError``.  The token is never logged or stored.
+
 Errors
 ------
 Mapped in one place, :meth:`ExchangeConnector._errors`: HTTP 401 ->
-``AuthError`` (one line, no retries); ``ErrorImpersonateUserDenied``,
+``AuthError`` (one line, no retries but one token renewal); ``ErrorImpersonateUserDenied``,
 ``ErrorNonExistentMailbox``, ``ErrorAccessDenied`` -> a ``ConnectorError``
 naming the mailbox; ``ErrorServerBusy`` with ``BackOffMilliseconds`` -> wait
 that long and repeat the request (at most ``max_backoff`` seconds, five
@@ -80,8 +90,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import fnmatch
+import functools
 import ipaddress
 import logging
+import os
+import queue
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -137,16 +150,19 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class _TlsSettings:
-    """Per-origin certificate verification for exchangelib's HTTP sessions.
+class _Transport:
+    """Per-origin certificate verification and bearer-token renewal for exchangelib's HTTP sessions.
 
     exchangelib takes one HTTP adapter class for the whole process; this
     one looks up each request's origin, so that each source keeps its own
-    ``verify_tls`` / ``ca_file``.
+    ``verify_tls`` / ``ca_file``.  A request refused with HTTP 401 whose
+    bearer token came from a source's ``token_command`` gets the token
+    renewed (:class:`_CommandToken`) and is sent once more.
     """
 
     lock = threading.Lock()
     verify: dict[str, Any] = {}
+    tokens: dict[str, "_CommandToken"] = {}  # every token handed out -> whose it is
     installed = False
 
     @classmethod
@@ -166,10 +182,94 @@ class _TlsSettings:
                     origin = f"{p.scheme}://{p.netloc}".lower()
                     if origin in cls.verify:
                         kwargs["verify"] = cls.verify[origin]
+                    response = super().send(request, **kwargs)
+                    scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
+                    owner = cls.tokens.get(token) if scheme == "Bearer" else None
+                    if owner is None:
+                        return response
+                    if response.status_code != 401:
+                        owner.proven(token)
+                        return response
+                    fresh = owner.renew(token)
+                    if fresh is None:
+                        return response
+                    response.close()
+                    request.headers["Authorization"] = "Bearer " + fresh
                     return super().send(request, **kwargs)
 
             BaseProtocol.HTTP_ADAPTER_CLS = Adapter
             cls.installed = True
+
+
+class _CommandToken:
+    """A source's OAuth 2.0 access token: from ``token_command`` / ``token_env``, run again when refused.
+
+    A token the server refuses is renewed once; if the renewed token is
+    refused before any request succeeded with it, renewal stops and the
+    request fails (an ``AuthError``).  A run longer than a token's life
+    renews as often as it needs, each time after a success.  ``failure``
+    keeps why a renewal could not be had (the command's own error line),
+    for the connector's error message.
+    """
+
+    def __init__(self, name: str, options: Mapping[str, Any]) -> None:
+        self.name, self.options = name, options
+        self.lock = threading.Lock()
+        self.credentials: Any = None  # exchangelib's credentials, which hold the current token
+        self.unproven = False  # renewed and not yet accepted once
+        self.failure: str | None = None
+        self.current = self._fetch()
+
+    def _fetch(self) -> str:
+        value = secret(self.name, self.options, "token")
+        if value is None:
+            raise ConfigError(f"sources.{self.name}: auth = \"oauth2\" needs token_command or token_env")
+        value = value.strip()
+        if value.lower().startswith("bearer "):
+            value = value[7:].strip()
+        if not value or any(ch.isspace() for ch in value):
+            raise ConfigError(f"sources.{self.name}.token_command printed no access token")
+        with _Transport.lock:
+            _Transport.tokens[value] = self
+        return value
+
+    def proven(self, token: str) -> None:
+        if token == self.current and self.unproven:
+            self.unproven = False
+
+    def renew(self, refused: str) -> str | None:
+        """A token to try instead of ``refused``, or None when there is none worth trying."""
+        with self.lock:
+            if refused != self.current:
+                return self.current  # another request renewed it meanwhile
+            if self.unproven or self.failure:
+                return None
+            try:
+                fresh = self._fetch()
+            except ConfigError as exc:
+                self.failure = str(exc)
+                return None
+            log.info("%s: the server refused the access token; ran the token command again", self.name)
+            self.current, self.unproven = fresh, True
+            if self.credentials is not None:
+                with self.credentials.lock:
+                    self.credentials.access_token = _bearer(fresh)
+                    self.credentials.client.populate_token_attributes(_bearer(fresh))
+                    self.credentials.client.token = _bearer(fresh)
+            return fresh
+
+    def exchangelib_credentials(self) -> Any:
+        if self.credentials is None:
+            from exchangelib.credentials import OAuth2AuthorizationCodeCredentials
+
+            # no client id or secret: exchangelib uses the token as given and never asks a token endpoint
+            self.credentials = OAuth2AuthorizationCodeCredentials(access_token=_bearer(self.current))
+            self.credentials.source = self.name  # exchangelib shares a Protocol between equal credentials only
+        return self.credentials
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"access_token": token, "token_type": "Bearer"}
 
 
 class ExchangeConnector(Connector):
@@ -210,15 +310,15 @@ class ExchangeConnector(Connector):
             if url.startswith("http://") and not (allow_plain is True and _is_loopback(host)):
                 raise ConfigError(f"{where}.{key}: http:// sends the password in clear text; use https:// "
                                   "(plain http only to a loopback host with allow_plaintext = true)")
-        self.username = o.get("username")
+        self.auth = o.get("auth", "ntlm")
+        if self.auth not in ("ntlm", "basic", "oauth2"):
+            raise ConfigError(f"{where}.auth must be ntlm, basic or oauth2")
+        self.username = o.get("username", self.mailbox if self.auth == "oauth2" else None)
         if not isinstance(self.username, str) or not self.username:
             raise ConfigError(f"{where}.username is missing")
-        self.auth = o.get("auth", "ntlm")
-        if self.auth == "oauth2":
-            raise ConfigError(f"{where}.auth: oauth2 is not supported for Exchange Server sources yet; "
-                              "use ntlm or basic (Exchange Online needs the Microsoft Graph source)")
-        if self.auth not in ("ntlm", "basic"):
-            raise ConfigError(f"{where}.auth must be ntlm or basic")
+        if self.auth == "oauth2" and not any(k in o for k in ("token_command", "token_env")):
+            raise ConfigError(f"{where}: auth = \"oauth2\" needs token_command (a command that prints an "
+                              "access token) or token_env")
         self.access = o.get("access", "delegate")
         if self.access not in ("delegate", "impersonation"):
             raise ConfigError(f"{where}.access must be delegate or impersonation")
@@ -253,6 +353,7 @@ class ExchangeConnector(Connector):
             raise ConfigError(str(exc)) from None
         self.log_flag, self.private_flag = policy.log_keyword, policy.private_keyword
         self._password: str | None = None
+        self._token: _CommandToken | None = None
         self._account: Any = None
         self._server: dict[str, str] = {}
 
@@ -268,6 +369,9 @@ class ExchangeConnector(Connector):
         except ConnectorError:
             raise
         except e.UnauthorizedError:
+            if self._token is not None:
+                raise AuthError(self._token.failure or f"the server refused the access token of token_command for "
+                                f"{self.mailbox} (HTTP 401), also after running the command again") from None
             raise AuthError(f"the server refused the password of {self.username} (HTTP 401)") from None
         except e.ErrorImpersonateUserDenied:
             raise ConnectorError(f"{self.username} may not impersonate {self.mailbox} (ErrorImpersonateUserDenied); "
@@ -317,6 +421,10 @@ class ExchangeConnector(Connector):
     def _credentials(self) -> Any:
         from exchangelib import Credentials
 
+        if self.auth == "oauth2":
+            if self._token is None:
+                self._token = _CommandToken(self.name, self.options)
+            return self._token.exchangelib_credentials()
         if self._password is None:
             password = secret(self.name, self.options)
             if password is None:
@@ -330,18 +438,24 @@ class ExchangeConnector(Connector):
             return self.server
         from crm_bridge.connectors.ewsdiscover import discover
 
-        return discover(self.mailbox, self.username, self._credentials().password, self.autodiscover_url,
+        credentials = self._credentials()
+        password = self._token.current if self._token is not None else credentials.password
+        return discover(self.mailbox, self.username, password, self.autodiscover_url,
                         verify=self.verify, timeout=self.timeout, auth=self.auth)
 
     def _connect(self, server: dict | None = None) -> Any:
         """The exchangelib Account; ``server`` (from the cursor) spares the request that asks the server's version."""
         if self._account is not None:
             return self._account
-        from exchangelib import BASIC, DELEGATE, IMPERSONATION, NTLM, Account, Configuration, FailFast
+        from exchangelib import BASIC, DELEGATE, IMPERSONATION, NTLM, OAUTH2, Account, Configuration, FailFast
         from exchangelib.version import Build, Version
 
         url = self._discover()
-        _TlsSettings.install(url, self.verify)
+        _Transport.install(url, self.verify)
+        if self.auth == "oauth2" and url.startswith("http://"):
+            # plain http passed the checks above (a loopback host, allow_plaintext = true); requests-oauthlib
+            # refuses it unless told so, process-wide
+            os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")
         version = None
         if isinstance(server, dict) and server.get("url") == url:
             try:
@@ -350,7 +464,8 @@ class ExchangeConnector(Connector):
             except (KeyError, TypeError, ValueError):
                 version = None
         config = Configuration(service_endpoint=url, credentials=self._credentials(),
-                               auth_type=NTLM if self.auth == "ntlm" else BASIC, retry_policy=FailFast(),
+                               auth_type={"ntlm": NTLM, "basic": BASIC, "oauth2": OAUTH2}[self.auth],
+                               retry_policy=FailFast(),
                                max_connections=self.max_connections, version=version)
         account = Account(self.mailbox, config=config, autodiscover=False,
                           access_type=IMPERSONATION if self.access == "impersonation" else DELEGATE,
@@ -475,7 +590,8 @@ class ExchangeConnector(Connector):
             folder.validate_item_field(field=n, version=folder.account.version)
         return {f for f in folder.normalize_fields(fields=list(names)) if not f.field.is_attribute}
 
-    def _sync_page(self, folder: Any, fields: set, state: str | None, raw: bool = False) -> tuple[list, str, bool]:
+    def _sync_page(self, folder: Any, fields: set, state: str | None = None, raw: bool = False
+                   ) -> tuple[list, str, bool]:
         def page() -> tuple[list, str, bool]:
             svc = _sync_service()(account=folder.account)
             svc.raw_items = raw
@@ -499,43 +615,56 @@ class ExchangeConnector(Connector):
         fields = self._fields(folder, kind)
         window = self._window()
         done = 0
-        while True:
-            try:
-                changes, new_state, last = self._sync_page(folder, fields, state, raw=kind == "mail")
-            except ErrorInvalidSyncStateData:
-                if state is None:
-                    raise
-                log.info("%s: the server no longer knows the sync state of %r; comparing the whole folder",
-                         self.name, scope)
-                state, full = None, True
-                continue
-            except ErrorFolderNotFound:
-                if dist and not entry.get("checked"):
-                    # the remembered id of a well-known folder no longer holds: ask the server once
-                    fresh = self._distinguished(account, dist)
-                    entry = {"checked": True}
-                    if fresh.id != folder.id:
-                        folder, state, full = fresh, None, True
-                        continue
-                yield Batch(problems=[f"folder {scope!r} vanished while it was read; nothing removed"])
-                return
-            batch = Batch()
-            for change, item in changes:
-                self._add_change(batch, scope, kind, change, item, window)
-            # after a full pass, and always in the (small) task folder: the CRM's own pushes are not in the
-            # sync state it holds, so one created and deleted in Outlook between two runs shows up only here
-            if last and (full or kind == "tasks") and view.known(scope):
-                batch.removed.extend(self._vanished(folder, scope, view, batch))
-            done += len(changes)
-            states[scope] = {"id": folder.id, "state": new_state, "full": full and not last}
-            if dist:
-                states[scope]["dist"] = dist
-            batch.cursor = {"version": CURSOR_VERSION, "folders": copy.deepcopy(states), "server": dict(self._server)}
-            batch.done = done
-            yield batch
-            if last or (new_state == state and not changes):
-                return
-            state = new_state
+        pages: _Pages | None = None  # read ahead while the engine stores
+        try:
+            while True:
+                if pages is None:
+                    pages = _Pages(functools.partial(self._sync_page, folder, fields, raw=kind == "mail"), state)
+                try:
+                    changes, new_state, last = pages.next()
+                except ErrorInvalidSyncStateData:
+                    pages.close()
+                    pages = None
+                    if state is None:
+                        raise
+                    log.info("%s: the server no longer knows the sync state of %r; comparing the whole folder",
+                             self.name, scope)
+                    state, full = None, True
+                    continue
+                except ErrorFolderNotFound:
+                    pages.close()
+                    pages = None
+                    if dist and not entry.get("checked"):
+                        # the remembered id of a well-known folder no longer holds: ask the server once
+                        fresh = self._distinguished(account, dist)
+                        entry = {"checked": True}
+                        if fresh.id != folder.id:
+                            folder, state, full = fresh, None, True
+                            continue
+                    yield Batch(problems=[f"folder {scope!r} vanished while it was read; nothing removed"])
+                    return
+                more = not (last or (new_state == state and not changes))
+                batch = Batch()
+                for change, item in changes:
+                    self._add_change(batch, scope, kind, change, item, window)
+                # after a full pass, and always in the (small) task folder: the CRM's own pushes are not in the
+                # sync state it holds, so one created and deleted in Outlook between two runs shows up only here
+                if last and (full or kind == "tasks") and view.known(scope):
+                    batch.removed.extend(self._vanished(folder, scope, view, batch))
+                done += len(changes)
+                states[scope] = {"id": folder.id, "state": new_state, "full": full and not last}
+                if dist:
+                    states[scope]["dist"] = dist
+                batch.cursor = {"version": CURSOR_VERSION, "folders": copy.deepcopy(states),
+                                "server": dict(self._server)}
+                batch.done = done
+                yield batch
+                if not more:
+                    return
+                state = new_state
+        finally:
+            if pages is not None:
+                pages.close()
 
     def _add_change(self, batch: Batch, scope: str, kind: str, change: str, item: Any,
                     window: tuple[datetime, datetime]) -> None:
@@ -619,6 +748,59 @@ class ExchangeConnector(Connector):
             _register_properties()
             scope, folder = self._cards_folder(account)
             return push_cards(self, folder, scope, cards)
+
+
+class _Pages:
+    """The SyncFolderItems pages of one folder, read ahead by a thread of its own.
+
+    The thread asks for a page (the HTTP wait and the XML parsing) and asks
+    for the next one with the sync state that page returned, while the caller
+    (the engine) stores the pages before; at most ``depth`` pages wait for
+    the caller, so memory stays flat.  The server's time and ours overlap.
+    Only reading requests go ahead: the order of the pages, the cursor
+    stored with each, and what a cut run leaves behind are as without it
+    (pages read ahead of the last stored one are read again by the next
+    run).  An error ends the reading; :meth:`next` raises it where the
+    caller would have had it.
+    """
+
+    def __init__(self, page: Any, state: str | None, depth: int = 1) -> None:
+        """``page(state=...)``: one page as (changes, new sync state, last page?)."""
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(page, state), name="ews-pages", daemon=True)
+        self._thread.start()
+
+    def _run(self, page: Any, state: str | None) -> None:
+        while not self._stop.is_set():
+            try:
+                result = page(state=state)
+            except BaseException as exc:  # noqa: BLE001 - handed to next()
+                self._put((False, exc))
+                return
+            self._put((True, result))
+            changes, new_state, last = result
+            if last or (new_state == state and not changes):
+                return
+            state = new_state
+
+    def _put(self, item: tuple) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def next(self) -> Any:
+        ok, value = self._queue.get()
+        if not ok:
+            raise value
+        return value
+
+    def close(self) -> None:
+        """The caller stops reading: a request under way finishes on its own, its answer unused."""
+        self._stop.set()
 
 
 _SYNC_SERVICE: Any = None

@@ -143,6 +143,34 @@ def test_paging_a_cut_run_goes_on_from_the_last_stored_page(ews):
     assert len(rest.batches) == 2  # 3 + 1, not from zero
 
 
+def test_the_next_page_is_fetched_while_this_one_is_stored(ews):
+    for n in range(9):
+        mail(ews, f"Mail {n}")
+    opts = dict(page_size=3, calendar=False, contacts=False, folders=["inbox"])
+    plain = pull(ews, **opts)
+    ews.fail("slow", count=10, operation="SyncFolderItems", delay=0.6)
+    conn = make_connector("ex", options(ews, **opts))
+    waits, batches = [], []
+    try:
+        pulled = conn.pull(None, View())
+        while True:
+            started = time.monotonic()
+            try:
+                batch = next(pulled)
+            except StopIteration:
+                break
+            waits.append(time.monotonic() - started)
+            batches.append(batch)
+            time.sleep(1.2)  # the engine storing the page
+    finally:
+        conn.close()
+    # the first page is waited for; the later ones arrived while the one before was stored
+    assert waits[0] >= 0.6 and max(waits[1:]) < 0.4, waits
+    # the same pages and cursors as one request after the other
+    assert [[r.subject for r in b.records] for b in batches] == [[r.subject for r in b.records] for b in plain.batches]
+    assert [b.cursor for b in batches] == [b.cursor for b in plain.batches]
+
+
 def test_named_and_globbed_folders_and_a_vanished_folder(ews):
     store = ews.store
     projects = store.add_folder("alice@nordlicht.example", "Projekte", parent="inbox")

@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mailbox", action="append", default=[], help="a mailbox address (repeatable)")
     parser.add_argument("--user", default="svc-crm", help="service account allowed to impersonate every mailbox")
     parser.add_argument("--password", default="secret", help="password of every account")
+    parser.add_argument("--token", help="also accept this OAuth access token (Authorization: Bearer) for --user")
     parser.add_argument("--mails", type=int, default=20)
     parser.add_argument("--events", type=int, default=5)
     parser.add_argument("--contacts", type=int, default=5)
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     for address in args.mailbox or ["alice@example.com"]:
         emulator.store.add_user(address.split("@")[0], args.password, mailbox=address)
         populate(emulator.store, address, args.mails, args.events, args.contacts)
+    if args.token:
+        emulator.accept_token(args.token, args.user)
     emulator.start()
     print(f"EWS:          {emulator.url}", flush=True)
     print(f"Autodiscover: {emulator.autodiscover_url}", flush=True)

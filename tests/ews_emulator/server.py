@@ -4,6 +4,12 @@ Like IIS in front of Exchange, an unauthenticated request gets 401 with
 ``WWW-Authenticate: Basic realm="..."`` (and ``NTLM`` when offered), a
 wrong password gets 401 again; connections are kept alive (HTTP/1.1).
 
+OAuth (switch :meth:`EwsEmulator.accept_token`): ``Authorization: Bearer
+TOKEN`` is accepted for the tokens the emulator was given; any other
+(expired, revoked, unknown) is answered 401 with the ``Bearer`` challenge
+Exchange sends under hybrid modern authentication (``client_id`` of
+Exchange, ``authorization_uri``, ``error="invalid_token"``).
+
 Fault switches (:meth:`EwsEmulator.fail`) act on the next N EWS requests,
 optionally only those of one operation:
 
@@ -38,6 +44,11 @@ TNS = "http://schemas.microsoft.com/exchange/services/2006/types"
 AD_REQUEST = "http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006"
 AD_RESPONSE = "http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"
 AD_OUTLOOK = "http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a"
+#: Exchange's answer to a missing or refused OAuth token (hybrid modern authentication)
+BEARER_CHALLENGE = ('Bearer client_id="00000002-0000-0ff1-ce00-000000000000", '
+                    'trusted_issuers="00000001-0000-0000-c000-000000000000@*", '
+                    'token_types="app_asserted_user_v1 service_asserted_app_v1", '
+                    'authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize"')
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
 
 
@@ -64,6 +75,8 @@ class EwsEmulator:
         self.autodiscover_fails = False
         self.redirects: dict[str, str] = {}  # request path -> where HTTP 302 sends it
         self.ntlm = ntlm
+        self.bearer_tokens: dict[str, str] = {}  # access token -> user (accept_token)
+        self.refused_tokens: list[str] = []  # bearer tokens answered with 401, in order
         self.domain = domain  # the NetBIOS domain NTLM clients may name ("EXAMPLE\\user")
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"emulator": self})
@@ -106,6 +119,16 @@ class EwsEmulator:
         self.stop()
 
     # -- switches --------------------------------------------------------------
+    def accept_token(self, token: str, user: str) -> None:
+        """Accept ``Authorization: Bearer token`` as ``user`` from now on."""
+        with self._lock:
+            self.bearer_tokens[token] = user.lower()
+
+    def expire_token(self, token: str) -> None:
+        """The token is no longer accepted (it expired): 401 with error="invalid_token"."""
+        with self._lock:
+            self.bearer_tokens.pop(token, None)
+
     def fail(self, kind: str, count: int = 1, operation: str | None = None, **params: Any) -> None:
         with self._lock:
             self.faults.append(FaultRule(kind, count, operation, **params))
@@ -248,6 +271,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return user
         elif not header and getattr(self, "_ntlm_user", ""):
             return self._ntlm_user
+        if scheme.lower() == "bearer":
+            found = self.emulator.bearer_tokens.get(value.strip())
+            if found and found in store.users:
+                return found
+            self.emulator.refused_tokens.append(value.strip())
         if scheme.lower() == "basic":
             try:
                 user, _, password = base64.b64decode(value).decode("utf-8").partition(":")
@@ -260,6 +288,8 @@ class _Handler(BaseHTTPRequestHandler):
         challenge = ['Basic realm="emulated-exchange"']
         if self.emulator.ntlm:
             challenge.insert(0, "NTLM")
+        if self.emulator.bearer_tokens or scheme.lower() == "bearer":
+            challenge.insert(0, BEARER_CHALLENGE + (', error="invalid_token"' if scheme.lower() == "bearer" else ""))
         page = b"<html><head><title>401 - Unauthorized</title></head><body>401 - Unauthorized</body></html>"
         self.send_response(401)
         self.send_header("Content-Type", "text/html")
