@@ -10,8 +10,8 @@ seconds, do not depend on what else the machine does.  A query that scans
 all interactions, links, participants or tasks, or counts over the whole
 store, makes the bigger store's count grow and fails the test.
 
-The stores are built without ``ANALYZE``, as a store is before its first
-sync run ends: the plans must not depend on statistics.
+Each pair is measured twice: without ``ANALYZE`` (a store before its first
+sync run ends: the plans must not depend on statistics) and with it.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ PAGES = {
 }
 
 
-def build(path: Path, size: int) -> None:
+def build(path: Path, size: int, analyse: bool = False) -> None:
     """One mail every two hours back from now (3,000: 250 days, more than the review queue's 180)."""
     store = Store(path)
     Users(store).add("anna", PASSWORD, "admin")
@@ -85,7 +85,9 @@ def build(path: Path, size: int) -> None:
                  "done" if due < now - timedelta(days=30) else "open", cid, 1 if big else None,
                  "anna" if n % 100 == 25 else "bob"))
     conn.execute("COMMIT")
-    assert conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'sqlite_stat1'").fetchone()[0] == 0
+    if analyse:
+        conn.execute("ANALYZE")
+    assert conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'sqlite_stat1'").fetchone()[0] == analyse
     store.close()
 
 
@@ -104,13 +106,13 @@ class CountingStore(Store):
         self.conn.set_progress_handler(step, 1)
 
 
-@pytest.fixture(scope="module")
-def stores(tmp_path_factory) -> dict[int, Path]:
+@pytest.fixture(scope="module", params=[False, True], ids=["no statistics", "analysed"])
+def stores(request, tmp_path_factory) -> dict[int, Path]:
     root = tmp_path_factory.mktemp("scale")
     out = {}
     for size in (SMALL, BIG):
         out[size] = root / f"crm-{size}.db"
-        build(out[size], size)
+        build(out[size], size, analyse=request.param)
     return out
 
 
@@ -149,8 +151,10 @@ def test_the_stores_differ_tenfold_and_show_the_same(stores):
 def test_a_pages_work_does_not_grow_with_the_store(steps, page):
     small, big = steps[page][SMALL], steps[page][BIG]
     assert small > 300, steps  # the counter counts
-    # the same work up to a few steps (B-tree seeks are one step however deep the tree)
-    assert big <= small * 1.02 + 50, f"{page}: {small} VM steps at {SMALL:,} interactions, {big} at {BIG:,}"
+    # the same work up to a few steps (B-tree seeks are one step however deep the tree); a full-text
+    # search reads a term in each segment of the FTS5 index, and a bigger index has a few more segments
+    slack = 1.1 if page.startswith("search") else 1.02
+    assert big <= small * slack + 50, f"{page}: {small} VM steps at {SMALL:,} interactions, {big} at {BIG:,}"
 
 
 
