@@ -88,12 +88,15 @@ class Reads(StoreBase):
         query = " ".join(f'"{t}"' for t in text.replace('"', " ").split())
         if not query:
             return []
+        # the newest ``limit`` matches first (only their ids and dates are sorted), then their columns and
+        # customers: every match costs an index lookup, only the rows shown cost more
         rows = self.db.query(
             """SELECT i.id, i.kind, i.date, i.subject, i.snippet, i.direction, i.message_id,
                (SELECT group_concat(c.name, ', ') FROM links l JOIN customers c ON c.id=l.target_id
                 WHERE l.interaction_id=i.id AND l.target='customer') AS customers
-               FROM interactions_fts f JOIN interactions i ON i.id = f.rowid
-               WHERE interactions_fts MATCH ? ORDER BY i.date DESC LIMIT ?""",
+               FROM (SELECT m.id FROM interactions_fts f JOIN interactions m ON m.id = f.rowid
+                     WHERE interactions_fts MATCH ? ORDER BY m.date DESC, m.id DESC LIMIT ?) AS top
+               JOIN interactions i ON i.id = top.id ORDER BY i.date DESC, i.id DESC""",
             (query, limit),
         )
         return [dict(r) for r in rows]

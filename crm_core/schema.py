@@ -13,7 +13,19 @@ if TYPE_CHECKING:
     from crm_bridge.crm_core.store import Store
 
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+
+
+#: indexes of the read side (version 5): a customer's domains, contacts and tasks, a contact's tasks and the
+#: open tasks found without a scan of everything the store holds (the web pages' cost follows the customer,
+#: not the store, also in a store that has no planner statistics yet)
+READ_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS customer_domains_customer ON customer_domains(customer_id)",
+    "CREATE INDEX IF NOT EXISTS contacts_customer ON contacts(customer_id)",
+    "CREATE INDEX IF NOT EXISTS tasks_customer ON tasks(customer_id)",
+    "CREATE INDEX IF NOT EXISTS tasks_contact ON tasks(contact_id)",
+    "CREATE INDEX IF NOT EXISTS tasks_status ON tasks(status)",
+)
 
 
 SCHEMA = """
@@ -122,7 +134,7 @@ CREATE TABLE IF NOT EXISTS blocks (
     entry TEXT PRIMARY KEY, by TEXT NOT NULL DEFAULT '', at TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS conflicts (
     id INTEGER PRIMARY KEY, kind TEXT NOT NULL, item TEXT NOT NULL, resolution TEXT NOT NULL, at TEXT NOT NULL);
-"""
+""" + "".join(s + ";\n" for s in READ_INDEXES)
 
 
 def _migrate_2_warnings_and_dates(store: "Store") -> None:
@@ -190,4 +202,10 @@ def _migrate_4_blocks(store: "Store") -> None:
     store.conn.execute(TABLE)
 
 
-MIGRATIONS: dict[int, Any] = {2: _migrate_2, 3: _migrate_3_web, 4: _migrate_4_blocks}
+def _migrate_5_read_indexes(store: "Store") -> None:
+    """Version 5: :data:`READ_INDEXES`.  Idempotent."""
+    for statement in READ_INDEXES:
+        store.conn.execute(statement)
+
+
+MIGRATIONS: dict[int, Any] = {2: _migrate_2, 3: _migrate_3_web, 4: _migrate_4_blocks, 5: _migrate_5_read_indexes}

@@ -152,5 +152,5 @@ def search() -> Any:
     for row in results:
         row["linked"] = PageReads(g.store).interaction_customers(row["id"])
         row["contacts"] = ContactReads(g.store).interaction_contacts(row["id"])
-    customers = PageReads(g.store).customers(query) if query.strip() else []
+    customers = PageReads(g.store).customers(query, details=False) if query.strip() else []
     return render_template("search.html", q=query, results=results, customers=customers)
