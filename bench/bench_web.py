@@ -71,6 +71,7 @@ def build(path: Path, size: int, customers: int = 2000) -> None:
                      (str(n), n))
         if not unmatched:
             conn.execute("INSERT INTO links VALUES (?, 'customer', ?, 'domain')", (n, cid))
+    conn.execute("INSERT INTO interactions_fts(interactions_fts) VALUES ('rebuild')")  # mail's text: by the batch
     conn.execute("COMMIT")
     conn.execute("ANALYZE")
     store.close()

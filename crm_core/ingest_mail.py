@@ -171,6 +171,7 @@ class MailIngest(Relinking, Locations):
              direction, visibility, bulk, has_attachments, logged_by, created_at, updated_at, warnings, kind)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'mail')""",
           [row[:4] + ((_find(merged, row[4]) if row[4] is not None else None),) + row[5:] for row in new_rows])
+        self._index_text([(row[0], row[6], row[7]) for row in new_rows])
         x("INSERT OR IGNORE INTO participants(interaction_id, email, name, role, status) VALUES (?, ?, ?, ?, ?)", part_rows)
         x(_UPSERT_LOCATION, loc_rows)
         x("DELETE FROM skipped WHERE source=? AND scope=? AND local_id=?", unskip)

@@ -304,6 +304,13 @@ class StoreBase:
         assert rowid is not None
         return rowid
 
+    def _index_text(self, rows: Iterable[tuple[int, str | None, str | None]]) -> None:
+        """Full-text entries (id, subject, snippet) of mail and appointments just inserted.
+
+        Every row, NULLs too, as the insert trigger does for other items: the
+        delete and update triggers take out what is in (schema.FTS_INSERT_TRIGGER)."""
+        self.conn.executemany("INSERT INTO interactions_fts(rowid, subject, snippet) VALUES (?, ?, ?)", rows)
+
     def _x(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, tuple(params))
 
