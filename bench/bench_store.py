@@ -89,6 +89,9 @@ def child(n: int, tag: str, dump: Path | None, profile: Path | None) -> dict:
     recs = pickle.loads(records_file(n).read_bytes())
     cfg = load_config(str(kit().config(f"{tag}-{n}", realistic=True)))
     store = Store(cfg.store_path, cfg.linking)
+    for pragma in os.environ.get("BENCH_STORE_PRAGMAS", "").split(";"):  # experiments: "cache_size=-16000;..."
+        if pragma.strip():
+            store.conn.execute(f"PRAGMA {pragma.strip()}")
     Engine(cfg, store).prepare()  # customers and blocklist, as every sync does first
     policy = cfg.policies["alice"]
     now = datetime.fromisoformat(NOW)

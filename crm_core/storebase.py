@@ -104,7 +104,11 @@ def task_digest(title: str, status: str, due: str | date | None) -> str:
 
 def content_hash(sender: str, when: datetime | None, subject: str, body: str) -> str:
     """Hash of what makes a mail the same mail wherever it was stored."""
-    minute = (utc_iso(when) or "")[:16].replace("-", "").replace("T", "").replace(":", "")
+    return _content_hash(sender, utc_iso(when), subject, body)
+
+
+def _content_hash(sender: str, when_s: str | None, subject: str, body: str) -> str:
+    minute = (when_s or "")[:16].replace("-", "").replace("T", "").replace(":", "")
     subject = " ".join(subject.split()).lower()
     body = _ALNUM.sub("", body[:160].lower())[:64]
     raw = f"{sender.lower()}\x1f{minute}\x1f{subject}\x1f{body}"
@@ -112,9 +116,16 @@ def content_hash(sender: str, when: datetime | None, subject: str, body: str) ->
 
 
 def mail_key(rec: MailRecord) -> tuple[str, str]:
-    chash = content_hash(rec.sender.email if rec.sender else "", rec.date, rec.subject, rec.snippet)
+    key, chash, _date_s = mail_key_and_date(rec)
+    return key, chash
+
+
+def mail_key_and_date(rec: MailRecord) -> tuple[str, str, str | None]:
+    """:func:`mail_key` and the mail's date as stored (:func:`utc_iso`), worked out once."""
+    date_s = utc_iso(rec.date)
+    chash = _content_hash(rec.sender.email if rec.sender else "", date_s, rec.subject, rec.snippet)
     key = hashlib.sha1(f"{rec.message_id}\x1f{chash}".encode("utf-8", "surrogatepass")).hexdigest()
-    return "m:" + key, chash
+    return "m:" + key, chash, date_s
 
 
 def appointment_key(rec: AppointmentRecord) -> str:
@@ -161,6 +172,7 @@ class StoreBase:
         self.config_settings = self.settings = settings or LinkingSettings()
         self._blocks: tuple[str, ...] = ()
         self._index: LinkIndex | None = None
+        self._linker: Linker | None = None
         #: text of mails stored without it while unmatched (id -> subject, snippet,
         #: visibility once linked), for a reply in a later batch that links them
         self._held: dict[int, tuple[str, str, str]] = {}
@@ -337,7 +349,12 @@ class StoreBase:
 
     @property
     def linker(self) -> Linker:
-        return Linker(self.settings, self.index)
+        """The rules over the current settings and link index (one while both stay: it remembers
+        what each address is)."""
+        index, linker = self.index, self._linker
+        if linker is None or linker.index is not index or linker.settings is not self.settings:
+            linker = self._linker = Linker(self.settings, index)
+        return linker
 
 
 _commits = 0

@@ -127,3 +127,33 @@ def test_a_store_of_version_4_indexes_by_batch_after_its_migration(tmp_path):
     assert found(store, "wort555") == ["Notiz wort555"]
     fts_check(store)
     store.close()
+
+
+class CountingSet(AddressSet):
+    """An AddressSet that counts the lookups made in it."""
+
+    asked = 0
+
+    def __contains__(self, email: str) -> bool:
+        CountingSet.asked += 1
+        return super().__contains__(email)
+
+
+def test_each_address_is_looked_up_in_the_blocklist_and_internal_domains_once(tmp_path):
+    """Whether to log a mail, whom to link it to and which participants to keep ask about every
+    participant several times; the store's linker (one while the settings and the link index stay)
+    looks each address up once, across batches."""
+    store = Store(tmp_path / "crm.db", LinkingSettings(internal_domains=CountingSet(["nordlicht.example"]),
+                                                       blocklist=CountingSet(["spam@kunde.example", "werbung.example"])))
+    with store.transaction():
+        store.add_customer("Kunde GmbH", ["kunde.example"])
+    CountingSet.asked = 0
+    for start in (0, 300):
+        with store.transaction():
+            store.apply_batch(POLICY, Batch(records=[
+                mail(i, sender=("kim@kunde.example", "olaf@kunde.example", "spam@kunde.example")[i % 3])
+                for i in range(start, start + 300)]))
+    assert CountingSet.asked <= 2 * 4, CountingSet.asked  # 4 addresses (Anna is the owner: never asked)
+    assert store._one("SELECT count(*) FROM interactions") == 400  # the blocked sender's mail is not logged
+    assert store._one("SELECT count(*) FROM skipped WHERE reason LIKE 'blocked sender%'") == 200
+    store.close()
