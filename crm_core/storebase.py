@@ -23,6 +23,21 @@ from crm_bridge.crm_core.settings import LinkingSettings
 
 
 _ALNUM = re.compile(r"[\W_]+", re.UNICODE)
+#: the ASCII characters that are not letters or digits (what _ALNUM removes of ASCII)
+_ASCII_NOT_ALNUM = bytes(c for c in range(128) if not chr(c).isalnum())
+
+
+def _alnum_start(body: str) -> str:
+    """The first 64 letters and digits of the first 160 characters of ``body``, lower case:
+    ``_ALNUM.sub("", body[:160].lower())[:64]``, at about half its cost (ASCII text without the
+    regular expression; other text through it in two pieces, the second only when needed)."""
+    text = body[:160].lower()
+    if text.isascii():
+        return text.encode("ascii").translate(None, _ASCII_NOT_ALNUM)[:64].decode("ascii")
+    head = _ALNUM.sub("", text[:96])  # about 80 letters and digits in usual text
+    if len(head) < 64 and len(text) > 96:
+        head += _ALNUM.sub("", text[96:])
+    return head[:64]
 
 
 class StoreError(Exception):
@@ -110,7 +125,7 @@ def content_hash(sender: str, when: datetime | None, subject: str, body: str) ->
 def _content_hash(sender: str, when_s: str | None, subject: str, body: str) -> str:
     minute = (when_s or "")[:16].replace("-", "").replace("T", "").replace(":", "")
     subject = " ".join(subject.split()).lower()
-    body = _ALNUM.sub("", body[:160].lower())[:64]
+    body = _alnum_start(body)
     raw = f"{sender.lower()}\x1f{minute}\x1f{subject}\x1f{body}"
     return hashlib.sha1(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
