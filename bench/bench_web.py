@@ -91,6 +91,7 @@ def build(path: Path, size: int, customers: int = 2000) -> None:
                 " assignee) VALUES (?, ?, ?, ?, ?, ?, 'x', 'x', ?)",
                 (f"task-{n}", f"Nachfassen {n}", due, "done" if done else "open", cid, n,
                  "bench" if n % 200 == 50 else "other"))
+    conn.execute("INSERT INTO interactions_fts(interactions_fts) VALUES ('rebuild')")  # mail's text: by the batch
     conn.execute("COMMIT")
     conn.execute("ANALYZE")
     store.close()

@@ -83,6 +83,8 @@ class ItemIngest(Relinking, Locations):
         if rows:
             cols = ", ".join(f'"{c}"' for c in ("id", "created_at", *self._appointment_columns))
             self.conn.executemany(f"INSERT INTO interactions({cols}) VALUES ({', '.join('?' * (len(self._appointment_columns) + 2))})", rows)
+            at = 2 + self._appointment_columns.index("subject")
+            self._index_text([(row[0], row[at], row[at + 1]) for row in rows])
         x = self.conn.executemany
         x("INSERT OR IGNORE INTO participants(interaction_id, email, name, role, status) VALUES (?, ?, ?, ?, ?)", part_rows)
         x('INSERT OR REPLACE INTO occurrences(interaction_id, recurrence_id, start, "end", date, status) VALUES (?, ?, ?, ?, ?, ?)', occ_rows)

@@ -14,7 +14,7 @@ from crm_bridge.crm_core.locations import _UPSERT_LOCATION, Locations
 from crm_bridge.crm_core.records import MailRecord
 from crm_bridge.crm_core.relinking import Relinking, _NewContacts
 from crm_bridge.crm_core.settings import SourcePolicy
-from crm_bridge.crm_core.storebase import Stats, mail_key, utc_iso
+from crm_bridge.crm_core.storebase import Stats, mail_key_and_date, utc_iso
 
 
 _VIS_RANK = {"metadata": 0, "subject": 1, "snippet": 2}
@@ -51,19 +51,18 @@ class MailIngest(Relinking, Locations):
             loc_rows.append((source, loc.scope, loc.local_id, "skipped", None, loc.etag, "", now_s))
             stats.skipped += 1
 
-        keep: list[tuple[MailRecord, str, str]] = []
+        keep: list[tuple[MailRecord, str, str, str | None]] = []
         for rec in recs:
             reason = linker.skip_reason(rec, rec.location.scope, rec.flags, policy)
             if reason:
                 skip(rec, reason)
             else:
-                key, chash = mail_key(rec)
-                keep.append((rec, key, chash))
-        existing = self._ids_by_key([k for _, k, _ in keep]) if keep else {}
-        unmatched = [(rec, key) for rec, key, _ in keep if key not in existing and rec.message_id]
+                keep.append((rec, *mail_key_and_date(rec)))
+        existing = self._ids_by_key([k for _, k, _, _ in keep]) if keep else {}
+        unmatched = [(rec, key) for rec, key, _, _ in keep if key not in existing and rec.message_id]
         if unmatched:
             existing.update(self._same_mails(unmatched))
-        refmap = self._thread_refs([i for rec, _, _ in keep for i in (rec.message_id, *rec.in_reply_to, *rec.references) if i])
+        refmap = self._thread_refs([i for rec, _, _, _ in keep for i in (rec.message_id, *rec.in_reply_to, *rec.references) if i])
         next_id = (self._one("SELECT MAX(id) FROM interactions") or 0) + 1
         next_thread = (self._one("SELECT MAX(id) FROM threads") or 0) + 1
         merged: dict[int, int] = {}
@@ -76,7 +75,8 @@ class MailIngest(Relinking, Locations):
         contacts = _NewContacts(self, now_s, stats)
         logged: list[tuple[int, MailRecord, str]] = []
         unskip: list[tuple[str, str, str]] = []
-        for rec, key, chash in keep:
+        is_blocked = linker.is_blocked
+        for rec, key, chash, date_s in keep:
             loc = rec.location
             flags = " ".join(rec.flags)
             prior = priors.get((loc.scope, loc.local_id))
@@ -138,16 +138,15 @@ class MailIngest(Relinking, Locations):
             if want != policy.visibility:
                 withheld[iid] = (rec.subject, rec.snippet, policy.visibility)
             new_rows.append((
-                iid, key, rec.message_id, chash, thread_id, utc_iso(rec.date),
+                iid, key, rec.message_id, chash, thread_id, date_s,
                 rec.subject if want != "metadata" else None, rec.snippet if want == "snippet" else None,
                 direction, want, rec.bulk, int(rec.has_attachments), logged_by, now_s, now_s,
                 "\n".join(rec.warnings),
             ))
             existing[key] = (iid, want)
-            blocked = self.settings.blocklist
             seen_people = set()
             for a, role in participants:
-                if (a.email, role) in seen_people or (blocked and a.email in blocked):
+                if (a.email, role) in seen_people or is_blocked(a.email):
                     continue
                 seen_people.add((a.email, role))
                 part_rows.append((iid, a.email, a.name, role, ""))
@@ -171,6 +170,7 @@ class MailIngest(Relinking, Locations):
              direction, visibility, bulk, has_attachments, logged_by, created_at, updated_at, warnings, kind)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'mail')""",
           [row[:4] + ((_find(merged, row[4]) if row[4] is not None else None),) + row[5:] for row in new_rows])
+        self._index_text([(row[0], row[6], row[7]) for row in new_rows])
         x("INSERT OR IGNORE INTO participants(interaction_id, email, name, role, status) VALUES (?, ?, ?, ?, ?)", part_rows)
         x(_UPSERT_LOCATION, loc_rows)
         x("DELETE FROM skipped WHERE source=? AND scope=? AND local_id=?", unskip)

@@ -54,17 +54,38 @@ class Match:
             self.links.setdefault((target, target_id), reason)
 
 
+#: addresses a linker remembers what they are (internal, blocked) before it starts afresh
+_MEMO_MAX = 200_000
+
+
 class Linker:
     def __init__(self, settings: LinkingSettings, index: LinkIndex):
         self.settings = settings
         self.index = index
+        # every participant of every mail is asked about several times (whether to log the
+        # mail, whom to link, which way it went): each address is looked up in the
+        # internal domains and the blocklist once (both are fixed for the linker's life)
+        self._internal: dict[str, bool] = {}
+        self._blocked: dict[str, bool] = {}
 
     # -- who is who -------------------------------------------------------
     def is_internal(self, email: str, policy: SourcePolicy) -> bool:
-        return email in policy.owner or email in self.settings.internal_domains
+        if email in policy.owner:
+            return True
+        found = self._internal.get(email)
+        if found is None:
+            if len(self._internal) >= _MEMO_MAX:
+                self._internal.clear()
+            found = self._internal[email] = email in self.settings.internal_domains
+        return found
 
     def is_blocked(self, email: str) -> bool:
-        return email in self.settings.blocklist
+        found = self._blocked.get(email)
+        if found is None:
+            if len(self._blocked) >= _MEMO_MAX:
+                self._blocked.clear()
+            found = self._blocked[email] = email in self.settings.blocklist
+        return found
 
     def customer_for_domain(self, domain: str) -> int | None:
         if not self.index.customer_by_domain or is_freemail(domain, self.settings.extra_freemail):
@@ -78,10 +99,17 @@ class Linker:
     def external(self, addresses: Iterable[Address], policy: SourcePolicy) -> list[Address]:
         seen: set[str] = set()
         out = []
+        owner, internal = policy.owner, self._internal
         for addr in addresses:
-            if addr.email in seen or self.is_internal(addr.email, policy):
+            email = addr.email
+            if email in seen or email in owner:
                 continue
-            seen.add(addr.email)
+            found = internal.get(email)
+            if found is None:
+                found = self.is_internal(email, policy)
+            if found:
+                continue
+            seen.add(email)
             out.append(addr)
         return out
 
@@ -121,7 +149,7 @@ class Linker:
             people = [a for a, _ in self.appointment_participants(rec)]
             when = rec.start
         else:
-            people = [a for a, _ in self.mail_participants(rec)]
+            people = [rec.sender, *rec.to, *rec.cc, *rec.bcc] if rec.sender is not None else [*rec.to, *rec.cc, *rec.bcc]
             when = rec.date
             if rec.sender is not None and self.is_blocked(rec.sender.email):
                 return f"blocked sender {rec.sender.email}"

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from crm_bridge.crm_core.store import Store
 
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 #: indexes of the read side (version 5): a customer's domains, contacts and tasks, a contact's tasks and the
@@ -27,6 +27,15 @@ READ_INDEXES = (
     "CREATE INDEX IF NOT EXISTS tasks_status ON tasks(status)",
 )
 
+#: the full-text index of new mail and appointments is written by the batch that inserts them
+#: (:meth:`crm_core.storebase.StoreBase._index_text`), not row by row by a trigger: SQLite runs a
+#: trigger that writes to an FTS5 table inside a statement savepoint, and FTS5 writes its pending
+#: terms to disk at every savepoint, so each mail cost a segment write and its merging (about 30 us,
+#: a third of storing a mail); one INSERT of a page's rows lets FTS5 write them as one segment
+FTS_INSERT_TRIGGER = """CREATE TRIGGER IF NOT EXISTS interactions_ai AFTER INSERT ON interactions
+    WHEN new.kind NOT IN ('mail', 'appointment') BEGIN
+    INSERT INTO interactions_fts(rowid, subject, snippet) VALUES (new.id, new.subject, new.snippet);
+END"""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -114,9 +123,6 @@ CREATE TABLE IF NOT EXISTS quarantine (
     count INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (source, scope, local_id)) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS interactions_fts USING fts5(
     subject, snippet, tokenize='unicode61 remove_diacritics 2', content='interactions');
-CREATE TRIGGER IF NOT EXISTS interactions_ai AFTER INSERT ON interactions BEGIN
-    INSERT INTO interactions_fts(rowid, subject, snippet) VALUES (new.id, new.subject, new.snippet);
-END;
 CREATE TRIGGER IF NOT EXISTS interactions_ad AFTER DELETE ON interactions BEGIN
     INSERT INTO interactions_fts(interactions_fts, rowid, subject, snippet)
     VALUES ('delete', old.id, old.subject, old.snippet);
@@ -134,7 +140,7 @@ CREATE TABLE IF NOT EXISTS blocks (
     entry TEXT PRIMARY KEY, by TEXT NOT NULL DEFAULT '', at TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS conflicts (
     id INTEGER PRIMARY KEY, kind TEXT NOT NULL, item TEXT NOT NULL, resolution TEXT NOT NULL, at TEXT NOT NULL);
-""" + "".join(s + ";\n" for s in READ_INDEXES)
+""" + "".join(s + ";\n" for s in READ_INDEXES) + FTS_INSERT_TRIGGER + ";\n"
 
 
 def _migrate_2_warnings_and_dates(store: "Store") -> None:
@@ -208,4 +214,12 @@ def _migrate_5_read_indexes(store: "Store") -> None:
         store.conn.execute(statement)
 
 
-MIGRATIONS: dict[int, Any] = {2: _migrate_2, 3: _migrate_3_web, 4: _migrate_4_blocks, 5: _migrate_5_read_indexes}
+def _migrate_6_fts_by_batch(store: "Store") -> None:
+    """Version 6: mail and appointments are put into the full-text index by the batch that stores
+    them (see FTS_INSERT_TRIGGER); other items (notes) still by the trigger.  Idempotent."""
+    store.conn.execute("DROP TRIGGER IF EXISTS interactions_ai")
+    store.conn.execute(FTS_INSERT_TRIGGER)
+
+
+MIGRATIONS: dict[int, Any] = {2: _migrate_2, 3: _migrate_3_web, 4: _migrate_4_blocks, 5: _migrate_5_read_indexes,
+                              6: _migrate_6_fts_by_batch}
