@@ -63,8 +63,13 @@ def available() -> bool:
     return sys.platform.startswith("linux") and threading.active_count() == 1
 
 
-def pull(make: Callable[[], Connector], cursor: dict | None, view: SourceView) -> Iterator[Batch]:
-    """``make().pull(cursor, view)``, run in a child process; yields its batches here."""
+def pull(make: Callable[[], Connector], cursor: dict | None, view: SourceView,
+         meanwhile: Callable[[], None] | None = None) -> Iterator[Batch]:
+    """``make().pull(cursor, view)``, run in a child process; yields its batches here.
+
+    ``meanwhile`` runs here right after the child started, while it connects
+    and reads (work of this process that would otherwise wait for it).
+    """
     ours, theirs = socket.socketpair()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -82,6 +87,8 @@ def pull(make: Callable[[], Connector], cursor: dict | None, view: SourceView) -
     theirs.close()
     finished = False
     try:
+        if meanwhile is not None:
+            meanwhile()
         while True:
             kind, payload = _talk(ours)
             if kind == "batch":
