@@ -57,7 +57,7 @@ class MailIngest(Relinking, Locations):
             if reason:
                 skip(rec, reason)
             else:
-                key, chash = mail_key(rec)
+                key, chash = rec.key if rec.key is not None else mail_key(rec)
                 keep.append((rec, key, chash))
         existing = self._ids_by_key([k for _, k, _ in keep]) if keep else {}
         unmatched = [(rec, key) for rec, key, _ in keep if key not in existing and rec.message_id]
