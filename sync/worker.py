@@ -23,8 +23,12 @@ Nothing about the engine's guarantees changes:
   connection, lock, buffered output) is closed or flushed twice.  On Linux
   it dies with its parent (``PR_SET_PDEATHSIG``), so a killed ``crm sync``
   leaves no reader behind holding the store lock.
-* At most about one batch waits in the socket: the child blocks when the
-  parent has not caught up, so memory stays flat.
+* At most a few batches wait in the socket (its buffer, :data:`_PIPE_BYTES`):
+  the child blocks when the parent has not caught up, so memory stays flat.
+  With the default buffer (about 200 KB, less than one batch) the child
+  waited for the parent after every batch; a buffer of a few batches lets
+  each side run ahead of the other's slow moments (a first sync of 22,000
+  IMAP mails: the reader's waits 0.3 s -> 0.03 s, about 7 % of the time).
 
 It is used on Linux when the process runs no other thread (fork copies
 only the calling thread), for connectors that do not say otherwise
@@ -52,6 +56,8 @@ from crm_bridge.crm_core.storebase import mail_key
 log = logging.getLogger("crm.sync")
 
 _HEADER = struct.Struct("!Q")
+#: bytes that may wait between the processes (the kernel caps it at net.core.wmem_max/rmem_max)
+_PIPE_BYTES = 4 << 20
 
 
 def available() -> bool:
@@ -72,6 +78,11 @@ def pull(make: Callable[[], Connector], cursor: dict | None, view: SourceView,
     and reads (work of this process that would otherwise wait for it).
     """
     ours, theirs = socket.socketpair()
+    for sock, option in ((theirs, socket.SO_SNDBUF), (ours, socket.SO_RCVBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, _PIPE_BYTES)
+        except OSError:  # the default buffer works, only with more waiting
+            pass
     sys.stdout.flush()
     sys.stderr.flush()
     parent = os.getpid()

@@ -313,3 +313,35 @@ def test_the_reader_works_out_each_mails_dedup_key_and_the_store_uses_it(tmp_pat
         engine.store.apply_batch(engine.config.policies["probe"], Batch(records=[rec]))
     assert engine.store.conn.execute("SELECT dedup_key, content_hash FROM interactions").fetchall() == [
         ("m:worked-out-elsewhere", "c" * 40)]
+
+
+class _BulkyConnector(Connector):
+    """Ten batches of about 300 KB each; notes in ``out`` how many it has handed on."""
+
+    type = "bulky"
+    option_keys = frozenset({"out"})
+
+    def pull(self, cursor, view) -> Iterator[Batch]:
+        for n in range(10):
+            yield Batch(problems=[f"{n}" * 300_000])
+            Path(self.options["out"]).write_text(str(n + 1))
+
+
+def test_the_reader_runs_ahead_of_a_busy_store_by_a_few_batches(tmp_path):
+    """While the store works on one batch, the reader reads on (up to a bounded buffer), so neither
+    waits for the other after every batch; the default socket buffer (~200 KB) held less than one."""
+    from crm_bridge.sync.engine import _NullView
+
+    probe, peer = socket.socketpair()
+    with probe, peer:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        capped = probe.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) < 2 * 1024 * 1024
+    if capped:
+        pytest.skip("the kernel caps socket buffers below 2 MB here (net.core.wmem_max)")
+    out = tmp_path / "sent"
+    batches = worker.pull(lambda: _BulkyConnector("bulky", {"type": "bulky", "out": str(out)}), None, _NullView())
+    first = next(batches)
+    time.sleep(1.5)  # the store "works" on the first batch
+    sent = int(out.read_text())
+    assert sent >= 4, f"the reader handed on {sent} batches while the store worked on one"
+    assert len(first.problems[0]) == 300_000 and len(list(batches)) == 9
