@@ -34,6 +34,10 @@ EXIT_BUSY = 75  # EX_TEMPFAIL: another process has the store; try again later
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
+#: the stores this process opened, for :func:`run` to close before a quick exit
+_OPEN_STORES: list[Any] = []
+
+
 class Context:
     def __init__(self, config_path: str | None, verbose: int):
         self.config_path = config_path
@@ -67,6 +71,7 @@ class Context:
             from crm_bridge.sync.engine import load_customers
 
             self._store = Store(self.config.store_path, self.config.linking)
+            _OPEN_STORES.append(self._store)
             load_customers(self._store, self.config)
         return self._store
 
@@ -775,5 +780,45 @@ from crm_bridge.cli_web import register as register_web  # noqa: E402  (crm serv
 
 register_web(main)
 
+
+def run() -> None:
+    """The ``crm`` command: :func:`main`, then leave without tearing the interpreter down.
+
+    Freeing every module and object at exit costs a command about 15-20 ms
+    (10 % of a no-change ``crm sync``) and nothing needs it: the stores are
+    closed here, the standard streams flushed and the ``atexit`` functions
+    (logging's flush, ``weakref.finalize``) run, as at a normal exit.  While
+    another thread still runs, the exit is the normal one, which waits for it.
+    """
+    import os
+    import threading
+
+    try:
+        main(prog_name="crm")
+        code: Any = 0
+    except SystemExit as exc:
+        code = exc.code
+    if threading.active_count() > 1 or not hasattr(os, "_exit"):
+        sys.exit(code)
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # what sys.exit does with a message
+        print(code, file=sys.stderr)
+        code = 1
+    import atexit
+
+    try:
+        for store in _OPEN_STORES:
+            store.close()
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+    except BrokenPipeError:  # the reader of our output is gone
+        pass
+    except BaseException:
+        sys.exit(code)  # let the normal exit report it
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    main()
+    run()

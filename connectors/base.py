@@ -25,7 +25,6 @@ from __future__ import annotations
 import importlib
 import os
 import shlex
-import subprocess
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
 
@@ -337,6 +336,8 @@ def secret(name: str, options: Mapping[str, Any], key: str = "password") -> str 
         argv = shlex.split(command) if isinstance(command, str) else list(command)
         if not argv:
             raise ConfigError(f"sources.{name}.{key}_command is empty")
+        import subprocess  # here: most configs run no command, and every command starts with the config
+
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired) as exc:

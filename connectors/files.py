@@ -112,6 +112,19 @@ def _read_mail(path: Path, loc: Location, flags: tuple[str, ...] = ()) -> Record
         return Failure(loc, f"unexpected parse error: {exc.__class__.__name__}: {exc}", _excerpt(raw))
 
 
+def _known_maps(view: SourceView, scopes) -> dict[str, Mapping[str, str]]:
+    """What the store knows of each of ``scopes``, asked for all at once before the first batch.
+
+    In a reader process (sync/worker.py) the store answers a question only
+    after storing every batch sent before it, and meanwhile the reader
+    waits: a question at each folder boundary would stall the pipeline once
+    per folder (50 folders of 1,000 mails took 1.3x one folder of 50,000).
+    Asked up front, the answers are the same (a batch of one scope changes
+    no other scope's locations) and reading and storing overlap throughout.
+    """
+    return {scope: view.known(scope) for scope in scopes}
+
+
 class _Batcher:
     """Collects records and failures and cuts them into batches."""
 
@@ -208,8 +221,9 @@ class MaildirConnector(_PathConnector):
                     files[unique] = (info.partition(",")[2] if info.startswith("2,") else "", Path(entry.path))
             listed.append((scope, path, files, stamps))
             total += len(files)
+        knowns = _known_maps(view, [scope for scope, *_ in listed])
         for scope, path, files, stamps in listed:
-            known = view.known(scope)
+            known = knowns.pop(scope)
             for unique in sorted(files):
                 info, file_path = files[unique]
                 etag = f"flags:{info}"
@@ -258,14 +272,12 @@ class EmlConnector(_PathConnector):
         batcher = _Batcher(self.batch_size)
         files = self.files()
         seen: dict[str, set[str]] = {}
-        known_cache: dict[str, Mapping[str, str]] = {}
-        for path in files:
-            scope, local = self.scope_of(path)
+        located = [(path, *self.scope_of(path)) for path in files]
+        # once per scope (not per file), every scope before the first batch
+        knowns = _known_maps(view, sorted(set(view.scopes()) | {scope for _p, scope, _l in located}))
+        for path, scope, local in located:
             seen.setdefault(scope, set()).add(local)
-            cached = known_cache.get(scope)
-            if cached is None:  # once per scope: the store is asked for the folder once, not for every file
-                cached = known_cache[scope] = view.known(scope)
-            known = cached
+            known = knowns[scope]
             st = path.stat()
             etag = f"{st.st_mtime_ns}:{st.st_size}"
             if known.get(local) == etag:
@@ -275,11 +287,8 @@ class EmlConnector(_PathConnector):
                 out.total = len(files)
                 yield out
         final = batcher.cut()
-        for scope in set(view.scopes()) | set(seen):
+        for scope, listed in knowns.items():
             present = seen.get(scope, set())
-            listed = known_cache.get(scope)
-            if listed is None:
-                listed = view.known(scope)
             final.removed.extend(Location(scope, u) for u in listed if u not in present)
         final.total = len(files)
         final.cursor = {"files": len(files)}
@@ -304,7 +313,9 @@ class MboxConnector(_PathConnector):
         batcher = _Batcher(self.batch_size)
         new_cursor = {}
         problems = []
-        for path in self.files():
+        files = self.files()
+        knowns = _known_maps(view, [p.name for p in files if _stat_changed(p, cursor.get(p.name))])
+        for path in files:
             scope = path.name
             try:
                 fh = open_regular(path)
@@ -325,7 +336,9 @@ class MboxConnector(_PathConnector):
                     continue
                 grown = prior and prior.get("head") == head and st.st_size >= prior.get("size", 0)
                 start = prior.get("size", 0) if grown else 0
-                known = view.known(scope)
+                known = knowns.pop(scope, None)
+                if known is None:  # changed since the listing
+                    known = view.known(scope)
                 present: set[str] = set()
                 # an old Mac export ends its lines with CR alone
                 stream = cast(BinaryIO, _CrAsLf(fh)) if b"\r" in first and b"\n" not in first else fh
@@ -356,6 +369,16 @@ class MboxConnector(_PathConnector):
         final.cursor = new_cursor
         final.problems = problems
         yield final
+
+
+def _stat_changed(path: Path, prior: dict | None) -> bool:
+    """Whether an mbox file's size or mtime differ from its cursor entry (it will be read)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    prior = prior if isinstance(prior, dict) else {}
+    return prior.get("size") != st.st_size or prior.get("mtime") != st.st_mtime_ns
 
 
 #: a "From " line that needs no blank line before it to start a message:
@@ -563,13 +586,16 @@ class _WholeFileConnector(_PathConnector):
     def pull(self, cursor: dict | None, view: SourceView) -> Iterator[Batch]:
         cursor = dict(cursor or {})
         new_cursor: dict[str, str | None] = {}
+        changed_files = []
         for path in self.files():
             scope = str(path)
             st = path.stat()
             etag = f"{st.st_mtime_ns}:{st.st_size}"
             new_cursor[scope] = etag
-            if cursor.get(scope) == etag:
-                continue
+            if cursor.get(scope) != etag:
+                changed_files.append((path, scope, etag))
+        knowns = _known_maps(view, [scope for _p, scope, _e in changed_files])
+        for path, scope, etag in changed_files:
             batch = Batch()
             try:
                 with open_regular(path) as fh:
@@ -581,7 +607,7 @@ class _WholeFileConnector(_PathConnector):
                 yield batch
                 continue
             records, failures = self.parse(text, Location(scope, path.name, etag))
-            known = view.known(scope)
+            known = knowns.pop(scope)
             present = set()
             changed = []
             for rec in records:

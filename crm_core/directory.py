@@ -9,7 +9,6 @@ contacts stay, without a customer.
 
 from __future__ import annotations
 
-import difflib
 import json
 from typing import Any
 
@@ -39,6 +38,8 @@ def find_customer(store: Store, text: str | int) -> int:
 
 
 def _did_you_mean(ref: str, names: list[str]) -> str:
+    import difflib  # here: only a mistyped name needs it (every command imports this module)
+
     folded = {name.casefold(): name for name in names}
     close = difflib.get_close_matches(ref.casefold(), list(folded), n=3, cutoff=0.6)
     close += [n for n in folded if ref.casefold() in n and n not in close][:3 - len(close)]
@@ -62,6 +63,8 @@ def find_contact(store: Store, ref: str) -> int:
             known = [e for (e,) in store.conn.execute(  # same mailbox name or same domain: few, and the likely ones
                 "SELECT email FROM contact_addresses WHERE email LIKE ? ESCAPE '\\' OR email LIKE ? ESCAPE '\\'",
                 (_like(local) + "@%", "%@" + _like(domain)))]
+            import difflib
+
             close = difflib.get_close_matches(ref.lower(), known, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
         raise StoreError(f"no contact {ref!r}{hint}")

@@ -57,7 +57,8 @@ class MailIngest(Relinking, Locations):
             if reason:
                 skip(rec, reason)
             else:
-                keep.append((rec, *mail_key_and_date(rec)))
+                # the reader process may have worked out the key already (sync/worker.py)
+                keep.append((rec, *rec.key, utc_iso(rec.date)) if rec.key is not None else (rec, *mail_key_and_date(rec)))
         existing = self._ids_by_key([k for _, k, _, _ in keep]) if keep else {}
         unmatched = [(rec, key) for rec, key, _, _ in keep if key not in existing and rec.message_id]
         if unmatched:

@@ -66,6 +66,9 @@ class MailRecord:
     size: int = 0
     has_attachments: bool = False
     warnings: tuple[str, ...] = ()  # what could not be read as it was (see the module docstring)
+    #: (dedup key, content hash) of the finished record (crm_core.storebase.mail_key), worked out in
+    #: the reader process (sync/worker.py) so the store process need not; None: the store works it out
+    key: tuple[str, str] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,10 @@ from crm_bridge.crm_core.settings import SourcePolicy, domain_problem
 from crm_bridge.crm_core.storebase import Stats, StoreBase, StoreError, iso, utcnow
 
 
+#: SQLite's NOCASE: ASCII letters only
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 class Relinking(StoreBase):
     """Customers, contacts and the links of stored items."""
 
@@ -71,6 +75,29 @@ class Relinking(StoreBase):
             return False
         have = {d for (d,) in self.conn.execute("SELECT domain FROM customer_domains WHERE customer_id=?", (row[0],))}
         return all(normalise_domain(d) in have for d in domains)
+
+    def customers_are_current(self, customers: Iterable[tuple[str, Iterable[str], str | None]]) -> bool:
+        """:meth:`customer_is_current` of every ``(name, domains, account_owner)``, in two queries
+        (every command asks this of the config's customers, hundreds of them)."""
+        rows: dict[str, list[tuple[int, str | None]]] = {}
+        for cid, name, owner in self.conn.execute("SELECT id, name, account_owner FROM customers"):
+            rows.setdefault(name.translate(_ASCII_LOWER), []).append((cid, owner))
+        have: dict[int, set[str]] = {}
+        for cid, domain in self.conn.execute("SELECT customer_id, domain FROM customer_domains"):
+            have.setdefault(cid, set()).add(domain)
+        for name, domains, account_owner in customers:
+            found = rows.get(name.strip().translate(_ASCII_LOWER), [])
+            if len(found) != 1:  # none, or (not expected) several: the one-by-one answer
+                if not self.customer_is_current(name, domains, account_owner):
+                    return False
+                continue
+            cid, owner = found[0]
+            if account_owner is not None and owner != account_owner.strip():
+                return False
+            mine = have.get(cid, set())
+            if not all(normalise_domain(d) in mine for d in domains):
+                return False
+        return True
 
     def _interactions_with_domains(self, domains: list[str]) -> list[int]:
         ids: set[int] = set()

@@ -66,16 +66,26 @@ class Runs(StoreBase):
                     (started, "the run was killed or crashed", items or 0, source, started))
         return len(stale)
 
-    def finish_run(self, run_id: int, name: str, status: str, stats: Stats, message: str = "") -> None:
+    def count_items(self, name: str) -> int:
+        """What source ``name`` holds now: its live locations that show an item (``crm status``'s items).
+
+        A walk over the source's locations (10-25 ms at 100,000 mails).
+        """
+        return self._one(
+            "SELECT COUNT(*) FROM locations WHERE source=? AND gone_at IS NULL AND kind NOT IN ('skipped', 'quarantined')",
+            (name,),
+        ) or 0
+
+    def finish_run(self, run_id: int, name: str, status: str, stats: Stats, message: str = "",
+                   items: int | None = None) -> None:
+        """``items``: :meth:`count_items` when the caller counted since the last write to the locations."""
         now_s = iso(utcnow())
         self._x(
             "UPDATE runs SET finished_at=?, status=?, stats=?, message=? WHERE id=?",
             (now_s, status, json.dumps(stats.as_dict()), message, run_id),
         )
-        items = self._one(
-            "SELECT COUNT(*) FROM locations WHERE source=? AND gone_at IS NULL AND kind NOT IN ('skipped', 'quarantined')",
-            (name,),
-        )
+        if items is None:
+            items = self.count_items(name)
         self._x(
             "UPDATE sources SET last_run_at=?, last_status=?, last_error=?, items=? WHERE name=?",
             (now_s, status, message if status != "ok" else None, items or 0, name),

@@ -6,7 +6,6 @@ message, so the CLI can print one readable line.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import re
@@ -39,6 +38,8 @@ def unknown_keys(table: Mapping[str, Any], allowed: frozenset[str] | set[str], w
     for key in table:
         if key in allowed:
             continue
+        import difflib  # here: only a config mistake needs it
+
         close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(sorted(allowed))})"
         problems.append(f"{where}.{key}: unknown key{hint}")

@@ -60,6 +60,8 @@ class SourceResult:
     seconds: float = 0.0
     alerts: list[str] = field(default_factory=list)
     run_id: int | None = None
+    batches: int = 0  # batches stored that carried items (not just a cursor or problems)
+    items: int | None = None  # the source's items, counted while its reader process worked
 
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.name, "type": self.type, "status": self.status, "message": self.message,
@@ -110,6 +112,7 @@ class Engine:
         self.backoff = backoff
         self._connectors: dict[str, Connector] = {}
         self.stored = 0  # items added or updated by this engine so far
+        self.batches = 0  # batches stored by this engine so far that carried items
         self._storing = False  # a batch is being stored and counted: Ctrl-C waits for it
         self._interrupt_pending = False
 
@@ -133,11 +136,13 @@ class Engine:
         load_customers(store, self.config)
         with store.transaction():
             blocked = json.dumps(self.config.linking.blocklist.entries())
-            before = json.loads(store.meta("blocklist") or "[]")
+            stored = store.meta("blocklist")
+            before = json.loads(stored or "[]")
             if set(before) - set(json.loads(blocked)):
                 log.info("addresses were unblocked: every source reads everything again once")
                 store.request_rescan()
-            store.set_meta("blocklist", blocked)
+            if blocked != stored:
+                store.set_meta("blocklist", blocked)
         store.apply_blocklist()
 
     # -- running ------------------------------------------------------------
@@ -191,8 +196,10 @@ class Engine:
         for name in {*names, *(n for n in (self.config.push_tasks, self.config.push_cards) if n)}:
             self.connector(name)  # a config mistake stops the run before anything is read
         self.prepare()
+        batches = self.batches
         results = [self.sync_source(name, now) for name in names]
-        self.store.optimize()  # statistics for the planner where the store grew
+        if self.batches > batches:  # nothing stored, nothing new for the planner's statistics
+            self.store.optimize()  # statistics for the planner where the store grew
         created = followup.apply_rules(self.store, self.config.followup, now, Office.of(self.config.web))
         if created:
             results.append(SourceResult("follow-up rules", "rules", stats=Stats(tasks_created=created)))
@@ -253,8 +260,10 @@ class Engine:
             result.status = "warning"
             result.message = "; ".join(result.stats.problems[:3])
         result.seconds = time.monotonic() - started
+        # counted while the reader worked, and still true when no batch was stored since
+        items = result.items if result.batches == 0 else None
         with store.transaction():
-            store.finish_run(run_id, name, result.status, result.stats, result.message)
+            store.finish_run(run_id, name, result.status, result.stats, result.message, items=items)
         if result.status != "ok":  # the command prints the result; this is for the log file (and -v)
             log.info("%s: %s", name, result.message)
         return result
@@ -270,12 +279,16 @@ class Engine:
             cursor = None
         connector = self.connector(name)
         view = StoreView(store, name, blind=rescan, policy=policy)
+
+        def meanwhile() -> None:  # the reader process connects and reads: this process would only wait
+            result.items = store.count_items(name)
+
         try:
-            batches = iter(self._start_pull(name, connector, cursor, view))
+            batches = iter(self._start_pull(name, connector, cursor, view, meanwhile))
             first = next(batches, None)
         except CursorInvalid as exc:
             log.info("%s: %s; comparing everything", name, exc)
-            batches = iter(self._start_pull(name, connector, None, view))
+            batches = iter(self._start_pull(name, connector, None, view, meanwhile))
             first = next(batches, None)
         try:
             if first is not None:
@@ -289,10 +302,13 @@ class Engine:
         with store.transaction():
             store.set_fingerprint(name, fingerprint)
 
-    def _start_pull(self, name: str, connector: Connector, cursor: dict | None, view: StoreView) -> Iterator[Batch]:
+    def _start_pull(self, name: str, connector: Connector, cursor: dict | None, view: StoreView,
+                    meanwhile: Callable[[], None] | None = None) -> Iterator[Batch]:
+        """The connector's batches; read in a reader process where possible, which calls ``meanwhile``
+        in this process while the reader starts."""
         if self.parallel and connector.pull_in_reader and worker.available():
             options = self.config.sources[name]
-            return worker.pull(lambda: make_connector(name, options), cursor, view)
+            return worker.pull(lambda: make_connector(name, options), cursor, view, meanwhile)
         return connector.pull(cursor, view)
 
     def _store_batch(self, name: str, policy, batch: Batch, result: SourceResult, now: datetime | None) -> None:
@@ -307,6 +323,9 @@ class Engine:
                 if result.run_id is not None:  # what a run stored shows even when it is killed later
                     store.note_run_progress(result.run_id, result.stats, stats)
             result.stats.merge(stats)
+            if batch.records or batch.changes or batch.failures or batch.removed:
+                result.batches += 1
+                self.batches += 1
             self.stored += stats.added + stats.updated
         finally:
             self._storing = False
@@ -529,7 +548,7 @@ def load_customers(store: Store, config: Config) -> None:
     Only reads when the store has them already: every command calls this,
     and a read-only one must never wait for the writer's lock.
     """
-    if all(store.customer_is_current(name, domains, owner) for name, domains, owner in config.customers):
+    if store.customers_are_current(config.customers):
         return
     with store.transaction():
         for name, domains, owner in config.customers:

@@ -23,8 +23,12 @@ Nothing about the engine's guarantees changes:
   connection, lock, buffered output) is closed or flushed twice.  On Linux
   it dies with its parent (``PR_SET_PDEATHSIG``), so a killed ``crm sync``
   leaves no reader behind holding the store lock.
-* At most about one batch waits in the socket: the child blocks when the
-  parent has not caught up, so memory stays flat.
+* At most a few batches wait in the socket (its buffer, :data:`_PIPE_BYTES`):
+  the child blocks when the parent has not caught up, so memory stays flat.
+  With the default buffer (about 200 KB, less than one batch) the child
+  waited for the parent after every batch; a buffer of a few batches lets
+  each side run ahead of the other's slow moments (a first sync of 22,000
+  IMAP mails: the reader's waits 0.3 s -> 0.03 s, about 7 % of the time).
 
 It is used on Linux when the process runs no other thread (fork copies
 only the calling thread), for connectors that do not say otherwise
@@ -46,11 +50,14 @@ import traceback
 from typing import Any, Callable, Iterator, Mapping
 
 from crm_bridge.connectors.base import Connector, ConnectorError, SkipRule, SourceView, TransientError, skip_rule
-from crm_bridge.crm_core.records import Batch
+from crm_bridge.crm_core.records import Batch, MailRecord
+from crm_bridge.crm_core.storebase import mail_key
 
 log = logging.getLogger("crm.sync")
 
 _HEADER = struct.Struct("!Q")
+#: bytes that may wait between the processes (the kernel caps it at net.core.wmem_max/rmem_max)
+_PIPE_BYTES = 4 << 20
 
 
 def available() -> bool:
@@ -63,9 +70,19 @@ def available() -> bool:
     return sys.platform.startswith("linux") and threading.active_count() == 1
 
 
-def pull(make: Callable[[], Connector], cursor: dict | None, view: SourceView) -> Iterator[Batch]:
-    """``make().pull(cursor, view)``, run in a child process; yields its batches here."""
+def pull(make: Callable[[], Connector], cursor: dict | None, view: SourceView,
+         meanwhile: Callable[[], None] | None = None) -> Iterator[Batch]:
+    """``make().pull(cursor, view)``, run in a child process; yields its batches here.
+
+    ``meanwhile`` runs here right after the child started, while it connects
+    and reads (work of this process that would otherwise wait for it).
+    """
     ours, theirs = socket.socketpair()
+    for sock, option in ((theirs, socket.SO_SNDBUF), (ours, socket.SO_RCVBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, _PIPE_BYTES)
+        except OSError:  # the default buffer works, only with more waiting
+            pass
     sys.stdout.flush()
     sys.stderr.flush()
     parent = os.getpid()
@@ -82,6 +99,8 @@ def pull(make: Callable[[], Connector], cursor: dict | None, view: SourceView) -
     theirs.close()
     finished = False
     try:
+        if meanwhile is not None:
+            meanwhile()
         while True:
             kind, payload = _talk(ours)
             if kind == "batch":
@@ -164,6 +183,7 @@ def _child(make: Callable[[], Connector], cursor: dict | None, sock: socket.sock
     try:
         connector = make()
         for batch in connector.pull(cursor, _RemoteView(sock)):
+            _prepare(batch)
             _send(sock, ("batch", batch))
         _send(sock, ("end", None))
     except (BrokenPipeError, ConnectionResetError):
@@ -176,6 +196,14 @@ def _child(make: Callable[[], Connector], cursor: dict | None, sock: socket.sock
                 connector.close()
             except Exception:  # closing is best effort
                 pass
+
+
+def _prepare(batch: Batch) -> None:
+    """Work out here what the store would work out from each record alone (a mail's dedup key),
+    so the store process, the busier one in a first sync, need not."""
+    for rec in batch.records:
+        if isinstance(rec, MailRecord):
+            rec.key = mail_key(rec)
 
 
 def _portable(exc: BaseException) -> BaseException:

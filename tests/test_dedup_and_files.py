@@ -223,10 +223,10 @@ def _sync_peak_rss_mb(config: Path) -> float:
     import sys
 
     probe = (
-        "import re, runpy, sys\n"
-        f"sys.argv = ['crm', '--config', {str(config)!r}, 'sync']\n"
+        "import re\n"
+        "from crm_bridge import cli\n"  # main, not the command's quick exit (cli.run): this process goes on
         "try:\n"
-        "    runpy.run_module('crm_bridge.cli', run_name='__main__')\n"
+        f"    cli.main(['--config', {str(config)!r}, 'sync'], prog_name='crm')\n"
         "except SystemExit as exc:\n"
         "    assert not exc.code, exc.code\n"
         "status = open('/proc/self/status').read()\n"

@@ -37,7 +37,7 @@ def test_the_wheel_has_one_top_level_package(tmp_path):
         assert f"crm_bridge/{module}" in names
     assert not any(name.startswith(("crm_bridge/tests/", "crm_bridge/bench/")) for name in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "crm = crm_bridge.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    assert "crm = crm_bridge.cli:run" in zipfile.ZipFile(wheel).read(entry).decode()
 
 
 def test_foreign_modules_of_the_same_name_change_nothing(tmp_path):

@@ -224,3 +224,124 @@ def test_killed_sync_leaves_no_reader_behind(tmp_path):
         if sync.poll() is None:
             sync.kill()
         silent.close()
+
+
+class _CountingView:
+    """A store view that counts the questions a pull asks after it has handed on a batch.
+
+    In the reader process every such question waits until the store has
+    stored each batch sent before it: the reader idles, then the store
+    does, once per question (issue 9: 50 Maildir folders took 1.3x one).
+    """
+
+    def __init__(self, known: dict[str, dict[str, str]]):
+        self._known = known
+        self.batches = 0
+        self.late: list[str] = []
+
+    def known(self, scope: str) -> dict[str, str]:
+        if self.batches:
+            self.late.append(f"known({scope})")
+        return dict(self._known.get(scope, {}))
+
+    def scopes(self) -> list[str]:
+        if self.batches:
+            self.late.append("scopes()")
+        return sorted(self._known)
+
+
+def _file_sources(tmp: Path) -> dict[str, dict]:
+    from tests.conftest import Maildir, make_mail
+
+    md = Maildir(tmp / "maildir")
+    emls, mboxes, cards = tmp / "eml", tmp / "mbox", tmp / "vcf"
+    for d in (emls, mboxes, cards):
+        d.mkdir()
+    for f in range(6):
+        folder = None if f == 0 else f"Ordner{f}"
+        (emls / f"ordner{f}").mkdir()
+        mbox = b""
+        for n in range(7):
+            raw = make_mail(sender="kim@kunde.example", subject=f"Mail {f}/{n}", message_id=f"m{f}.{n}@x")
+            md.add(raw, folder=folder)
+            (emls / f"ordner{f}" / f"{n}.eml").write_bytes(raw)
+            mbox += b"From kim@kunde.example Mon Jan  1 00:00:00 2026\n" + raw.replace(b"\r\n", b"\n") + b"\n"
+        (mboxes / f"ordner{f}").write_bytes(mbox)
+        (cards / f"book{f}.vcf").write_text("".join(
+            f"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:c{f}.{n}\r\nFN:Kim {f} {n}\r\nEMAIL:kim{f}.{n}@kunde.example\r\n"
+            "END:VCARD\r\n" for n in range(3)), encoding="utf-8")
+    return {"maildir": {"type": "maildir", "path": str(md.root)}, "eml": {"type": "eml", "path": str(emls)},
+            "mbox": {"type": "mbox", "path": str(mboxes)}, "vcf": {"type": "vcf", "path": str(cards)}}
+
+
+@pytest.mark.parametrize("kind", ["maildir", "eml", "mbox", "vcf"])
+def test_file_sources_ask_the_store_nothing_between_batches(tmp_path, kind):
+    """Six folders (files), cut into many batches: every question to the store comes before the first batch,
+    so the reader never waits for the store at a folder boundary; with or without known locations."""
+    from crm_bridge.connectors.base import make_connector
+
+    options = {**_file_sources(tmp_path)[kind], "batch_size": 3}
+    learned: dict[str, dict[str, str]] = {}
+    for run in ("first", "the store knows a location in every folder"):
+        view = _CountingView(learned)
+        batches = []
+        for batch in make_connector(kind, options).pull(None, view):
+            view.batches += 1
+            batches.append(batch)
+        assert len({r.location.scope for b in batches for r in b.records}) == 6, run
+        assert view.batches > 6, run
+        assert view.late == [], run
+        learned = {r.location.scope: {"gone-meanwhile": "e"} for b in batches for r in b.records}
+    assert len({loc.scope for b in batches for loc in b.removed}) == 6  # the known maps were read and used
+
+
+def test_the_reader_works_out_each_mails_dedup_key_and_the_store_uses_it(tmp_path):
+    """The store process, the busier one in a first sync, is spared what a record alone decides."""
+    from crm_bridge.connectors.base import make_connector
+    from crm_bridge.crm_core.storebase import mail_key
+    from crm_bridge.sync.engine import _NullView
+
+    options = {**_file_sources(tmp_path)["maildir"], "batch_size": 5}
+    mails = [r for b in worker.pull(lambda: make_connector("maildir", options), None, _NullView()) for r in b.records]
+    assert len(mails) == 42
+    assert all(rec.key is not None and rec.key == mail_key(rec) for rec in mails)
+
+    engine = probe_engine(tmp_path, parallel=False)
+    rec = mails[0]
+    rec.key = ("m:worked-out-elsewhere", "c" * 40)
+    with engine.store.transaction():
+        engine.store.apply_batch(engine.config.policies["probe"], Batch(records=[rec]))
+    assert engine.store.conn.execute("SELECT dedup_key, content_hash FROM interactions").fetchall() == [
+        ("m:worked-out-elsewhere", "c" * 40)]
+
+
+class _BulkyConnector(Connector):
+    """Ten batches of about 300 KB each; notes in ``out`` how many it has handed on."""
+
+    type = "bulky"
+    option_keys = frozenset({"out"})
+
+    def pull(self, cursor, view) -> Iterator[Batch]:
+        for n in range(10):
+            yield Batch(problems=[f"{n}" * 300_000])
+            Path(self.options["out"]).write_text(str(n + 1))
+
+
+def test_the_reader_runs_ahead_of_a_busy_store_by_a_few_batches(tmp_path):
+    """While the store works on one batch, the reader reads on (up to a bounded buffer), so neither
+    waits for the other after every batch; the default socket buffer (~200 KB) held less than one."""
+    from crm_bridge.sync.engine import _NullView
+
+    probe, peer = socket.socketpair()
+    with probe, peer:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        capped = probe.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) < 2 * 1024 * 1024
+    if capped:
+        pytest.skip("the kernel caps socket buffers below 2 MB here (net.core.wmem_max)")
+    out = tmp_path / "sent"
+    batches = worker.pull(lambda: _BulkyConnector("bulky", {"type": "bulky", "out": str(out)}), None, _NullView())
+    first = next(batches)
+    time.sleep(1.5)  # the store "works" on the first batch
+    sent = int(out.read_text())
+    assert sent >= 4, f"the reader handed on {sent} batches while the store worked on one"
+    assert len(first.problems[0]) == 300_000 and len(list(batches)) == 9

@@ -1,0 +1,120 @@
+"""A sync that finds nothing new does a fixed amount of store work.
+
+Counted in SQL statements (not seconds): the statements a no-change run
+sends to the store do not grow with the number of customers in the config
+or of mails in the store, the store is not analysed again, and the one
+walk over the source's locations (its item count for ``crm status``) runs
+while the reader process works, not after it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from crm_bridge.sync import worker
+from crm_bridge.sync.config import load_config
+from crm_bridge.sync.engine import Engine
+from tests.conftest import Maildir, make_mail, write_config
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the reader process is Linux only")
+
+COUNT_LOCATIONS = "SELECT COUNT(*) FROM locations"
+
+
+def _setup(tmp: Path, customers: int, mails: int) -> Path:
+    md = Maildir(tmp / "mail")
+    for n in range(mails):
+        md.add(make_mail(sender=f"kim@kunde{n % 7}.example", message_id=f"m{n}@x", subject=f"Mail {n}"),
+               folder=None if n % 2 else "Archiv")
+    return write_config(tmp / "crm.toml", customers=[(f"Kunde {k}", [f"kunde{k}.example"]) for k in range(customers)],
+                        sources={"anna": {"type": "maildir", "path": str(md.root), "owner": ["anna@nordlicht.example"]}},
+                        store=str(tmp / "crm.db"))
+
+
+def _run(config: Path, monkeypatch: pytest.MonkeyPatch | None = None) -> tuple[list[str], list[int], Engine]:
+    """Statements of one sync run in the main process (traced when ``monkeypatch`` is given), and how many
+    had run when the reader process said it was done."""
+    engine = Engine(load_config(str(config)), parallel=True)
+    statements: list[str] = []
+    ends: list[int] = []
+    if monkeypatch is not None:
+        engine.store.conn.set_trace_callback(statements.append)
+        pull = worker.pull
+
+        def noted(*args, **kwargs):
+            yield from pull(*args, **kwargs)
+            ends.append(len(statements))
+
+        monkeypatch.setattr(worker, "pull", noted)
+    try:
+        [result] = [r for r in engine.run() if r.name == "anna"]
+        assert result.status == "ok", result.message
+    finally:
+        engine.close()
+    return statements, ends, engine
+
+
+def _items(engine: Engine) -> int:
+    [row] = [r for r in engine.store.status() if r["name"] == "anna"]
+    return row["items"]
+
+
+def _nochange_statements(tmp: Path, customers: int, mails: int, monkeypatch) -> tuple[list[str], list[int], Engine]:
+    config = _setup(tmp, customers, mails)
+    _run(config)
+    with monkeypatch.context() as patch:
+        return _run(config, patch)
+
+
+def test_a_no_change_run_does_the_same_store_work_whatever_the_store_holds(tmp_path, monkeypatch):
+    if not worker.available():
+        pytest.skip("no reader process here")
+    small, _, _ = _nochange_statements(tmp_path / "small", 3, 4, monkeypatch)
+    big, ends, engine = _nochange_statements(tmp_path / "big", 120, 60, monkeypatch)
+    assert len(big) == len(small), "a no-change run's statements grow with the customers or mails"
+    assert not [s for s in big if "ANALYZE" in s.upper() or "PRAGMA OPTIMIZE" in s.upper()]
+    counts = [k for k, s in enumerate(big) if COUNT_LOCATIONS in s]
+    assert len(counts) == 1 and counts[0] < ends[0], "the item count ran after the reader was done"
+    assert _items(engine) == 60
+
+
+def test_the_item_count_stays_true_when_a_run_stores_something(tmp_path):
+    config = _setup(tmp_path, customers=3, mails=6)
+    _, _, engine = _run(config)
+    assert _items(engine) == 6
+    mail = next((tmp_path / "mail" / "cur").iterdir())
+    os.unlink(mail)
+    _, _, engine = _run(config)
+    assert _items(engine) == 5
+    _, _, engine = _run(config)  # no change
+    assert _items(engine) == 5
+
+
+def test_customers_are_current_answers_as_each_one_asked_alone(tmp_path):
+    """The two-query check of the config's customers agrees with the one-by-one check."""
+    from crm_bridge.crm_core.domains import AddressSet
+    from crm_bridge.crm_core.settings import LinkingSettings
+    from crm_bridge.crm_core.store import Store
+
+    store = Store(tmp_path / "crm.db", LinkingSettings(internal_domains=AddressSet(["nordlicht.example"])))
+    with store.transaction():
+        store.add_customer("Müller Bau", ["mueller-bau.de", "mb.example"], origin="config", account_owner="anna")
+        store.add_customer("Kunde GmbH", ["kunde.example"], origin="config")
+    cases = [
+        [("Müller Bau", ["mueller-bau.de"], "anna")],
+        [("müller bau", ["mueller-bau.de"], None)],  # the same name to SQLite's NOCASE
+        [("MÜLLER BAU", ["MB.example"], None)],  # NOCASE folds ASCII letters only: another name
+        [("Müller BAU ", ["mb.example"], "anna")],
+        [("Müller Bau", ["neu.example"], None)],  # a new domain
+        [("Müller Bau", [], "jonas")],  # another owner
+        [("Kunde GmbH", ["kunde.example"], None), ("Neu AG", [], None)],  # a new customer
+        [("kunde gmbh", ["kunde.example"], ""), ("Müller Bau", ["mb.example"], None)],
+    ]
+    for customers in cases:
+        one_by_one = all(store.customer_is_current(*c) for c in customers)
+        assert store.customers_are_current(customers) == one_by_one, customers
+    assert store.customers_are_current(cases[0]) and not store.customers_are_current(cases[4])
