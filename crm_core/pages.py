@@ -23,25 +23,31 @@ KINDS = ("mail", "appointment", "note", "task")
 #: override replaces) and tasks.  Columns: d (sort date), src (0 interaction, 1 task),
 #: id, rid (recurrence id), kind, subject, snippet, direction, status, deleted,
 #: visibility, reason, start, end
-_ITEMS = """
+def timeline_items(target: str) -> str:
+    """The timeline rows of one customer or contact (``target``: customer | contact; ``:cid`` its id)."""
+    return _TIMELINE.format(target=target)
+
+
+_TIMELINE = """
 SELECT i.date AS d, 0 AS src, i.id AS id, '' AS rid, i.kind AS kind, i.subject AS subject, i.snippet AS snippet,
        i.direction AS direction, i.status AS status, i.deleted AS deleted, i.visibility AS visibility,
        l.reason AS reason, i.start AS start, i."end" AS "end"
   FROM links l JOIN interactions i ON i.id = l.interaction_id
- WHERE l.target = 'customer' AND l.target_id = :cid AND i.rrule = ''
+ WHERE l.target = '{target}' AND l.target_id = :cid AND i.rrule = ''
 UNION ALL
 SELECT o.date, 0, i.id, o.recurrence_id, i.kind, i.subject, i.snippet, i.direction, o.status, i.deleted,
        i.visibility, l.reason, o.start, o."end"
   FROM links l JOIN interactions i ON i.id = l.interaction_id JOIN occurrences o ON o.interaction_id = i.id
- WHERE l.target = 'customer' AND l.target_id = :cid AND i.rrule != ''
+ WHERE l.target = '{target}' AND l.target_id = :cid AND i.rrule != ''
    AND NOT EXISTS (SELECT 1 FROM interactions ov
                     WHERE ov.dedup_key > 'a:' || i.uid || char(31) AND ov.dedup_key < 'a:' || i.uid || char(32)
                       AND ov.recurrence_id = o.recurrence_id AND (ov.deleted = 0 OR i.deleted = 1))
 UNION ALL
 SELECT COALESCE(t.due, t.created_at), 1, t.id, '', 'task', t.title, t.description, '', t.status, 0, 'snippet',
        CASE WHEN t.rule_key IS NULL THEN 'manual' ELSE 'rule' END, t.due, NULL
-  FROM tasks t WHERE t.customer_id = :cid AND t.status != 'cancelled'
+  FROM tasks t WHERE t.{target}_id = :cid AND t.status != 'cancelled'
 """
+_ITEMS = timeline_items("customer")
 
 
 class PageReads:
