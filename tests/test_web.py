@@ -15,24 +15,12 @@ from crm_bridge.sync.config import load_config
 from crm_bridge.web import i18n
 from tests.conftest import Crm
 from tests.web_fixtures import HOSTILE_SUBJECT, PASSWORD, csrf_of, demo_store, free_port, login, make_app, start_server
+from tests.web_fixtures import app, store  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="module")
 def config_path(tmp_path_factory):
     return demo_store(tmp_path_factory.mktemp("web"))
-
-
-@pytest.fixture
-def app(config_path):
-    return make_app(config_path)
-
-
-@pytest.fixture
-def store(config_path):
-    config = load_config(str(config_path))
-    s = Store(config.store_path, config.linking)
-    yield s
-    s.close()
 
 
 def customer_id(store, name="Stadtwerke Lindenau GmbH") -> int:

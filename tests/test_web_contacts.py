@@ -11,6 +11,7 @@ from crm_bridge.crm_core.users import Users
 from crm_bridge.sync.config import load_config
 from tests.dav_servers import radicale  # noqa: F401
 from tests.web_fixtures import demo_store, login, make_app
+from tests.web_fixtures import app, store  # noqa: F401  (fixtures)
 
 BRODERSEN = "k.brodersen@stadtwerke-lindenau.de"  # sender of the hostile mail, a contact of Stadtwerke Lindenau
 BRANDT = "t.brandt@stadtwerke-lindenau.de"  # 31 items, a recurring appointment among them
@@ -19,19 +20,6 @@ BRANDT = "t.brandt@stadtwerke-lindenau.de"  # 31 items, a recurring appointment 
 @pytest.fixture(scope="module")
 def config_path(tmp_path_factory):
     return demo_store(tmp_path_factory.mktemp("webcontacts"))
-
-
-@pytest.fixture
-def app(config_path):
-    return make_app(config_path)
-
-
-@pytest.fixture
-def store(config_path):
-    config = load_config(str(config_path))
-    s = Store(config.store_path, config.linking)
-    yield s
-    s.close()
 
 
 def writes(store) -> list[tuple[str, str]]:

@@ -17,24 +17,12 @@ from crm_bridge.crm_core.store import Store
 from crm_bridge.crm_core.users import Users
 from crm_bridge.sync.config import load_config
 from tests.web_fixtures import PASSWORD, REPO, demo_store, login, make_app
+from tests.web_fixtures import app, store  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="module")
 def config_path(tmp_path_factory):
     return demo_store(tmp_path_factory.mktemp("office"))
-
-
-@pytest.fixture
-def app(config_path):
-    return make_app(config_path)
-
-
-@pytest.fixture
-def store(config_path):
-    config = load_config(str(config_path))
-    s = Store(config.store_path, config.linking)
-    yield s
-    s.close()
 
 
 def test_the_account_owner_is_set_on_the_customer_page_and_shown_in_the_list(app, store):

@@ -11,6 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from crm_bridge.crm_core.store import Store
 from crm_bridge.crm_core.users import Users
 from crm_bridge.sync.config import load_config
@@ -111,3 +113,17 @@ def start_server(config_path: Path, port: int) -> subprocess.Popen:
         proc.kill()
         raise AssertionError("crm serve did not answer within 30 s")
     return proc
+
+
+# -- fixtures for a module that defines ``config_path`` (its own demo store) --------------------
+@pytest.fixture
+def app(config_path):
+    return make_app(config_path)
+
+
+@pytest.fixture
+def store(config_path):
+    config = load_config(str(config_path))
+    s = Store(config.store_path, config.linking)
+    yield s
+    s.close()
