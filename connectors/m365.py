@@ -77,15 +77,15 @@ from crm_bridge.connectors.base import (
     TransientError,
 )
 from crm_bridge.connectors.graphauth import AUTH_MODES, SignIn
-from crm_bridge.connectors.ewsitems import ItemError, flags_of, mail_record
+from crm_bridge.connectors.ewsitems import ItemError
 from crm_bridge.connectors.graphitems import (
     CONTACT_SELECT,
     MAIL_EXPAND,
     MAIL_SELECT,
     MAIL_TYPES,
-    GraphMail,
     appointment,
     contact,
+    mail_of,
     task,
 )
 from crm_bridge.crm_core.records import Batch, CardPush, Failure, Location, PushResult, TaskPush
@@ -473,9 +473,8 @@ class M365Connector(Connector):
             if kind == "mail":
                 if kind_of is not None and kind_of not in MAIL_TYPES:
                     raise ItemError(f"an item of type {kind_of} in a mail folder")
-                mail = GraphMail(item)
-                flags = flags_of(mail, self.log_category, self.private_category, self.log_flag, self.private_flag)
-                batch.records.append(mail_record(mail, location, flags, self.mailbox))
+                batch.records.append(mail_of(item, location, self.mailbox, self.log_category, self.private_category,
+                                             self.log_flag, self.private_flag))
             elif kind == "calendar":
                 if kind_of not in (None, "#microsoft.graph.event"):
                     raise ItemError(f"an item of type {kind_of} in the calendar")
