@@ -38,8 +38,10 @@ immutable id (``Prefer: IdType="ImmutableId"``), its etag the changeKey.
 is the ``@odata.nextLink`` of the next page while a round is under way, the
 ``@odata.deltaLink`` after it; it is stored with the page it follows, so a
 cut run goes on from the last stored page and a run where nothing changed
-is one delta request per folder.  The next page is asked for (in a thread,
-one request at a time) while the current one is read and stored.
+is one delta request per folder.  The pull runs in the engine's reader
+process (``pull_in_reader``), so reading and storing take a core each; in
+it, the next page is asked for (one thread per folder, one request at a
+time) while the current one is read.
 
 Errors are mapped in one place (:meth:`M365Connector._request`): 429/503
 with Retry-After -> wait (up to ``max_backoff``) and repeat, else
