@@ -573,3 +573,26 @@ def test_one_read_ahead_thread_serves_a_folder_and_ends_with_the_pull(graph):
     for t in threads:
         t.join(5)
         assert not t.is_alive()
+
+
+def test_in_a_reader_process_the_pages_are_read_in_order_without_a_thread(graph):
+    for n in range(12):
+        mail(graph, f"Mail {n}")
+    conn = make_connector("m365", options(graph, contacts=False, calendar=False, folders=["inbox"]))
+    conn.in_reader = True  # as sync/worker.py sets it: the engine's socket reads ahead
+    served: list[threading.Thread] = []
+    request = conn._request
+
+    def recording(url, *args, **kwargs):
+        served.append(threading.current_thread())
+        return request(url, *args, **kwargs)
+
+    conn._request = recording
+    pages = conn.pull(None, View())
+    first = next(pages)
+    asked = len(graph.graph_requests("messages/delta"))
+    rest = list(pages)
+    conn.close()
+    assert asked == 1  # nothing asked beyond the page handed over
+    assert len(mails(Pulled([first, *rest]))) == 12 and len(graph.graph_requests("messages/delta")) == 3
+    assert served and all(t is threading.main_thread() for t in served)
