@@ -143,10 +143,6 @@ class Connector(ABC):
     #: (sync/worker.py) so that parsing overlaps with storing; False for a
     #: connector that mostly waits for its server and overlaps its own work
     pull_in_reader: bool = True
-    #: True on the connector sync/worker.py runs in a reader process: the
-    #: socket to the engine already holds the next batch while the engine
-    #: stores one, so the connector need not read ahead in threads of its own
-    in_reader: bool = False
 
     def __init__(self, name: str, options: Mapping[str, Any]):
         self.name = name

@@ -163,7 +163,6 @@ def _child(make: Callable[[], Connector], cursor: dict | None, sock: socket.sock
     connector = None
     try:
         connector = make()
-        connector.in_reader = True
         for batch in connector.pull(cursor, _RemoteView(sock)):
             _send(sock, ("batch", batch))
         _send(sock, ("end", None))

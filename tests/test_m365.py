@@ -575,24 +575,26 @@ def test_one_read_ahead_thread_serves_a_folder_and_ends_with_the_pull(graph):
         assert not t.is_alive()
 
 
-def test_in_a_reader_process_the_pages_are_read_in_order_without_a_thread(graph):
-    for n in range(12):
-        mail(graph, f"Mail {n}")
-    conn = make_connector("m365", options(graph, contacts=False, calendar=False, folders=["inbox"]))
-    conn.in_reader = True  # as sync/worker.py sets it: the engine's socket reads ahead
-    served: list[threading.Thread] = []
-    request = conn._request
 
-    def recording(url, *args, **kwargs):
-        served.append(threading.current_thread())
-        return request(url, *args, **kwargs)
+def test_the_read_ahead_request_has_left_when_ask_returns():
+    from crm_bridge.connectors.m365 import _Ahead
 
-    conn._request = recording
-    pages = conn.pull(None, View())
-    first = next(pages)
-    asked = len(graph.graph_requests("messages/delta"))
-    rest = list(pages)
-    conn.close()
-    assert asked == 1  # nothing asked beyond the page handed over
-    assert len(mails(Pulled([first, *rest]))) == 12 and len(graph.graph_requests("messages/delta")) == 3
-    assert served and all(t is threading.main_thread() for t in served)
+    started = threading.Event()
+    release = threading.Event()
+
+    def fetch(url):
+        started.set()
+        release.wait(5)
+        return {"url": url}
+
+    ahead = _Ahead(fetch)
+    for n in range(3):
+        ahead.ask(f"page-{n}")
+        # the thread holds the link (and the GIL until its request is out): no waiting for a switch interval
+        assert ahead._asks.empty()
+        started.wait(5)
+        release.set()
+        assert ahead.get() == {"url": f"page-{n}"}
+        release.clear()
+        started.clear()
+    ahead.close()

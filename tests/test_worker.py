@@ -224,18 +224,3 @@ def test_killed_sync_leaves_no_reader_behind(tmp_path):
         if sync.poll() is None:
             sync.kill()
         silent.close()
-
-
-class _Told(Connector):
-    type = "told"
-
-    def pull(self, cursor, view) -> Iterator[Batch]:
-        yield Batch(problems=[f"in_reader {self.in_reader}"])
-
-
-def test_the_connector_in_a_reader_process_knows_it():
-    from crm_bridge.sync.engine import _NullView
-
-    [batch] = list(worker.pull(lambda: _Told("told", {}), None, _NullView()))
-    assert batch.problems == ["in_reader True"]
-    assert next(_Told("told", {}).pull(None, _NullView())).problems == ["in_reader False"]
