@@ -534,3 +534,67 @@ def test_the_next_delta_page_is_asked_for_while_the_current_one_is_stored(graph)
     assert len(mails(Pulled([first, *rest]))) == 12 and len(graph.graph_requests("messages/delta")) == 3
     # the cursor still moves page by page: the first batch's cursor points at the second page
     assert "$skiptoken=" in first.cursor["folders"]["Inbox"]["link"]
+
+
+def test_one_read_ahead_thread_serves_a_folder_and_ends_with_the_pull(graph):
+    for n in range(23):
+        mail(graph, f"Mail {n}")
+    conn = make_connector("m365", options(graph, contacts=False, calendar=False, folders=["inbox"]))
+    served: list[tuple[str, threading.Thread]] = []
+    request = conn._request
+
+    def recording(url, *args, **kwargs):
+        served.append((url, threading.current_thread()))
+        return request(url, *args, **kwargs)
+
+    conn._request = recording
+    got = Pulled(list(conn.pull(None, View())))
+    conn.close()
+    assert len(mails(got)) == 23
+    ahead = [t for url, t in served if "/delta" in url and t is not threading.main_thread()]
+    assert len(ahead) == 4  # pages 2-5 of 5, read ahead ...
+    assert len(set(ahead)) == 1  # ... by one thread, not a new one per page
+    ahead[0].join(5)
+    assert not ahead[0].is_alive()  # and it ended with the folder's pull
+    # cut short (the engine stops storing): the thread ends as well
+    conn = make_connector("m365", options(graph, contacts=False, calendar=False, folders=["inbox"]))
+    served.clear()
+    request = conn._request
+    conn._request = recording
+    pages = conn.pull(None, View())
+    next(pages)
+    deadline = time.monotonic() + 5
+    while not any(t is not threading.main_thread() for _url, t in served) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pages.close()
+    conn.close()
+    threads = {t for _url, t in served if t is not threading.main_thread()}
+    assert len(threads) == 1
+    for t in threads:
+        t.join(5)
+        assert not t.is_alive()
+
+
+
+def test_the_read_ahead_request_has_left_when_ask_returns():
+    from crm_bridge.connectors.m365 import _Ahead
+
+    started = threading.Event()
+    release = threading.Event()
+
+    def fetch(url):
+        started.set()
+        release.wait(5)
+        return {"url": url}
+
+    ahead = _Ahead(fetch)
+    for n in range(3):
+        ahead.ask(f"page-{n}")
+        # the thread holds the link (and the GIL until its request is out): no waiting for a switch interval
+        assert ahead._asks.empty()
+        started.wait(5)
+        release.set()
+        assert ahead.get() == {"url": f"page-{n}"}
+        release.clear()
+        started.clear()
+    ahead.close()

@@ -356,7 +356,9 @@ class _Handler(BaseHTTPRequestHandler):
         data = b"" if body is None else json.dumps(body).encode()
         self.send_response(status)
         if body is not None:
-            self.send_header("Content-Type", "application/json; odata.metadata=minimal; charset=utf-8")
+            # as graph.microsoft.com sends it
+            self.send_header("Content-Type", "application/json;odata.metadata=minimal;odata.streaming=true;"
+                             "IEEE754Compatible=false;charset=utf-8")
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(data)))
