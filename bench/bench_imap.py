@@ -242,14 +242,20 @@ def measure_rescan(n: int, seed: int, tmp: Path) -> dict:
             "username": "alice", "password_env": "BENCH_IMAP_PW", "folders": ["INBOX"]}}, seed)
         cfg = kit.config("rescan", True)
         os.sync()
-        r["fresh_s"], r["fresh_pss"], _out, _cpu = crm_sync(cfg)
+        before = server_cpu(server)
+        r["fresh_s"], r["fresh_pss"], _out, r["fresh_cpu"] = crm_sync(cfg)
+        r["fresh_server_cpu"] = server_cpu(server) - before
         server.set_uidvalidity("alice", "INBOX")
-        r["uidvalidity_s"], r["uidvalidity_pss"], r["uidvalidity_out"], _cpu = crm_sync(cfg)
+        before = server_cpu(server)
+        r["uidvalidity_s"], r["uidvalidity_pss"], r["uidvalidity_out"], r["uidvalidity_cpu"] = crm_sync(cfg)
+        r["uidvalidity_server_cpu"] = server_cpu(server) - before
         server.doveadm("mailbox", "create", "-u", "alice", "Archive")
         server.doveadm("move", "-u", "alice", "Archive", "mailbox", "INBOX", "ALL")
         r["away_s"], _pss, r["away_out"], _cpu = crm_sync(cfg)
         server.doveadm("move", "-u", "alice", "INBOX", "mailbox", "Archive", "ALL")
-        r["back_s"], r["back_pss"], r["back_out"], _cpu = crm_sync(cfg)
+        before = server_cpu(server)
+        r["back_s"], r["back_pss"], r["back_out"], r["back_cpu"] = crm_sync(cfg)
+        r["back_server_cpu"] = server_cpu(server) - before
     return r
 
 
@@ -341,15 +347,24 @@ def report(sizes: list[dict], rescan: dict | None, rounds: int) -> list[str]:
         n, fresh = rescan["n"], rescan["fresh_s"]
         L.append(f"### Rescans of a {n:,}-mail INBOX (realistic store)")
         L.append("")
-        L.append("| sync | time | vs the fresh sync | peak PSS |")
-        L.append("|---|---:|---:|---:|")
-        L.append(f"| fresh sync, empty store | {fresh:.2f} s | 1.00x | {rescan['fresh_pss']} MB |")
+        L.append("| sync | time | vs the fresh sync | CPU of `crm sync` | CPU of Dovecot | peak PSS |")
+        L.append("|---|---:|---:|---:|---:|---:|")
+
+        def cpu(key: str) -> str:
+            return f"{rescan[key + '_cpu']:.2f} s | {rescan[key + '_server_cpu']:.2f} s"
+
+        L.append(f"| fresh sync, empty store | {fresh:.2f} s | 1.00x | {cpu('fresh')} | {rescan['fresh_pss']} MB |")
         L.append(f"| after the folder's UIDVALIDITY changed | {rescan['uidvalidity_s']:.2f} s | "
-                 f"{rescan['uidvalidity_s'] / fresh:.2f}x | {rescan['uidvalidity_pss']} MB |")
+                 f"{rescan['uidvalidity_s'] / fresh:.2f}x | {cpu('uidvalidity')} | {rescan['uidvalidity_pss']} MB |")
         L.append(f"| all mail moved to another folder (not synced) | {rescan['away_s']:.2f} s | "
-                 f"{rescan['away_s'] / fresh:.2f}x | |")
+                 f"{rescan['away_s'] / fresh:.2f}x | | | |")
         L.append(f"| ... and moved back: every mail under a new UID | {rescan['back_s']:.2f} s | "
-                 f"{rescan['back_s'] / fresh:.2f}x | {rescan['back_pss']} MB |")
+                 f"{rescan['back_s'] / fresh:.2f}x | {cpu('back')} | {rescan['back_pss']} MB |")
+        L.append("")
+        L.append("The CPU columns tell crm's share from the server's: Dovecot's index and cache are warm for the "
+                 "fresh sync, while after `doveadm mailbox update --uid-validity` it reads and caches every mail "
+                 "again (any client pays that), so a rescan's wall time against the fresh one mixes in the server's "
+                 "extra work; crm's own CPU for a rescan is the figure the target is about.")
         L.append("")
         for key, what in (("uidvalidity_out", "UIDVALIDITY"), ("away_out", "moved away"), ("back_out", "moved back")):
             L.append(f"- `crm sync` after {what}: `{' / '.join(rescan[key].strip().splitlines())}`")
@@ -368,7 +383,9 @@ def report(sizes: list[dict], rescan: dict | None, rounds: int) -> list[str]:
     targets.append(f"peak PSS < 150 MB and flat: {', '.join(str(s['real_pss_max']) for s in sizes)} MB")
     if rescan:
         targets.append(f"UIDVALIDITY rescan / moved back <= 1x the fresh sync: "
-                       f"{rescan['uidvalidity_s'] / rescan['fresh_s']:.2f}x / {rescan['back_s'] / rescan['fresh_s']:.2f}x")
+                       f"{rescan['uidvalidity_s'] / rescan['fresh_s']:.2f}x / {rescan['back_s'] / rescan['fresh_s']:.2f}x "
+                       f"wall, {rescan['uidvalidity_cpu'] / rescan['fresh_cpu']:.2f}x / "
+                       f"{rescan['back_cpu'] / rescan['fresh_cpu']:.2f}x in crm's CPU")
     L.append("Targets (issue 9): " + "; ".join(targets) + ".")
     return L
 
