@@ -658,12 +658,14 @@ def tasks_list(obj: Context, show_all: bool, as_json: bool) -> None:
         click.echo("no open tasks")
 
 
-def _parse_due(value: str | None) -> date | None:
+def _parse_due(value: str | None, obj: Context) -> date | None:
+    """``YYYY-MM-DD``, or ``+N`` days from today, the office's today ([company] timezone)."""
     if not value:
         return None
     value = value.strip().lower()
     if value.startswith("+") and value[1:].rstrip("d").isdigit():
-        return date.today() + timedelta(days=int(value[1:].rstrip("d")))
+        today = datetime.now(obj.zone).date()  # zone None: the system's
+        return today + timedelta(days=int(value[1:].rstrip("d")))
     try:
         return datetime.strptime(value, "%Y-%m-%d").date()
     except ValueError:
@@ -688,7 +690,7 @@ def tasks_add(obj: Context, title: str, customer: str | None, due: str | None, i
     store = obj.store
     cid = find_customer(store, customer) if customer else None
     iid = store.interaction_id(interaction) if interaction else None
-    task_id = store.add_task(title, due=_parse_due(due), customer_id=cid, interaction_id=iid)
+    task_id = store.add_task(title, due=_parse_due(due, obj), customer_id=cid, interaction_id=iid)
     click.echo(f"task {task_id} added")
 
 
@@ -708,7 +710,7 @@ def tasks_edit(obj: Context, task_id: int, title: str | None, due: str | None) -
     if title is not None:
         changes["title"] = title
     if due is not None:
-        changes["due"] = _parse_due(due)
+        changes["due"] = _parse_due(due, obj)
     if not changes:
         raise click.UsageError("give --title and/or --due")
     obj.store.update_task(task_id, **changes)

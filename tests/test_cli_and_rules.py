@@ -169,6 +169,21 @@ def test_follow_up_rules_create_each_task_once(tmp_path):
     assert len(store.tasks()) == 2
 
 
+def test_a_due_date_in_days_counts_from_the_offices_today(crm_env):
+    """``--due +N`` is N days after the office's date ([company] timezone), not the server's."""
+    from datetime import date
+    from zoneinfo import ZoneInfo
+
+    # UTC+14 and UTC-11 are 25 hours apart: one of them is on another date than this machine
+    zone = next(z for z in ("Pacific/Kiritimati", "Pacific/Pago_Pago") if datetime.now(ZoneInfo(z)).date() != date.today())
+    crm = crm_env(company={"timezone": zone})
+    crm("tasks", "add", "Rückruf", "--customer", "Kunde GmbH", "--due", "+2")
+    [task] = crm.json("tasks", "list")
+    assert task["due"] == (datetime.now(ZoneInfo(zone)).date() + timedelta(days=2)).isoformat()
+    crm("tasks", "edit", str(task["id"]), "--due", "+0")
+    assert crm.json("tasks", "list")[0]["due"] == datetime.now(ZoneInfo(zone)).date().isoformat()
+
+
 def test_tasks_cli(crm_env, maildir):
     crm = crm_env()
     crm("tasks", "add", "Angebot nachfassen", "--customer", "Kunde GmbH", "--due", "2026-12-01")
