@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -210,6 +210,22 @@ def test_the_chart_counts_months_of_the_office_s_calendar_up_to_this_month(tmp_p
     old = chart([(long_ago.strftime("%Y-%m"), 1), (key, 2)], now.date())["bars"]
     assert len(old) == 24 and old[-1]["label"] == key
     store.close()
+
+
+def test_the_api_timeline_period_is_a_year_of_the_office_s_calendar_too(app, store):
+    from crm_bridge.crm_core.notes import add_note
+
+    cid = store.customer_id("Stadtwerke Lindenau GmbH")
+    with store.transaction():  # New Year's Eve, 23:30 UTC: already 2026 in Berlin (the demo office's zone)
+        nid = add_note(store, cid, "Silvester-Anruf", when=datetime(2025, 12, 31, 23, 30, tzinfo=timezone.utc))
+    client = app.test_client()
+    login(client, "bob")
+
+    def ids(year: str) -> set:
+        items = client.get(f"/api/customers/{cid}/timeline?period={year}&kind=note&limit=500").get_json()["items"]
+        return {i["id"] for i in items}
+
+    assert nid in ids("2026") and nid not in ids("2025")
 
 
 def test_the_timeline_period_is_a_year_of_the_office_s_calendar(app, store):

@@ -44,7 +44,9 @@ def period(value: str, tz: Any = timezone.utc) -> tuple[str | None, str | None]:
     return None, None
 
 
-def timeline_filters(args: Any, tz: Any = timezone.utc) -> dict[str, Any]:
+def timeline_filters(args: Any, tz: Any = None) -> dict[str, Any]:
+    """The timeline's filters from a request's ``args``; a year is one of the office's calendar."""
+    tz = tz or i18n.zone(current_app.config["CRM_WEB"].timezone)
     kinds = tuple(k for k in args.getlist("kind") if k in KINDS)
     contact = args.get("contact", "")
     since, until = period(args.get("period", ""), tz)
