@@ -239,8 +239,8 @@ def main() -> None:
         "run alternately with (c); IMAP only up to --imap-max mails.",
         "",
         "The first sync reads ahead: a thread asks for the next SyncFolderItems page as soon as one is parsed, "
-        "while the engine stores the page before (connectors/exchange.py, _Pages; cursors are still committed "
-        "page by page); mail is read from the XML in one pass over each item (connectors/ewsitems.py, XmlMessage). "
+        "while the engine stores the page before (connectors/base.py ReadAhead, as for Microsoft 365; cursors "
+        "are still committed page by page); mail is read from the XML in one pass over each item (connectors/ewsitems.py, XmlMessage). "
         "Overlap only pays where the emulator and crm each find a free core; on a shared 2-core machine (b) "
         "comes near the server's CPU plus ours, so the 1.5x target needs crm's own CPU well under the server's.",
     ])

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import queue
 import shlex
+import threading
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, Mapping, Protocol, TypeVar
 
 from crm_bridge.crm_core.records import Batch, CardPush, MailRecord, PushResult, TaskPush
 
@@ -349,3 +351,69 @@ def secret(name: str, options: Mapping[str, Any], key: str = "password") -> str 
             raise ConfigError(f"sources.{name}.{key}_command printed nothing")
         return value
     return None
+
+
+_Ask = TypeVar("_Ask")
+_Page = TypeVar("_Page")
+
+
+class ReadAhead(Generic[_Ask, _Page]):
+    """The next page of a folder, asked for in a thread while the caller reads and stores the one before.
+
+    Used by the connectors whose next page is known (a link, a sync state)
+    before the current page is stored, so the service's time overlaps the
+    store's; the cursor still moves page by page with what was stored (a cut
+    run asks for the pages after the last stored one again).  One request at
+    a time: the caller makes no other request until :meth:`get` returned.
+    One thread per folder, started on the first :meth:`ask` and fed page by
+    page (starting a thread per page cost the reader a GIL hand-over every
+    page), ended by :meth:`close`: a request under way then finishes on its
+    own (its timeout bounds it), its answer unused.  An error of ``fetch``
+    is raised by :meth:`get`, where the caller would have had it.
+    """
+
+    def __init__(self, fetch: Callable[[_Ask], _Page], name: str = "read-ahead") -> None:
+        self._fetch = fetch
+        self._name = name
+        self._asks: queue.SimpleQueue[tuple[_Ask] | None] = queue.SimpleQueue()
+        self._answers: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._taken = threading.Event()
+        self.pending = False
+
+    def ask(self, what: _Ask) -> None:
+        assert not self.pending, "one request at a time"
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True, name=self._name)
+            self._thread.start()
+        self.pending = True
+        self._asks.put((what,))
+        # wait until the thread has taken the ask: it then holds the GIL until its request is out and it waits
+        # for the answer; without this the request left only when this thread next released the GIL (up to the
+        # 5 ms switch interval later, while it reads the page before)
+        self._taken.wait()
+        self._taken.clear()
+
+    def get(self) -> _Page:
+        assert self.pending
+        ok, value = self._answers.get()
+        self.pending = False
+        if not ok:
+            raise value
+        return value
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._asks.put(None)  # the thread ends once a request under way is answered
+            self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            what = self._asks.get()
+            if what is None:
+                return
+            self._taken.set()
+            try:
+                self._answers.put((True, self._fetch(what[0])))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller in get()
+                self._answers.put((False, exc))

@@ -90,11 +90,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import fnmatch
-import functools
 import ipaddress
 import logging
 import os
-import queue
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -106,6 +104,7 @@ from crm_bridge.connectors.base import (
     ConfigError,
     Connector,
     ConnectorError,
+    ReadAhead,
     SourceUnavailable,
     SourceView,
     TransientError,
@@ -615,16 +614,16 @@ class ExchangeConnector(Connector):
         fields = self._fields(folder, kind)
         window = self._window()
         done = 0
-        pages: _Pages | None = None  # read ahead while the engine stores
+        raw = kind == "mail"
+        # the next page is read ahead while the engine stores this one
+        ahead: ReadAhead[tuple[Any, str], tuple[list, str, bool]] = ReadAhead(
+            lambda at: self._sync_page(at[0], fields, at[1], raw=raw), "ews-pages")
         try:
             while True:
-                if pages is None:
-                    pages = _Pages(functools.partial(self._sync_page, folder, fields, raw=kind == "mail"), state)
                 try:
-                    changes, new_state, last = pages.next()
+                    changes, new_state, last = ahead.get() if ahead.pending else self._sync_page(
+                        folder, fields, state, raw=raw)
                 except ErrorInvalidSyncStateData:
-                    pages.close()
-                    pages = None
                     if state is None:
                         raise
                     log.info("%s: the server no longer knows the sync state of %r; comparing the whole folder",
@@ -632,8 +631,6 @@ class ExchangeConnector(Connector):
                     state, full = None, True
                     continue
                 except ErrorFolderNotFound:
-                    pages.close()
-                    pages = None
                     if dist and not entry.get("checked"):
                         # the remembered id of a well-known folder no longer holds: ask the server once
                         fresh = self._distinguished(account, dist)
@@ -644,6 +641,8 @@ class ExchangeConnector(Connector):
                     yield Batch(problems=[f"folder {scope!r} vanished while it was read; nothing removed"])
                     return
                 more = not (last or (new_state == state and not changes))
+                if more:
+                    ahead.ask((folder, new_state))
                 batch = Batch()
                 for change, item in changes:
                     self._add_change(batch, scope, kind, change, item, window)
@@ -663,8 +662,7 @@ class ExchangeConnector(Connector):
                     return
                 state = new_state
         finally:
-            if pages is not None:
-                pages.close()
+            ahead.close()
 
     def _add_change(self, batch: Batch, scope: str, kind: str, change: str, item: Any,
                     window: tuple[datetime, datetime]) -> None:
@@ -748,59 +746,6 @@ class ExchangeConnector(Connector):
             _register_properties()
             scope, folder = self._cards_folder(account)
             return push_cards(self, folder, scope, cards)
-
-
-class _Pages:
-    """The SyncFolderItems pages of one folder, read ahead by a thread of its own.
-
-    The thread asks for a page (the HTTP wait and the XML parsing) and asks
-    for the next one with the sync state that page returned, while the caller
-    (the engine) stores the pages before; at most ``depth`` pages wait for
-    the caller, so memory stays flat.  The server's time and ours overlap.
-    Only reading requests go ahead: the order of the pages, the cursor
-    stored with each, and what a cut run leaves behind are as without it
-    (pages read ahead of the last stored one are read again by the next
-    run).  An error ends the reading; :meth:`next` raises it where the
-    caller would have had it.
-    """
-
-    def __init__(self, page: Any, state: str | None, depth: int = 1) -> None:
-        """``page(state=...)``: one page as (changes, new sync state, last page?)."""
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(page, state), name="ews-pages", daemon=True)
-        self._thread.start()
-
-    def _run(self, page: Any, state: str | None) -> None:
-        while not self._stop.is_set():
-            try:
-                result = page(state=state)
-            except BaseException as exc:  # noqa: BLE001 - handed to next()
-                self._put((False, exc))
-                return
-            self._put((True, result))
-            changes, new_state, last = result
-            if last or (new_state == state and not changes):
-                return
-            state = new_state
-
-    def _put(self, item: tuple) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                continue
-
-    def next(self) -> Any:
-        ok, value = self._queue.get()
-        if not ok:
-            raise value
-        return value
-
-    def close(self) -> None:
-        """The caller stops reading: a request under way finishes on its own, its answer unused."""
-        self._stop.set()
 
 
 _SYNC_SERVICE: Any = None

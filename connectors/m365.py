@@ -59,8 +59,6 @@ import contextlib
 import copy
 import json
 import logging
-import queue
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -72,6 +70,7 @@ from crm_bridge.connectors.base import (
     ConfigError,
     Connector,
     ConnectorError,
+    ReadAhead,
     SourceUnavailable,
     SourceView,
     TransientError,
@@ -404,14 +403,14 @@ class M365Connector(Connector):
         began = (entry.get("window") or window) if link else window  # the window this round asks for
         full = bool(entry.get("full")) or (link is None and bool(view.known(scope)))
         url = link or self._first_url(kind, fid)
-        ahead = _Ahead(self._request)
+        ahead: ReadAhead[str, dict] = ReadAhead(self._request, "m365-ahead")
         try:
             yield from self._pages(scope, fid, kind, wk, states, view, url, link, full, window, began, ahead)
         finally:
             ahead.close()
 
     def _pages(self, scope: str, fid: str, kind: str, wk: str, states: dict[str, dict], view: SourceView,
-               url: str, link: str | None, full: bool, window: str, began: str, ahead: "_Ahead") -> Iterator[Batch]:
+               url: str, link: str | None, full: bool, window: str, began: str, ahead: ReadAhead[str, dict]) -> Iterator[Batch]:
         done = 0
         while True:
             try:
@@ -502,64 +501,6 @@ class M365Connector(Connector):
             present.update(str(i.get("id")) for i in page.get("value") or () if isinstance(i, dict))
             url = page.get("@odata.nextLink") or ""
         return [Location(scope, lid) for lid in view.known(scope) if lid not in present]
-
-
-class _Ahead:
-    """The next delta page, asked for in a thread while this one is read and stored.
-
-    The link of the next page is known before the current page is stored,
-    so the service's time overlaps the store's; the cursor still moves page
-    by page with what was stored (a cut run asks for that page again).  One
-    request at a time: the connector makes no other request until
-    :meth:`get` returned.  One thread per folder, started on the first
-    :meth:`ask` and fed link by link (starting a thread per page cost the
-    reader a GIL hand-over every page), ended by :meth:`close`.
-    """
-
-    def __init__(self, fetch: Callable[[str], dict]):
-        self._fetch = fetch
-        self._asks: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self._answers: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._taken = threading.Event()
-        self.pending = False
-
-    def ask(self, url: str) -> None:
-        assert not self.pending, "one request at a time"
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, daemon=True, name="m365-ahead")
-            self._thread.start()
-        self.pending = True
-        self._asks.put(url)
-        # wait until the thread has taken the link: it then holds the GIL until its request is out and it waits
-        # for the answer; without this the request left only when this thread next released the GIL (up to the
-        # 5 ms switch interval later, while it reads the page before)
-        self._taken.wait()
-        self._taken.clear()
-
-    def get(self) -> dict:
-        assert self.pending
-        ok, value = self._answers.get()
-        self.pending = False
-        if not ok:
-            raise value
-        return value
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._asks.put(None)  # the thread ends once a request under way is answered
-            self._thread = None
-
-    def _run(self) -> None:
-        while True:
-            url = self._asks.get()
-            if url is None:
-                return
-            self._taken.set()
-            try:
-                self._answers.put((True, self._fetch(url)))
-            except BaseException as exc:  # handed to the reader in get()
-                self._answers.put((False, exc))
 
 
 def _recent(began: Any, today: str, days: int = 7) -> bool:

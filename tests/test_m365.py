@@ -577,7 +577,7 @@ def test_one_read_ahead_thread_serves_a_folder_and_ends_with_the_pull(graph):
 
 
 def test_the_read_ahead_request_has_left_when_ask_returns():
-    from crm_bridge.connectors.m365 import _Ahead
+    from crm_bridge.connectors.base import ReadAhead as _Ahead
 
     started = threading.Event()
     release = threading.Event()
