@@ -1,9 +1,9 @@
 """Microsoft Graph JSON (messages, events, contacts, To Do tasks) -> the store's records.
 
-No I/O here.  A message is read through :class:`GraphMail`, which shows the
-JSON with the attribute names of exchangelib's items, so that the mail
-record, the categories and the sensitivity rules are exactly those of the
-EWS connector (:func:`connectors.ewsitems.mail_record`, ``flags_of``).
+No I/O here.  A message is read in one pass over its JSON (:func:`mail_of`);
+the mail record, the categories and the sensitivity rules are those of the
+EWS connector (:func:`connectors.ewsitems.mail_record`, ``flags_of``), which
+tests/test_m365_items.py holds it to.
 
 Graph names what the store needs:
 
@@ -44,7 +44,6 @@ MAIL_EXPAND = ("singleValueExtendedProperties($filter=id eq 'Integer 0x0036' or 
 CONTACT_SELECT = "id,displayName,givenName,surname,emailAddresses,businessPhones,homePhones,mobilePhone,companyName,jobTitle,categories"
 MAIL_TYPES = ("#microsoft.graph.message", "#microsoft.graph.eventMessage", "#microsoft.graph.eventMessageRequest",
               "#microsoft.graph.eventMessageResponse", "#microsoft.graph.calendarSharingMessage")
-_SENSITIVITY = {"0": "Normal", "1": "Personal", "2": "Private", "3": "Confidential"}
 _RESPONSE = {"accepted": "ACCEPTED", "declined": "DECLINED", "tentativelyAccepted": "TENTATIVE",
              "notResponded": "NEEDS-ACTION", "none": "NEEDS-ACTION", "organizer": "ACCEPTED"}
 _TASK_STATUS = {"notStarted": "NEEDS-ACTION", "inProgress": "IN-PROCESS", "completed": "COMPLETED",
@@ -93,32 +92,6 @@ def extended(item: dict) -> dict[str, str]:
     return out
 
 
-class GraphMail:
-    """A Graph message with the attribute names :func:`ewsitems.mail_record` and ``flags_of`` read."""
-
-    def __init__(self, item: dict):
-        ext = extended(item)
-        self.id = item.get("id")
-        self.subject = item.get("subject") if isinstance(item.get("subject"), str) else ""
-        self.author = _box(item.get("from"))
-        self.sender = _box(item.get("sender"))
-        self.to_recipients = [b for b in map(_box, item.get("toRecipients") or ()) if b]
-        self.cc_recipients = [b for b in map(_box, item.get("ccRecipients") or ()) if b]
-        self.bcc_recipients = [b for b in map(_box, item.get("bccRecipients") or ()) if b]
-        self.datetime_sent = parse_time(item.get("sentDateTime"))
-        self.datetime_received = parse_time(item.get("receivedDateTime"))
-        self.message_id = item.get("internetMessageId") if isinstance(item.get("internetMessageId"), str) else ""
-        self.in_reply_to = ext.get(IN_REPLY_TO_PROP.lower(), "")
-        self.references = ext.get(REFERENCES_PROP.lower(), "")
-        cats = item.get("categories")
-        self.categories = [c for c in cats if isinstance(c, str)] if isinstance(cats, list) else []
-        self.sensitivity = _SENSITIVITY.get(ext.get(SENSITIVITY_PROP.lower(), "0"), "Normal")
-        self.text_body = item.get("bodyPreview") if isinstance(item.get("bodyPreview"), str) else ""
-        self.size = 0
-        self.has_attachments = item.get("hasAttachments") is True
-        self.changekey = item.get("changeKey") or ""
-
-
 def _smtp(value: Any) -> Address | None:
     """A Graph recipient -> Address, as ``ewsitems.address(_box(value))``; None without an SMTP address."""
     if not isinstance(value, dict):
@@ -143,21 +116,23 @@ def _smtps(values: Any) -> tuple[Address, ...]:
 
 
 _PRIVATE = ("2", "3")  # sensitivity Private, Confidential
+_SENSITIVITY_KEY, _IN_REPLY_TO_KEY, _REFERENCES_KEY = (p.lower() for p in (SENSITIVITY_PROP, IN_REPLY_TO_PROP,
+                                                                         REFERENCES_PROP))
 
 
 def mail_of(item: dict, location: Location, owner: str, log_category: str, private_category: str, log_flag: str,
             private_flag: str) -> MailRecord:
     """A Graph message -> MailRecord in one pass over the JSON.
 
-    The same record as ``ewsitems.mail_record(GraphMail(item), ..., flags_of(GraphMail(item), ...))``
-    (tests/test_m365_items.py holds the two to each other), without the attribute shim per message.
+    The same record as ``ewsitems.mail_record`` and ``flags_of`` make of the message shown with
+    exchangelib's attribute names (tests/test_m365_items.py holds the two to each other).
     """
     get = item.get
     ext = extended(item) if "singleValueExtendedProperties" in item else {}
     cats = get("categories")
     categories = [c for c in cats if isinstance(c, str) and c] if isinstance(cats, list) else []
     flags = set(categories)
-    private = ext.get("integer 0x36", "0") in _PRIVATE
+    private = ext.get(_SENSITIVITY_KEY, "0") in _PRIVATE
     if categories and (log_category or private_category):
         lowered = {c.lower() for c in categories}
         if log_category and log_category.lower() in lowered and log_flag:
@@ -180,8 +155,8 @@ def mail_of(item: dict, location: Location, owner: str, log_category: str, priva
     return MailRecord(
         location=location,
         message_id=ids[0] if ids else "",
-        in_reply_to=parse_ids(ext.get("string 0x1042") or ""),
-        references=parse_ids(ext.get("string 0x1039") or ""),
+        in_reply_to=parse_ids(ext.get(_IN_REPLY_TO_KEY) or ""),
+        references=parse_ids(ext.get(_REFERENCES_KEY) or ""),
         sender=sender,
         to=_smtps(get("toRecipients")),
         cc=_smtps(get("ccRecipients")),

@@ -16,7 +16,15 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from crm_bridge.connectors.ewsitems import ItemError, flags_of, mail_record
-from crm_bridge.connectors.graphitems import GraphMail, mail_of
+from crm_bridge.connectors.graphitems import (
+    IN_REPLY_TO_PROP,
+    REFERENCES_PROP,
+    SENSITIVITY_PROP,
+    _box,
+    extended,
+    mail_of,
+    parse_time,
+)
 from crm_bridge.crm_core.records import Location
 from tests.graph_emulator.seed import make_message
 
@@ -71,6 +79,36 @@ def _messages() -> list[dict]:
         item.update(change)
         odd.append(item)
     return out + odd
+
+
+_SENSITIVITY = {"0": "Normal", "1": "Personal", "2": "Private", "3": "Confidential"}
+
+
+class GraphMail:
+    """A Graph message with the attribute names :func:`ewsitems.mail_record` and ``flags_of`` read
+    (the M365 connector's reader before ``mail_of``; kept here as the reference it is held to)."""
+
+    def __init__(self, item: dict):
+        ext = extended(item)
+        self.id = item.get("id")
+        self.subject = item.get("subject") if isinstance(item.get("subject"), str) else ""
+        self.author = _box(item.get("from"))
+        self.sender = _box(item.get("sender"))
+        self.to_recipients = [b for b in map(_box, item.get("toRecipients") or ()) if b]
+        self.cc_recipients = [b for b in map(_box, item.get("ccRecipients") or ()) if b]
+        self.bcc_recipients = [b for b in map(_box, item.get("bccRecipients") or ()) if b]
+        self.datetime_sent = parse_time(item.get("sentDateTime"))
+        self.datetime_received = parse_time(item.get("receivedDateTime"))
+        self.message_id = item.get("internetMessageId") if isinstance(item.get("internetMessageId"), str) else ""
+        self.in_reply_to = ext.get(IN_REPLY_TO_PROP.lower(), "")
+        self.references = ext.get(REFERENCES_PROP.lower(), "")
+        cats = item.get("categories")
+        self.categories = [c for c in cats if isinstance(c, str)] if isinstance(cats, list) else []
+        self.sensitivity = _SENSITIVITY.get(ext.get(SENSITIVITY_PROP.lower(), "0"), "Normal")
+        self.text_body = item.get("bodyPreview") if isinstance(item.get("bodyPreview"), str) else ""
+        self.size = 0
+        self.has_attachments = item.get("hasAttachments") is True
+        self.changekey = item.get("changeKey") or ""
 
 
 def _reference(item: dict, location: Location, policy: tuple[str, str, str, str]):
