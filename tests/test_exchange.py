@@ -171,6 +171,40 @@ def test_the_next_page_is_fetched_while_this_one_is_stored(ews):
     assert [b.cursor for b in batches] == [b.cursor for b in plain.batches]
 
 
+def test_the_read_ahead_thread_ends_with_a_cut_run_and_with_a_failed_page(ews):
+    import threading
+
+    for n in range(10):
+        mail(ews, f"Mail {n}")
+    opts = dict(page_size=3, calendar=False, contacts=False, folders=["inbox"])
+
+    def readers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "ews-pages"]
+
+    def all_ended() -> bool:
+        for t in readers():
+            t.join(5)
+        return not readers()
+
+    # cut after the first page (the engine stops storing): the page asked for ahead is dropped, the thread ends
+    conn = make_connector("ex", options(ews, **opts))
+    pulled = conn.pull(None, View())
+    assert next(pulled).records
+    assert readers()  # the second page was asked for ahead
+    pulled.close()
+    conn.close()
+    assert all_ended()
+    # the second page fails: the error comes out of the pull, and the thread ends as well
+    conn = make_connector("ex", options(ews, **opts))
+    pulled = conn.pull(None, View())
+    assert next(pulled).records
+    ews.fail("http", count=5, operation="SyncFolderItems", status=500)
+    with pytest.raises(ConnectorError):
+        list(pulled)
+    conn.close()
+    assert all_ended()
+
+
 def test_named_and_globbed_folders_and_a_vanished_folder(ews):
     store = ews.store
     projects = store.add_folder("alice@nordlicht.example", "Projekte", parent="inbox")
