@@ -112,7 +112,6 @@ class Engine:
         self.backoff = backoff
         self._connectors: dict[str, Connector] = {}
         self.stored = 0  # items added or updated by this engine so far
-        self.batches = 0  # batches stored by this engine so far that carried items
         self._storing = False  # a batch is being stored and counted: Ctrl-C waits for it
         self._interrupt_pending = False
 
@@ -196,9 +195,8 @@ class Engine:
         for name in {*names, *(n for n in (self.config.push_tasks, self.config.push_cards) if n)}:
             self.connector(name)  # a config mistake stops the run before anything is read
         self.prepare()
-        batches = self.batches
         results = [self.sync_source(name, now) for name in names]
-        if self.batches > batches:  # nothing stored, nothing new for the planner's statistics
+        if any(r.batches for r in results):  # nothing stored, nothing new for the planner's statistics
             self.store.optimize()  # statistics for the planner where the store grew
         created = followup.apply_rules(self.store, self.config.followup, now, Office.of(self.config.web))
         if created:
@@ -325,7 +323,6 @@ class Engine:
             result.stats.merge(stats)
             if batch.records or batch.changes or batch.failures or batch.removed:
                 result.batches += 1
-                self.batches += 1
             self.stored += stats.added + stats.updated
         finally:
             self._storing = False
