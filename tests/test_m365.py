@@ -577,7 +577,7 @@ def test_one_read_ahead_thread_serves_a_folder_and_ends_with_the_pull(graph):
 
 
 def test_the_read_ahead_request_has_left_when_ask_returns():
-    from crm_bridge.connectors.base import ReadAhead as _Ahead
+    from crm_bridge.connectors.base import ReadAhead
 
     started = threading.Event()
     release = threading.Event()
@@ -587,7 +587,7 @@ def test_the_read_ahead_request_has_left_when_ask_returns():
         release.wait(5)
         return {"url": url}
 
-    ahead = _Ahead(fetch)
+    ahead = ReadAhead(fetch)
     for n in range(3):
         ahead.ask(f"page-{n}")
         # the thread holds the link (and the GIL until its request is out): no waiting for a switch interval
