@@ -64,7 +64,7 @@ def resolve() -> Any:
     except blocks.BlockRefused as exc:
         return answer(tr(exc.msgid, **exc.params), "error", back)
     except StoreError as exc:
-        return answer(str(exc), "error", back)
+        return answer(tr(str(exc)), "error", back)  # translated here: inline.js shows it as it comes
     return redirect(back)
 
 
