@@ -161,11 +161,7 @@ def _erase_sent_by(store: "Store", entry: str) -> int:
     now_s = iso(utcnow())
     ids = sorted({r[0] for r in rows})
     for iid in ids:
-        store.conn.execute(
-            """INSERT OR REPLACE INTO skipped(source, scope, local_id, message_id, reason, at)
-               SELECT source, scope, local_id, (SELECT message_id FROM interactions WHERE id=?), 'blocked sender', ?
-               FROM locations WHERE kind='interaction' AND item_id=?""", (iid, now_s, iid))
-        store._erase_interaction(iid)
+        store._erase_blocked(iid, now_s)
     if "@" in entry:
         store.conn.execute("DELETE FROM participants WHERE email=?", (entry,))
     return len(ids)

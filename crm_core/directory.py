@@ -86,15 +86,20 @@ _CONTACTS = """SELECT k.id, k.name, k.title, k.origin, k.customer_id, c.name AS 
     FROM contacts k LEFT JOIN customers c ON c.id = k.customer_id"""
 
 
-def contacts(store: Store, customer_id: int | None = None, unattached: bool = False) -> list[dict[str, Any]]:
-    """Contacts with their addresses and customer, by name."""
+def contacts(store: Store, customer_id: int | None = None, unattached: bool = False,
+             query: str = "") -> list[dict[str, Any]]:
+    """Contacts with their addresses and customer, by name; ``query``: those whose name, addresses or
+    customer contain it (any case)."""
     where, params = "", ()  # type: tuple[str, tuple[int, ...]]
     if customer_id is not None:
         where, params = " WHERE k.customer_id = ?", (customer_id,)
     elif unattached:
         where = " WHERE k.customer_id IS NULL"
-    rows = store.db.query(_CONTACTS + where + " ORDER BY k.name COLLATE NOCASE, k.id", params)
-    return [dict(r) for r in rows]
+    rows = [dict(r) for r in store.db.query(_CONTACTS + where + " ORDER BY k.name COLLATE NOCASE, k.id", params)]
+    query = query.strip().lower()
+    if query:
+        rows = [r for r in rows if query in " ".join(str(r[k] or "") for k in ("name", "emails", "customer")).lower()]
+    return rows
 
 
 def contact(store: Store, contact_id: int, recent: int = 10) -> dict[str, Any]:

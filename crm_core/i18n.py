@@ -18,8 +18,9 @@ front end reads its own catalogues with it too.
 from __future__ import annotations
 
 import ast
+import time
 from dataclasses import dataclass
-from datetime import date, datetime, timezone, tzinfo
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,12 +79,32 @@ def gettext(language: str, text: str) -> str:
     return catalogue(language).get(text) or text
 
 
+class SystemZone(tzinfo):
+    """The system's time zone with its rules (summer time), as the C library knows them (``TZ``,
+    /etc/localtime): the offset of each moment, not the one of today."""
+
+    def fromutc(self, dt: datetime) -> datetime:
+        gmtoff = time.localtime(dt.replace(tzinfo=timezone.utc).timestamp()).tm_gmtoff
+        return dt + timedelta(seconds=gmtoff)
+
+    def _local(self, dt: datetime | None) -> time.struct_time:
+        if dt is None:
+            return time.localtime()
+        return time.localtime(time.mktime((dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second, 0, 0, -1)))
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return timedelta(seconds=self._local(dt).tm_gmtoff)
+
+    def dst(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+    def tzname(self, dt: datetime | None) -> str:
+        return self._local(dt).tm_zone
+
+
 def zone(name: str) -> tzinfo:
-    """The configured time zone, or the system's."""
-    if name:
-        return ZoneInfo(name)
-    local = datetime.now().astimezone().tzinfo
-    return local or timezone.utc
+    """The configured time zone, or the system's (:class:`SystemZone`)."""
+    return ZoneInfo(name) if name else SystemZone()
 
 
 def parse_stored(value: str | None) -> datetime | date | None:

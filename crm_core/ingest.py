@@ -152,17 +152,17 @@ class Ingest(MailIngest, ItemIngest, Tasks):
                 sender_blocked = any(role == "from" and email in blocked for email, role in people)
                 if not sender_blocked:
                     continue
-                for source, scope, local_id in self._x(
-                    "SELECT source, scope, local_id FROM locations WHERE kind='interaction' AND item_id=?", (iid,)
-                ).fetchall():
-                    self._x(
-                        """INSERT OR REPLACE INTO skipped(source, scope, local_id, message_id, reason, at)
-                           VALUES (?, ?, ?, (SELECT message_id FROM interactions WHERE id=?), 'blocked sender', ?)""",
-                        (source, scope, local_id, iid, now_s),
-                    )
-                self._erase_interaction(iid)
+                self._erase_blocked(iid, now_s)
                 removed += 1
             if blocked.addresses:
                 marks = ",".join("?" * len(blocked.addresses))
                 self._x(f"DELETE FROM participants WHERE email IN ({marks})", sorted(blocked.addresses))
         return removed
+
+    def _erase_blocked(self, iid: int, now_s: str) -> None:
+        """Remove a stored mail whose sender is blocked; its places are recorded as skipped ("blocked sender").
+        (Also :func:`crm_core.blocks.block`'s, for a new entry.)"""
+        self._x("""INSERT OR REPLACE INTO skipped(source, scope, local_id, message_id, reason, at)
+                   SELECT source, scope, local_id, (SELECT message_id FROM interactions WHERE id=?), 'blocked sender', ?
+                   FROM locations WHERE kind='interaction' AND item_id=?""", (iid, now_s, iid))
+        self._erase_interaction(iid)

@@ -268,3 +268,22 @@ def test_cli_timeline_tasks_and_search_in_the_office_zone(tmp_path, maildir):
     store = Store(tmp_path / "crm.db")
     store.add_task("Rückruf", due=datetime(2026, 11, 29, 23, 30, tzinfo=timezone.utc))  # a due time a calendar set
     assert "due 2026-11-30" in crm("tasks", "list").output
+
+
+def test_without_a_configured_zone_times_follow_the_systems_rules_all_year(monkeypatch):
+    """No [company] timezone: the system's zone with its summer time, not the offset it has today."""
+    import time
+
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        office = Office(language="de")
+        assert office.when("2026-01-15T12:00:00Z") == "15.01.2026 13:00"
+        assert office.when("2026-07-15T12:00:00Z") == "15.07.2026 14:00"
+        assert office.when("2026-10-25T00:30:00Z") == "25.10.2026 02:30"  # still summer time
+        assert office.when("2026-10-25T01:30:00Z") == "25.10.2026 02:30"  # the repeated hour, winter time
+        start = datetime(2026, 7, 1, tzinfo=i18n.zone("")).astimezone(timezone.utc)
+        assert start == datetime(2026, 6, 30, 22, 0, tzinfo=timezone.utc)
+    finally:
+        monkeypatch.undo()
+        time.tzset()

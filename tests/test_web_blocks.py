@@ -208,3 +208,15 @@ def test_a_store_of_version_3_gets_the_blocks_table(tmp_path):
     blocks.block(store, "a@b.example")
     assert blocks.listing(store)[0]["entry"] == "a@b.example"
     store.close()
+
+
+def test_an_inline_answer_of_a_refused_action_is_in_the_page_language(office):
+    config_path, _crm, _store = office
+    client = make_app(config_path).test_client()
+    token = login(client, "bob")
+    refused = client.post("/review", data={"csrf": token, "email": SPAM, "action": "customer", "name": " "},
+                          headers={"X-Requested-With": "fetch"})
+    assert refused.status_code == 400 and refused.json == {"ok": False, "message": "Ein Kunde braucht einen Namen."}
+    # without JavaScript: the same words, flashed
+    client.post("/review", data={"csrf": token, "email": SPAM, "action": "customer", "name": " "})
+    assert "Ein Kunde braucht einen Namen." in client.get("/review").text

@@ -336,3 +336,17 @@ def test_the_pushed_card_of_a_merged_away_contact_is_emptied_once(radicale, tmp_
     assert "EMAIL:kim@kunde.example" in kept and "EMAIL:k.kunde@kunde.example" in kept
     by_source = {r["source"]: r for r in crm.json("sync")["results"]}
     assert by_source["book (cards)"]["updated"] == 0  # pushed once, then left alone
+
+
+def test_a_refused_customer_rename_merge_or_attach_is_said_in_the_page_language(app, store):
+    client = app.test_client()
+    token = login(client, "bob")
+    cid = store.add_customer("Testfirma Sprachprobe", ["sprachprobe.example"])
+    client.post(f"/customers/{cid}/rename", data={"csrf": token, "name": "  "})
+    assert "Ein Kunde braucht einen Namen." in client.get(f"/customers/{cid}").text
+    client.post(f"/customers/{cid}/merge", data={"csrf": token, "other": str(cid)})
+    assert "Ein Kunde kann nicht mit sich selbst zusammengeführt werden." in client.get(f"/customers/{cid}").text
+    kid = store.contact_id(BRODERSEN)
+    client.post(f"/contacts/{kid}/customer", data={"csrf": token, "action": "attach", "customer": " "})
+    assert "Bitte einen Kunden angeben." in client.get(f"/contacts/{kid}").text
+    assert store.customer_id("Testfirma Sprachprobe") == cid

@@ -51,7 +51,7 @@ def create_app(store_path: str | Path, web: WebSettings | None = None,
     app.secret_key = key
     app.jinja_env.add_extension("jinja2.ext.i18n")
     app.jinja_env.autoescape = True
-    tz = i18n.zone(web.timezone)
+    tz = app.config["CRM_TZ"] = i18n.zone(web.timezone)
     # the language is looked up per call (g is per request), so threads never mix languages
     app.jinja_env.install_gettext_callables(  # type: ignore[attr-defined]
         lambda text: i18n.gettext(g.get("lang", i18n.DEFAULT), text),

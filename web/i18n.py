@@ -17,6 +17,8 @@ from __future__ import annotations
 from datetime import datetime, tzinfo
 from pathlib import Path
 
+from flask import current_app
+
 from crm_bridge.crm_core.i18n import read_catalogue, zone  # noqa: F401 (zone: web/app.py reads it from here)
 
 LANGUAGES = ("de", "en")
@@ -43,6 +45,11 @@ def pick_language(chosen: str | None, office: str, accept: list[tuple[str, float
         if base in LANGUAGES:
             return base
     return DEFAULT
+
+
+def office_zone() -> tzinfo:
+    """The office's zone ([company] timezone, else the system's), as create_app worked it out."""
+    return current_app.config["CRM_TZ"]
 
 
 def local_time(value: str | None, tz: tzinfo, with_time: bool = True) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
 from crm_bridge.crm_core.contacts import ContactReads
 from crm_bridge.crm_core.notes import add_note
@@ -46,7 +46,7 @@ def period(value: str, tz: Any = timezone.utc) -> tuple[str | None, str | None]:
 
 def timeline_filters(args: Any, tz: Any = None) -> dict[str, Any]:
     """The timeline's filters from a request's ``args``; a year is one of the office's calendar."""
-    tz = tz or i18n.zone(current_app.config["CRM_WEB"].timezone)
+    tz = tz or i18n.office_zone()
     kinds = tuple(k for k in args.getlist("kind") if k in KINDS)
     contact = args.get("contact", "")
     since, until = period(args.get("period", ""), tz)
@@ -61,7 +61,7 @@ def customer(customer_id: int) -> Any:
     info = reads.customer(customer_id)
     if info is None:
         abort(404)
-    tz = i18n.zone(current_app.config["CRM_WEB"].timezone)
+    tz = i18n.office_zone()
     filters = timeline_filters(request.args, tz)
     items, next_key = reads.timeline(customer_id, limit=PAGE, **filters)
     months = reads.per_month(customer_id, tz)

@@ -64,7 +64,7 @@ def resolve() -> Any:
     except blocks.BlockRefused as exc:
         return answer(tr(exc.msgid, **exc.params), "error", back)
     except StoreError as exc:
-        return answer(str(exc), "error", back)
+        return answer(tr(str(exc)), "error", back)  # translated here: inline.js shows it as it comes
     return redirect(back)
 
 
@@ -167,9 +167,7 @@ def domains(customer_id: int) -> Any:
 @login_required
 def contacts() -> Any:
     query = request.args.get("q", "").strip().lower()
-    rows = directory.contacts(g.store, unattached=request.args.get("unattached") == "1")
-    if query:
-        rows = [r for r in rows if query in " ".join(str(r[k] or "") for k in ("name", "emails", "customer")).lower()]
+    rows = directory.contacts(g.store, unattached=request.args.get("unattached") == "1", query=query)
     return render_template("contacts.html", contacts=rows[:500], more=len(rows) > 500, q=query,
                            unattached=request.args.get("unattached") == "1")
 

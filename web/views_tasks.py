@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
 from crm_bridge.crm_core.pages import PageReads
 from crm_bridge.web import i18n
@@ -19,7 +19,7 @@ DUE_FILTERS = ("today", "overdue", "next")
 
 def office_today() -> str:
     """Today's date where the office is ([company] timezone, else the system's), YYYY-MM-DD."""
-    return datetime.now(i18n.zone(current_app.config["CRM_WEB"].timezone)).date().isoformat()
+    return datetime.now(i18n.office_zone()).date().isoformat()
 
 
 def parse_due(value: str) -> date | None:
