@@ -19,14 +19,25 @@
     if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) { event.preventDefault(); return; }
     event.preventDefault();
     var data = new FormData(form);
-    if (event.submitter && event.submitter.name) { data.append(event.submitter.name, event.submitter.value); }
+    var submitter = event.submitter;
+    if (submitter && submitter.name) { data.append(submitter.name, submitter.value); }
+    // the page's own post, as without JavaScript: with the button pressed (form.submit() alone sends no button,
+    // so "Block all of <domain>" would block only the address)
+    function post() {
+      if (submitter && submitter.name) {
+        var pressed = document.createElement("input");
+        pressed.type = "hidden"; pressed.name = submitter.name; pressed.value = submitter.value;
+        form.appendChild(pressed);
+      }
+      form.submit();
+    }
     // getAttribute: a field named "action" hides the form's action property
     fetch(form.getAttribute("action") || window.location.href, {
       method: "POST", body: new URLSearchParams(data), credentials: "same-origin",
       headers: {"X-Requested-With": "fetch", "Accept": "application/json"}
     }).then(function (response) {
       if (response.redirected || (response.headers.get("Content-Type") || "").indexOf("json") < 0) {
-        form.submit();  // e.g. the session ended: let the page do what it does without JavaScript
+        post();  // e.g. the session ended: let the page do what it does without JavaScript
         return null;
       }
       return response.json().then(function (body) {
@@ -36,6 +47,6 @@
           if (row) { row.remove(); }
         }
       });
-    }).catch(function () { form.submit(); });
+    }).catch(post);
   });
 })();
