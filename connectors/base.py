@@ -367,8 +367,8 @@ class ReadAhead(Generic[_Ask, _Page]):
     a time: the caller makes no other request until :meth:`get` returned.
     One thread per folder, started on the first :meth:`ask` and fed page by
     page (starting a thread per page cost the reader a GIL hand-over every
-    page), ended by :meth:`close`: a request under way then finishes on its
-    own (its timeout bounds it), its answer unused.  An error of ``fetch``
+    page), ended by :meth:`close`, which waits for a request under way (its
+    timeout bounds it; its answer is unused).  An error of ``fetch``
     is raised by :meth:`get`, where the caller would have had it.
     """
 
@@ -403,8 +403,11 @@ class ReadAhead(Generic[_Ask, _Page]):
         return value
 
     def close(self) -> None:
+        """End the thread; a request under way is waited for (its timeout bounds it), so that nothing else
+        uses the connection (an HTTP session is not for two threads at once) while it is still answered."""
         if self._thread is not None:
-            self._asks.put(None)  # the thread ends once a request under way is answered
+            self._asks.put(None)
+            self._thread.join()
             self._thread = None
 
     def _run(self) -> None:

@@ -576,6 +576,24 @@ def test_one_read_ahead_thread_serves_a_folder_and_ends_with_the_pull(graph):
 
 
 
+def test_closing_the_read_ahead_waits_for_a_request_under_way():
+    """After a cut or failed folder the connector goes on with other requests (task and card push) on the same
+    HTTP session: the read-ahead's request must be over by then, not still using the session from its thread."""
+    from crm_bridge.connectors.base import ReadAhead
+
+    over = threading.Event()
+
+    def fetch(url):
+        time.sleep(0.3)
+        over.set()
+        return {"url": url}
+
+    ahead = ReadAhead(fetch)
+    ahead.ask("page-1")  # asked ahead, never taken: the run was cut
+    ahead.close()
+    assert over.is_set()
+
+
 def test_the_read_ahead_request_has_left_when_ask_returns():
     from crm_bridge.connectors.base import ReadAhead
 
