@@ -131,3 +131,15 @@ def dedent(text: str) -> str:
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def readme_config(source_type: str):
+    """The README's example config (a ```toml block) with a source of ``source_type``, parsed as crm reads it."""
+    import re
+    import tomllib
+
+    from crm_bridge.sync.config import parse_config
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if f'type = "{source_type}"' in b)
+    return parse_config(tomllib.loads(re.sub(r"^  ", "", block, flags=re.M)), Path("/srv/crm/crm.toml"))

@@ -568,16 +568,9 @@ def test_task_changed_on_both_sides_client_wins_and_deleted_in_outlook_is_cancel
 
 
 def test_the_readme_config_with_three_mailboxes_is_valid():
-    import re
-    import tomllib
-    from pathlib import Path
+    from tests.conftest import readme_config
 
-    from crm_bridge.sync.config import parse_config
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    block = next(b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if 'type = "exchange"' in b)
-    data = tomllib.loads(re.sub(r"^  ", "", block, flags=re.M))
-    config = parse_config(data, Path("/srv/crm/crm.toml"))
+    config = readme_config("exchange")
     assert sorted(config.sources) == ["anna-exchange", "ben-exchange", "office-exchange"]
     assert {s["username"] for s in config.sources.values()} == {"EXAMPLE\\svc-crm"}
     for name, table in config.sources.items():

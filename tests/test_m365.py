@@ -451,16 +451,9 @@ def test_tasks_go_to_to_do_through_sync_once_and_completion_comes_back(tmp_path,
 
 
 def test_the_readme_config_is_valid():
-    import re
-    import tomllib
-    from pathlib import Path
+    from tests.conftest import readme_config
 
-    from crm_bridge.sync.config import parse_config
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    block = next(b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if 'type = "m365"' in b)
-    data = tomllib.loads(re.sub(r"^  ", "", block, flags=re.M))
-    config = parse_config(data, Path("/srv/crm/crm.toml"))
+    config = readme_config("m365")
     assert sorted(config.sources) == ["anna-m365", "chef-m365", "office-m365"]
     for name, table in config.sources.items():
         make_connector(name, table)
