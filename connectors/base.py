@@ -133,8 +133,15 @@ class SkipRule:
         policy = self.policy
         if policy.visibility == "metadata" or policy.logged_anyway(rec.location.scope, rec.flags):
             return False
+        # what Linker.match links, without building its Match: a known contact, or a customer's domain
         linker = self._rules()
-        return not linker.match(linker.mail_participants(rec), policy).links
+        contacts = linker.index.contact_by_email
+        people = [rec.sender, *rec.to, *rec.cc, *rec.bcc] if rec.sender is not None else [*rec.to, *rec.cc, *rec.bcc]
+        for addr in linker.external(people, policy):
+            if (addr.email in contacts or linker.customer_for_domain(addr.domain) is not None) \
+                    and not linker.is_blocked(addr.email):
+                return False
+        return True
 
 
 def skip_rule(view: SourceView) -> SkipRule | None:

@@ -267,3 +267,30 @@ def test_the_reader_process_fetches_no_text_for_metadata_only_mail(dovecot, tmp_
     assert sync() == 1  # the mail it linked, by UID
     assert _row(tmp_path, "start@x") == _as_read(FIRST)
     assert sync() == 0
+
+
+def test_text_unneeded_says_what_the_linker_links():
+    """The reader's check (no Match built) agrees with Linker.match on every kind of participant."""
+    from crm_bridge.connectors.base import SkipRule
+    from crm_bridge.crm_core.linking import LinkIndex, Linker
+    from crm_bridge.crm_core.records import Address, MailRecord
+    from crm_bridge.crm_core.settings import AddressSet, LinkingSettings, SourcePolicy
+
+    settings = LinkingSettings(internal_domains=AddressSet(["nordlicht.example"]),
+                               blocklist=AddressSet(["spam@kunde.example"]))
+    index = LinkIndex(contact_by_email={"pia@woanders.example": 1, "spam@kunde.example": 2},
+                      customer_of_contact={1: None, 2: 7}, customer_by_domain={"kunde.example": 7})
+    policy = SourcePolicy(name="alice-imap", owner=frozenset([OWNER]))
+    rule, linker = SkipRule(settings, policy, index), Linker(settings, index)
+    people = ["olaf@andere.example", "pia@woanders.example", "kim@sub.kunde.example", "spam@kunde.example",
+              "ben@nordlicht.example", "max@gmail.com"]
+    cases = 0
+    for sender in people:
+        for other in people:
+            rec = MailRecord(Location("INBOX", "1:1"), message_id="m@x", sender=Address(sender),
+                             to=(Address(OWNER), Address(other)))
+            assert rule.text_unneeded(rec) == (not linker.match(linker.mail_participants(rec), policy).links), rec
+            cases += 1
+    assert cases == 36
+    no_id = MailRecord(Location("INBOX", "1:2"), sender=Address("olaf@andere.example"), to=(Address(OWNER),))
+    assert not rule.text_unneeded(no_id)  # found again only by its text's hash: the text is read
