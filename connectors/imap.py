@@ -276,6 +276,28 @@ class _Mail:
             self.snippet = part_snippet(self.raw, part)  # all that part_snippet reads is here
 
 
+#: batches of new mail whose text FETCHes may be under way at once (see _pull_folder)
+_TEXTS_IN_FLIGHT = 3
+
+
+class _Texts:
+    """A batch of new mail between its header FETCH and its records: the text FETCHes still under way."""
+
+    __slots__ = ("batch", "mails", "uids", "asked")
+
+    def __init__(self, batch: Batch, mails: list[_Mail], uids: Sequence[int], asked: list[bytes]):
+        self.batch = batch
+        self.mails = mails
+        self.uids = uids
+        self.asked = asked  # tags of the round of FETCHes on the wire
+
+    def next_round(self, conn: "ImapConnector", fetches: Fetches) -> None:
+        """Take in the round on the wire (mostly answered by now) and send the next one."""
+        if self.asked:
+            fetches.wait(*self.asked)
+            self.asked = conn._ask_texts(fetches, self.mails, fetches.take(self.uids))
+
+
 def _excerpt_of(record: MailRecord | None) -> str:
     if record is None:
         return ""
@@ -729,6 +751,9 @@ class ImapConnector(Connector):
         heads = [fetches.send(uid_set(c), _FETCH_ITEMS) for c in chunks[:2]]
         rule = skip_rule(view)
         done = 0
+        # batches whose texts are on the way, oldest first: each round of FETCHes (BODYSTRUCTURE, a text
+        # prefix, more of it) is answered while the next batch's headers are parsed, not waited for
+        pending: list[_Texts] = []
         try:
             for k, chunk in enumerate(chunks):
                 fetches.wait(heads[k])
@@ -736,16 +761,21 @@ class ImapConnector(Connector):
                 asked = self._ask_texts(fetches, mails)
                 if k + 2 < len(chunks):
                     heads.append(fetches.send(uid_set(chunks[k + 2]), _FETCH_ITEMS))
-                while asked:
-                    fetches.wait(*asked)
-                    asked = self._ask_texts(fetches, mails, fetches.take(chunk))
-                self._add_records(batch, mails)
-                done += len(chunk)
-                state["last_uid"] = max(state["last_uid"], chunk[-1])
-                state["uidnext"] = state["exists"] = 0  # a pass is running
-                batch.cursor = self._cursor(states)
-                batch.done, batch.total = done, len(new_uids)
-                yield batch
+                for texts in pending:
+                    texts.next_round(self, fetches)
+                pending.append(_Texts(batch, mails, chunk, asked))
+                while pending and (not pending[0].asked or len(pending) > _TEXTS_IN_FLIGHT or k + 1 == len(chunks)):
+                    texts = pending.pop(0)
+                    while texts.asked:
+                        texts.next_round(self, fetches)
+                    batch, chunk = texts.batch, texts.uids
+                    self._add_records(batch, texts.mails)
+                    done += len(chunk)
+                    state["last_uid"] = max(state["last_uid"], chunk[-1])
+                    state["uidnext"] = state["exists"] = 0  # a pass is running
+                    batch.cursor = self._cursor(states)
+                    batch.done, batch.total = done, len(new_uids)
+                    yield batch
         finally:
             if fetches.busy:  # stopped half-way: responses still on the wire
                 self._drop()
