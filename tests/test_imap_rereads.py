@@ -294,3 +294,25 @@ def test_text_unneeded_says_what_the_linker_links():
     assert cases == 36
     no_id = MailRecord(Location("INBOX", "1:2"), sender=Address("olaf@andere.example"), to=(Address(OWNER),))
     assert not rule.text_unneeded(no_id)  # found again only by its text's hash: the text is read
+
+
+def test_a_batchs_text_rounds_are_answered_while_the_next_batch_is_parsed(dovecot, sent):
+    """The connector does not wait for a batch's BODYSTRUCTURE answer before it asks for the next batch's:
+    the server answers one while this process parses the other (issue 9, reader process balance)."""
+    from tests.test_imap import MemoryView, connector
+
+    mails = [ATTACHED.replace(b"<plans@x>", f"<plans{n}@x>".encode()) for n in range(6)]
+    uids = dovecot.append("alice", "INBOX", mails)
+    view = MemoryView()
+    batches = view.sync(connector(dovecot, folders=["INBOX"], batch_size=2))
+    structure = [i for i, (_u, items) in enumerate(sent) if items == "BODYSTRUCTURE"]
+    texts = [i for i, (_u, items) in enumerate(sent) if items.startswith("BODY.PEEK[1]")]
+    first_text = next(i for i in texts if uids[0] in sent[i][0])
+    second_structure = next(i for i in structure if uids[2] in sent[i][0])
+    assert second_structure < first_text  # batch 2's first round went out before batch 1's second
+    # and the batches still come in UID order, each with its cursor, every record complete
+    got = [r for b in batches for r in b.records]
+    assert [r.message_id for r in got] == [f"plans{n}@x" for n in range(6)]
+    assert all(r.has_attachments and "Plaene" in r.snippet for r in got)
+    lasts = [b.cursor["folders"]["INBOX"]["last_uid"] for b in batches if b.records]
+    assert lasts == sorted(lasts) and lasts[-1] == uids[-1]
