@@ -1,7 +1,7 @@
 """Bare IMAP yardsticks for bench_imap.py: crm's own request replayed, and a header-only fetch.
 
-``record_session`` runs the connector's pull (a first sync, nothing known)
-through a loopback proxy that keeps every byte the client sends.
+``record_session`` runs the connector's pull (a first sync, nothing known;
+with the realistic store's view for bench_imap's yardstick) through a loopback proxy that keeps every byte the client sends.
 ``replay`` then sends those same bytes, byte for byte, over a plain socket
 (all at once, so the server never waits for the client) and reads every
 response until the server closes the connection after LOGOUT: the cost of
@@ -74,8 +74,12 @@ class NullView:
         return []
 
 
-def record_session(port: int, password: str, folders: list[str]) -> tuple[bytes, int]:
-    """(the bytes the connector sends in a first sync of ``folders``, the bytes it received)."""
+def record_session(port: int, password: str, folders: list[str], view=None) -> tuple[bytes, int]:
+    """(the bytes the connector sends in a first sync of ``folders``, the bytes it received).
+
+    ``view``: the store's view the connector asks (which mail gets no text: skipped, or metadata only
+    because nobody in it is known); None: a view that knows nothing, so every mail's text is fetched.
+    """
     from crm_bridge.connectors.imap import ImapConnector
 
     os.environ["BENCH_IMAP_PW"] = password
@@ -83,7 +87,7 @@ def record_session(port: int, password: str, folders: list[str]) -> tuple[bytes,
     conn = ImapConnector("bench", {"type": "imap", "host": "127.0.0.1", "port": rec.port, "tls": "none",
                                    "allow_plaintext": True, "username": "alice", "password_env": "BENCH_IMAP_PW",
                                    "folders": folders})
-    for _batch in conn.pull(None, NullView()):
+    for _batch in conn.pull(None, view if view is not None else NullView()):
         pass
     conn.close()
     time.sleep(0.2)  # let the proxy pass on the LOGOUT answer

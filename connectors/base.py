@@ -30,10 +30,10 @@ import threading
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, Mapping, Protocol, TypeVar
 
-from crm_bridge.crm_core.records import Batch, CardPush, MailRecord, PushResult, TaskPush
+from crm_bridge.crm_core.records import Batch, CardPush, Location, MailRecord, PushResult, TaskPush
 
 if TYPE_CHECKING:  # imported when a rule is used: a connector alone starts without them
-    from crm_bridge.crm_core.linking import Linker
+    from crm_bridge.crm_core.linking import LinkIndex, Linker
     from crm_bridge.crm_core.settings import LinkingSettings, SourcePolicy
 
 
@@ -77,7 +77,8 @@ class SourceView(Protocol):
 
     def scopes(self) -> list[str]: ...
 
-    # A view may also have ``skip_rule() -> SkipRule | None`` (see :func:`skip_rule`).
+    # A view may also have ``skip_rule() -> SkipRule | None`` (see :func:`skip_rule`) and
+    # ``rereads() -> list[Location]`` (see :func:`rereads`).
 
 
 class SkipRule:
@@ -86,34 +87,74 @@ class SkipRule:
     :meth:`crm_core.linking.Linker.skip_reason` with the source's policy: a
     private folder or keyword, a blocked sender, before ``since``, bulk or
     internal-only mail.  The store keeps no text of such mail, so a
-    connector that reads the header first fetches no text for it.  Small and
-    picklable: it crosses to the reader process once per pull.
+    connector that reads the header first fetches no text for it.
+
+    With the store's link ``index`` (its contacts and customer domains) it
+    also tells mail the store keeps as metadata only because nobody in it
+    is known (:meth:`text_unneeded`): no text is fetched for that either;
+    the store asks for it by name once the mail is linked
+    (:mod:`crm_core.rereads`).  Picklable: it crosses to the reader process
+    once per pull (the index with it: a few hundred kB for thousands of
+    contacts).
     """
 
-    def __init__(self, settings: LinkingSettings, policy: SourcePolicy):
+    def __init__(self, settings: LinkingSettings, policy: SourcePolicy, index: LinkIndex | None = None):
         self.settings = settings
         self.policy = policy
+        self.index = index
         self._linker: Linker | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"settings": self.settings, "policy": self.policy}
+        return {"settings": self.settings, "policy": self.policy, "index": self.index}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["settings"], state["policy"])  # type: ignore[misc]
+        self.__init__(state["settings"], state["policy"], state.get("index"))  # type: ignore[misc]
 
-    def skip_reason(self, rec: MailRecord) -> str:
-        """Why the store will not log ``rec`` (read from its header, without text), or ""."""
+    def _rules(self) -> Linker:
         if self._linker is None:
             from crm_bridge.crm_core.linking import LinkIndex, Linker
 
-            self._linker = Linker(self.settings, LinkIndex())
-        return self._linker.skip_reason(rec, rec.location.scope, rec.flags, self.policy)
+            self._linker = Linker(self.settings, self.index if self.index is not None else LinkIndex())
+        return self._linker
+
+    def skip_reason(self, rec: MailRecord) -> str:
+        """Why the store will not log ``rec`` (read from its header, without text), or ""."""
+        return self._rules().skip_reason(rec, rec.location.scope, rec.flags, self.policy)
+
+    def text_unneeded(self, rec: MailRecord) -> bool:
+        """Whether the store will keep ``rec`` (not skipped) as metadata only, known from its header:
+        unmatched mail is kept so (``unmatched = "metadata"``) or dropped, nobody in it is a known
+        contact or at a customer's domain, it is not in the log folder.  A mail without Message-ID
+        always gets its text: the store finds it again by the text's hash alone.  Where the store
+        links it after all (a contact made since the index was taken) it asks for the text by name.
+        """
+        if self.index is None or not rec.message_id or self.settings.unmatched not in ("metadata", "drop"):
+            return False
+        policy = self.policy
+        if policy.visibility == "metadata" or policy.logged_anyway(rec.location.scope, rec.flags):
+            return False
+        # what Linker.match links, without building its Match: a known contact, or a customer's domain
+        linker = self._rules()
+        contacts = linker.index.contact_by_email
+        people = [rec.sender, *rec.to, *rec.cc, *rec.bcc] if rec.sender is not None else [*rec.to, *rec.cc, *rec.bcc]
+        for addr in linker.external(people, policy):
+            if (addr.email in contacts or linker.customer_for_domain(addr.domain) is not None) \
+                    and not linker.is_blocked(addr.email):
+                return False
+        return True
 
 
 def skip_rule(view: SourceView) -> SkipRule | None:
     """The view's :class:`SkipRule`; None from a view without one (every mail then gets its text)."""
     ask = getattr(view, "skip_rule", None)
     return ask() if ask is not None else None
+
+
+def rereads(view: SourceView) -> list[Location]:
+    """Locations of mail the store holds without its text and now wants it (:mod:`crm_core.rereads`);
+    a connector that can read single items answers them in ``Batch.rereads``.  [] from a view without."""
+    ask = getattr(view, "rereads", None)
+    return list(ask()) if ask is not None else []
 
 
 class Connector(ABC):

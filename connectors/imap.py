@@ -64,6 +64,14 @@ of :data:`connectors.mailparse.HEADER_FIELDS`).  Then, per mail (:class:`_Mail`)
 * nothing more for mail the store skips whatever its text says (private,
   blocked, bulk, internal-only, before ``since``: the view's
   :class:`~connectors.base.SkipRule`);
+* no text for mail the store keeps as metadata only, known from the header
+  (nobody in it is a known contact or at a customer's domain:
+  :meth:`~connectors.base.SkipRule.text_unneeded`), only the BODYSTRUCTURE
+  of a multipart one (whether it has attachments); the record says
+  ``no_text``.  Once such a mail is linked, the store names its location
+  (``SourceView.rereads``, :mod:`crm_core.rereads`) and the next pull
+  fetches just those UIDs, as new mail is fetched, right after the folder's
+  EXAMINE, answering each (read or gone) in ``Batch.rereads``;
 * for a single-part mail (Content-Type not multipart, or none) the text part
   is known from the header, read as :func:`~connectors.mailparse.iter_parts`
   reads a file; a multipart mail's ``BODYSTRUCTURE`` is fetched to find it
@@ -143,6 +151,7 @@ from crm_bridge.connectors.base import (
     SourceUnavailable,
     SourceView,
     TransientError,
+    rereads,
     secret,
     skip_rule,
 )
@@ -203,7 +212,7 @@ class _Mail:
     """A new mail between its header FETCH and its record: what is known, what to ask for next."""
 
     __slots__ = ("uid", "location", "flags", "size", "record", "part", "structure", "raw", "asked", "snippet",
-                 "failed")
+                 "failed", "textless")
 
     def __init__(self, uid: int, location: Location, flags: tuple[str, ...], size: int):
         self.uid = uid
@@ -217,6 +226,7 @@ class _Mail:
         self.asked = 0  # bytes asked for so far (from offset 0)
         self.snippet: str | None = None  # settled
         self.failed = ""
+        self.textless = False  # metadata only: the BODYSTRUCTURE (for has_attachments), no text
 
     def next_item(self) -> tuple[str, ...] | None:
         """The FETCH item this mail needs next, None when it needs nothing more."""
@@ -245,6 +255,8 @@ class _Mail:
             self.part, attachments = choose_text_part(body_parts(data.get(b"BODYSTRUCTURE")))
             if self.record is not None:
                 self.record.has_attachments = attachments
+            if self.textless:
+                self.part = None
             return
         part = self.part
         if part is None:
@@ -262,6 +274,28 @@ class _Mail:
         self.snippet = prefix_snippet(self.raw, part, complete)
         if self.snippet is None and self.asked >= 2 * prefix_bytes(part.ctype, part.cte):
             self.snippet = part_snippet(self.raw, part)  # all that part_snippet reads is here
+
+
+#: batches of new mail whose text FETCHes may be under way at once (see _pull_folder)
+_TEXTS_IN_FLIGHT = 3
+
+
+class _Texts:
+    """A batch of new mail between its header FETCH and its records: the text FETCHes still under way."""
+
+    __slots__ = ("batch", "mails", "uids", "asked")
+
+    def __init__(self, batch: Batch, mails: list[_Mail], uids: Sequence[int], asked: list[bytes]):
+        self.batch = batch
+        self.mails = mails
+        self.uids = uids
+        self.asked = asked  # tags of the round of FETCHes on the wire
+
+    def next_round(self, conn: "ImapConnector", fetches: Fetches) -> None:
+        """Take in the round on the wire (mostly answered by now) and send the next one."""
+        if self.asked:
+            fetches.wait(*self.asked)
+            self.asked = conn._ask_texts(fetches, self.mails, fetches.take(self.uids))
 
 
 def _excerpt_of(record: MailRecord | None) -> str:
@@ -616,8 +650,11 @@ class ImapConnector(Connector):
                     )
             if problems or self._told != told:
                 yield Batch(problems=problems, cursor=self._cursor(states) if cursor is not None else None)
+            wanted: dict[str, list[Location]] = {}
+            for loc in rereads(view):
+                wanted.setdefault(loc.scope, []).append(loc)
             for server_name, scope in folders:
-                yield from self._pull_folder(client, server_name, scope, states, view)
+                yield from self._pull_folder(client, server_name, scope, states, view, wanted.get(scope, []))
 
     def _cursor(self, states: dict[str, dict]) -> dict:
         out: dict[str, Any] = {"version": CURSOR_VERSION, "folders": copy.deepcopy(states)}
@@ -646,7 +683,7 @@ class ImapConnector(Connector):
         return out
 
     def _pull_folder(self, client: Any, server_name: str, scope: str, states: dict[str, dict],
-                     view: SourceView) -> Iterator[Batch]:
+                     view: SourceView, rereading: Sequence[Location] = ()) -> Iterator[Batch]:
         try:
             info = client.select_folder(server_name, readonly=True)
         except imaplib.IMAP4.abort:
@@ -683,6 +720,8 @@ class ImapConnector(Connector):
         else:
             state = prev
         states[scope] = state
+        if rereading:  # the store's wish first: the folder may be unchanged otherwise
+            yield from self._reread(client, scope, uidvalidity, rereading)
         # same UIDNEXT and EXISTS as after the last complete pass: no mail came or went
         same_mail = prev is not None and state["uidnext"] == uidnext and state["exists"] == exists and uidnext > 0
         if same_mail and self._condstore and state["modseq"] == highest:
@@ -712,6 +751,9 @@ class ImapConnector(Connector):
         heads = [fetches.send(uid_set(c), _FETCH_ITEMS) for c in chunks[:2]]
         rule = skip_rule(view)
         done = 0
+        # batches whose texts are on the way, oldest first: each round of FETCHes (BODYSTRUCTURE, a text
+        # prefix, more of it) is answered while the next batch's headers are parsed, not waited for
+        pending: list[_Texts] = []
         try:
             for k, chunk in enumerate(chunks):
                 fetches.wait(heads[k])
@@ -719,16 +761,21 @@ class ImapConnector(Connector):
                 asked = self._ask_texts(fetches, mails)
                 if k + 2 < len(chunks):
                     heads.append(fetches.send(uid_set(chunks[k + 2]), _FETCH_ITEMS))
-                while asked:
-                    fetches.wait(*asked)
-                    asked = self._ask_texts(fetches, mails, fetches.take(chunk))
-                self._add_records(batch, mails)
-                done += len(chunk)
-                state["last_uid"] = max(state["last_uid"], chunk[-1])
-                state["uidnext"] = state["exists"] = 0  # a pass is running
-                batch.cursor = self._cursor(states)
-                batch.done, batch.total = done, len(new_uids)
-                yield batch
+                for texts in pending:
+                    texts.next_round(self, fetches)
+                pending.append(_Texts(batch, mails, chunk, asked))
+                while pending and (not pending[0].asked or len(pending) > _TEXTS_IN_FLIGHT or k + 1 == len(chunks)):
+                    texts = pending.pop(0)
+                    while texts.asked:
+                        texts.next_round(self, fetches)
+                    batch, chunk = texts.batch, texts.uids
+                    self._add_records(batch, texts.mails)
+                    done += len(chunk)
+                    state["last_uid"] = max(state["last_uid"], chunk[-1])
+                    state["uidnext"] = state["exists"] = 0  # a pass is running
+                    batch.cursor = self._cursor(states)
+                    batch.done, batch.total = done, len(new_uids)
+                    yield batch
         finally:
             if fetches.busy:  # stopped half-way: responses still on the wire
                 self._drop()
@@ -755,6 +802,48 @@ class ImapConnector(Connector):
         final.cursor = self._cursor(states)
         final.done = final.total = len(new_uids)
         yield final
+
+    def _reread(self, client: Any, scope: str, uidvalidity: int, wanted: Sequence[Location]) -> Iterator[Batch]:
+        """The mails the store wants the text of (stored without it, linked since), fetched by UID as new
+        mail is (header, BODYSTRUCTURE where needed, text prefix), so their records are what a fresh sync
+        reads.  Each batch answers its locations in ``Batch.rereads``: a UID that is gone, or of an older
+        UIDVALIDITY (the folder's rescan reads that mail again under its new UID), is answered too, so
+        nothing is asked for twice.  A mail that cannot be read is logged, not quarantined: its stored
+        metadata stays.
+        """
+        prefix = f"{uidvalidity}:"
+        current: list[int] = []
+        stale: list[Location] = []
+        for loc in wanted:
+            tail = loc.local_id[len(prefix):] if loc.local_id.startswith(prefix) else ""
+            if tail.isdigit():
+                current.append(int(tail))
+            else:
+                stale.append(loc)
+        current = sorted(set(current))
+        if stale:
+            yield Batch(rereads=stale)
+        size = self.batch_size
+        for start in range(0, len(current), size):
+            chunk = current[start:start + size]
+            fetches = Fetches(client)
+            try:
+                fetches.wait(fetches.send(uid_set(chunk), _FETCH_ITEMS))
+                batch, mails = self._parse_new(fetches.take(chunk), scope, uidvalidity, chunk)
+                asked = self._ask_texts(fetches, mails)
+                while asked:
+                    fetches.wait(*asked)
+                    asked = self._ask_texts(fetches, mails, fetches.take(chunk))
+            finally:
+                if fetches.busy:
+                    self._drop()
+            self._add_records(batch, mails)
+            for failure in batch.failures:
+                log.warning("%s: %s %s could not be read again: %s", self.name, scope, failure.location.local_id,
+                            failure.reason)
+            batch.failures = []
+            batch.rereads = [Location(scope, f"{prefix}{uid}") for uid in chunk]
+            yield batch
 
     def _flag_changes(self, client: Any, scope: str, prefix: str, last_uid: int, prev: dict | None,
                       highest: int, known: Mapping[str, str]) -> list[FlagChange]:
@@ -817,6 +906,12 @@ class ImapConnector(Connector):
                         mail.structure = True
                     else:  # one part, the whole body: as the file parser sees it
                         mail.part, mail.record.has_attachments = single
+                    if mail.record is not None and rule is not None and (mail.structure or mail.part) \
+                            and rule.text_unneeded(mail.record):
+                        # metadata only (nobody known in it): no text; the store asks for it by name
+                        # once the mail is linked (crm_core.rereads)
+                        mail.record.no_text = mail.textless = True
+                        mail.part = None
             except MailParseError as exc:
                 batch.failures.append(Failure(location, str(exc), _excerpt(h) if h else _s(header[:300])))
                 continue

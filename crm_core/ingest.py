@@ -58,6 +58,8 @@ class Ingest(MailIngest, ItemIngest, Tasks):
             stats.quarantined += 1
         if batch.removed:
             stats.removed += self._apply_removed(policy, batch.removed, now_s)
+        if batch.rereads:
+            self._rereads_done(policy.name, batch.rereads)
         if touched_threads:
             self._rescan_withheld(sorted(self._propagate_threads(touched_threads)), pulling=policy.name)
         stats.problems.extend(batch.problems)

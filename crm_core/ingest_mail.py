@@ -13,6 +13,7 @@ from __future__ import annotations
 from crm_bridge.crm_core.locations import _UPSERT_LOCATION, Locations
 from crm_bridge.crm_core.records import MailRecord
 from crm_bridge.crm_core.relinking import Relinking, _NewContacts
+from crm_bridge.crm_core.rereads import Rereads, without_text
 from crm_bridge.crm_core.settings import SourcePolicy
 from crm_bridge.crm_core.storebase import Stats, mail_key_and_date, utc_iso
 
@@ -22,7 +23,7 @@ _VIS_RANK = {"metadata": 0, "subject": 1, "snippet": 2}
 _HELD_MAX = 10_000
 
 
-class MailIngest(Relinking, Locations):
+class MailIngest(Rereads, Relinking, Locations):
     """The mails of a batch: dedup, threads, links, held text."""
 
     def _apply_mails(self, recs: list[MailRecord], policy: SourcePolicy, now_s: str, stats: Stats,
@@ -76,6 +77,7 @@ class MailIngest(Relinking, Locations):
         contacts = _NewContacts(self, now_s, stats)
         logged: list[tuple[int, MailRecord, str]] = []
         unskip: list[tuple[str, str, str]] = []
+        unread: list[tuple[str, str, str, int]] = []  # text not read (crm_core.rereads)
         is_blocked = linker.is_blocked
         for rec, key, chash, date_s in keep:
             loc = rec.location
@@ -95,6 +97,9 @@ class MailIngest(Relinking, Locations):
                 if vis != policy.visibility and _VIS_RANK[policy.visibility] > _VIS_RANK.get(vis, 0):
                     linked = bool(self._one("SELECT 1 FROM links WHERE interaction_id=? LIMIT 1", (iid,)))
                     want = self._visible(policy, linked)
+                    if rec.no_text:  # no snippet to show: the text is read by name (crm_core.rereads)
+                        want = without_text(want)
+                        unread.append((source, loc.scope, loc.local_id, iid))
                     if _VIS_RANK[want] > _VIS_RANK.get(vis, 0):
                         self._x(
                             "UPDATE interactions SET subject=?, snippet=?, visibility=?, updated_at=? WHERE id=?",
@@ -136,8 +141,12 @@ class MailIngest(Relinking, Locations):
                 continue
             direction = linker.direction(rec, policy)
             want = self._visible(policy, bool(match.links) or bool(logged_by))
+            if rec.no_text:  # no snippet to show: the text is read by name once linked (crm_core.rereads)
+                want = without_text(want)
+                unread.append((source, loc.scope, loc.local_id, iid))
             if want != policy.visibility:
-                withheld[iid] = (rec.subject, rec.snippet, policy.visibility)
+                withheld[iid] = (rec.subject, rec.snippet, without_text(policy.visibility) if rec.no_text
+                                 else policy.visibility)
             new_rows.append((
                 iid, key, rec.message_id, chash, thread_id, date_s,
                 rec.subject if want != "metadata" else None, rec.snippet if want == "snippet" else None,
@@ -177,6 +186,7 @@ class MailIngest(Relinking, Locations):
         x("DELETE FROM skipped WHERE source=? AND scope=? AND local_id=?", unskip)
         x("DELETE FROM quarantine WHERE source=? AND scope=? AND local_id=?", unskip + unquarantine)
         x("INSERT OR REPLACE INTO links(interaction_id, target, target_id, reason) VALUES (?, ?, ?, ?)", link_rows)
+        self._note_unread(unread)
         for iid, rec, direction in logged:
             self._log_unknown(iid, rec, policy, direction, now_s, stats)
         by_thread = self._propagate_threads(threads)

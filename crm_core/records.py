@@ -66,6 +66,9 @@ class MailRecord:
     size: int = 0
     has_attachments: bool = False
     warnings: tuple[str, ...] = ()  # what could not be read as it was (see the module docstring)
+    #: the text was not read: the header said the store keeps only metadata (no link); the store
+    #: notes the location and asks for it by name once the mail is linked (crm_core.rereads)
+    no_text: bool = False
     #: (dedup key, content hash) of the finished record (crm_core.storebase.mail_key), worked out in
     #: the reader process (sync/worker.py) so the store process need not; None: the store works it out
     key: tuple[str, str] | None = field(default=None, compare=False, repr=False)
@@ -181,6 +184,9 @@ class Batch:
     #: problems only the admin can solve (a quarantined folder): the run fails until they are
     alerts: list[str] = field(default_factory=list)
     cursor: dict | None = None  # None: keep the previous cursor
+    #: locations the store asked to read again (SourceView ``rereads``) that this batch answers: read
+    #: (their records are in ``records``) or gone; the store stops asking for them
+    rereads: list[Location] = field(default_factory=list)
     done: int = 0  # progress: items handled so far in this run
     total: int | None = None  # progress: items expected, when known
 

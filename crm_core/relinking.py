@@ -267,6 +267,8 @@ class Relinking(StoreBase):
                     WHERE name IN (SELECT DISTINCT l.source FROM interactions i
                     CROSS JOIN locations l ON l.kind='interaction' AND l.item_id=i.id
                     WHERE i.id IN ({marks}) AND i.visibility='metadata'
+                    AND NOT EXISTS (SELECT 1 FROM unread_texts u
+                        WHERE u.source=l.source AND u.scope=l.scope AND u.local_id=l.local_id)
                     AND EXISTS (SELECT 1 FROM links k WHERE k.interaction_id=i.id))
                     AND COALESCE((SELECT value FROM meta WHERE key='visibility:' || name), '') != 'metadata'""",
                 (pulling, *part),

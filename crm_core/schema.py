@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from crm_bridge.crm_core.store import Store
 
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 #: indexes of the read side (version 5): a customer's domains, contacts and tasks, a contact's tasks and the
@@ -98,6 +98,9 @@ CREATE TABLE IF NOT EXISTS skipped (
     message_id TEXT NOT NULL DEFAULT '', reason TEXT NOT NULL, at TEXT NOT NULL,
     PRIMARY KEY (source, scope, local_id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS skipped_message_id ON skipped(message_id);
+CREATE TABLE IF NOT EXISTS unread_texts (
+    source TEXT NOT NULL, scope TEXT NOT NULL, local_id TEXT NOT NULL, interaction_id INTEGER NOT NULL,
+    PRIMARY KEY (source, scope, local_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tasks (
     id INTEGER PRIMARY KEY, uid TEXT NOT NULL UNIQUE, rule_key TEXT UNIQUE,
     title TEXT NOT NULL, description TEXT NOT NULL DEFAULT '', due TEXT,
@@ -221,5 +224,13 @@ def _migrate_6_fts_by_batch(store: "Store") -> None:
     store.conn.execute(FTS_INSERT_TRIGGER)
 
 
+def _migrate_7_unread_texts(store: "Store") -> None:
+    """Version 7: ``unread_texts``, mail stored without its text read (metadata only, known from the
+    header), to be read by name once it is linked (crm_core.rereads).  Idempotent."""
+    store.conn.execute("""CREATE TABLE IF NOT EXISTS unread_texts (
+        source TEXT NOT NULL, scope TEXT NOT NULL, local_id TEXT NOT NULL, interaction_id INTEGER NOT NULL,
+        PRIMARY KEY (source, scope, local_id)) WITHOUT ROWID""")
+
+
 MIGRATIONS: dict[int, Any] = {2: _migrate_2, 3: _migrate_3_web, 4: _migrate_4_blocks, 5: _migrate_5_read_indexes,
-                              6: _migrate_6_fts_by_batch}
+                              6: _migrate_6_fts_by_batch, 7: _migrate_7_unread_texts}

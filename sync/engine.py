@@ -37,7 +37,7 @@ from crm_bridge.connectors.base import (
 )
 from crm_bridge.crm_core import followup
 from crm_bridge.crm_core.i18n import Office
-from crm_bridge.crm_core.records import Batch, PushResult, TaskPush
+from crm_bridge.crm_core.records import Batch, Location, PushResult, TaskPush
 from crm_bridge.crm_core.settings import SourcePolicy
 from crm_bridge.crm_core.cards import USER_EDITED
 from crm_bridge.crm_core.store import Stats, Store
@@ -97,7 +97,12 @@ class StoreView:
 
     def skip_rule(self) -> SkipRule | None:
         """The rule the store skips mail by (apply_batch gets the same policy)."""
-        return SkipRule(self.store.settings, self.policy) if self.policy is not None else None
+        return SkipRule(self.store.settings, self.policy, self.store.index) if self.policy is not None else None
+
+    def rereads(self) -> list[Location]:
+        """Mail of this source stored without its text that the store wants now (crm_core.rereads);
+        asked also by a blind view: a rescan reads no text for mail the header says is unlinked."""
+        return self.store.wanted_texts(self.source)
 
 
 class Engine:

@@ -49,8 +49,16 @@ import threading
 import traceback
 from typing import Any, Callable, Iterator, Mapping
 
-from crm_bridge.connectors.base import Connector, ConnectorError, SkipRule, SourceView, TransientError, skip_rule
-from crm_bridge.crm_core.records import Batch, MailRecord
+from crm_bridge.connectors.base import (
+    Connector,
+    ConnectorError,
+    SkipRule,
+    SourceView,
+    TransientError,
+    rereads,
+    skip_rule,
+)
+from crm_bridge.crm_core.records import Batch, Location, MailRecord
 from crm_bridge.crm_core.storebase import mail_key
 
 log = logging.getLogger("crm.sync")
@@ -111,6 +119,8 @@ def pull(make: Callable[[], Connector], cursor: dict | None, view: SourceView,
                 _talk(ours, ("answer", list(view.scopes())))
             elif kind == "skip_rule":
                 _talk(ours, ("answer", skip_rule(view)))
+            elif kind == "rereads":
+                _talk(ours, ("answer", rereads(view)))
             elif kind == "error":
                 finished = True
                 raise payload
@@ -166,6 +176,10 @@ class _RemoteView:
 
     def skip_rule(self) -> SkipRule | None:
         _send(self.sock, ("skip_rule", None))
+        return self._answer()
+
+    def rereads(self) -> list[Location]:
+        _send(self.sock, ("rereads", None))
         return self._answer()
 
     def _answer(self) -> Any:
