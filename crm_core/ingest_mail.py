@@ -11,13 +11,16 @@ reply that links it.
 from __future__ import annotations
 
 from crm_bridge.crm_core.locations import _UPSERT_LOCATION, Locations
-from crm_bridge.crm_core.records import MailRecord
+from crm_bridge.crm_core.records import Address, MailRecord
 from crm_bridge.crm_core.relinking import Relinking, _NewContacts
 from crm_bridge.crm_core.settings import SourcePolicy
 from crm_bridge.crm_core.storebase import Stats, mail_key_and_date, utc_iso
 
 
 _VIS_RANK = {"metadata": 0, "subject": 1, "snippet": 2}
+_INSERT_MAIL = """INSERT INTO interactions(id, dedup_key, message_id, content_hash, thread_id, date, subject, snippet,
+    direction, visibility, bulk, has_attachments, logged_by, created_at, updated_at, warnings, kind)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'mail')"""
 #: unmatched mails whose text a store keeps at hand for a later reply (about 8 MB)
 _HELD_MAX = 10_000
 
@@ -52,11 +55,14 @@ class MailIngest(Relinking, Locations):
             stats.skipped += 1
 
         keep: list[tuple[MailRecord, str, str, str | None]] = []
+        verdicts: dict[int, tuple[list[Address], bool]] = {}  # id(rec) -> (external participants, logged anyway)
+        mail_verdict = linker.mail_verdict
         for rec in recs:
-            reason = linker.skip_reason(rec, rec.location.scope, rec.flags, policy)
+            reason, external, anyway = mail_verdict(rec, rec.location.scope, rec.flags, policy)
             if reason:
                 skip(rec, reason)
             else:
+                verdicts[id(rec)] = (external, anyway)
                 # the reader process may have worked out the key already (sync/worker.py)
                 keep.append((rec, *rec.key, utc_iso(rec.date)) if rec.key is not None else (rec, *mail_key_and_date(rec)))
         existing = self._ids_by_key([k for _, k, _, _ in keep]) if keep else {}
@@ -104,8 +110,8 @@ class MailIngest(Relinking, Locations):
                 continue
             iid = next_id
             next_id += 1
-            participants = linker.mail_participants(rec)
-            match = linker.match(participants, policy)
+            external, anyway = verdicts[id(rec)]
+            match = linker.match_external(external)
             # thread: every id the mail names joins one thread; two threads it joins become one
             ids = [i for i in (rec.message_id, *rec.in_reply_to, *rec.references) if i]
             thread_id = None
@@ -129,7 +135,7 @@ class MailIngest(Relinking, Locations):
                     refmap[i] = thread_id
                 if found_threads:  # a mail alone in a new thread has nobody to inherit from or pass on to
                     threads.add(thread_id)
-            logged_by = "log folder" if policy.logged_anyway(loc.scope, rec.flags) else ""
+            logged_by = "log folder" if anyway else ""
             if not match.links and not logged_by and self.settings.unmatched == "drop":
                 next_id -= 1
                 skip(rec, "no customer or contact matched")
@@ -146,7 +152,7 @@ class MailIngest(Relinking, Locations):
             ))
             existing[key] = (iid, want)
             seen_people = set()
-            for a, role in participants:
+            for a, role in linker.mail_participants(rec):
                 if (a.email, role) in seen_people or is_blocked(a.email):
                     continue
                 seen_people.add((a.email, role))
@@ -167,11 +173,8 @@ class MailIngest(Relinking, Locations):
         x("INSERT INTO threads(id, subject) VALUES (?, ?)", thread_rows)
         x("INSERT OR IGNORE INTO thread_refs(message_id, thread_id) VALUES (?, ?)",
           [(i, _find(merged, t)) for i, t in ref_rows])
-        x("""INSERT INTO interactions(id, dedup_key, message_id, content_hash, thread_id, date, subject, snippet,
-             direction, visibility, bulk, has_attachments, logged_by, created_at, updated_at, warnings, kind)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'mail')""",
-          [row[:4] + ((_find(merged, row[4]) if row[4] is not None else None),) + row[5:] for row in new_rows])
-        self._index_text([(row[0], row[6], row[7]) for row in new_rows])
+        inserted = [row[:4] + ((_find(merged, row[4]) if row[4] is not None else None),) + row[5:] for row in new_rows]
+        x(_INSERT_MAIL, inserted)
         x("INSERT OR IGNORE INTO participants(interaction_id, email, name, role, status) VALUES (?, ?, ?, ?, ?)", part_rows)
         x(_UPSERT_LOCATION, loc_rows)
         x("DELETE FROM skipped WHERE source=? AND scope=? AND local_id=?", unskip)
@@ -188,20 +191,42 @@ class MailIngest(Relinking, Locations):
         earlier = [iid for iid in by_thread if iid not in withheld]
         withheld.update((iid, held.pop(iid)) for iid in earlier if iid in held)
         self._rescan_withheld(sorted(iid for iid in earlier if iid not in withheld), pulling=source)
+        # this page's mails go into the full-text index last, with their final text: FTS5 writes
+        # what it holds for the index at the savepoint of every later statement that runs a
+        # trigger (as the update of a mail's text does), and each such write of a page's terms
+        # costs as much again as the one at the commit (see schema.FTS_INSERT_TRIGGER)
         if withheld:  # withheld while unmatched, linked through their thread after all
             withheld_ids = list(withheld)
-            filled = set()
+            filled: set[int] = set()
             for chunk in range(0, len(withheld_ids), 500):
                 part = withheld_ids[chunk:chunk + 500]
                 marks = ",".join("?" * len(part))
-                for (iid,) in self._x(f"SELECT DISTINCT interaction_id FROM links WHERE interaction_id IN ({marks})", part).fetchall():
-                    subject, snippet, vis = withheld[iid]
-                    self._x("UPDATE interactions SET subject=?, snippet=?, visibility=? WHERE id=? AND visibility='metadata'",
-                            (subject if vis != "metadata" else None, snippet if vis == "snippet" else None, vis, iid))
-                    filled.add(iid)
+                filled.update(iid for (iid,) in self._x(
+                    f"SELECT DISTINCT interaction_id FROM links WHERE interaction_id IN ({marks})", part).fetchall())
+            first_new = inserted[0][0] if inserted else next_id
+            for iid in sorted(filled):
+                if iid >= first_new:
+                    continue
+                # stored by an earlier page: in the index already, which the update trigger keeps current
+                subject, snippet, vis = withheld[iid]
+                self._x("UPDATE interactions SET subject=?, snippet=?, visibility=? WHERE id=? AND visibility='metadata'",
+                        (subject if vis != "metadata" else None, snippet if vis == "snippet" else None, vis, iid))
+            # this page's own (stored as metadata, so visibility='metadata'): not in the index yet,
+            # so not through the update trigger (it would take out of the index what is not in
+            # it) but the row written again whole (REPLACE runs no delete trigger, as
+            # recursive_triggers is off; the insert trigger leaves mail to _index_text)
+            redo = []
+            for n, row in enumerate(inserted):
+                if row[0] in filled:
+                    subject, snippet, vis = withheld[row[0]]
+                    row = inserted[n] = row[:6] + (subject if vis != "metadata" else None,
+                                                   snippet if vis == "snippet" else None) + row[8:9] + (vis,) + row[10:]
+                    redo.append(row)
+            x("INSERT OR REPLACE" + _INSERT_MAIL[len("INSERT"):], redo)
             held.update((iid, text) for iid, text in withheld.items() if iid not in filled)
             while len(held) > _HELD_MAX:  # the oldest go: replies come soon after or not in this run
                 del held[next(iter(held))]
+        self._index_text([(row[0], row[6], row[7]) for row in inserted])
 
     def _same_mails(self, unmatched: list[tuple[MailRecord, str]]) -> dict[str, tuple[int, str]]:
         """Mails stored under another dedup key: the same Message-ID, sender, minute and subject.

@@ -34,6 +34,12 @@ def _alnum_start(body: str) -> str:
     text = body[:160].lower()
     if text.isascii():
         return text.encode("ascii").translate(None, _ASCII_NOT_ALNUM)[:64].decode("ascii")
+    # other text: the ASCII that is not a letter or digit cut out of its UTF-8 (the bytes of other
+    # characters are all above 127); when what is left is all letters and digits (umlauts,
+    # accents), that is the answer, else the regular expression decides
+    left = text.encode("utf-8", "surrogatepass").translate(None, _ASCII_NOT_ALNUM).decode("utf-8", "surrogatepass")
+    if left.isalnum():
+        return left[:64]
     head = _ALNUM.sub("", text[:96])  # about 80 letters and digits in usual text
     if len(head) < 64 and len(text) > 96:
         head += _ALNUM.sub("", text[96:])
@@ -100,7 +106,7 @@ def utc_iso(value: datetime | date | None) -> str | None:
         value = datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
     elif value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
-    v = value.astimezone(timezone.utc)
+    v = value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
     # not strftime: its %Y leaves years before 1000 unpadded ("1-05-30T...") on glibc
     return f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}Z"
 
