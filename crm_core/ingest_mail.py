@@ -82,7 +82,10 @@ class MailIngest(Relinking, Locations):
         contacts = _NewContacts(self, now_s, stats)
         logged: list[tuple[int, MailRecord, str]] = []
         unskip: list[tuple[str, str, str]] = []
-        is_blocked = linker.is_blocked
+        is_blocked, blocked_memo = linker.is_blocked, linker._blocked
+        # Relinking._visible, asked once a page: mail that links nobody and is not logged anyway
+        # is stored as metadata only when the settings say so
+        vis_unlinked = "metadata" if self.settings.unmatched == "metadata" else policy.visibility
         for rec, key, chash, date_s in keep:
             loc = rec.location
             flags = " ".join(rec.flags)
@@ -116,7 +119,7 @@ class MailIngest(Relinking, Locations):
             ids = [i for i in (rec.message_id, *rec.in_reply_to, *rec.references) if i]
             thread_id = None
             if ids:
-                found_threads = sorted({_find(merged, refmap[i]) for i in ids if i in refmap})
+                found_threads = sorted({_find(merged, refmap[i]) if merged else refmap[i] for i in ids if i in refmap})
                 if not found_threads:
                     thread_id = next_thread
                     next_thread += 1
@@ -141,7 +144,7 @@ class MailIngest(Relinking, Locations):
                 skip(rec, "no customer or contact matched")
                 continue
             direction = linker.direction(rec, policy)
-            want = self._visible(policy, bool(match.links) or bool(logged_by))
+            want = policy.visibility if match.links or logged_by else vis_unlinked
             if want != policy.visibility:
                 withheld[iid] = (rec.subject, rec.snippet, policy.visibility)
             new_rows.append((
@@ -152,15 +155,20 @@ class MailIngest(Relinking, Locations):
             ))
             existing[key] = (iid, want)
             seen_people = set()
-            for a, role in linker.mail_participants(rec):
-                if (a.email, role) in seen_people or is_blocked(a.email):
-                    continue
-                seen_people.add((a.email, role))
-                part_rows.append((iid, a.email, a.name, role, ""))
+            for role, group in (("from", (rec.sender,) if rec.sender is not None else ()), ("to", rec.to),
+                                ("cc", rec.cc), ("bcc", rec.bcc)):  # Linker.mail_participants
+                for a in group:
+                    email = a.email
+                    blocked = blocked_memo.get(email)
+                    if (email, role) in seen_people or (is_blocked(email) if blocked is None else blocked):
+                        continue
+                    seen_people.add((email, role))
+                    part_rows.append((iid, email, a.name, role, ""))
             loc_rows.append((source, loc.scope, loc.local_id, "interaction", iid, loc.etag, flags, now_s))
             if prior is not None and prior[0] in ("skipped", "quarantined"):
                 unskip.append((source, loc.scope, loc.local_id))
-            contacts.add_to(match)
+            if match.new_contacts:
+                contacts.add_to(match)
             link_rows.extend((iid, t, tid, reason) for (t, tid), reason in match.links.items())
             if logged_by and not match.links:
                 logged.append((iid, rec, direction))
@@ -172,8 +180,9 @@ class MailIngest(Relinking, Locations):
              reason=excluded.reason, at=excluded.at""", skip_rows)
         x("INSERT INTO threads(id, subject) VALUES (?, ?)", thread_rows)
         x("INSERT OR IGNORE INTO thread_refs(message_id, thread_id) VALUES (?, ?)",
-          [(i, _find(merged, t)) for i, t in ref_rows])
-        inserted = [row[:4] + ((_find(merged, row[4]) if row[4] is not None else None),) + row[5:] for row in new_rows]
+          [(i, _find(merged, t)) for i, t in ref_rows] if merged else ref_rows)
+        inserted = [row[:4] + ((_find(merged, row[4]) if row[4] is not None else None),) + row[5:]
+                    for row in new_rows] if merged else new_rows
         x(_INSERT_MAIL, inserted)
         x("INSERT OR IGNORE INTO participants(interaction_id, email, name, role, status) VALUES (?, ?, ?, ?, ?)", part_rows)
         x(_UPSERT_LOCATION, loc_rows)
