@@ -10,7 +10,7 @@ reply that links it.
 
 from __future__ import annotations
 
-from crm_bridge.crm_core.locations import _UPSERT_LOCATION, Locations
+from crm_bridge.crm_core.locations import _LOCATION_HEAD, _LOCATION_ROW, _LOCATION_TAIL, Locations
 from crm_bridge.crm_core.records import Address, MailRecord
 from crm_bridge.crm_core.relinking import Relinking, _NewContacts
 from crm_bridge.crm_core.settings import SourcePolicy
@@ -18,9 +18,9 @@ from crm_bridge.crm_core.storebase import Stats, mail_key_and_date, utc_iso
 
 
 _VIS_RANK = {"metadata": 0, "subject": 1, "snippet": 2}
-_INSERT_MAIL = """INSERT INTO interactions(id, dedup_key, message_id, content_hash, thread_id, date, subject, snippet,
-    direction, visibility, bulk, has_attachments, logged_by, created_at, updated_at, warnings, kind)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'mail')"""
+_INSERT_MAIL_HEAD = """INSERT INTO interactions(id, dedup_key, message_id, content_hash, thread_id, date, subject, snippet,
+    direction, visibility, bulk, has_attachments, logged_by, created_at, updated_at, warnings, kind)"""
+_INSERT_MAIL_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'mail')"
 #: unmatched mails whose text a store keeps at hand for a later reply (about 8 MB)
 _HELD_MAX = 10_000
 
@@ -178,17 +178,18 @@ class MailIngest(Relinking, Locations):
         x("""INSERT INTO skipped(source, scope, local_id, message_id, reason, at) VALUES (?, ?, ?, ?, ?, ?)
              ON CONFLICT(source, scope, local_id) DO UPDATE SET message_id=excluded.message_id,
              reason=excluded.reason, at=excluded.at""", skip_rows)
-        x("INSERT INTO threads(id, subject) VALUES (?, ?)", thread_rows)
-        x("INSERT OR IGNORE INTO thread_refs(message_id, thread_id) VALUES (?, ?)",
-          [(i, _find(merged, t)) for i, t in ref_rows] if merged else ref_rows)
+        rows = self._insert_rows  # a page's rows, many to a statement
+        rows("INSERT INTO threads(id, subject)", "(?, ?)", thread_rows)
+        rows("INSERT OR IGNORE INTO thread_refs(message_id, thread_id)", "(?, ?)",
+             [(i, _find(merged, t)) for i, t in ref_rows] if merged else ref_rows)
         inserted = [row[:4] + ((_find(merged, row[4]) if row[4] is not None else None),) + row[5:]
                     for row in new_rows] if merged else new_rows
-        x(_INSERT_MAIL, inserted)
-        x("INSERT OR IGNORE INTO participants(interaction_id, email, name, role, status) VALUES (?, ?, ?, ?, ?)", part_rows)
-        x(_UPSERT_LOCATION, loc_rows)
+        rows(_INSERT_MAIL_HEAD, _INSERT_MAIL_ROW, inserted)
+        rows("INSERT OR IGNORE INTO participants(interaction_id, email, name, role, status)", "(?, ?, ?, ?, ?)", part_rows)
+        rows(_LOCATION_HEAD, _LOCATION_ROW, loc_rows, _LOCATION_TAIL)
         x("DELETE FROM skipped WHERE source=? AND scope=? AND local_id=?", unskip)
         x("DELETE FROM quarantine WHERE source=? AND scope=? AND local_id=?", unskip + unquarantine)
-        x("INSERT OR REPLACE INTO links(interaction_id, target, target_id, reason) VALUES (?, ?, ?, ?)", link_rows)
+        rows("INSERT OR REPLACE INTO links(interaction_id, target, target_id, reason)", "(?, ?, ?, ?)", link_rows)
         for iid, rec, direction in logged:
             self._log_unknown(iid, rec, policy, direction, now_s, stats)
         by_thread = self._propagate_threads(threads)
@@ -231,7 +232,7 @@ class MailIngest(Relinking, Locations):
                     row = inserted[n] = row[:6] + (subject if vis != "metadata" else None,
                                                    snippet if vis == "snippet" else None) + row[8:9] + (vis,) + row[10:]
                     redo.append(row)
-            x("INSERT OR REPLACE" + _INSERT_MAIL[len("INSERT"):], redo)
+            x(f"INSERT OR REPLACE{_INSERT_MAIL_HEAD[len('INSERT'):]} VALUES {_INSERT_MAIL_ROW}", redo)
             held.update((iid, text) for iid, text in withheld.items() if iid not in filled)
             while len(held) > _HELD_MAX:  # the oldest go: replies come soon after or not in this run
                 del held[next(iter(held))]
