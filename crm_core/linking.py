@@ -198,22 +198,28 @@ class Linker:
     def match_external(self, external: list[Address]) -> Match:
         """:meth:`match` of the external participants (:meth:`external`), worked out already."""
         result = Match()
+        links = result.links  # Match.add, without its call: the store asks this for every mail
         idx = self.index
+        contact_by_email, customer_of_contact = idx.contact_by_email, idx.customer_of_contact
         creating: set[str] = set()
-        is_blocked = self.is_blocked
+        blocked, is_blocked = self._blocked, self.is_blocked
         for addr in external:
-            if is_blocked(addr.email):
+            email = addr.email
+            found = blocked.get(email)
+            if found if found is not None else is_blocked(email):
                 continue
-            contact = idx.contact_by_email.get(addr.email)
+            contact = contact_by_email.get(email)
             if contact is not None:
-                result.add(CONTACT, contact, "address")
-                result.add(CUSTOMER, idx.customer_of_contact.get(contact), "address")
+                links.setdefault((CONTACT, contact), "address")
+                customer = customer_of_contact.get(contact)
+                if customer is not None:
+                    links.setdefault((CUSTOMER, customer), "address")
                 continue
-            customer = self.customer_for_domain(addr.domain)
+            customer = self.customer_for_domain(email.rpartition("@")[2])
             if customer is not None:
-                result.add(CUSTOMER, customer, "domain")
-                if self.settings.create_contacts and addr.email not in creating:
-                    creating.add(addr.email)
+                links.setdefault((CUSTOMER, customer), "domain")
+                if self.settings.create_contacts and email not in creating:
+                    creating.add(email)
                     result.new_contacts.append((addr, customer))
         return result
 
