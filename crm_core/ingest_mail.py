@@ -214,13 +214,8 @@ class MailIngest(Relinking, Locations):
                 filled.update(iid for (iid,) in self._x(
                     f"SELECT DISTINCT interaction_id FROM links WHERE interaction_id IN ({marks})", part).fetchall())
             first_new = inserted[0][0] if inserted else next_id
-            for iid in sorted(filled):
-                if iid >= first_new:
-                    continue
-                # stored by an earlier page: in the index already, which the update trigger keeps current
-                subject, snippet, vis = withheld[iid]
-                self._x("UPDATE interactions SET subject=?, snippet=?, visibility=? WHERE id=? AND visibility='metadata'",
-                        (subject if vis != "metadata" else None, snippet if vis == "snippet" else None, vis, iid))
+            # stored by an earlier page: in the index already, which the update trigger keeps current
+            self._fill_text([(iid, *withheld[iid]) for iid in sorted(filled) if iid < first_new])
             # this page's own (stored as metadata, so visibility='metadata'): not in the index yet,
             # so not through the update trigger (it would take out of the index what is not in
             # it) but the row written again whole (REPLACE runs no delete trigger, as
@@ -237,6 +232,28 @@ class MailIngest(Relinking, Locations):
             while len(held) > _HELD_MAX:  # the oldest go: replies come soon after or not in this run
                 del held[next(iter(held))]
         self._index_text([(row[0], row[6], row[7]) for row in inserted])
+
+    def _fill_text(self, rows: list[tuple[int, str, str, str]]) -> None:
+        """Give mails stored as metadata only their text (rows: id, subject, snippet, visibility).
+
+        One UPDATE for all of them: the full-text index's update trigger runs inside the statement's
+        savepoint, and FTS5 writes the terms it holds at every savepoint, so an UPDATE a mail wrote
+        a segment a mail; one statement, then the page's own index rows, write one."""
+        if not rows:
+            return
+        self._x("CREATE TEMP TABLE IF NOT EXISTS fill_text("
+                "id INTEGER PRIMARY KEY, subject TEXT, snippet TEXT, visibility TEXT NOT NULL)")
+        # emptied before, not after: a statement that deletes rows has a savepoint too (and the
+        # terms of the update below are to be written with the page's at the commit)
+        self._x("DELETE FROM temp.fill_text")
+        self.conn.executemany("INSERT INTO temp.fill_text(id, subject, snippet, visibility) VALUES (?, ?, ?, ?)",
+                              [(iid, subject if vis != "metadata" else None, snippet if vis == "snippet" else None, vis)
+                               for iid, subject, snippet, vis in rows])
+        self._x("""UPDATE interactions SET
+                       subject=(SELECT f.subject FROM temp.fill_text f WHERE f.id=interactions.id),
+                       snippet=(SELECT f.snippet FROM temp.fill_text f WHERE f.id=interactions.id),
+                       visibility=(SELECT f.visibility FROM temp.fill_text f WHERE f.id=interactions.id)
+                   WHERE id IN (SELECT id FROM temp.fill_text) AND visibility='metadata'""")
 
     def _same_mails(self, unmatched: list[tuple[MailRecord, str]]) -> dict[str, tuple[int, str]]:
         """Mails stored under another dedup key: the same Message-ID, sender, minute and subject.

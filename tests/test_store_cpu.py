@@ -85,6 +85,27 @@ def test_a_reply_that_links_a_mail_of_its_own_page_leaves_one_index_segment(tmp_
     store.close()
 
 
+def test_replies_that_link_mails_of_earlier_pages_fill_them_in_with_one_statement(tmp_path):
+    """Mails of earlier pages are in the index already: the update trigger keeps it current, in
+    one UPDATE for the page.  FTS5 writes what a statement with a savepoint gave it when the
+    statement ends, so an UPDATE a mail wrote a segment a mail; one UPDATE writes one, and the
+    page's own mail another."""
+    store = Store(tmp_path / "crm.db", settings())
+    with store.transaction():
+        store.add_customer("Kunde GmbH", ["kunde.example"])
+    with store.transaction():
+        store.apply_batch(POLICY, Batch(records=[mail(1), *(mail(i, sender=f"p{i}@andere.example") for i in range(100, 106))]))
+    assert segments(store) == 1
+    assert [visibility(store, i) for i in range(100, 106)] == ["metadata"] * 6
+    with store.transaction():  # the customer answers five of them
+        store.apply_batch(POLICY, Batch(records=[mail(200 + i, reply_to=100 + i) for i in range(5)]))
+    assert segments(store) == 1 + 2
+    fts_check(store)
+    assert [visibility(store, i) for i in range(100, 106)] == ["snippet"] * 5 + ["metadata"]
+    assert [found(store, f"text{i}") for i in (100, 104, 105)] == [["Angebot wort100"], ["Angebot wort104"], []]
+    store.close()
+
+
 def automerge(store: Store) -> int:
     return int(store._one("SELECT v FROM interactions_fts_config WHERE k='automerge'"))
 
