@@ -202,9 +202,9 @@ class MailIngest(Relinking, Locations):
         withheld.update((iid, held.pop(iid)) for iid in earlier if iid in held)
         self._rescan_withheld(sorted(iid for iid in earlier if iid not in withheld), pulling=source)
         # this page's mails go into the full-text index last, with their final text: FTS5 writes
-        # what it holds for the index at the savepoint of every later statement that runs a
-        # trigger (as the update of a mail's text does), and each such write of a page's terms
-        # costs as much again as the one at the commit (see schema.FTS_INSERT_TRIGGER)
+        # the terms it holds as a new segment whenever a statement with a savepoint starts or
+        # ends (one that runs a trigger, as the update of a mail's text, or writes many rows),
+        # and each segment is merged again later (see schema.FTS_INSERT_TRIGGER)
         if withheld:  # withheld while unmatched, linked through their thread after all
             withheld_ids = list(withheld)
             filled: set[int] = set()
