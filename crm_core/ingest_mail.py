@@ -14,7 +14,7 @@ from crm_bridge.crm_core.locations import _LOCATION_HEAD, _LOCATION_ROW, _LOCATI
 from crm_bridge.crm_core.records import Address, MailRecord
 from crm_bridge.crm_core.relinking import Relinking, _NewContacts
 from crm_bridge.crm_core.settings import SourcePolicy
-from crm_bridge.crm_core.storebase import Stats, mail_key_and_date, utc_iso
+from crm_bridge.crm_core.storebase import FILL_TEXT_TABLE, Stats, mail_key_and_date, utc_iso
 
 
 _VIS_RANK = {"metadata": 0, "subject": 1, "snippet": 2}
@@ -241,8 +241,7 @@ class MailIngest(Relinking, Locations):
         a segment a mail; one statement, then the page's own index rows, write one."""
         if not rows:
             return
-        self._x("CREATE TEMP TABLE IF NOT EXISTS fill_text("
-                "id INTEGER PRIMARY KEY, subject TEXT, snippet TEXT, visibility TEXT NOT NULL)")
+        self._x(FILL_TEXT_TABLE)  # made when the store opened; again in case a program dropped it
         # emptied before, not after: a statement that deletes rows has a savepoint too (and the
         # terms of the update below are to be written with the page's at the commit)
         self._x("DELETE FROM temp.fill_text")

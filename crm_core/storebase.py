@@ -23,6 +23,8 @@ from crm_bridge.crm_core.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
 from crm_bridge.crm_core.settings import LinkingSettings
 
 
+FILL_TEXT_TABLE = ("CREATE TEMP TABLE IF NOT EXISTS fill_text("
+                   "id INTEGER PRIMARY KEY, subject TEXT, snippet TEXT, visibility TEXT NOT NULL)")
 #: rows per statement of _insert_rows (16 columns of 50 rows stay under the 999 parameters of SQLite before 3.32)
 ROWS_PER_INSERT = 50
 
@@ -228,6 +230,9 @@ class StoreBase:
         # every 4 MiB saves about a tenth of its store time (a bigger page
         # cache saved little more and made memory grow with the store)
         conn.execute("PRAGMA wal_autocheckpoint=10000")
+        # the text of mails that a reply linked, for one UPDATE of them (crm_core/ingest_mail.py
+        # _fill_text); made here, outside any transaction, so that a rolled-back one keeps it
+        conn.execute(FILL_TEXT_TABLE)
         self.conn = conn
         self.migrate()
 
