@@ -45,7 +45,15 @@ NOW = "2026-11-29T12:00:00+00:00"
 
 
 #: what the figures stand on (issue 9: the store's share of every connector's first sync)
-NOTES = """What made a stored mail cheaper this time ("before" above is the code before it; schema 7):
+NOTES = """The run above was recorded while other engineers' test suites and benchmarks ran on the same
+2 cores (load average 2.0-2.4): its CPU ratios moved from run to run (0.76x at 10,000 and 0.85x at
+50,000 in a single round on a quieter machine). The count that other work does not disturb,
+instructions of the first store (valgrind --tool=callgrind, the process's set-up counted apart and
+taken off; same records, same realistic store): 10,000 mails 4.85 -> 3.69 billion (**0.76x**),
+50,000 mails 24.3 -> 18.4 billion (**0.76x**). CPU time falls less at 50,000 than instructions
+do: the writes to the WAL (system time) stay, see the end of these notes.
+
+What made a stored mail cheaper this time ("before" above is the code before it; schema 7):
 
 - **A page's rows many to a statement.** Threads, thread references, the mail, participants,
   locations and links go in 50 rows to an `INSERT ... VALUES (...), (...)` (the rest of a page one at
@@ -74,7 +82,7 @@ Earlier (schema 6): the full-text index by the page instead of an insert trigger
 address looked up in the blocklist and internal domains once; the content hash at half its cost.
 
 Measured and left as they were: `INSERT OR IGNORE`/`OR REPLACE` against a plain `INSERT` (the same
-cost); `PRAGMA cache_size` of 16-32 MB (5 % at 50,000 mails, but memory grows by as much);
+cost); `PRAGMA cache_size` of 16-32 MB (2-5 % at 50,000 mails: less system time, more user time; memory grows by as much); `mmap_size` 256 MB (no change);
 every index is read by a query (dedup, thread and Message-ID lookups, the timeline's dates,
 relinking by address, link targets, the locations of an item; `thread_refs_thread` only by a thread
 merge, which without it would read every reference). What is left is mostly SQLite writing rows
