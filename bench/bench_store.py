@@ -45,33 +45,53 @@ NOW = "2026-11-29T12:00:00+00:00"
 
 
 #: what the figures stand on (issue 9: the store's share of every connector's first sync)
-NOTES = """What made a stored mail cheaper (schema 5; every connector's batches go through it):
+NOTES = """The run above was recorded while other engineers' test suites and benchmarks ran on the same
+2 cores (load average 2.0-2.4): its CPU ratios moved from run to run (0.76x at 10,000 and 0.85x at
+50,000 in a single round on a quieter machine). The count that other work does not disturb,
+instructions of the first store (valgrind --tool=callgrind, the process's set-up counted apart and
+taken off; same records, same realistic store): 10,000 mails 4.85 -> 3.69 billion (**0.76x**),
+50,000 mails 24.3 -> 18.4 billion (**0.76x**). CPU time falls less at 50,000 than instructions
+do: the writes to the WAL (system time) stay, see the end of these notes.
 
-- **The full-text index by the page.** The index of mail and appointments was written by an
-  `AFTER INSERT` trigger, row by row. SQLite runs such a trigger inside a statement savepoint, and
-  FTS5 writes its pending terms to disk at every savepoint: a segment per mail, merged again and
-  again, about 30 us a mail, a third of storing it. The trigger now skips mail and appointments
-  (notes and anything else inserted one at a time keep it); the batch inserts their index rows with
-  one `executemany` (crm_core/storebase.py `_index_text`, crm_core/schema.py `FTS_INSERT_TRIGGER`,
-  migration 5).
-- **Each address looked up once.** Whether to log a mail, whom to link it to and which participants
-  to keep asked the internal domains and the blocklist about every participant four or five times;
-  the store keeps one linker while its settings and link index stay, and the linker remembers what
-  each address is (crm_core/linking.py).
-- **The content hash at half its cost** (the start of the text cut to letters and digits: ASCII
-  text without the regular expression, other text in two pieces), and the stored date worked out
-  once a mail. Dedup keys are unchanged (tests/test_store_batch.py compares with the old formula).
+What made a stored mail cheaper this time ("before" above is the code before it; schema 7):
 
-Measured and left as they were: one `INSERT ... SELECT` per page into the index instead of the
-`executemany` (the same cost); the rescan path's per-mail statements batched (no measurable
-change); `PRAGMA cache_size` of 8-32 MB and `mmap_size` of 256 MB (0-5 % of the CPU at 50,000 mails,
-within the noise, and memory would grow with the store). Every index is read by a query (EXPLAIN
-QUERY PLAN: dedup, thread and Message-ID lookups, the timeline's dates, relinking by address, the
-link targets, the locations of an item, `crm explain`): none dropped. What is left is mostly SQLite
-writing rows into B-trees, five of them keyed by random values (dedup key, Message-ID, thread
-reference, participant address, link target). The profile's `publicsuffixlist` lines are a
-once-a-process cost (reading the Public Suffix List for the first domain looked up: about 0.03 s
-without the profiler)."""
+- **A page's rows many to a statement.** Threads, thread references, the mail, participants,
+  locations and links go in 50 rows to an `INSERT ... VALUES (...), (...)` (the rest of a page one at
+  a time), not one `executemany` step a row: each step costs its own round through the statement
+  machine and the sqlite3 module (the lock around the step, binding, reset), about a tenth of
+  writing a row (crm_core/storebase.py `_insert_rows`). Not for the full-text index: FTS5 writes
+  what it holds at every statement savepoint, which a statement of many rows opens.
+- **The full-text index last, one segment a page.** A reply that links an unmatched mail through
+  its thread fills in the text of that mail with an UPDATE; its trigger ran after the page's index
+  rows were written, and FTS5 wrote the page's terms when the UPDATE ended, then the trigger's at
+  the commit: two segments a page, and one more for every such mail of an earlier page. Now the
+  page's mail goes into the index after everything else, with its final text (a mail of the same
+  page is written again whole with `INSERT OR REPLACE`, which runs no delete trigger as recursive
+  triggers are off), and the mails of earlier pages get their text in one UPDATE
+  (crm_core/ingest_mail.py `_fill_text`).
+- **FTS5 merges by 16** (`automerge`, kept in the index's config table; migration 7): with the
+  default 4 the index was rewritten over and over while a first sync adds a segment a page (a fifth
+  of the commit's cost at 50,000 mails); a search reads a few more segments.
+- **Python per mail:** one look at a mail's participants decides whether it is logged and whom it
+  links to (`Linker.mail_verdict`, `match_external`); participants, visibility and thread lookups
+  without calls per mail; the start of the text cut to letters and digits through its UTF-8 bytes
+  for the usual non-ASCII mail (umlauts), the regular expression only for the rest; the Public
+  Suffix List read in 18 ms instead of 25 (only its IDN rules through the IDNA codec).
+
+Earlier (schema 6): the full-text index by the page instead of an insert trigger per mail; each
+address looked up in the blocklist and internal domains once; the content hash at half its cost.
+
+Measured and left as they were: `INSERT OR IGNORE`/`OR REPLACE` against a plain `INSERT` (the same
+cost); `PRAGMA cache_size` of 16-32 MB (2-5 % at 50,000 mails: less system time, more user time; memory grows by as much); `mmap_size` 256 MB (no change);
+every index is read by a query (dedup, thread and Message-ID lookups, the timeline's dates,
+relinking by address, link targets, the locations of an item; `thread_refs_thread` only by a thread
+merge, which without it would read every reference). What is left is mostly SQLite writing rows
+into B-trees, five of them keyed by random values (dedup key, Message-ID, thread reference,
+participant address, link target): each page's mail lands on leaf pages all over those indexes,
+and every page the commit changed goes to the WAL and later back into the file (at 50,000 mails
+about 10 KB written per mail stored), which is why the cost per mail at 50,000 is above that at
+10,000. In `crm sync` the reader process works out the dedup key (part of
+the "first store" here)."""
 
 
 # -- records ----------------------------------------------------------------------------

@@ -10,15 +10,18 @@ reply that links it.
 
 from __future__ import annotations
 
-from crm_bridge.crm_core.locations import _UPSERT_LOCATION, Locations
-from crm_bridge.crm_core.records import MailRecord
+from crm_bridge.crm_core.locations import _LOCATION_HEAD, _LOCATION_ROW, _LOCATION_TAIL, Locations
+from crm_bridge.crm_core.records import Address, MailRecord
 from crm_bridge.crm_core.relinking import Relinking, _NewContacts
 from crm_bridge.crm_core.rereads import Rereads, without_text
 from crm_bridge.crm_core.settings import SourcePolicy
-from crm_bridge.crm_core.storebase import Stats, mail_key_and_date, utc_iso
+from crm_bridge.crm_core.storebase import FILL_TEXT_TABLE, Stats, mail_key_and_date, utc_iso
 
 
 _VIS_RANK = {"metadata": 0, "subject": 1, "snippet": 2}
+_INSERT_MAIL_HEAD = """INSERT INTO interactions(id, dedup_key, message_id, content_hash, thread_id, date, subject, snippet,
+    direction, visibility, bulk, has_attachments, logged_by, created_at, updated_at, warnings, kind)"""
+_INSERT_MAIL_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'mail')"
 #: unmatched mails whose text a store keeps at hand for a later reply (about 8 MB)
 _HELD_MAX = 10_000
 
@@ -53,11 +56,14 @@ class MailIngest(Rereads, Relinking, Locations):
             stats.skipped += 1
 
         keep: list[tuple[MailRecord, str, str, str | None]] = []
+        verdicts: dict[int, tuple[list[Address], bool]] = {}  # id(rec) -> (external participants, logged anyway)
+        mail_verdict = linker.mail_verdict
         for rec in recs:
-            reason = linker.skip_reason(rec, rec.location.scope, rec.flags, policy)
+            reason, external, anyway = mail_verdict(rec, rec.location.scope, rec.flags, policy)
             if reason:
                 skip(rec, reason)
             else:
+                verdicts[id(rec)] = (external, anyway)
                 # the reader process may have worked out the key already (sync/worker.py)
                 keep.append((rec, *rec.key, utc_iso(rec.date)) if rec.key is not None else (rec, *mail_key_and_date(rec)))
         existing = self._ids_by_key([k for _, k, _, _ in keep]) if keep else {}
@@ -78,7 +84,10 @@ class MailIngest(Rereads, Relinking, Locations):
         logged: list[tuple[int, MailRecord, str]] = []
         unskip: list[tuple[str, str, str]] = []
         unread: list[tuple[str, str, str, int]] = []  # text not read (crm_core.rereads)
-        is_blocked = linker.is_blocked
+        is_blocked, blocked_memo = linker.is_blocked, linker._blocked
+        # Relinking._visible, asked once a page: mail that links nobody and is not logged anyway
+        # is stored as metadata only when the settings say so
+        vis_unlinked = "metadata" if self.settings.unmatched == "metadata" else policy.visibility
         for rec, key, chash, date_s in keep:
             loc = rec.location
             flags = " ".join(rec.flags)
@@ -109,13 +118,13 @@ class MailIngest(Rereads, Relinking, Locations):
                 continue
             iid = next_id
             next_id += 1
-            participants = linker.mail_participants(rec)
-            match = linker.match(participants, policy)
+            external, anyway = verdicts[id(rec)]
+            match = linker.match_external(external)
             # thread: every id the mail names joins one thread; two threads it joins become one
             ids = [i for i in (rec.message_id, *rec.in_reply_to, *rec.references) if i]
             thread_id = None
             if ids:
-                found_threads = sorted({_find(merged, refmap[i]) for i in ids if i in refmap})
+                found_threads = sorted({_find(merged, refmap[i]) if merged else refmap[i] for i in ids if i in refmap})
                 if not found_threads:
                     thread_id = next_thread
                     next_thread += 1
@@ -134,13 +143,13 @@ class MailIngest(Rereads, Relinking, Locations):
                     refmap[i] = thread_id
                 if found_threads:  # a mail alone in a new thread has nobody to inherit from or pass on to
                     threads.add(thread_id)
-            logged_by = "log folder" if policy.logged_anyway(loc.scope, rec.flags) else ""
+            logged_by = "log folder" if anyway else ""
             if not match.links and not logged_by and self.settings.unmatched == "drop":
                 next_id -= 1
                 skip(rec, "no customer or contact matched")
                 continue
             direction = linker.direction(rec, policy)
-            want = self._visible(policy, bool(match.links) or bool(logged_by))
+            want = policy.visibility if match.links or logged_by else vis_unlinked
             if rec.no_text:  # no snippet to show: the text is read by name once linked (crm_core.rereads)
                 want = without_text(want)
                 unread.append((source, loc.scope, loc.local_id, iid))
@@ -155,15 +164,20 @@ class MailIngest(Rereads, Relinking, Locations):
             ))
             existing[key] = (iid, want)
             seen_people = set()
-            for a, role in participants:
-                if (a.email, role) in seen_people or is_blocked(a.email):
-                    continue
-                seen_people.add((a.email, role))
-                part_rows.append((iid, a.email, a.name, role, ""))
+            for role, group in (("from", (rec.sender,) if rec.sender is not None else ()), ("to", rec.to),
+                                ("cc", rec.cc), ("bcc", rec.bcc)):  # Linker.mail_participants
+                for a in group:
+                    email = a.email
+                    blocked = blocked_memo.get(email)
+                    if (email, role) in seen_people or (is_blocked(email) if blocked is None else blocked):
+                        continue
+                    seen_people.add((email, role))
+                    part_rows.append((iid, email, a.name, role, ""))
             loc_rows.append((source, loc.scope, loc.local_id, "interaction", iid, loc.etag, flags, now_s))
             if prior is not None and prior[0] in ("skipped", "quarantined"):
                 unskip.append((source, loc.scope, loc.local_id))
-            contacts.add_to(match)
+            if match.new_contacts:
+                contacts.add_to(match)
             link_rows.extend((iid, t, tid, reason) for (t, tid), reason in match.links.items())
             if logged_by and not match.links:
                 logged.append((iid, rec, direction))
@@ -173,19 +187,18 @@ class MailIngest(Rereads, Relinking, Locations):
         x("""INSERT INTO skipped(source, scope, local_id, message_id, reason, at) VALUES (?, ?, ?, ?, ?, ?)
              ON CONFLICT(source, scope, local_id) DO UPDATE SET message_id=excluded.message_id,
              reason=excluded.reason, at=excluded.at""", skip_rows)
-        x("INSERT INTO threads(id, subject) VALUES (?, ?)", thread_rows)
-        x("INSERT OR IGNORE INTO thread_refs(message_id, thread_id) VALUES (?, ?)",
-          [(i, _find(merged, t)) for i, t in ref_rows])
-        x("""INSERT INTO interactions(id, dedup_key, message_id, content_hash, thread_id, date, subject, snippet,
-             direction, visibility, bulk, has_attachments, logged_by, created_at, updated_at, warnings, kind)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'mail')""",
-          [row[:4] + ((_find(merged, row[4]) if row[4] is not None else None),) + row[5:] for row in new_rows])
-        self._index_text([(row[0], row[6], row[7]) for row in new_rows])
-        x("INSERT OR IGNORE INTO participants(interaction_id, email, name, role, status) VALUES (?, ?, ?, ?, ?)", part_rows)
-        x(_UPSERT_LOCATION, loc_rows)
+        rows = self._insert_rows  # a page's rows, many to a statement
+        rows("INSERT INTO threads(id, subject)", "(?, ?)", thread_rows)
+        rows("INSERT OR IGNORE INTO thread_refs(message_id, thread_id)", "(?, ?)",
+             [(i, _find(merged, t)) for i, t in ref_rows] if merged else ref_rows)
+        inserted = [row[:4] + ((_find(merged, row[4]) if row[4] is not None else None),) + row[5:]
+                    for row in new_rows] if merged else new_rows
+        rows(_INSERT_MAIL_HEAD, _INSERT_MAIL_ROW, inserted)
+        rows("INSERT OR IGNORE INTO participants(interaction_id, email, name, role, status)", "(?, ?, ?, ?, ?)", part_rows)
+        rows(_LOCATION_HEAD, _LOCATION_ROW, loc_rows, _LOCATION_TAIL)
         x("DELETE FROM skipped WHERE source=? AND scope=? AND local_id=?", unskip)
         x("DELETE FROM quarantine WHERE source=? AND scope=? AND local_id=?", unskip + unquarantine)
-        x("INSERT OR REPLACE INTO links(interaction_id, target, target_id, reason) VALUES (?, ?, ?, ?)", link_rows)
+        rows("INSERT OR REPLACE INTO links(interaction_id, target, target_id, reason)", "(?, ?, ?, ?)", link_rows)
         self._note_unread(unread)
         for iid, rec, direction in logged:
             self._log_unknown(iid, rec, policy, direction, now_s, stats)
@@ -198,20 +211,58 @@ class MailIngest(Rereads, Relinking, Locations):
         earlier = [iid for iid in by_thread if iid not in withheld]
         withheld.update((iid, held.pop(iid)) for iid in earlier if iid in held)
         self._rescan_withheld(sorted(iid for iid in earlier if iid not in withheld), pulling=source)
+        # this page's mails go into the full-text index last, with their final text: FTS5 writes
+        # the terms it holds as a new segment whenever a statement with a savepoint starts or
+        # ends (one that runs a trigger, as the update of a mail's text, or writes many rows),
+        # and each segment is merged again later (see schema.FTS_INSERT_TRIGGER)
         if withheld:  # withheld while unmatched, linked through their thread after all
             withheld_ids = list(withheld)
-            filled = set()
+            filled: set[int] = set()
             for chunk in range(0, len(withheld_ids), 500):
                 part = withheld_ids[chunk:chunk + 500]
                 marks = ",".join("?" * len(part))
-                for (iid,) in self._x(f"SELECT DISTINCT interaction_id FROM links WHERE interaction_id IN ({marks})", part).fetchall():
-                    subject, snippet, vis = withheld[iid]
-                    self._x("UPDATE interactions SET subject=?, snippet=?, visibility=? WHERE id=? AND visibility='metadata'",
-                            (subject if vis != "metadata" else None, snippet if vis == "snippet" else None, vis, iid))
-                    filled.add(iid)
+                filled.update(iid for (iid,) in self._x(
+                    f"SELECT DISTINCT interaction_id FROM links WHERE interaction_id IN ({marks})", part).fetchall())
+            first_new = inserted[0][0] if inserted else next_id
+            # stored by an earlier page: in the index already, which the update trigger keeps current
+            self._fill_text([(iid, *withheld[iid]) for iid in sorted(filled) if iid < first_new])
+            # this page's own (stored as metadata, so visibility='metadata'): not in the index yet,
+            # so not through the update trigger (it would take out of the index what is not in
+            # it) but the row written again whole (REPLACE runs no delete trigger, as
+            # recursive_triggers is off; the insert trigger leaves mail to _index_text)
+            redo = []
+            for n, row in enumerate(inserted):
+                if row[0] in filled:
+                    subject, snippet, vis = withheld[row[0]]
+                    row = inserted[n] = row[:6] + (subject if vis != "metadata" else None,
+                                                   snippet if vis == "snippet" else None) + row[8:9] + (vis,) + row[10:]
+                    redo.append(row)
+            x(f"INSERT OR REPLACE{_INSERT_MAIL_HEAD[len('INSERT'):]} VALUES {_INSERT_MAIL_ROW}", redo)
             held.update((iid, text) for iid, text in withheld.items() if iid not in filled)
             while len(held) > _HELD_MAX:  # the oldest go: replies come soon after or not in this run
                 del held[next(iter(held))]
+        self._index_text([(row[0], row[6], row[7]) for row in inserted])
+
+    def _fill_text(self, rows: list[tuple[int, str, str, str]]) -> None:
+        """Give mails stored as metadata only their text (rows: id, subject, snippet, visibility).
+
+        One UPDATE for all of them: the full-text index's update trigger runs inside the statement's
+        savepoint, and FTS5 writes the terms it holds at every savepoint, so an UPDATE a mail wrote
+        a segment a mail; one statement, then the page's own index rows, write one."""
+        if not rows:
+            return
+        self._x(FILL_TEXT_TABLE)  # made when the store opened; again in case a program dropped it
+        # emptied before, not after: a statement that deletes rows has a savepoint too (and the
+        # terms of the update below are to be written with the page's at the commit)
+        self._x("DELETE FROM temp.fill_text")
+        self.conn.executemany("INSERT INTO temp.fill_text(id, subject, snippet, visibility) VALUES (?, ?, ?, ?)",
+                              [(iid, subject if vis != "metadata" else None, snippet if vis == "snippet" else None, vis)
+                               for iid, subject, snippet, vis in rows])
+        self._x("""UPDATE interactions SET
+                       subject=(SELECT f.subject FROM temp.fill_text f WHERE f.id=interactions.id),
+                       snippet=(SELECT f.snippet FROM temp.fill_text f WHERE f.id=interactions.id),
+                       visibility=(SELECT f.visibility FROM temp.fill_text f WHERE f.id=interactions.id)
+                   WHERE id IN (SELECT id FROM temp.fill_text) AND visibility='metadata'""")
 
     def _same_mails(self, unmatched: list[tuple[MailRecord, str]]) -> dict[str, tuple[int, str]]:
         """Mails stored under another dedup key: the same Message-ID, sender, minute and subject.

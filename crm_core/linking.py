@@ -139,50 +139,87 @@ class Linker:
 
     def skip_reason(self, rec: MailRecord | AppointmentRecord, scope: str, flags: Iterable[str], policy: SourcePolicy) -> str:
         """Why the item is not logged, or "" when it is."""
+        if isinstance(rec, MailRecord):
+            return self.mail_verdict(rec, scope, flags, policy)[0]
         if policy.in_folder(scope, policy.private_folder):
             return f"private folder {policy.private_folder}"
         if policy.private_keyword and policy.private_keyword in flags:
             return f"private keyword {policy.private_keyword}"
-        if isinstance(rec, AppointmentRecord):
-            if rec.private:
-                return "private appointment"
-            people = [a for a, _ in self.appointment_participants(rec)]
-            when = rec.start
-        else:
-            people = [rec.sender, *rec.to, *rec.cc, *rec.bcc] if rec.sender is not None else [*rec.to, *rec.cc, *rec.bcc]
-            when = rec.date
-            if rec.sender is not None and self.is_blocked(rec.sender.email):
-                return f"blocked sender {rec.sender.email}"
+        if rec.private:
+            return "private appointment"
+        people = [a for a, _ in self.appointment_participants(rec)]
+        when = rec.start
         if policy.since is not None and when is not None and _before(when, policy.since):
             return f"before the source's since date {policy.since.date().isoformat()}"
         external = self.external(people, policy)
         if external and all(self.is_blocked(a.email) for a in external):
             return "every external participant is blocked"
-        logged_anyway = policy.logged_anyway(scope, flags)
-        if isinstance(rec, MailRecord) and rec.bulk and not self.settings.log_bulk and not logged_anyway:
-            return f"bulk or automatic mail ({rec.bulk})"
-        if not external and not logged_anyway:
+        if not external and not policy.logged_anyway(scope, flags):
             return "internal only: no external participant"
         return ""
 
+    def mail_verdict(self, rec: MailRecord, scope: str, flags: Iterable[str],
+                     policy: SourcePolicy) -> tuple[str, list[Address], bool]:
+        """:meth:`skip_reason` of a mail, and what storing it asks next: its external participants
+        (:meth:`match_external`) and whether it is logged anyway (log folder or keyword)."""
+        if policy.private_folder and policy.in_folder(scope, policy.private_folder):
+            return f"private folder {policy.private_folder}", [], False
+        if policy.private_keyword and policy.private_keyword in flags:
+            return f"private keyword {policy.private_keyword}", [], False
+        sender = rec.sender
+        if sender is not None:
+            if self.is_blocked(sender.email):
+                return f"blocked sender {sender.email}", [], False
+            people = [sender, *rec.to, *rec.cc, *rec.bcc]
+        else:
+            people = [*rec.to, *rec.cc, *rec.bcc]
+        when = rec.date
+        if policy.since is not None and when is not None and _before(when, policy.since):
+            return f"before the source's since date {policy.since.date().isoformat()}", [], False
+        external = self.external(people, policy)
+        if external:
+            is_blocked = self.is_blocked
+            for a in external:
+                if not is_blocked(a.email):
+                    break
+            else:
+                return "every external participant is blocked", external, False
+        logged_anyway = policy.logged_anyway(scope, flags)
+        if rec.bulk and not self.settings.log_bulk and not logged_anyway:
+            return f"bulk or automatic mail ({rec.bulk})", external, logged_anyway
+        if not external and not logged_anyway:
+            return "internal only: no external participant", external, logged_anyway
+        return "", external, logged_anyway
+
     # -- linking ----------------------------------------------------------
     def match(self, participants: Iterable[tuple[Address, str]], policy: SourcePolicy) -> Match:
+        return self.match_external(self.external((a for a, _ in participants), policy))
+
+    def match_external(self, external: list[Address]) -> Match:
+        """:meth:`match` of the external participants (:meth:`external`), worked out already."""
         result = Match()
+        links = result.links  # Match.add, without its call: the store asks this for every mail
         idx = self.index
+        contact_by_email, customer_of_contact = idx.contact_by_email, idx.customer_of_contact
         creating: set[str] = set()
-        for addr in self.external((a for a, _ in participants), policy):
-            if self.is_blocked(addr.email):
+        blocked, is_blocked = self._blocked, self.is_blocked
+        for addr in external:
+            email = addr.email
+            found = blocked.get(email)
+            if found if found is not None else is_blocked(email):
                 continue
-            contact = idx.contact_by_email.get(addr.email)
+            contact = contact_by_email.get(email)
             if contact is not None:
-                result.add(CONTACT, contact, "address")
-                result.add(CUSTOMER, idx.customer_of_contact.get(contact), "address")
+                links.setdefault((CONTACT, contact), "address")
+                customer = customer_of_contact.get(contact)
+                if customer is not None:
+                    links.setdefault((CUSTOMER, customer), "address")
                 continue
-            customer = self.customer_for_domain(addr.domain)
+            customer = self.customer_for_domain(email.rpartition("@")[2])
             if customer is not None:
-                result.add(CUSTOMER, customer, "domain")
-                if self.settings.create_contacts and addr.email not in creating:
-                    creating.add(addr.email)
+                links.setdefault((CUSTOMER, customer), "domain")
+                if self.settings.create_contacts and email not in creating:
+                    creating.add(email)
                     result.new_contacts.append((addr, customer))
         return result
 

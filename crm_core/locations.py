@@ -10,11 +10,12 @@ from crm_bridge.crm_core.storebase import Stats, StoreBase
 
 
 #: a place an item was seen, new or seen again (rows: source, scope, local id, kind, item, etag, flags, time)
-_UPSERT_LOCATION = """INSERT INTO locations(source, scope, local_id, kind, item_id, etag, flags, seen_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT(source, scope, local_id) DO UPDATE SET kind=excluded.kind,
+_LOCATION_HEAD = "INSERT INTO locations(source, scope, local_id, kind, item_id, etag, flags, seen_at)"
+_LOCATION_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
+_LOCATION_TAIL = """ON CONFLICT(source, scope, local_id) DO UPDATE SET kind=excluded.kind,
     item_id=excluded.item_id, etag=excluded.etag, flags=excluded.flags,
     seen_at=excluded.seen_at, gone_at=NULL"""
+_UPSERT_LOCATION = f"{_LOCATION_HEAD} VALUES {_LOCATION_ROW} {_LOCATION_TAIL}"
 #: separates a resource's local id from the RECURRENCE-ID of an override in it
 OVERRIDE_MARK = "#rid="
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from crm_bridge.crm_core.store import Store
 
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 #: indexes of the read side (version 5): a customer's domains, contacts and tasks, a contact's tasks and the
@@ -36,6 +36,11 @@ FTS_INSERT_TRIGGER = """CREATE TRIGGER IF NOT EXISTS interactions_ai AFTER INSER
     WHEN new.kind NOT IN ('mail', 'appointment') BEGIN
     INSERT INTO interactions_fts(rowid, subject, snippet) VALUES (new.id, new.subject, new.snippet);
 END"""
+
+#: FTS5 merges the index's segments once 16 (not 4) of a size are there: a first sync writes a
+#: segment a page, and with 4 the merging rewrote the index over and over (a fifth of the cost
+#: of committing a page at 50,000 mails); a search reads a few more segments (version 7)
+FTS_AUTOMERGE = "INSERT INTO interactions_fts(interactions_fts, rank) VALUES ('automerge', 16)"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -143,7 +148,7 @@ CREATE TABLE IF NOT EXISTS blocks (
     entry TEXT PRIMARY KEY, by TEXT NOT NULL DEFAULT '', at TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS conflicts (
     id INTEGER PRIMARY KEY, kind TEXT NOT NULL, item TEXT NOT NULL, resolution TEXT NOT NULL, at TEXT NOT NULL);
-""" + "".join(s + ";\n" for s in READ_INDEXES) + FTS_INSERT_TRIGGER + ";\n"
+""" + "".join(s + ";\n" for s in READ_INDEXES) + FTS_INSERT_TRIGGER + ";\n" + FTS_AUTOMERGE + ";\n"
 
 
 def _migrate_2_warnings_and_dates(store: "Store") -> None:
@@ -232,5 +237,10 @@ def _migrate_7_unread_texts(store: "Store") -> None:
         PRIMARY KEY (source, scope, local_id)) WITHOUT ROWID""")
 
 
+def _migrate_8_fts_automerge(store: "Store") -> None:
+    """Version 8: :data:`FTS_AUTOMERGE` (a setting kept in the index's own config table).  Idempotent."""
+    store.conn.execute(FTS_AUTOMERGE)
+
+
 MIGRATIONS: dict[int, Any] = {2: _migrate_2, 3: _migrate_3_web, 4: _migrate_4_blocks, 5: _migrate_5_read_indexes,
-                              6: _migrate_6_fts_by_batch, 7: _migrate_7_unread_texts}
+                              6: _migrate_6_fts_by_batch, 7: _migrate_7_unread_texts, 8: _migrate_8_fts_automerge}

@@ -13,6 +13,7 @@ import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timezone
+from itertools import chain
 from pathlib import Path
 from typing import Any, Iterable, Iterator, overload
 
@@ -21,6 +22,11 @@ from crm_bridge.crm_core.records import AppointmentRecord, MailRecord
 from crm_bridge.crm_core.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
 from crm_bridge.crm_core.settings import LinkingSettings
 
+
+FILL_TEXT_TABLE = ("CREATE TEMP TABLE IF NOT EXISTS fill_text("
+                   "id INTEGER PRIMARY KEY, subject TEXT, snippet TEXT, visibility TEXT NOT NULL)")
+#: rows per statement of _insert_rows (16 columns of 50 rows stay under the 999 parameters of SQLite before 3.32)
+ROWS_PER_INSERT = 50
 
 _ALNUM = re.compile(r"[\W_]+", re.UNICODE)
 #: the ASCII characters that are not letters or digits (what _ALNUM removes of ASCII)
@@ -34,6 +40,12 @@ def _alnum_start(body: str) -> str:
     text = body[:160].lower()
     if text.isascii():
         return text.encode("ascii").translate(None, _ASCII_NOT_ALNUM)[:64].decode("ascii")
+    # other text: the ASCII that is not a letter or digit cut out of its UTF-8 (the bytes of other
+    # characters are all above 127); when what is left is all letters and digits (umlauts,
+    # accents), that is the answer, else the regular expression decides
+    left = text.encode("utf-8", "surrogatepass").translate(None, _ASCII_NOT_ALNUM).decode("utf-8", "surrogatepass")
+    if left.isalnum():
+        return left[:64]
     head = _ALNUM.sub("", text[:96])  # about 80 letters and digits in usual text
     if len(head) < 64 and len(text) > 96:
         head += _ALNUM.sub("", text[96:])
@@ -100,7 +112,7 @@ def utc_iso(value: datetime | date | None) -> str | None:
         value = datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
     elif value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
-    v = value.astimezone(timezone.utc)
+    v = value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
     # not strftime: its %Y leaves years before 1000 unpadded ("1-05-30T...") on glibc
     return f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}Z"
 
@@ -218,6 +230,9 @@ class StoreBase:
         # every 4 MiB saves about a tenth of its store time (a bigger page
         # cache saved little more and made memory grow with the store)
         conn.execute("PRAGMA wal_autocheckpoint=10000")
+        # the text of mails that a reply linked, for one UPDATE of them (crm_core/ingest_mail.py
+        # _fill_text); made here, outside any transaction, so that a rolled-back one keeps it
+        conn.execute(FILL_TEXT_TABLE)
         self.conn = conn
         self.migrate()
 
@@ -337,6 +352,22 @@ class StoreBase:
         Every row, NULLs too, as the insert trigger does for other items: the
         delete and update triggers take out what is in (schema.FTS_INSERT_TRIGGER)."""
         self.conn.executemany("INSERT INTO interactions_fts(rowid, subject, snippet) VALUES (?, ?, ?)", rows)
+
+    def _insert_rows(self, head: str, row: str, rows: list[tuple], tail: str = "") -> None:
+        """``{head} VALUES {row}, {row}, ... {tail}``: a page's rows, :data:`ROWS_PER_INSERT` to a
+        statement (the rest one at a time), not one statement step each: each step costs its own
+        round through the statement machine and the sqlite3 module, a tenth of writing a row.
+
+        Not for the full-text index: FTS5 writes the terms it holds at the savepoint of every
+        statement that writes more than one row (see _index_text)."""
+        n = ROWS_PER_INSERT
+        whole = len(rows) - len(rows) % n
+        if whole:
+            sql = f"{head} VALUES {','.join([row] * n)} {tail}"
+            for start in range(0, whole, n):
+                self.conn.execute(sql, list(chain.from_iterable(rows[start:start + n])))
+        if whole < len(rows):
+            self.conn.executemany(f"{head} VALUES {row} {tail}", rows[whole:])
 
     def _x(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, tuple(params))

@@ -170,7 +170,8 @@ def test_the_content_hash_reads_text_as_it_always_did():
     alnum = re.compile(r"[\W_]+", re.UNICODE)
     rng = random.Random(5)
     pieces = ["Guten Tag", "Grüße", "İstanbul", "straße", "__init__", "a_b", "x²", "½", "Ⅻ", "—", "\u00a0",
-              "  ", "\t", "...", "3.500,00 €", "日本語", "ǅ", "e\u0301", "\U0001f600", "O'Connor", "-", "_"]
+              "  ", "\t", "...", "3.500,00 €", "日本語", "ǅ", "e\u0301", "\U0001f600", "O'Connor", "-", "_",
+              "\ud800", "„Zitat“", "Müller–Lüdenscheidt", "Äpfel", "ÖÜß"]
     texts = ["", "_", "ab", "x" * 200, "_" * 100 + "abc", "ä" * 50 + "_" * 60 + "b" * 80, "İ" * 120]
     for _ in range(3000):
         texts.append(" ".join(rng.choice(pieces) for _ in range(rng.randrange(1, 60))))
