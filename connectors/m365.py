@@ -28,8 +28,9 @@ Sign-in (connectors/graphauth.py): MSAL's client-credentials flow
 single user's device-code sign-in (``auth = "device_code"``, delegated
 permissions); tokens and MSAL's discovery metadata are cached in
 ``token_cache``, readable only by its owner, and renewed silently.  One
-HTTP session (niquests: a connection pool, HTTP/2 where the server offers
-it) serves MSAL and Graph.
+HTTP session (connectors/graphhttp.py: a pool of kept-alive HTTPS
+connections on the standard library, TLS verified against ``ca_file`` or the
+system's trust store) serves MSAL and Graph.
 
 Scopes and cursor: a scope is a folder's path ("Inbox", "Sent Items",
 "Inbox/Projekte"), "Calendar" or "Contacts"; a local id is the item's
@@ -76,17 +77,6 @@ from crm_bridge.connectors.base import (
     TransientError,
 )
 from crm_bridge.connectors.graphauth import AUTH_MODES, SignIn
-from crm_bridge.connectors.ewsitems import ItemError
-from crm_bridge.connectors.graphitems import (
-    CONTACT_SELECT,
-    MAIL_EXPAND,
-    MAIL_SELECT,
-    MAIL_TYPES,
-    appointment,
-    contact,
-    mail_of,
-    task,
-)
 from crm_bridge.crm_core.records import Batch, CardPush, Failure, Location, PushResult, TaskPush
 from crm_bridge.crm_core.settings import SourcePolicy
 
@@ -179,20 +169,9 @@ class M365Connector(Connector):
     # -- signing in -----------------------------------------------------------------
     def _http(self) -> Any:
         if self._session is None:
-            import niquests
+            from crm_bridge.connectors.graphhttp import Session
 
-            verify = self.verify
-
-            class Session(niquests.Session):
-                # REQUESTS_CA_BUNDLE & co. would otherwise override a configured CA file
-                def request(self, *args: Any, **kwargs: Any) -> Any:
-                    if kwargs.get("verify") in (None, True):
-                        kwargs["verify"] = verify
-                    kwargs.setdefault("timeout", timeout)
-                    return super().request(*args, **kwargs)
-
-            timeout = self.timeout
-            self._session = Session()
+            self._session = Session(self.verify, self.timeout)
         return self._session
 
     def _access_token(self, fresh: bool = False) -> str:
@@ -208,7 +187,7 @@ class M365Connector(Connector):
 
         Pulling only GETs; :mod:`connectors.graphpush` POSTs and PATCHes To Do tasks.
         """
-        import niquests
+        from crm_bridge.connectors.graphhttp import HTTPError, TLSError
 
         refreshed = False
         for attempt in range(6):
@@ -216,11 +195,11 @@ class M365Connector(Connector):
                        "Prefer": f'IdType="ImmutableId", odata.maxpagesize={self.page_size}'}
             try:
                 resp = self._http().request(method, url, headers=headers, json=body)
-            except niquests.exceptions.SSLError as exc:
+            except TLSError as exc:
                 raise SourceUnavailable(f"TLS: the certificate of {url.split('/')[2]} is not trusted "
                                         f"({str(exc)[:160]}); set ca_file") from None
-            except (niquests.exceptions.RequestException, OSError) as exc:
-                raise TransientError(f"connection problem: {type(exc).__name__}: {str(exc)[:200]}") from None
+            except (HTTPError, OSError) as exc:
+                raise TransientError(f"connection problem: {str(exc)[:200]}") from None
             status = resp.status_code or 0
             if 200 <= status < 300:
                 if status == 204:
@@ -349,6 +328,8 @@ class M365Connector(Connector):
         return now - timedelta(days=self.window_past_days), now + timedelta(days=self.window_future_days)
 
     def _first_url(self, kind: str, fid: str) -> str:
+        from crm_bridge.connectors.graphitems import CONTACT_SELECT, MAIL_EXPAND, MAIL_SELECT
+
         if kind == "mail":
             return (f"{self._user()}/mailFolders/{fid}/messages/delta?$select={MAIL_SELECT}"
                     f"&$expand={quote(MAIL_EXPAND)}")
@@ -434,8 +415,11 @@ class M365Connector(Connector):
             if not last and kind != "tasks":  # (reading tasks may ask Graph for linked resources meanwhile)
                 ahead.ask(str(next_link))
             batch = Batch()
-            for item in value:
-                self._add(batch, scope, kind, item)
+            if value:
+                from crm_bridge.connectors import graphitems  # (not needed by a run where nothing changed)
+
+                for item in value:
+                    self._add(batch, scope, kind, item, graphitems)
             if not last and not ahead.pending:
                 ahead.ask(str(next_link))
             if last and full and view.known(scope):
@@ -457,7 +441,7 @@ class M365Connector(Connector):
                 return
             url = link = str(next_link)
 
-    def _add(self, batch: Batch, scope: str, kind: str, item: Any) -> None:
+    def _add(self, batch: Batch, scope: str, kind: str, item: Any, gi: Any) -> None:
         if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
             batch.failures.append(Failure(Location(scope, f"unreadable-{len(batch.failures)}"),
                                           "an entry of the delta answer without an id", str(item)[:200]))
@@ -469,25 +453,25 @@ class M365Connector(Connector):
         kind_of = item.get("@odata.type")
         try:
             if kind == "mail":
-                if kind_of is not None and kind_of not in MAIL_TYPES:
-                    raise ItemError(f"an item of type {kind_of} in a mail folder")
-                batch.records.append(mail_of(item, location, self.mailbox, self.log_category, self.private_category,
+                if kind_of is not None and kind_of not in gi.MAIL_TYPES:
+                    raise gi.ItemError(f"an item of type {kind_of} in a mail folder")
+                batch.records.append(gi.mail_of(item, location, self.mailbox, self.log_category, self.private_category,
                                              self.log_flag, self.private_flag))
             elif kind == "calendar":
                 if kind_of not in (None, "#microsoft.graph.event"):
-                    raise ItemError(f"an item of type {kind_of} in the calendar")
-                batch.records.append(appointment(item, location))
+                    raise gi.ItemError(f"an item of type {kind_of} in the calendar")
+                batch.records.append(gi.appointment(item, location))
             elif kind == "contacts":
                 if kind_of not in (None, "#microsoft.graph.contact"):
-                    raise ItemError(f"an item of type {kind_of} among the contacts")
-                batch.records.append(contact(item, location))
+                    raise gi.ItemError(f"an item of type {kind_of} among the contacts")
+                batch.records.append(gi.contact(item, location))
             elif kind == "tasks":
                 from crm_bridge.connectors.graphpush import crm_uid
 
                 uid = crm_uid(self, scope, item)
                 if uid:
-                    batch.records.append(task(item, uid, Location(scope, item["id"], str(item.get("@odata.etag") or ""))))
-        except ItemError as exc:
+                    batch.records.append(gi.task(item, uid, Location(scope, item["id"], str(item.get("@odata.etag") or ""))))
+        except gi.ItemError as exc:
             batch.failures.append(Failure(location, str(exc), _excerpt(item)))
         except Exception as exc:  # JSON this code did not foresee: quarantine the item, go on
             batch.failures.append(Failure(location, f"unexpected {type(exc).__name__}: {exc}", _excerpt(item)))
