@@ -1,4 +1,4 @@
-"""Microsoft 365 sources against the Graph emulator (MSAL and niquests unmodified, nothing mocked)."""
+"""Microsoft 365 sources against the Graph emulator (MSAL and the HTTP client unmodified, nothing mocked)."""
 
 from __future__ import annotations
 
