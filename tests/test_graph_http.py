@@ -76,6 +76,7 @@ def server(tmp_path_factory):
     cert, key = _self_signed(tmp_path_factory.mktemp("tls"))
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.daemon_threads = True
+    srv.handle_error = lambda request, address: None  # type: ignore[method-assign]  # (a client that gave up)
     srv.lock = threading.Lock()  # type: ignore[attr-defined]
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
