@@ -227,15 +227,15 @@ class SignIn:
     @contextlib.contextmanager
     def errors(self) -> Iterator[None]:
         """MSAL's requests go through the connector's session: its transport errors, as for Graph."""
-        import niquests
+        from crm_bridge.connectors.graphhttp import TLSError
 
         host = self.conn.authority.split("/")[2]
         try:
             yield
-        except niquests.exceptions.SSLError as exc:
+        except TLSError as exc:
             raise SourceUnavailable(f"TLS: the certificate of {host} is not trusted ({str(exc)[:160]}); "
                                     "set ca_file") from None
-        except (niquests.exceptions.RequestException, OSError) as exc:
+        except OSError as exc:  # graphhttp.HTTPError and what else the socket raises
             raise TransientError(f"the sign-in service {host} could not be reached: {type(exc).__name__}") from None
 
     def token_file(self) -> TokenFile:

@@ -1,4 +1,4 @@
-"""Microsoft 365 sources against the Graph emulator (MSAL and niquests unmodified, nothing mocked)."""
+"""Microsoft 365 sources against the Graph emulator (MSAL and the HTTP client unmodified, nothing mocked)."""
 
 from __future__ import annotations
 
@@ -510,23 +510,29 @@ def test_the_same_mail_in_two_mailboxes_is_one_interaction_through_sync(tmp_path
     assert sorted(p["source"] for p in row["seen_in"]) == ["anna", "bob"]
 
 
-def test_the_next_delta_page_is_asked_for_while_the_current_one_is_stored(graph):
-    for n in range(12):
+def test_the_next_delta_pages_are_asked_for_while_the_current_one_is_stored(graph):
+    from crm_bridge.connectors.m365 import READ_AHEAD
+
+    for n in range(40):
         mail(graph, f"Mail {n}")
     conn = make_connector("m365", options(graph, contacts=False, calendar=False, folders=["inbox"]))
     view = View()
     pages = conn.pull(None, view)
-    first = next(pages)  # the engine stores this one now; the connector already asks for the next
+    first = next(pages)  # the engine stores this one now; the connector already asks for the next ones
     deadline = time.monotonic() + 5
-    while len(graph.graph_requests("messages/delta")) < 2 and time.monotonic() < deadline:
+    while len(graph.graph_requests("messages/delta")) < 1 + READ_AHEAD and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert len(graph.graph_requests("messages/delta")) == 2 and len(first.records) == 5
+    time.sleep(0.2)
+    # up to READ_AHEAD pages beyond the one taken, not the whole folder (8 pages of 5)
+    assert len(graph.graph_requests("messages/delta")) == 1 + READ_AHEAD and len(first.records) == 5
     view.apply(first)
     rest = list(pages)
     conn.close()
-    assert len(mails(Pulled([first, *rest]))) == 12 and len(graph.graph_requests("messages/delta")) == 3
+    assert len(mails(Pulled([first, *rest]))) == 40 and len(graph.graph_requests("messages/delta")) == 8
     # the cursor still moves page by page: the first batch's cursor points at the second page
     assert "$skiptoken=" in first.cursor["folders"]["Inbox"]["link"]
+    links = [b.cursor["folders"]["Inbox"]["link"] for b in [first, *rest] if b.cursor]
+    assert len(set(links)) == 8 and all("$skiptoken=" in link for link in links[:-1]) and "$deltatoken=" in links[-1]
 
 
 def test_one_read_ahead_thread_serves_a_folder_and_ends_with_the_pull(graph):
@@ -545,7 +551,7 @@ def test_one_read_ahead_thread_serves_a_folder_and_ends_with_the_pull(graph):
     conn.close()
     assert len(mails(got)) == 23
     ahead = [t for url, t in served if "/delta" in url and t is not threading.main_thread()]
-    assert len(ahead) == 4  # pages 2-5 of 5, read ahead ...
+    assert len(ahead) == 5  # the 5 pages, read ahead ...
     assert len(set(ahead)) == 1  # ... by one thread, not a new one per page
     ahead[0].join(5)
     assert not ahead[0].is_alive()  # and it ended with the folder's pull
