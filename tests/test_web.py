@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import json
 import re
 import urllib.request
@@ -161,7 +163,7 @@ def test_timeline_pages_cover_everything_once_and_filters_narrow(app, store):
     while url:
         page = client.get(url).json
         seen += [(i["src"], i["id"], i["rid"]) for i in page["items"]]
-        url = f"/api/customers/{cid}/timeline?limit=7&after={page['next']}" if page["next"] else ""
+        url = f"/api/customers/{cid}/timeline?limit=7&after={quote(page['next'])}" if page["next"] else ""
     assert len(seen) == len(set(seen))
     expected = {(0, i["id"], i.get("recurrence_id", "")) for i in store.timeline(str(cid), limit=0)}
     assert {s for s in seen if s[0] == 0} == expected

@@ -3,6 +3,8 @@ merge, notes, and the API under /api/contacts (access, CSRF, escaping, nothing l
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 
 from crm_bridge.crm_core.contacts import ContactReads, footprint
@@ -100,7 +102,7 @@ def test_the_contact_timeline_shows_what_the_customer_page_shows_and_pages_cover
     while url:
         page = client.get(url).json
         seen += page["items"]
-        url = f"/api/contacts/{kid}/timeline?limit=7&after={page['next']}" if page["next"] else ""
+        url = f"/api/contacts/{kid}/timeline?limit=7&after={quote(page['next'])}" if page["next"] else ""
     keys = [(i["src"], i["id"], i["rid"]) for i in seen]
     assert len(keys) == len(set(keys)) > 7
     linked = {i for (i,) in store.conn.execute("SELECT interaction_id FROM links WHERE target='contact' AND target_id=?",
