@@ -37,10 +37,17 @@ Message-ID and content.
 
 Cursor
 ------
-``{"version": 1, "folders": {scope: {"id": FolderId, "state": SyncState, "full": bool, "dist": "inbox"}},
-"server": {"url": ..., "build": "15.2.1118.7", "api": "Exchange2016"}}``.
+``{"version": 1, "folders": {scope: {"id": FolderId, "state": SyncState, "full": bool, "dist": "inbox",
+"more": true}}, "server": {"url": ..., "build": "15.2.1118.7", "api": "Exchange2016"}}`` (``more``: only
+while a folder has pages left to read).
 With it a run asks neither the server's version nor the well-known folders'
 ids again: a run where nothing changed is one SyncFolderItems per folder.
+When every folder is a well-known one the cursor knows, that run does not
+even load exchangelib: :mod:`connectors.ewsprobe` asks each folder for its
+changes over the standard library's HTTP client, and only when one has
+changes (or anything goes wrong) does exchangelib read, from the same
+stored cursor.  With autodiscover the URL stored in the cursor is used
+until a request to it fails.
 Each SyncFolderItems page (``page_size`` changes) is one Batch carrying the
 sync state after it, so a run that is cut goes on from the last stored page.
 A folder whose sync state the server refuses (``ErrorInvalidSyncStateData``)
@@ -109,19 +116,6 @@ from crm_bridge.connectors.base import (
     SourceView,
     TransientError,
     secret,
-)
-from crm_bridge.connectors.ewsitems import (
-    CALENDAR_FIELDS,
-    XmlMessage,
-    CONTACT_FIELDS,
-    MAIL_FIELDS,
-    TASK_FIELDS,
-    ItemError,
-    appointment_record,
-    contact_card,
-    flags_of,
-    mail_record,
-    task_state,
 )
 from crm_bridge.crm_core.records import Batch, CardPush, Failure, Location, PushResult, TaskPush
 from crm_bridge.crm_core.settings import SourcePolicy
@@ -424,12 +418,7 @@ class ExchangeConnector(Connector):
             if self._token is None:
                 self._token = _CommandToken(self.name, self.options)
             return self._token.exchangelib_credentials()
-        if self._password is None:
-            password = secret(self.name, self.options)
-            if password is None:
-                raise ConfigError(f"sources.{self.name}: set password_env or password_command")
-            self._password = password
-        return Credentials(self.username, self._password)
+        return Credentials(self.username, self._secret_password())
 
     def _discover(self) -> str:
         """The EWS URL from POX Autodiscover (following redirects), or the configured server."""
@@ -525,15 +514,7 @@ class ExchangeConnector(Connector):
         chosen: dict[str, tuple[str, Any, str, str]] = {}
         problems: list[str] = []
         tree: list[tuple[str, Any]] | None = None
-        # the Contacts folder first, as the engine syncs address books first: mail and appointments
-        # stored after it link by its contacts at once, not at a later rescan
-        wanted: list[tuple[str, str]] = [("contacts", "contacts")] if self.want_contacts else []
-        wanted += [(f, "mail") for f in self.folders]
-        if self.want_calendar:
-            wanted.append(("calendar", "calendar"))
-        if self.tasks_folder:
-            wanted.append((self.tasks_folder, "tasks"))
-        for entry, kind in wanted:
+        for entry, kind in self._wanted():
             key = _DISTINGUISHED.get(entry.lower())
             if key is not None:
                 folder = self._known_distinguished(account, key, states or {}) or self._distinguished(account, key)
@@ -565,6 +546,10 @@ class ExchangeConnector(Connector):
 
     def pull(self, cursor: dict | None, view: SourceView) -> Iterator[Batch]:
         states = self._load_cursor(cursor)
+        unchanged = self._probe(cursor, states, view)
+        if unchanged is not None:  # nothing changed: exchangelib was not even loaded
+            yield from unchanged
+            return
         with self._errors():
             account = self._connect(cursor.get("server") if isinstance(cursor, dict) else None)
             self._server = {"url": account.protocol.service_endpoint, "build": str(account.version.build),
@@ -581,7 +566,81 @@ class ExchangeConnector(Connector):
             for scope, folder, kind, dist in folders:
                 yield from self._pull_folder(account, scope, folder, kind, dist, states, view)
 
+    def _wanted(self) -> list[tuple[str, str]]:
+        """(folder entry, kind) in the order they are read; the Contacts folder first, as the engine syncs
+        address books first: mail and appointments stored after it link by its contacts at once"""
+        wanted: list[tuple[str, str]] = [("contacts", "contacts")] if self.want_contacts else []
+        wanted += [(f, "mail") for f in self.folders]
+        if self.want_calendar:
+            wanted.append(("calendar", "calendar"))
+        if self.tasks_folder:
+            wanted.append((self.tasks_folder, "tasks"))
+        return wanted
+
+    def _probe(self, cursor: dict | None, states: dict[str, dict], view: SourceView) -> list[Batch] | None:
+        """The batches of a run in which nothing changed, found without exchangelib (connectors/ewsprobe.py);
+        None when something changed or the cursor does not say enough: then exchangelib reads."""
+        server = cursor.get("server") if isinstance(cursor, dict) else None
+        if not isinstance(server, dict) or not isinstance(server.get("url"), str) or not server.get("api"):
+            return None
+        url = server["url"]
+        if self.server and url != self.server:
+            return None  # the configured URL changed
+        folders: dict[str, tuple[str, dict]] = {}  # FolderId -> (scope, cursor entry), as _resolve dedups
+        for entry, kind in self._wanted():
+            key = _DISTINGUISHED.get(entry.lower())
+            if key is None:
+                return None  # a path or a glob: the folder tree is asked every run
+            found = [(scope, e) for scope, e in states.items() if e.get("dist") == key]
+            if len(found) != 1:
+                return None
+            scope, e = found[0]
+            if (not isinstance(e.get("id"), str) or not isinstance(e.get("state"), str) or e.get("full") or e.get("more")
+                    or (kind == "tasks" and view.known(scope))):  # the task folder is compared every run
+                return None
+            folders.setdefault(e["id"], (scope, e))
+        from crm_bridge.connectors.ewsprobe import HandOver, Probe
+
+        try:
+            if self.auth == "oauth2" and self._token is None:
+                self._token = _CommandToken(self.name, self.options)
+            probe = Probe(url, verify=self.verify, timeout=self.timeout, auth=self.auth, username=self.username,
+                          password=self._secret_password, token=self._token)
+        except HandOver as exc:
+            log.debug("%s: reading through exchangelib (%s)", self.name, exc)
+            return None
+        new_states = copy.deepcopy(states)
+        try:
+            for folder_id, (scope, e) in folders.items():
+                new_states[scope]["state"] = probe.unchanged(str(server["api"]), self.mailbox,
+                                                             self.access == "impersonation", folder_id, e["state"])
+        except HandOver as exc:
+            log.debug("%s: reading through exchangelib (%s)", self.name, exc)
+            return None
+        finally:
+            probe.close()
+        batches: list[Batch] = []
+        scopes = {scope for scope, _e in folders.values()}
+        problems = [f"folder {scope!r} is gone from the mailbox (deleted or renamed?); keeping its {len(known)} items"
+                    for scope in sorted(set(view.scopes()) - scopes) if (known := view.known(scope))]
+        if problems:
+            batches.append(Batch(problems=problems))
+        if new_states != states:
+            batches.append(Batch(cursor={"version": CURSOR_VERSION, "folders": new_states, "server": dict(server)}))
+        self._server = dict(server)
+        return batches
+
+    def _secret_password(self) -> str:
+        if self._password is None:
+            password = secret(self.name, self.options)
+            if password is None:
+                raise ConfigError(f"sources.{self.name}: set password_env or password_command")
+            self._password = password
+        return self._password
+
     def _fields(self, folder: Any, kind: str) -> set:
+        from crm_bridge.connectors.ewsitems import CALENDAR_FIELDS, CONTACT_FIELDS, MAIL_FIELDS, TASK_FIELDS
+
         names = {"mail": MAIL_FIELDS, "calendar": CALENDAR_FIELDS, "contacts": CONTACT_FIELDS, "tasks": TASK_FIELDS}[kind]
         names = tuple(names) + {"tasks": ("crm_task_uid",), "contacts": ("crm_card_uid",)}.get(kind, ())
         _register_properties()
@@ -652,6 +711,8 @@ class ExchangeConnector(Connector):
                     batch.removed.extend(self._vanished(folder, scope, view, batch))
                 done += len(changes)
                 states[scope] = {"id": folder.id, "state": new_state, "full": full and not last}
+                if more:  # a cut run goes on with the next page at once, without a probe (see _probe)
+                    states[scope]["more"] = True
                 if dist:
                     states[scope]["dist"] = dist
                 batch.cursor = {"version": CURSOR_VERSION, "folders": copy.deepcopy(states),
@@ -671,6 +732,9 @@ class ExchangeConnector(Connector):
             return
         if change == "read_flag_change":
             return  # the connector does not keep read state
+        from crm_bridge.connectors.ewsitems import (ItemError, appointment_record, contact_card, flags_of,
+                                                    mail_record, task_state)
+
         location = Location(scope, item.id, getattr(item, "changekey", "") or "")
         try:
             if kind == "mail":
@@ -764,6 +828,8 @@ def _sync_service() -> Any:
         from exchangelib.errors import MalformedResponseError, SOAPError
         from exchangelib.services import SyncFolderItems
         from exchangelib.util import SOAPNS, ParseError, to_xml
+
+        from crm_bridge.connectors.ewsitems import XmlMessage
 
         class _SyncFolderItems(SyncFolderItems):
             raw_items = False  # True: created and updated items stay XML elements (see ewsitems.XmlMessage)
