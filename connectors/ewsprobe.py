@@ -137,12 +137,12 @@ class Probe:
         if self.conn is None:
             import http.client
 
-            port = self.parts.port
+            host, port = self.parts.hostname or "", self.parts.port
             if self.parts.scheme == "https":
-                self.conn = http.client.HTTPSConnection(self.parts.hostname, port, timeout=self.timeout,
+                self.conn = http.client.HTTPSConnection(host, port, timeout=self.timeout,
                                                         context=self._context())
             else:
-                self.conn = http.client.HTTPConnection(self.parts.hostname, port, timeout=self.timeout)
+                self.conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
         return self.conn
 
     def close(self) -> None:
