@@ -111,12 +111,12 @@ from crm_bridge.connectors.base import (
     ConfigError,
     Connector,
     ConnectorError,
-    ReadAhead,
     SourceUnavailable,
     SourceView,
     TransientError,
     secret,
 )
+from crm_bridge.connectors.ewspages import Pages
 from crm_bridge.crm_core.records import Batch, CardPush, Failure, Location, PushResult, TaskPush
 from crm_bridge.crm_core.settings import SourcePolicy
 
@@ -648,11 +648,12 @@ class ExchangeConnector(Connector):
             folder.validate_item_field(field=n, version=folder.account.version)
         return {f for f in folder.normalize_fields(fields=list(names)) if not f.field.is_attribute}
 
-    def _sync_page(self, folder: Any, fields: set, state: str | None = None, raw: bool = False
-                   ) -> tuple[list, str, bool]:
+    def _sync_page(self, folder: Any, fields: set, state: str | None = None, raw: bool = False,
+                   on_state: Any = None) -> tuple[list, str, bool]:
         def page() -> tuple[list, str, bool]:
             svc = _sync_service()(account=folder.account)
             svc.raw_items = raw
+            svc.on_state = on_state
             changes = list(svc.call(folder=folder, shape="IdOnly", additional_fields=fields, sync_state=state,
                                     ignore=None, max_changes_returned=self.page_size, sync_scope=None))
             for change in changes:
@@ -674,15 +675,19 @@ class ExchangeConnector(Connector):
         window = self._window()
         done = 0
         raw = kind == "mail"
-        # the next page is read ahead while the engine stores this one
-        ahead: ReadAhead[tuple[Any, str], tuple[list, str, bool]] = ReadAhead(
-            lambda at: self._sync_page(at[0], fields, at[1], raw=raw), "ews-pages")
+        # the next page is asked for as soon as this one's SyncState is read, while this one is parsed and the
+        # engine stores the one before (connectors/ewspages.py)
+        pages: Pages | None = None
         try:
             while True:
                 try:
-                    changes, new_state, last = ahead.get() if ahead.pending else self._sync_page(
-                        folder, fields, state, raw=raw)
+                    if pages is None:
+                        pages = Pages(lambda at, seen: self._sync_page(folder, fields, at, raw=raw, on_state=seen),
+                                      state)
+                    changes, new_state, last = pages.get()
                 except ErrorInvalidSyncStateData:
+                    pages.close()  # type: ignore[union-attr]
+                    pages = None
                     if state is None:
                         raise
                     log.info("%s: the server no longer knows the sync state of %r; comparing the whole folder",
@@ -690,6 +695,8 @@ class ExchangeConnector(Connector):
                     state, full = None, True
                     continue
                 except ErrorFolderNotFound:
+                    pages.close()  # type: ignore[union-attr]
+                    pages = None
                     if dist and not entry.get("checked"):
                         # the remembered id of a well-known folder no longer holds: ask the server once
                         fresh = self._distinguished(account, dist)
@@ -700,14 +707,13 @@ class ExchangeConnector(Connector):
                     yield Batch(problems=[f"folder {scope!r} vanished while it was read; nothing removed"])
                     return
                 more = not (last or (new_state == state and not changes))
-                if more:
-                    ahead.ask((folder, new_state))
                 batch = Batch()
                 for change, item in changes:
                     self._add_change(batch, scope, kind, change, item, window)
                 # after a full pass, and always in the (small) task folder: the CRM's own pushes are not in the
                 # sync state it holds, so one created and deleted in Outlook between two runs shows up only here
                 if last and (full or kind == "tasks") and view.known(scope):
+                    pages.close()  # no request under way beside this one's
                     batch.removed.extend(self._vanished(folder, scope, view, batch))
                 done += len(changes)
                 states[scope] = {"id": folder.id, "state": new_state, "full": full and not last}
@@ -723,7 +729,8 @@ class ExchangeConnector(Connector):
                     return
                 state = new_state
         finally:
-            ahead.close()
+            if pages is not None:
+                pages.close()
 
     def _add_change(self, batch: Batch, scope: str, kind: str, change: str, item: Any,
                     window: tuple[datetime, datetime]) -> None:
@@ -830,9 +837,11 @@ def _sync_service() -> Any:
         from exchangelib.util import SOAPNS, ParseError, to_xml
 
         from crm_bridge.connectors.ewsitems import XmlMessage
+        from crm_bridge.connectors.ewspages import peek
 
         class _SyncFolderItems(SyncFolderItems):
             raw_items = False  # True: created and updated items stay XML elements (see ewsitems.XmlMessage)
+            on_state: Any = None  # called with (SyncState, last page) before the answer is parsed (ewspages)
 
             def _elem_to_obj(self, elem: Any) -> Any:
                 change = self.change_types_map[elem.tag]
@@ -840,10 +849,14 @@ def _sync_service() -> Any:
                     return change, XmlMessage(elem[0])
                 return super()._elem_to_obj(elem)
 
-            @classmethod
-            def _get_soap_parts(cls, response: Any) -> tuple[Any, Any]:
+            def _get_soap_parts(self, response: Any) -> tuple[Any, Any]:
+                content = response.content
+                if self.on_state is not None:
+                    seen = peek(content)
+                    if seen is not None:
+                        self.on_state(*seen)
                 try:
-                    root = to_xml(response.content)
+                    root = to_xml(content)
                 except ParseError as exc:
                     raise SOAPError(f"Bad SOAP response: {exc}") from None
                 body = root.find(f"{{{SOAPNS}}}Body")
