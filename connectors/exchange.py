@@ -678,13 +678,21 @@ class ExchangeConnector(Connector):
         # the next page is asked for as soon as this one's SyncState is read, while this one is parsed and the
         # engine stores the one before (connectors/ewspages.py)
         pages: Pages | None = None
+
+        def page(at: str | None, seen: Any) -> tuple[Batch, str, bool, int]:
+            """A page as a Batch, built in the page's thread: the engine meanwhile stores the page before."""
+            changes, new_state, last = self._sync_page(folder, fields, at, raw=raw, on_state=seen)
+            batch = Batch()
+            for change, item in changes:
+                self._add_change(batch, scope, kind, change, item, window)
+            return batch, new_state, last, len(changes)
+
         try:
             while True:
                 try:
                     if pages is None:
-                        pages = Pages(lambda at, seen: self._sync_page(folder, fields, at, raw=raw, on_state=seen),
-                                      state)
-                    changes, new_state, last = pages.get()
+                        pages = Pages(page, state)
+                    batch, new_state, last, changes = pages.get()
                 except ErrorInvalidSyncStateData:
                     pages.close()  # type: ignore[union-attr]
                     pages = None
@@ -707,15 +715,12 @@ class ExchangeConnector(Connector):
                     yield Batch(problems=[f"folder {scope!r} vanished while it was read; nothing removed"])
                     return
                 more = not (last or (new_state == state and not changes))
-                batch = Batch()
-                for change, item in changes:
-                    self._add_change(batch, scope, kind, change, item, window)
                 # after a full pass, and always in the (small) task folder: the CRM's own pushes are not in the
                 # sync state it holds, so one created and deleted in Outlook between two runs shows up only here
                 if last and (full or kind == "tasks") and view.known(scope):
                     pages.close()  # no request under way beside this one's
                     batch.removed.extend(self._vanished(folder, scope, view, batch))
-                done += len(changes)
+                done += changes
                 states[scope] = {"id": folder.id, "state": new_state, "full": full and not last}
                 if more:  # a cut run goes on with the next page at once, without a probe (see _probe)
                     states[scope]["more"] = True
