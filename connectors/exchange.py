@@ -269,7 +269,9 @@ class ExchangeConnector(Connector):
     type = "exchange"
     can_push = frozenset({"tasks", "cards"})
     push_options = {"tasks": "tasks_folder", "cards": "cards_folder"}
-    pull_in_reader = False  # a reader process was slower here (4.4 s -> 5.8 s for 20,000 mails): pickling costs more than it overlaps
+    # a reader process was slower here (4.4 s -> 5.8 s for 20,000 mails): pickling costs more than it overlaps;
+    # again with the pages pipelined (ewspages): CPU 2.52 s against 2.34 s in-process, the same wall time
+    pull_in_reader = False
     option_keys = frozenset({
         "server", "autodiscover", "autodiscover_url", "username", "password_env", "password_command", "auth",
         "token_env", "token_command", "verify_tls", "ca_file", "allow_plaintext", "mailbox", "access", "folders",
