@@ -100,7 +100,7 @@ class Pages:
     def _on_state(self, index: int) -> OnState:
         def seen(state: str, last: bool) -> None:
             with self._lock:
-                if last or self._stopped or self._asked > index + 1:
+                if last or not state or self._stopped or self._asked > index + 1:
                     return
                 if index + 1 - self._next < self._window:
                     self._ask(index + 1, state)
