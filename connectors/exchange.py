@@ -111,12 +111,13 @@ from crm_bridge.connectors.base import (
     ConfigError,
     Connector,
     ConnectorError,
+    ReadAhead,
     SourceUnavailable,
     SourceView,
     TransientError,
     secret,
 )
-from crm_bridge.connectors.ewspages import Pages
+from crm_bridge.connectors.ewspages import Prefetched
 from crm_bridge.crm_core.records import Batch, CardPush, Failure, Location, PushResult, TaskPush
 from crm_bridge.crm_core.settings import SourcePolicy
 
@@ -651,11 +652,14 @@ class ExchangeConnector(Connector):
         return {f for f in folder.normalize_fields(fields=list(names)) if not f.field.is_attribute}
 
     def _sync_page(self, folder: Any, fields: set, state: str | None = None, raw: bool = False,
-                   on_state: Any = None) -> tuple[list, str, bool]:
+                   on_state: Any = None, prefetched: "Prefetched | None" = None) -> tuple[list, str, bool]:
+        ready = [prefetched] if prefetched is not None else []
+
         def page() -> tuple[list, str, bool]:
             svc = _sync_service()(account=folder.account)
             svc.raw_items = raw
             svc.on_state = on_state
+            svc.prefetched = ready.pop() if ready else None  # a repeated request (ErrorServerBusy) posts anew
             changes = list(svc.call(folder=folder, shape="IdOnly", additional_fields=fields, sync_state=state,
                                     ignore=None, max_changes_returned=self.page_size, sync_scope=None))
             for change in changes:
@@ -677,27 +681,33 @@ class ExchangeConnector(Connector):
         window = self._window()
         done = 0
         raw = kind == "mail"
-        # the next page is asked for as soon as this one's SyncState is read, while this one is parsed and the
-        # engine stores the one before (connectors/ewspages.py)
-        pages: Pages | None = None
+        # the request for the next page leaves as soon as this page's SyncState is read (ewspages.peek), in a
+        # thread that only posts it and takes in the answer, while this thread parses this page and the engine
+        # stores it; parsing stays here, in one thread (parsing threads fought the store over the GIL)
+        ahead: ReadAhead[tuple[str, str], Prefetched] = ReadAhead(
+            lambda at: self._prefetch(folder, fields, at[0], at[1]), "ews-pages")
+        asked: list[str] = []  # the sync state the request under way in ``ahead`` starts from
 
-        def page(at: str | None, seen: Any) -> tuple[Batch, str, bool, int]:
-            """A page as a Batch, built in the page's thread: the engine meanwhile stores the page before."""
-            changes, new_state, last = self._sync_page(folder, fields, at, raw=raw, on_state=seen)
-            batch = Batch()
-            for change, item in changes:
-                self._add_change(batch, scope, kind, change, item, window)
-            return batch, new_state, last, len(changes)
+        def seen(next_state: str, last: bool, api: str) -> None:
+            if not last and next_state and not ahead.pending:
+                asked[:] = [next_state]
+                ahead.ask((next_state, api))
+
+        def take_prefetched(at: str | None) -> Prefetched | None:
+            if not ahead.pending:
+                return None
+            try:
+                got = ahead.get()
+            except Exception as exc:  # raised where the request would have raised it, by the service
+                got = Prefetched(asked[0], "", None, exc)
+            return got if got.state == at else None
 
         try:
             while True:
                 try:
-                    if pages is None:
-                        pages = Pages(page, state)
-                    batch, new_state, last, changes = pages.get()
+                    changes, new_state, last = self._sync_page(folder, fields, state, raw=raw, on_state=seen,
+                                                               prefetched=take_prefetched(state))
                 except ErrorInvalidSyncStateData:
-                    pages.close()  # type: ignore[union-attr]
-                    pages = None
                     if state is None:
                         raise
                     log.info("%s: the server no longer knows the sync state of %r; comparing the whole folder",
@@ -705,8 +715,7 @@ class ExchangeConnector(Connector):
                     state, full = None, True
                     continue
                 except ErrorFolderNotFound:
-                    pages.close()  # type: ignore[union-attr]
-                    pages = None
+                    take_prefetched(None)
                     if dist and not entry.get("checked"):
                         # the remembered id of a well-known folder no longer holds: ask the server once
                         fresh = self._distinguished(account, dist)
@@ -717,12 +726,15 @@ class ExchangeConnector(Connector):
                     yield Batch(problems=[f"folder {scope!r} vanished while it was read; nothing removed"])
                     return
                 more = not (last or (new_state == state and not changes))
+                batch = Batch()
+                for change, item in changes:
+                    self._add_change(batch, scope, kind, change, item, window)
                 # after a full pass, and always in the (small) task folder: the CRM's own pushes are not in the
                 # sync state it holds, so one created and deleted in Outlook between two runs shows up only here
                 if last and (full or kind == "tasks") and view.known(scope):
-                    pages.close()  # no request under way beside this one's
+                    take_prefetched(None)  # no request under way beside this one's
                     batch.removed.extend(self._vanished(folder, scope, view, batch))
-                done += changes
+                done += len(changes)
                 states[scope] = {"id": folder.id, "state": new_state, "full": full and not last}
                 if more:  # a cut run goes on with the next page at once, without a probe (see _probe)
                     states[scope]["more"] = True
@@ -736,8 +748,20 @@ class ExchangeConnector(Connector):
                     return
                 state = new_state
         finally:
-            if pages is not None:
-                pages.close()
+            ahead.close()
+
+    def _prefetch(self, folder: Any, fields: set, state: str, api: str) -> "Prefetched":
+        """Post the SyncFolderItems request for the page after ``state`` and take in its answer (no parsing):
+        exchangelib's own request (the same body, session, auth and errors), for :meth:`_sync_page` to use."""
+        svc = _sync_service()(account=folder.account)
+        payload = svc.get_payload(folder=folder, shape="IdOnly", additional_fields=fields, sync_state=state,
+                                  ignore=None, max_changes_returned=self.page_size, sync_scope=None)
+        try:
+            response = svc.post(payload, api)
+            response.content  # read here, beside the parsing of the page before
+        except Exception as exc:  # raised where the request would have raised it, by the service
+            return Prefetched(state, api, None, exc)
+        return Prefetched(state, api, response, None)
 
     def _add_change(self, batch: Batch, scope: str, kind: str, change: str, item: Any,
                     window: tuple[datetime, datetime]) -> None:
@@ -848,7 +872,22 @@ def _sync_service() -> Any:
 
         class _SyncFolderItems(SyncFolderItems):
             raw_items = False  # True: created and updated items stay XML elements (see ewsitems.XmlMessage)
-            on_state: Any = None  # called with (SyncState, last page) before the answer is parsed (ewspages)
+            on_state: Any = None  # called with (SyncState, last page, api version) before the answer is parsed
+            prefetched: Any = None  # a Prefetched answer to this very request, posted ahead (see _pull_folder)
+
+            def post(self, payload: Any, api_version: str) -> Any:
+                """The request, posted as exchangelib posts it."""
+                return super()._get_response(payload=payload, api_version=api_version)
+
+            def _get_response(self, payload: Any, api_version: str) -> Any:
+                pre, self.prefetched = self.prefetched, None
+                if pre is not None and pre.api in (api_version, ""):
+                    if pre.error is not None:
+                        raise pre.error
+                    self._api_version = api_version
+                    return pre.response
+                self._api_version = api_version
+                return self.post(payload, api_version)
 
             def _elem_to_obj(self, elem: Any) -> Any:
                 change = self.change_types_map[elem.tag]
@@ -861,7 +900,7 @@ def _sync_service() -> Any:
                 if self.on_state is not None:
                     seen = peek(content)
                     if seen is not None:
-                        self.on_state(*seen)
+                        self.on_state(*seen, getattr(self, "_api_version", ""))
                 try:
                     root = to_xml(content)
                 except ParseError as exc:
