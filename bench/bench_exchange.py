@@ -263,16 +263,17 @@ def main() -> None:
         "of an IMAP source (Dovecot on loopback, an INBOX of as many generated mails, a store of the same kind), "
         "run alternately with (c); IMAP only up to --imap-max mails.",
         "",
-        "The first sync pipelines the pages (connectors/ewspages.py): the request for page k+1 leaves as soon as "
-        "the SyncState at the head of page k's answer is read, while page k is parsed and made into records in "
-        "its thread and the engine stores page k-1 (one request at a time, at most three pages ahead, cursors "
-        "still committed page by page); mail is read from the XML in one pass over each item "
-        "(connectors/ewsitems.py, XmlMessage).  So the server is never idle waiting for crm; what is left is CPU: "
-        "(b) cannot end before crm's own CPU (one core, the GIL) nor before the server's chain of answers (a), "
-        "and with both processes busy on a 2-core machine that others load too, (b) comes near "
-        "(CPU of (b) + server CPU) / the cores free.  crm's CPU: about 0.35 s interpreter start and imports "
-        "(exchangelib alone 0.2-0.3 s), about 1.0 s the store (0.05 ms a mail, crm_core), about 0.75 s reading "
-        "the pages (HTTP 0.15 s, XML parse 0.13 s, XmlMessage 0.3 s, exchangelib's response handling), about "
+        "The first sync pipelines the pages (connectors/ewspages.py): as soon as the SyncState at the head of "
+        "page k's answer is read, a thread posts the request for page k+1 and takes in its answer, while the "
+        "connector parses page k and the engine stores it (one request at a time, cursors still committed page "
+        "by page; parsing stays in one thread: parsing threads fought the store over the GIL); mail is read from "
+        "the XML in one pass over each item (connectors/ewsitems.py, XmlMessage).  So the server does not wait "
+        "for crm's parsing; what is left is CPU: (b) cannot end before crm's own CPU (one core, the GIL) nor "
+        "before the server's chain of answers (a), and with both processes busy on a 2-core machine that others "
+        "load too, (b) comes near (CPU of (b) + server CPU) / the cores free.  crm's CPU: about 0.35 s "
+        "interpreter start and imports (exchangelib alone 0.2-0.3 s), about 1.0 s the store (0.05 ms a mail, "
+        "crm_core), about 0.75 s reading the pages (HTTP 0.15 s, XML parse 0.13 s, XmlMessage 0.3 s, "
+        "exchangelib's response handling), about "
         "0.2 s making records.",
         "",
         "(c) loads no exchangelib: with every folder a well-known one the cursor knows, connectors/ewsprobe.py "
