@@ -1,0 +1,80 @@
+"""SyncFolderItems pages: the next request leaves as soon as this page's SyncState is read (connectors/ewspages.py)."""
+
+from __future__ import annotations
+
+import time
+
+from crm_bridge.connectors import ewsitems, ewspages
+from crm_bridge.connectors.ewspages import peek
+from tests.ews_emulator.soap import to_bytes
+from tests.test_exchange import ews, mail, pull  # noqa: F401  (ews: fixture)
+
+OPTS = dict(page_size=3, calendar=False, contacts=False, folders=["inbox"])
+
+
+def arrivals(ews) -> list[float]:
+    """Records when each SyncFolderItems request reaches the emulator."""
+    seen: list[float] = []
+    original = ews.take_fault
+
+    def take(operation):
+        if operation == "SyncFolderItems":
+            seen.append(time.monotonic())
+        return original(operation)
+
+    ews.take_fault = take
+    return seen
+
+
+def test_the_next_page_is_asked_for_before_this_one_is_parsed(ews, monkeypatch):
+    for n in range(9):
+        mail(ews, f"Mail {n}")
+    plain = pull(ews, **OPTS)
+    parse = ewsitems.XmlMessage.__init__
+
+    def slow_parse(self, elem):
+        time.sleep(0.1)  # 0.3 s a page of three
+        parse(self, elem)
+
+    monkeypatch.setattr(ewsitems.XmlMessage, "__init__", slow_parse)
+    seen = arrivals(ews)
+    got = pull(ews, **OPTS)
+    assert len(seen) == 3
+    gaps = [b - a for a, b in zip(seen, seen[1:])]
+    assert gaps[0] < 0.2, gaps  # the second request left before the first page was parsed (that takes 0.3 s)
+    # the same pages and cursors, in order
+    assert [[r.subject for r in b.records] for b in got.batches] == [[r.subject for r in b.records]
+                                                                    for b in plain.batches]
+    assert [b.cursor for b in got.batches] == [b.cursor for b in plain.batches]
+
+
+def test_an_answer_peek_cannot_read_still_gets_its_next_page(ews, monkeypatch):
+    for n in range(7):
+        mail(ews, f"Mail {n}")
+    plain = pull(ews, **OPTS)
+    monkeypatch.setattr(ewspages, "peek", lambda content: None)
+    import crm_bridge.connectors.exchange as exchange
+
+    monkeypatch.setattr(exchange, "_SYNC_SERVICE", None)  # built again with the patched peek
+    got = pull(ews, **OPTS)
+    monkeypatch.setattr(exchange, "_SYNC_SERVICE", None)
+    assert [b.cursor for b in got.batches] == [b.cursor for b in plain.batches]
+    assert sum(len(b.records) for b in got.batches) == 7
+
+
+def test_peek_reads_only_a_successful_answer():
+    from tests.ews_emulator.soap import fault
+
+    ok = (b'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/">'
+          b'<s:Body><m:SyncFolderItemsResponse xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages"'
+          b' xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types"><m:ResponseMessages>'
+          b'<m:SyncFolderItemsResponseMessage ResponseClass="%s"><m:ResponseCode>%s</m:ResponseCode>'
+          b'<m:SyncState>H4sIAAA=</m:SyncState><m:IncludesLastItemInRange>%s</m:IncludesLastItemInRange>'
+          b'<m:Changes><t:Create/></m:Changes></m:SyncFolderItemsResponseMessage></m:ResponseMessages>'
+          b'</m:SyncFolderItemsResponse></s:Body></s:Envelope>')
+    assert peek(ok % (b"Success", b"NoError", b"false")) == ("H4sIAAA=", False)
+    assert peek(ok % (b"Success", b"NoError", b"true")) == ("H4sIAAA=", True)
+    assert peek(ok % (b"Error", b"ErrorInvalidSyncStateData", b"false")) is None
+    assert peek(ok % (b"Warning", b"NoError", b"false")) is None
+    assert peek(to_bytes(fault("ErrorServerBusy", "busy", {"BackOffMilliseconds": "100"}))) is None
+    assert peek(b"<html>503</html>") is None and peek(b"not xml") is None
