@@ -264,7 +264,8 @@ def main() -> None:
         "run alternately with (c); IMAP only up to --imap-max mails.",
         "",
         "The first sync pipelines the pages (connectors/ewspages.py): as soon as the SyncState at the head of "
-        "page k's answer is read, a thread posts the request for page k+1 and takes in its answer, while the "
+        "page k's answer is read, a thread posts the request for page k+1, takes in its answer, reads its "
+        "SyncState and asks for the next page itself, up to 3 pages ahead, while the "
         "connector parses page k and the engine stores it (one request at a time, cursors still committed page "
         "by page; parsing stays in one thread: parsing threads fought the store over the GIL); mail is read from "
         "the XML in one pass over each item (connectors/ewsitems.py, XmlMessage).  So the server does not wait "

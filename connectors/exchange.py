@@ -111,13 +111,12 @@ from crm_bridge.connectors.base import (
     ConfigError,
     Connector,
     ConnectorError,
-    ReadAhead,
     SourceUnavailable,
     SourceView,
     TransientError,
     secret,
 )
-from crm_bridge.connectors.ewspages import Prefetched
+from crm_bridge.connectors.ewspages import Chain, Prefetched
 from crm_bridge.crm_core.records import Batch, CardPush, Failure, Location, PushResult, TaskPush
 from crm_bridge.crm_core.settings import SourcePolicy
 
@@ -682,25 +681,24 @@ class ExchangeConnector(Connector):
         done = 0
         raw = kind == "mail"
         # the request for the next page leaves as soon as this page's SyncState is read (ewspages.peek), in a
-        # thread that only posts it and takes in the answer, while this thread parses this page and the engine
-        # stores it; parsing stays here, in one thread (parsing threads fought the store over the GIL)
-        ahead: ReadAhead[tuple[str, str], Prefetched] = ReadAhead(
-            lambda at: self._prefetch(folder, fields, at[0], at[1]), "ews-pages")
-        asked: list[str] = []  # the sync state the request under way in ``ahead`` starts from
+        # thread that only posts requests and takes in the answers, following the chain itself up to
+        # ewspages.READ_AHEAD pages ahead, while this thread parses this page and the engine stores it; parsing
+        # stays here, in one thread (parsing threads fought the store over the GIL)
+        chain: list[Chain] = []  # at most one
 
         def seen(next_state: str, last: bool, api: str) -> None:
-            if not last and next_state and not ahead.pending:
-                asked[:] = [next_state]
-                ahead.ask((next_state, api))
+            if not last and next_state and not chain:
+                chain.append(Chain(lambda at, version: self._prefetch(folder, fields, at, version), next_state, api))
+
+        def stop_chain() -> None:
+            if chain:
+                chain.pop().close()
 
         def take_prefetched(at: str | None) -> Prefetched | None:
-            if not ahead.pending:
-                return None
-            try:
-                got = ahead.get()
-            except Exception as exc:  # raised where the request would have raised it, by the service
-                got = Prefetched(asked[0], "", None, exc)
-            return got if got.state == at else None
+            got = chain[0].get() if chain and at is not None else None
+            if got is None or got.state != at or got.error is not None:
+                stop_chain()  # (after an error the thread has stopped; a repeated request starts a new chain)
+            return got if got is not None and got.state == at else None
 
         try:
             while True:
@@ -732,7 +730,7 @@ class ExchangeConnector(Connector):
                 # after a full pass, and always in the (small) task folder: the CRM's own pushes are not in the
                 # sync state it holds, so one created and deleted in Outlook between two runs shows up only here
                 if last and (full or kind == "tasks") and view.known(scope):
-                    take_prefetched(None)  # no request under way beside this one's
+                    stop_chain()  # no request under way beside this one's
                     batch.removed.extend(self._vanished(folder, scope, view, batch))
                 done += len(changes)
                 states[scope] = {"id": folder.id, "state": new_state, "full": full and not last}
@@ -748,7 +746,7 @@ class ExchangeConnector(Connector):
                     return
                 state = new_state
         finally:
-            ahead.close()
+            stop_chain()
 
     def _prefetch(self, folder: Any, fields: set, state: str, api: str) -> "Prefetched":
         """Post the SyncFolderItems request for the page after ``state`` and take in its answer (no parsing):

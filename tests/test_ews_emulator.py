@@ -181,6 +181,49 @@ def test_getfolder(ews):
     check(bad.encode(), s[2], client)
 
 
+def test_getfolder_counts_move_with_logged_changes_only(ews):
+    """UnreadCount is counted again only after a change in the folder (Exchange keeps its counts; counting a
+    20,000-mail Inbox on every GetFolder took 0.1 s): a change made through the store's log shows, an edit of
+    an item's XML behind the store's back does not (it would not show in SyncFolderItems either)."""
+    client = Client(ews)
+    body = samples("getfolder-operation")[0].encode()
+
+    def unread() -> int:
+        return int(client.post(body)[1].findtext(".//{*}UnreadCount"))
+
+    first, second = message(ews.store), message(ews.store)
+    assert unread() == 2
+    second.elem.find(t("IsRead")).text = "true"  # behind the store's back
+    assert unread() == 2
+    ews.store.touch(second, read_only=True)  # as UpdateItem logs it
+    assert unread() == 1
+    message(ews.store)
+    assert unread() == 2
+    ews.store.delete(first)
+    assert unread() == 1
+
+
+def test_small_answers_on_a_kept_alive_connection_are_not_held_back(ews):
+    """Each answer leaves at once (TCP_NODELAY, as IIS): with Nagle's algorithm a small answer's body, written after
+    its headers, waited for the client's delayed ACK, 40 ms a request (a first sync's GetFolder round trips)."""
+    import http.client
+    import statistics
+    import time
+
+    body = samples("getfolder-operation")[0].encode()
+    conn = http.client.HTTPConnection(ews.host, ews.port, timeout=10)
+    headers = {"Content-Type": "text/xml; charset=utf-8", "Authorization": Client(ews).auth}
+    took = []
+    for _ in range(7):
+        started = time.perf_counter()
+        conn.request("POST", "/EWS/Exchange.asmx", body, headers)
+        answer = conn.getresponse()
+        assert answer.status == 200 and answer.read()
+        took.append(time.perf_counter() - started)
+    conn.close()
+    assert statistics.median(took) < 0.025, took
+
+
 def test_finditem(ews):
     s = samples("finditem-operation")
     message(ews.store, "deleteditems")

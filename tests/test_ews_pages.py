@@ -48,6 +48,29 @@ def test_the_next_page_is_asked_for_before_this_one_is_parsed(ews, monkeypatch):
     assert [b.cursor for b in got.batches] == [b.cursor for b in plain.batches]
 
 
+def test_the_page_thread_follows_the_chain_several_pages_ahead(ews, monkeypatch):
+    """The thread asks for page k+2 as soon as page k+1's answer is in, not when the connector takes that answer up
+    (after the engine stored page k): the server never waits for the store while pages are left."""
+    for n in range(12):
+        mail(ews, f"Mail {n}")
+    plain = pull(ews, **OPTS)
+    parse = ewsitems.XmlMessage.__init__
+
+    def slow_parse(self, elem):
+        time.sleep(0.1)  # 0.3 s a page of three
+        parse(self, elem)
+
+    monkeypatch.setattr(ewsitems.XmlMessage, "__init__", slow_parse)
+    seen = arrivals(ews)
+    got = pull(ews, **OPTS)
+    assert len(seen) == 4
+    assert ewspages.READ_AHEAD >= 3
+    assert seen[3] - seen[0] < 0.25, seen  # pages 2-4 were asked for while page 1 was parsed (0.3 s)
+    assert [[r.subject for r in b.records] for b in got.batches] == [[r.subject for r in b.records]
+                                                                    for b in plain.batches]
+    assert [b.cursor for b in got.batches] == [b.cursor for b in plain.batches]
+
+
 def test_an_answer_peek_cannot_read_still_gets_its_next_page(ews, monkeypatch):
     for n in range(7):
         mail(ews, f"Mail {n}")

@@ -84,6 +84,9 @@ class Folder:
     created_seq: int = 0
     change_seq: int = 0
     deleted: bool = False
+    #: (the folder's last change seq, its unread count then): Exchange keeps a folder's counts, the emulator
+    #: counts again only after a change (a count of 20,000 items took 0.1 s of every GetFolder)
+    unread_at: tuple[int, int] | None = field(default=None, repr=False, compare=False)
 
     @property
     def id(self) -> str:

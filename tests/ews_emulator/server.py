@@ -175,6 +175,9 @@ class _Handler(BaseHTTPRequestHandler):
     emulator: EwsEmulator
     protocol_version = "HTTP/1.1"
     server_version = "Microsoft-IIS/10.0"
+    # TCP_NODELAY, as IIS: with Nagle's algorithm the body of a small answer (written after its headers) waited
+    # for the client's delayed ACK of the headers, 40 ms on every GetFolder, ConvertId, ... over keep-alive
+    disable_nagle_algorithm = True
 
     def handle(self) -> None:
         try:

@@ -340,6 +340,9 @@ def render_folder(store: Store, folder: Folder, base: str = "Default", fields: I
     if "ChildFolderCount" in wanted:
         etree.SubElement(out, t("ChildFolderCount")).text = str(len(store.children(folder)))
     if "UnreadCount" in wanted and tag == "Folder":
-        unread = sum(1 for i in live if i in store.items and store.items[i].elem.findtext(t("IsRead")) == "false")
-        etree.SubElement(out, t("UnreadCount")).text = str(unread)
+        at = folder.log_seqs[-1] if folder.log_seqs else 0  # every change to an item is logged (Store._log)
+        if folder.unread_at is None or folder.unread_at[0] != at:
+            unread = sum(1 for i in live if i in store.items and store.items[i].elem.findtext(t("IsRead")) == "false")
+            folder.unread_at = (at, unread)
+        etree.SubElement(out, t("UnreadCount")).text = str(folder.unread_at[1])
     return out
