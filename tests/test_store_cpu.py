@@ -17,6 +17,7 @@ from crm_bridge.crm_core.records import Address, Batch, Location, MailRecord
 from crm_bridge.crm_core.schema import MIGRATIONS, SCHEMA_VERSION
 from crm_bridge.crm_core.settings import LinkingSettings, SourcePolicy
 from crm_bridge.crm_core.store import Store
+from tests.test_store_batch import fts_check
 
 OWNER = "anna@nordlicht.example"
 POLICY = SourcePolicy(name="mail", owner=frozenset({OWNER}))
@@ -36,8 +37,6 @@ def mail(i: int, sender: str | None = "kim@kunde.example", reply_to: int | None 
     return MailRecord(**fields)  # type: ignore[arg-type]
 
 
-def fts_check(store: Store) -> None:
-    store.conn.execute("INSERT INTO interactions_fts(interactions_fts) VALUES ('integrity-check')")
 
 
 def segments(store: Store) -> int:
