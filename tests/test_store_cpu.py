@@ -84,6 +84,29 @@ def test_a_reply_that_links_a_mail_of_its_own_page_leaves_one_index_segment(tmp_
     store.close()
 
 
+def test_the_page_is_written_again_whole_also_where_sqlite_runs_triggers_recursively(tmp_path, monkeypatch):
+    """The filled-in mail of a page is written again with INSERT OR REPLACE, which runs the delete
+    trigger (taking out of the index what is not in it: "database disk image is malformed") where
+    recursive triggers are on, as a SQLite built with SQLITE_DEFAULT_RECURSIVE_TRIGGERS has them."""
+    real = sqlite3.connect
+
+    def connect(*args, **kwargs):
+        conn = real(*args, **kwargs)
+        conn.execute("PRAGMA recursive_triggers=ON")
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    store = Store(tmp_path / "crm.db", settings())
+    with store.transaction():
+        store.add_customer("Kunde GmbH", ["kunde.example"])
+    with store.transaction():
+        store.apply_batch(POLICY, Batch(records=[mail(1), mail(100, sender="olaf@andere.example"), mail(101, reply_to=100)]))
+    fts_check(store)
+    assert visibility(store, 100) == "snippet"
+    assert found(store, "text100") == ["Angebot wort100"]
+    store.close()
+
+
 def test_replies_that_link_mails_of_earlier_pages_fill_them_in_with_one_statement(tmp_path):
     """Mails of earlier pages are in the index already: the update trigger keeps it current, in
     one UPDATE for the page.  FTS5 writes what a statement with a savepoint gave it when the
