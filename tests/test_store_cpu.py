@@ -138,10 +138,11 @@ def test_the_index_merges_its_segments_by_16_in_a_new_and_in_a_migrated_store(tm
     store.close()
     path = tmp_path / "old.db"
     store = Store(path, settings())
-    with store.transaction():  # a version-6 store: FTS5's default (4, not written down)
+    with store.transaction():  # a version-6 store: FTS5's default (4, not written down), no unread_texts
         store.conn.execute("DELETE FROM interactions_fts_config WHERE k='automerge'")
         store.add_customer("Kunde GmbH", ["kunde.example"])
         store.apply_batch(POLICY, Batch(records=[mail(i) for i in range(5)]))
+        store.conn.execute("DROP TABLE unread_texts")
         store.conn.execute("UPDATE meta SET value='6' WHERE key='schema_version'")
     store.close()
     assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM interactions_fts_config WHERE k='automerge'").fetchone() == (0,)
@@ -149,10 +150,13 @@ def test_the_index_merges_its_segments_by_16_in_a_new_and_in_a_migrated_store(tm
     assert store.schema_version() == SCHEMA_VERSION >= 8
     assert automerge(store) == 16
     with store.transaction():
-        MIGRATIONS[8](store)  # idempotent
+        MIGRATIONS[7](store)  # idempotent
+        MIGRATIONS[8](store)
         store.apply_batch(POLICY, Batch(records=[mail(i) for i in range(5, 10)]))
+        store.apply_batch(POLICY, Batch(records=[mail(20, sender="olaf@andere.example", snippet="", no_text=True)]))
     fts_check(store)
     assert len(store.search("Angebot")) == 10
+    assert store.conn.execute("SELECT local_id FROM unread_texts").fetchall() == [("1:20",)]
     store.close()
 
 
