@@ -109,6 +109,7 @@ class Ingest(MailIngest, ItemIngest, Tasks):
             "UPDATE locations SET gone_at=? WHERE source=? AND scope=? AND local_id=?",
             [(now_s, source, scope, local_id) for scope, local_id, _, _ in found],
         )
+        self._forget_unread(source, ((scope, local_id) for scope, local_id, _, _ in found))
         touched: set[int] = set()
         for _, _, kind, item_id in found:
             if kind == "interaction" and item_id is not None:

@@ -199,6 +199,8 @@ class MailIngest(Rereads, Relinking, Locations):
         x("DELETE FROM skipped WHERE source=? AND scope=? AND local_id=?", unskip)
         x("DELETE FROM quarantine WHERE source=? AND scope=? AND local_id=?", unskip + unquarantine)
         rows("INSERT OR REPLACE INTO links(interaction_id, target, target_id, reason)", "(?, ?, ?, ?)", link_rows)
+        # a place seen before holds what this read found there: noted again below if its text was not read
+        self._forget_unread(source, priors)
         self._note_unread(unread)
         for iid, rec, direction in logged:
             self._log_unknown(iid, rec, policy, direction, now_s, stats)

@@ -50,6 +50,7 @@ class Locations(StoreBase):
 
     def _detach(self, source: str, loc: Location, interaction_id: int, now_s: str) -> None:
         """A location no longer shows this interaction (now private, blocked)."""
+        self._x("DELETE FROM unread_texts WHERE source=? AND scope=? AND local_id=?", (source, loc.scope, loc.local_id))
         self._x(
             "UPDATE locations SET kind='skipped', item_id=NULL WHERE source=? AND scope=? AND local_id=?",
             (source, loc.scope, loc.local_id),
@@ -63,6 +64,8 @@ class Locations(StoreBase):
     def _erase_interaction(self, interaction_id: int) -> None:
         for table in ("participants", "occurrences", "links", "link_overrides"):
             self._x(f"DELETE FROM {table} WHERE interaction_id=?", (interaction_id,))
+        self._x("""DELETE FROM unread_texts WHERE (source, scope, local_id) IN (SELECT source, scope, local_id
+                   FROM locations WHERE kind='interaction' AND item_id=?)""", (interaction_id,))
         self._x("UPDATE locations SET kind='skipped', item_id=NULL WHERE kind='interaction' AND item_id=?", (interaction_id,))
         self._x("DELETE FROM interactions WHERE id=?", (interaction_id,))
 

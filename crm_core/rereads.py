@@ -66,7 +66,12 @@ class Rereads(StoreBase):
 
     def _rereads_done(self, source: str, locations: Iterable[Location]) -> None:
         """The source answered these re-reads (read them, or found them gone): no longer wanted."""
+        self._forget_unread(source, ((loc.scope, loc.local_id) for loc in locations))
+
+    def _forget_unread(self, source: str, places: Iterable[tuple[str, str]]) -> None:
+        """These places (scope, local id) no longer hold a mail stored without its text: read with it,
+        skipped, gone.  (A place of an erased mail goes with it: Locations._erase_interaction.)"""
         self.conn.executemany(
             "DELETE FROM unread_texts WHERE source=? AND scope=? AND local_id=?",
-            [(source, loc.scope, loc.local_id) for loc in locations],
+            [(source, scope, local_id) for scope, local_id in places],
         )

@@ -224,6 +224,10 @@ class StoreBase:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=OFF")
+        # the mail of a page is written again whole with INSERT OR REPLACE before it is indexed
+        # (crm_core/ingest_mail.py): the delete trigger must not run for the row it replaces.  Off is
+        # SQLite's default, but a build may turn it on (SQLITE_DEFAULT_RECURSIVE_TRIGGERS)
+        conn.execute("PRAGMA recursive_triggers=OFF")
         conn.execute("PRAGMA temp_store=MEMORY")
         # a first sync writes tens of thousands of rows with their indexes and
         # full-text entries: checkpointing the WAL every 40 MiB instead of

@@ -226,7 +226,7 @@ def test_a_mail_gone_before_its_text_is_read(dovecot, tmp_path, sent):
 
 
 def test_a_new_uidvalidity_reads_the_mail_again_under_its_new_uid(dovecot, tmp_path, sent):
-    dovecot.append("alice", "INBOX", [FIRST, OTHER])
+    _first, other = dovecot.append("alice", "INBOX", [FIRST, OTHER])
     _sync(dovecot, tmp_path)
     store = Store(tmp_path / "crm.db")
     try:
@@ -241,6 +241,12 @@ def test_a_new_uidvalidity_reads_the_mail_again_under_its_new_uid(dovecot, tmp_p
     sent.clear()
     _sync(dovecot, tmp_path)
     assert sent == []
+    conn = sqlite3.connect(tmp_path / "crm.db")
+    try:  # the places of the old UIDVALIDITY are forgotten: only the unlinked mail, under its new UID
+        unread = conn.execute("SELECT local_id FROM unread_texts").fetchall()
+    finally:
+        conn.close()
+    assert unread == [(f"{dovecot.uidvalidity('alice')}:{other}",)]
 
 
 def test_the_reader_process_fetches_no_text_for_metadata_only_mail(dovecot, tmp_path):

@@ -17,6 +17,7 @@ from crm_bridge.crm_core.records import Address, Batch, Location, MailRecord
 from crm_bridge.crm_core.schema import MIGRATIONS, SCHEMA_VERSION
 from crm_bridge.crm_core.settings import LinkingSettings, SourcePolicy
 from crm_bridge.crm_core.store import Store
+from tests.test_store_batch import fts_check
 
 OWNER = "anna@nordlicht.example"
 POLICY = SourcePolicy(name="mail", owner=frozenset({OWNER}))
@@ -36,8 +37,6 @@ def mail(i: int, sender: str | None = "kim@kunde.example", reply_to: int | None 
     return MailRecord(**fields)  # type: ignore[arg-type]
 
 
-def fts_check(store: Store) -> None:
-    store.conn.execute("INSERT INTO interactions_fts(interactions_fts) VALUES ('integrity-check')")
 
 
 def segments(store: Store) -> int:
@@ -85,6 +84,29 @@ def test_a_reply_that_links_a_mail_of_its_own_page_leaves_one_index_segment(tmp_
     store.close()
 
 
+def test_the_page_is_written_again_whole_also_where_sqlite_runs_triggers_recursively(tmp_path, monkeypatch):
+    """The filled-in mail of a page is written again with INSERT OR REPLACE, which runs the delete
+    trigger (taking out of the index what is not in it: "database disk image is malformed") where
+    recursive triggers are on, as a SQLite built with SQLITE_DEFAULT_RECURSIVE_TRIGGERS has them."""
+    real = sqlite3.connect
+
+    def connect(*args, **kwargs):
+        conn = real(*args, **kwargs)
+        conn.execute("PRAGMA recursive_triggers=ON")
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    store = Store(tmp_path / "crm.db", settings())
+    with store.transaction():
+        store.add_customer("Kunde GmbH", ["kunde.example"])
+    with store.transaction():
+        store.apply_batch(POLICY, Batch(records=[mail(1), mail(100, sender="olaf@andere.example"), mail(101, reply_to=100)]))
+    fts_check(store)
+    assert visibility(store, 100) == "snippet"
+    assert found(store, "text100") == ["Angebot wort100"]
+    store.close()
+
+
 def test_replies_that_link_mails_of_earlier_pages_fill_them_in_with_one_statement(tmp_path):
     """Mails of earlier pages are in the index already: the update trigger keeps it current, in
     one UPDATE for the page.  FTS5 writes what a statement with a savepoint gave it when the
@@ -116,10 +138,11 @@ def test_the_index_merges_its_segments_by_16_in_a_new_and_in_a_migrated_store(tm
     store.close()
     path = tmp_path / "old.db"
     store = Store(path, settings())
-    with store.transaction():  # a version-6 store: FTS5's default (4, not written down)
+    with store.transaction():  # a version-6 store: FTS5's default (4, not written down), no unread_texts
         store.conn.execute("DELETE FROM interactions_fts_config WHERE k='automerge'")
         store.add_customer("Kunde GmbH", ["kunde.example"])
         store.apply_batch(POLICY, Batch(records=[mail(i) for i in range(5)]))
+        store.conn.execute("DROP TABLE unread_texts")
         store.conn.execute("UPDATE meta SET value='6' WHERE key='schema_version'")
     store.close()
     assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM interactions_fts_config WHERE k='automerge'").fetchone() == (0,)
@@ -127,10 +150,13 @@ def test_the_index_merges_its_segments_by_16_in_a_new_and_in_a_migrated_store(tm
     assert store.schema_version() == SCHEMA_VERSION >= 8
     assert automerge(store) == 16
     with store.transaction():
-        MIGRATIONS[8](store)  # idempotent
+        MIGRATIONS[7](store)  # idempotent
+        MIGRATIONS[8](store)
         store.apply_batch(POLICY, Batch(records=[mail(i) for i in range(5, 10)]))
+        store.apply_batch(POLICY, Batch(records=[mail(20, sender="olaf@andere.example", snippet="", no_text=True)]))
     fts_check(store)
     assert len(store.search("Angebot")) == 10
+    assert store.conn.execute("SELECT local_id FROM unread_texts").fetchall() == [("1:20",)]
     store.close()
 
 
