@@ -135,6 +135,11 @@ TASK_PROPERTY = "crm-bridge-task-uid"
 CARD_PROPERTY = "crm-bridge-card-uid"
 
 
+def _plain_allowed(url: str, allow_plaintext: bool) -> bool:
+    """Whether an http:// URL may carry the password: only to a loopback host with allow_plaintext = true."""
+    return url.startswith("http://") and allow_plaintext and _is_loopback(urlsplit(url).hostname or "")
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -296,14 +301,14 @@ class ExchangeConnector(Connector):
         if self.server is None and not self.autodiscover:
             raise ConfigError(f"{where}: give server (the EWS URL) or autodiscover = true")
         allow_plain = o.get("allow_plaintext", False)
+        self.allow_plaintext = allow_plain is True
         for key in ("server", "autodiscover_url"):
             url = o.get(key)
             if url is None:
                 continue
             if not isinstance(url, str) or not url.startswith(("https://", "http://")):
                 raise ConfigError(f"{where}.{key} must be an https:// URL")
-            host = urlsplit(url).hostname or ""
-            if url.startswith("http://") and not (allow_plain is True and _is_loopback(host)):
+            if url.startswith("http://") and not _plain_allowed(url, allow_plain is True):
                 raise ConfigError(f"{where}.{key}: http:// sends the password in clear text; use https:// "
                                   "(plain http only to a loopback host with allow_plaintext = true)")
         self.auth = o.get("auth", "ntlm")
@@ -589,6 +594,8 @@ class ExchangeConnector(Connector):
         url = server["url"]
         if self.server and url != self.server:
             return None  # the configured URL changed
+        if not url.startswith("https://") and not _plain_allowed(url, self.allow_plaintext):
+            return None  # the configured URLs' rule: no password in clear text (allow_plaintext may be off now)
         folders: dict[str, tuple[str, dict]] = {}  # FolderId -> (scope, cursor entry), as _resolve dedups
         for entry, kind in self._wanted():
             key = _DISTINGUISHED.get(entry.lower())
