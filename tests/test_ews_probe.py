@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from crm_bridge.connectors.base import AuthError, SourceUnavailable, make_connector
+from crm_bridge.connectors.base import AuthError, ConnectorError, SourceUnavailable, make_connector
 from tests.ews_emulator import EwsEmulator
 from tests.test_contract import View
 from tests.test_exchange import PW_ENV, crm_for, ews, mail, mails, options, pull  # noqa: F401  (ews: fixture)
@@ -193,3 +193,8 @@ def test_the_probe_verifies_tls_as_the_source_says(tmp_path, monkeypatch):
         assert len(probes(emulator)) == 1 and reads(emulator) == []
         with pytest.raises(SourceUnavailable, match="TLS"):  # not trusted: handed over, and refused there too
             pull(emulator, cursor=first.cursor, **opts)
+        for bad in (tmp_path / "gone.pem", key):  # a CA file that is missing, one that holds no certificate
+            emulator.requests.clear()
+            with pytest.raises(ConnectorError) as err:  # exchangelib's path says it, in one line
+                pull(emulator, cursor=first.cursor, ca_file=str(bad), **opts)
+            assert "\n" not in str(err.value) and emulator.requests == []
