@@ -156,8 +156,8 @@ class Probe:
         if authorization:
             headers["Authorization"] = authorization
         for attempt in (0, 1):
-            conn = self._connection()
             try:
+                conn = self._connection()  # (a CA file that cannot be read: exchangelib's path says so)
                 conn.request("POST", self.path, body=body, headers=headers)
                 response = conn.getresponse()
                 data = response.read()

@@ -76,7 +76,7 @@ With ``auth = "oauth2"`` exchangelib sends ``Authorization: Bearer`` with
 the access token ``token_command`` prints (or ``token_env`` holds); the
 connector never asks a token endpoint itself.  When the server refuses the
 token (HTTP 401) the command is run once more and the request repeated
-with the new token (:class:`_Transport`); a new token that is refused as
+with the new token (:class:`connectors.ewsauth._Transport`); a new token that is refused as
 well is an ``AuthError``.  The token is never logged or stored.
 
 Errors
@@ -100,7 +100,6 @@ import fnmatch
 import ipaddress
 import logging
 import os
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Mapping
@@ -116,7 +115,9 @@ from crm_bridge.connectors.base import (
     TransientError,
     secret,
 )
+from crm_bridge.connectors.ewsauth import _CommandToken, _Transport
 from crm_bridge.connectors.ewspages import Chain, Prefetched
+from crm_bridge.connectors.ewspages import sync_service as _sync_service
 from crm_bridge.crm_core.records import Batch, CardPush, Failure, Location, PushResult, TaskPush
 from crm_bridge.crm_core.settings import SourcePolicy
 
@@ -134,6 +135,11 @@ TASK_PROPERTY = "crm-bridge-task-uid"
 CARD_PROPERTY = "crm-bridge-card-uid"
 
 
+def _plain_allowed(url: str, allow_plaintext: bool) -> bool:
+    """Whether an http:// URL may carry the password: only to a loopback host with allow_plaintext = true."""
+    return url.startswith("http://") and allow_plaintext and _is_loopback(urlsplit(url).hostname or "")
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -141,128 +147,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-class _Transport:
-    """Per-origin certificate verification and bearer-token renewal for exchangelib's HTTP sessions.
-
-    exchangelib takes one HTTP adapter class for the whole process; this
-    one looks up each request's origin, so that each source keeps its own
-    ``verify_tls`` / ``ca_file``.  A request refused with HTTP 401 whose
-    bearer token came from a source's ``token_command`` gets the token
-    renewed (:class:`_CommandToken`) and is sent once more.
-    """
-
-    lock = threading.Lock()
-    verify: dict[str, Any] = {}
-    tokens: dict[str, "_CommandToken"] = {}  # every token handed out -> whose it is
-    installed = False
-
-    @classmethod
-    def install(cls, url: str, verify: Any) -> None:
-        import requests.adapters
-        from exchangelib.protocol import BaseProtocol
-
-        parts = urlsplit(url)
-        with cls.lock:
-            cls.verify[f"{parts.scheme}://{parts.netloc}".lower()] = verify
-            if cls.installed:
-                return
-
-            class Adapter(requests.adapters.HTTPAdapter):
-                def send(self, request, **kwargs):
-                    p = urlsplit(request.url)
-                    origin = f"{p.scheme}://{p.netloc}".lower()
-                    if origin in cls.verify:
-                        kwargs["verify"] = cls.verify[origin]
-                    response = super().send(request, **kwargs)
-                    scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
-                    owner = cls.tokens.get(token) if scheme == "Bearer" else None
-                    if owner is None:
-                        return response
-                    if response.status_code != 401:
-                        owner.proven(token)
-                        return response
-                    fresh = owner.renew(token)
-                    if fresh is None:
-                        return response
-                    response.close()
-                    request.headers["Authorization"] = "Bearer " + fresh
-                    return super().send(request, **kwargs)
-
-            BaseProtocol.HTTP_ADAPTER_CLS = Adapter
-            cls.installed = True
-
-
-class _CommandToken:
-    """A source's OAuth 2.0 access token: from ``token_command`` / ``token_env``, run again when refused.
-
-    A token the server refuses is renewed once; if the renewed token is
-    refused before any request succeeded with it, renewal stops and the
-    request fails (an ``AuthError``).  A run longer than a token's life
-    renews as often as it needs, each time after a success.  ``failure``
-    keeps why a renewal could not be had (the command's own error line),
-    for the connector's error message.
-    """
-
-    def __init__(self, name: str, options: Mapping[str, Any]) -> None:
-        self.name, self.options = name, options
-        self.lock = threading.Lock()
-        self.credentials: Any = None  # exchangelib's credentials, which hold the current token
-        self.unproven = False  # renewed and not yet accepted once
-        self.failure: str | None = None
-        self.current = self._fetch()
-
-    def _fetch(self) -> str:
-        value = secret(self.name, self.options, "token")
-        if value is None:
-            raise ConfigError(f"sources.{self.name}: auth = \"oauth2\" needs token_command or token_env")
-        value = value.strip()
-        if value.lower().startswith("bearer "):
-            value = value[7:].strip()
-        if not value or any(ch.isspace() for ch in value):
-            raise ConfigError(f"sources.{self.name}.token_command printed no access token")
-        with _Transport.lock:
-            _Transport.tokens[value] = self
-        return value
-
-    def proven(self, token: str) -> None:
-        if token == self.current and self.unproven:
-            self.unproven = False
-
-    def renew(self, refused: str) -> str | None:
-        """A token to try instead of ``refused``, or None when there is none worth trying."""
-        with self.lock:
-            if refused != self.current:
-                return self.current  # another request renewed it meanwhile
-            if self.unproven or self.failure:
-                return None
-            try:
-                fresh = self._fetch()
-            except ConfigError as exc:
-                self.failure = str(exc)
-                return None
-            log.info("%s: the server refused the access token; ran the token command again", self.name)
-            self.current, self.unproven = fresh, True
-            if self.credentials is not None:
-                with self.credentials.lock:
-                    self.credentials.access_token = _bearer(fresh)
-                    self.credentials.client.populate_token_attributes(_bearer(fresh))
-                    self.credentials.client.token = _bearer(fresh)
-            return fresh
-
-    def exchangelib_credentials(self) -> Any:
-        if self.credentials is None:
-            from exchangelib.credentials import OAuth2AuthorizationCodeCredentials
-
-            # no client id or secret: exchangelib uses the token as given and never asks a token endpoint
-            self.credentials = OAuth2AuthorizationCodeCredentials(access_token=_bearer(self.current))
-            self.credentials.source = self.name  # exchangelib shares a Protocol between equal credentials only
-        return self.credentials
-
-
-def _bearer(token: str) -> dict[str, str]:
-    return {"access_token": token, "token_type": "Bearer"}
 
 
 class ExchangeConnector(Connector):
@@ -295,14 +179,14 @@ class ExchangeConnector(Connector):
         if self.server is None and not self.autodiscover:
             raise ConfigError(f"{where}: give server (the EWS URL) or autodiscover = true")
         allow_plain = o.get("allow_plaintext", False)
+        self.allow_plaintext = allow_plain is True
         for key in ("server", "autodiscover_url"):
             url = o.get(key)
             if url is None:
                 continue
             if not isinstance(url, str) or not url.startswith(("https://", "http://")):
                 raise ConfigError(f"{where}.{key} must be an https:// URL")
-            host = urlsplit(url).hostname or ""
-            if url.startswith("http://") and not (allow_plain is True and _is_loopback(host)):
+            if url.startswith("http://") and not _plain_allowed(url, allow_plain is True):
                 raise ConfigError(f"{where}.{key}: http:// sends the password in clear text; use https:// "
                                   "(plain http only to a loopback host with allow_plaintext = true)")
         self.auth = o.get("auth", "ntlm")
@@ -588,6 +472,8 @@ class ExchangeConnector(Connector):
         url = server["url"]
         if self.server and url != self.server:
             return None  # the configured URL changed
+        if not url.startswith("https://") and not _plain_allowed(url, self.allow_plaintext):
+            return None  # the configured URLs' rule: no password in clear text (allow_plaintext may be off now)
         folders: dict[str, tuple[str, dict]] = {}  # FolderId -> (scope, cursor entry), as _resolve dedups
         for entry, kind in self._wanted():
             key = _DISTINGUISHED.get(entry.lower())
@@ -848,70 +734,6 @@ class ExchangeConnector(Connector):
             return push_cards(self, folder, scope, cards)
 
 
-_SYNC_SERVICE: Any = None
-
-
-def _sync_service() -> Any:
-    """exchangelib's SyncFolderItems, reading the answer's bytes at once.
-
-    exchangelib parses an answer it did not stream through
-    ``response.iter_content()``, whose default chunk is one byte: that took
-    half of a first sync's time.  The body is in memory already; this
-    subclass hands it to the same parser (``exchangelib.util.to_xml``) whole.
-    """
-    global _SYNC_SERVICE
-    if _SYNC_SERVICE is None:
-        from exchangelib.errors import MalformedResponseError, SOAPError
-        from exchangelib.services import SyncFolderItems
-        from exchangelib.util import SOAPNS, ParseError, to_xml
-
-        from crm_bridge.connectors.ewsitems import XmlMessage
-        from crm_bridge.connectors.ewspages import peek
-
-        class _SyncFolderItems(SyncFolderItems):
-            raw_items = False  # True: created and updated items stay XML elements (see ewsitems.XmlMessage)
-            on_state: Any = None  # called with (SyncState, last page, api version) before the answer is parsed
-            prefetched: Any = None  # a Prefetched answer to this very request, posted ahead (see _pull_folder)
-
-            def post(self, payload: Any, api_version: str) -> Any:
-                """The request, posted as exchangelib posts it."""
-                return super()._get_response(payload=payload, api_version=api_version)
-
-            def _get_response(self, payload: Any, api_version: str) -> Any:
-                pre, self.prefetched = self.prefetched, None
-                if pre is not None and pre.api in (api_version, ""):
-                    if pre.error is not None:
-                        raise pre.error
-                    self._api_version = api_version
-                    return pre.response
-                self._api_version = api_version
-                return self.post(payload, api_version)
-
-            def _elem_to_obj(self, elem: Any) -> Any:
-                change = self.change_types_map[elem.tag]
-                if self.raw_items and change in (self.CREATE, self.UPDATE):
-                    return change, XmlMessage(elem[0])
-                return super()._elem_to_obj(elem)
-
-            def _get_soap_parts(self, response: Any) -> tuple[Any, Any]:
-                content = response.content
-                if self.on_state is not None:
-                    seen = peek(content)
-                    if seen is not None:
-                        self.on_state(*seen, getattr(self, "_api_version", ""))
-                try:
-                    root = to_xml(content)
-                except ParseError as exc:
-                    raise SOAPError(f"Bad SOAP response: {exc}") from None
-                body = root.find(f"{{{SOAPNS}}}Body")
-                if body is None:
-                    raise MalformedResponseError("No Body element in SOAP response")
-                return root.find(f"{{{SOAPNS}}}Header"), body
-
-        _SYNC_SERVICE = _SyncFolderItems
-    return _SYNC_SERVICE
-
-
 def _register_properties() -> None:
     """The CRM's ids as extended properties of Task and Contact items (registered once per process)."""
     from exchangelib import ExtendedProperty
@@ -931,7 +753,6 @@ def _register_properties() -> None:
             property_type = "String"
 
         Contact.register("crm_card_uid", CrmCardUid)
-
 
 
 def _utc_zone() -> Any:

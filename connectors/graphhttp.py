@@ -15,16 +15,17 @@ What it keeps of a requests-like session:
 - one pool: idle connections per host are kept alive and reused, by any
   thread (the read-ahead thread and the main thread may hold one each);
   an idle connection the server has closed is dropped before use, and a
-  kept-alive connection that fails before an answer arrives is retried
-  once on a fresh one for GET (never for POST/PATCH: the server may have
-  acted on it);
+  kept-alive connection that fails before an answer arrives (not a
+  timeout) is retried once on a fresh one for GET (never for POST/PATCH:
+  the server may have acted on it);
 - TLS verified by default: the configured ``ca_file`` only (as ``verify=
   path`` did), else the system's trust store (``ssl.create_default_context``,
   which honours SSL_CERT_FILE / SSL_CERT_DIR); host names checked;
 - a timeout per connect and per read (``timeout`` of the source);
 - gzip-encoded answers (``Accept-Encoding: gzip``, as Graph offers);
 - ``https_proxy`` / ``no_proxy`` from the environment, CONNECT tunnel,
-  user:password of the proxy URL as Basic auth;
+  user:password of the proxy URL as Basic auth (an http:// proxy only; its
+  port 80 when the URL names none, as niquests took it);
 - :meth:`Session.get` / :meth:`Session.post` in the shape MSAL's
   ``http_client`` takes (``params``, ``data`` as a dict or a string,
   answers with ``status_code``, ``text``, ``headers``, ``raise_for_status``).
@@ -103,11 +104,14 @@ def _proxy_for(host: str) -> tuple[str, int, dict[str, str]] | None:
     parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
     if not parts.hostname:
         return None
+    if parts.scheme.lower() != "http":  # (TLS to the proxy or SOCKS: niquests needs extras for those too)
+        raise HTTPError(f"the proxy of the environment (https_proxy / all_proxy) is a {parts.scheme}:// one; "
+                        "only an http:// proxy (CONNECT) is supported")
     headers = {}
     if parts.username is not None:
         pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
         headers["Proxy-Authorization"] = "Basic " + base64.b64encode(pair).decode()
-    return parts.hostname, parts.port or 8080, headers
+    return parts.hostname, parts.port or 80, headers  # (niquests/urllib3: the scheme's port)
 
 
 def _dropped(conn: http.client.HTTPConnection) -> bool:
@@ -212,9 +216,12 @@ class Session:
                 raise TLSError(f"TLS with {where} failed: {exc.reason or exc}") from None
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                if reused and not answered and attempt == 0 and method in _RETRYABLE:
-                    continue  # a kept-alive connection the server had given up: once more on a fresh one
-                what = "timed out" if isinstance(exc, (socket.timeout, TimeoutError)) else f"{type(exc).__name__}"
+                timed_out = isinstance(exc, (socket.timeout, TimeoutError))
+                if reused and not answered and not timed_out and attempt == 0 and method in _RETRYABLE:
+                    # a kept-alive connection the server had given up: once more on a fresh one (a timeout is
+                    # a slow server, not a closed connection: asking again would only double the wait)
+                    continue
+                what = "timed out" if timed_out else f"{type(exc).__name__}"
                 raise HTTPError(f"{method} to {where}: {what}{': ' + str(exc)[:120] if str(exc) else ''}") from None
             if resp.will_close:
                 conn.close()

@@ -76,11 +76,7 @@ def test_an_answer_peek_cannot_read_still_gets_its_next_page(ews, monkeypatch):
         mail(ews, f"Mail {n}")
     plain = pull(ews, **OPTS)
     monkeypatch.setattr(ewspages, "peek", lambda content: None)
-    import crm_bridge.connectors.exchange as exchange
-
-    monkeypatch.setattr(exchange, "_SYNC_SERVICE", None)  # built again with the patched peek
     got = pull(ews, **OPTS)
-    monkeypatch.setattr(exchange, "_SYNC_SERVICE", None)
     assert [b.cursor for b in got.batches] == [b.cursor for b in plain.batches]
     assert sum(len(b.records) for b in got.batches) == 7
 
@@ -101,3 +97,47 @@ def test_peek_reads_only_a_successful_answer():
     assert peek(ok % (b"Warning", b"NoError", b"false")) is None
     assert peek(to_bytes(fault("ErrorServerBusy", "busy", {"BackOffMilliseconds": "100"}))) is None
     assert peek(b"<html>503</html>") is None and peek(b"not xml") is None
+
+
+def test_a_fault_on_the_page_asked_for_ahead_is_met_where_the_request_would_have_met_it(ews):
+    """ErrorServerBusy on the request posted ahead: backed off and asked again, the same pages and cursors; a
+    dropped connection there: a TransientError after the pages before it, whose cursors were handed out."""
+    import pytest
+
+    from crm_bridge.connectors.base import TransientError
+    from crm_bridge.connectors.base import make_connector
+    from tests.test_contract import View
+    from tests.test_exchange import options
+
+    for n in range(9):
+        mail(ews, f"Mail {n}")
+    plain = pull(ews, **OPTS)
+    original = ews.take_fault
+
+    def second_fails(kind, **params):
+        asked = []
+
+        def take(operation):
+            if operation == "SyncFolderItems":
+                asked.append(operation)
+                if len(asked) == 2:
+                    ews.fail(kind, operation="SyncFolderItems", **params)
+            return original(operation)
+
+        ews.take_fault = take
+
+    second_fails("busy", back_off_ms=200)
+    got = pull(ews, **OPTS)
+    assert [b.cursor for b in got.batches] == [b.cursor for b in plain.batches]
+    assert sum(len(b.records) for b in got.batches) == 9
+    second_fails("drop")
+    conn = make_connector("ex", options(ews, **OPTS))
+    batches = []
+    try:
+        with pytest.raises(TransientError):
+            for b in conn.pull(None, View()):
+                batches.append(b)
+    finally:
+        conn.close()
+    assert [b.cursor for b in batches] == [b.cursor for b in plain.batches][:len(batches)]
+    assert sum(len(b.records) for b in batches) == 3

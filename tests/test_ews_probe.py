@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from crm_bridge.connectors.base import AuthError, SourceUnavailable, make_connector
+from crm_bridge.connectors.base import AuthError, ConnectorError, SourceUnavailable, make_connector
 from tests.ews_emulator import EwsEmulator
 from tests.test_contract import View
 from tests.test_exchange import PW_ENV, crm_for, ews, mail, mails, options, pull  # noqa: F401  (ews: fixture)
@@ -158,6 +158,24 @@ def test_autodiscover_result_in_the_cursor_spares_autodiscover_and_a_dead_one_is
     assert again and again[-1].cursor["server"]["url"] == ews.url
 
 
+def test_the_probe_sends_no_password_to_a_plain_http_url_of_the_cursor_that_the_source_does_not_allow(ews):
+    """The cursor's URL (autodiscover's answer of an earlier run) meets the rule of the configured URLs: http://
+    only to a loopback host with allow_plaintext = true; else the probe stays quiet and exchangelib's path decides."""
+    mail(ews, "im Klartext?")
+    first = pull(ews, folders=["inbox"], calendar=False, contacts=False)  # http:// allowed: the cursor names it
+    opts = {k: v for k, v in options(ews).items() if k != "server"}
+    opts.update(autodiscover=True, autodiscover_url="https://127.0.0.1:1/autodiscover/autodiscover.xml",
+                allow_plaintext=False, folders=["inbox"], calendar=False, contacts=False)
+    ews.requests.clear()
+    conn = make_connector("ex", opts)
+    try:
+        with pytest.raises(SourceUnavailable, match="autodiscover"):  # nothing answers there
+            list(conn.pull(first.cursor, View()))
+    finally:
+        conn.close()
+    assert ews.requests == []  # the password did not go out in clear text
+
+
 def test_the_probe_verifies_tls_as_the_source_says(tmp_path, monkeypatch):
     from tests.imap_server import _self_signed
 
@@ -175,3 +193,8 @@ def test_the_probe_verifies_tls_as_the_source_says(tmp_path, monkeypatch):
         assert len(probes(emulator)) == 1 and reads(emulator) == []
         with pytest.raises(SourceUnavailable, match="TLS"):  # not trusted: handed over, and refused there too
             pull(emulator, cursor=first.cursor, **opts)
+        for bad in (tmp_path / "gone.pem", key):  # a CA file that is missing, one that holds no certificate
+            emulator.requests.clear()
+            with pytest.raises(ConnectorError) as err:  # exchangelib's path says it, in one line
+                pull(emulator, cursor=first.cursor, ca_file=str(bad), **opts)
+            assert "\n" not in str(err.value) and emulator.requests == []

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from crm_bridge.connectors.graphhttp import HTTPError, Session, TLSError
+from crm_bridge.connectors.graphhttp import HTTPError, Session, TLSError, _proxy_for
 from tests.graph_emulator.server import GraphEmulator, _self_signed
 
 
@@ -148,6 +148,29 @@ def test_a_get_on_a_kept_alive_connection_that_breaks_is_sent_once_more_a_post_i
         s.post(f"{srv.base}/create", data={"a": "1"})  # the server may have acted on it: never twice
     s.close()
     assert [m for m, p, _h, _b in srv.seen if p == "/create"] == ["POST"]
+
+
+def test_a_get_that_timed_out_on_a_kept_alive_connection_is_not_sent_again(srv):
+    """A timeout is a slow server, not one that gave up the connection: one wait, one request."""
+    s = Session(srv.ca_file, timeout=0.5)
+    assert s.get(f"{srv.base}/ok").status_code == 200  # the connection is kept alive
+    with pytest.raises(HTTPError, match="timed out"):
+        s.get(f"{srv.base}/slow")
+    s.close()
+    assert [p for _m, p, _h, _b in srv.seen] == ["/ok", "/slow"]
+
+
+def test_the_proxy_port_and_scheme_are_read_as_niquests_reads_them(monkeypatch):
+    """No port in the proxy URL: 80, as niquests/urllib3 take it; a proxy this client cannot speak to
+    (https://, socks5://) is one readable line naming the scheme, never the proxy's password."""
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.setenv("https_proxy", "http://proxy.example")
+    assert _proxy_for("graph.microsoft.com") == ("proxy.example", 80, {})
+    monkeypatch.setenv("https_proxy", "socks5://crm:geheim@proxy.example:1080")
+    with pytest.raises(HTTPError, match="socks5") as err:
+        Session(True, timeout=5).get("https://graph.microsoft.com/v1.0/me")
+    assert "geheim" not in str(err.value) and "\n" not in str(err.value)
 
 
 def test_forms_json_and_query_parameters_as_msal_and_graph_send_them(srv):
