@@ -394,70 +394,70 @@ def secret(name: str, options: Mapping[str, Any], key: str = "password") -> str 
     return None
 
 
-_Ask = TypeVar("_Ask")
+_Key = TypeVar("_Key")
 _Page = TypeVar("_Page")
 
 
-class ReadAhead(Generic[_Ask, _Page]):
-    """The next page of a folder, asked for in a thread while the caller reads and stores the one before.
+class PageChain(Generic[_Key, _Page]):
+    """The pages of a folder, asked for in a thread up to ``depth`` pages ahead of the caller.
 
-    Used by the connectors whose next page is known (a link, a sync state)
-    before the current page is stored, so the service's time overlaps the
-    store's; the cursor still moves page by page with what was stored (a cut
-    run asks for the pages after the last stored one again).  One request at
-    a time: the caller makes no other request until :meth:`get` returned.
-    One thread per folder, started on the first :meth:`ask` and fed page by
-    page (starting a thread per page cost the reader a GIL hand-over every
-    page), ended by :meth:`close`, which waits for a request under way (its
-    timeout bounds it; its answer is unused).  An error of ``fetch``
-    is raised by :meth:`get`, where the caller would have had it.
+    For the connectors whose next page is named by the page before (a link, a
+    sync state): the thread asks ``fetch(key)`` for a page, hands it over and
+    asks at once for the page ``next_key(page)`` names, while the caller
+    reads and stores the pages before, so the service's time overlaps the
+    store's.  One request at a time; the chain ends where ``next_key`` gives
+    None (the last page, an answer that names no next one).  The cursor still
+    moves page by page with what was stored: pages asked for beyond a cut are
+    dropped, and a cut run asks for them again.  An error of ``fetch`` is
+    raised by :meth:`get` in its page's place, where the caller would have
+    had it, and ends the thread.  :meth:`close` waits for a request under way
+    (its timeout bounds it; its answer is unused), so that nothing else uses
+    the connection while it is still answered.
     """
 
-    def __init__(self, fetch: Callable[[_Ask], _Page], name: str = "read-ahead") -> None:
-        self._fetch = fetch
-        self._name = name
-        self._asks: queue.SimpleQueue[tuple[_Ask] | None] = queue.SimpleQueue()
-        self._answers: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._taken = threading.Event()
-        self.pending = False
+    def __init__(self, fetch: Callable[[_Key], _Page], first: _Key, next_key: Callable[[_Page], _Key | None],
+                 depth: int = 3, name: str = "pages") -> None:
+        self._fetch, self._next_key = fetch, next_key
+        self._answers: queue.SimpleQueue[tuple[bool, Any] | None] = queue.SimpleQueue()
+        self._room = threading.Semaphore(depth)
+        self._stop = threading.Event()
+        self._ended = False
+        self._thread = threading.Thread(target=self._run, args=(first,), daemon=True, name=name)
+        self._thread.start()
 
-    def ask(self, what: _Ask) -> None:
-        assert not self.pending, "one request at a time"
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, daemon=True, name=self._name)
-            self._thread.start()
-        self.pending = True
-        self._asks.put((what,))
-        # wait until the thread has taken the ask: it then holds the GIL until its request is out and it waits
-        # for the answer; without this the request left only when this thread next released the GIL (up to the
-        # 5 ms switch interval later, while it reads the page before)
-        self._taken.wait()
-        self._taken.clear()
+    def _run(self, key: _Key | None) -> None:
+        try:
+            while key is not None:
+                self._room.acquire()
+                if self._stop.is_set():
+                    return
+                try:
+                    page = self._fetch(key)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller in get()
+                    self._answers.put((False, exc))
+                    return
+                self._answers.put((True, page))
+                key = self._next_key(page)
+        finally:
+            self._answers.put(None)
 
-    def get(self) -> _Page:
-        assert self.pending
-        ok, value = self._answers.get()
-        self.pending = False
+    def get(self) -> _Page | None:
+        """The next page, waiting for it; None once the chain has ended."""
+        if self._ended:
+            return None
+        got = self._answers.get()
+        self._room.release()
+        if got is None:
+            self._ended = True
+            return None
+        ok, value = got
         if not ok:
             raise value
         return value
 
     def close(self) -> None:
-        """End the thread; a request under way is waited for (its timeout bounds it), so that nothing else
-        uses the connection (an HTTP session is not for two threads at once) while it is still answered."""
-        if self._thread is not None:
-            self._asks.put(None)
-            self._thread.join()
-            self._thread = None
+        self._stop.set()
+        self._room.release()  # (a thread waiting for room wakes, sees the stop and ends)
+        self._thread.join()
 
-    def _run(self) -> None:
-        while True:
-            what = self._asks.get()
-            if what is None:
-                return
-            self._taken.set()
-            try:
-                self._answers.put((True, self._fetch(what[0])))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller in get()
-                self._answers.put((False, exc))
+

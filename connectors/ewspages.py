@@ -21,14 +21,15 @@ Still one request at a time; the cursor still moves page by page with what
 was stored; an answer whose head cannot be read is simply not followed
 ahead (the next request then leaves after the parse, as before).
 
-The thread (:class:`Chain`) follows the chain itself, up to
+The thread (:func:`page_chain`) follows the chain itself, up to
 :data:`READ_AHEAD` pages ahead of the page being stored: it peeks each
 answer as it arrives and posts the next request at once.  With only one
 page ahead, the next request left when the connector took that answer up,
 i.e. after the engine had stored the page before: the server and crm
 waited for each other in turn (a 20,000-mail first sync: the emulator idle
-about a third of the run, bench/bench_exchange.py).  The same as the
-Microsoft 365 connector's delta pages (connectors/m365.py, ``_Pages``).
+about a third of the run, bench/bench_exchange.py).  The same thread
+(connectors/base.py :class:`PageChain`) reads the Microsoft 365 connector's
+delta pages ahead.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from __future__ import annotations
 import queue
 import threading
 from typing import Any, Callable, NamedTuple
+
+from crm_bridge.connectors.base import PageChain
 
 MNS = "http://schemas.microsoft.com/exchange/services/2006/messages"
 _MESSAGE = f"{{{MNS}}}SyncFolderItemsResponseMessage"
@@ -86,63 +89,33 @@ class Prefetched(NamedTuple):
     error: BaseException | None
 
 
-class Chain:
+def page_chain(fetch: Callable[[str, str], Prefetched], state: str, api: str, depth: int = READ_AHEAD,
+               name: str = "ews-pages") -> PageChain[tuple[str, str], Prefetched]:
     """The SyncFolderItems pages after ``state``, posted in a thread up to ``depth`` pages ahead of the reader.
 
     ``fetch(state, api)`` posts the request for the page after ``state`` and
-    takes in its answer (never raises: an error is a :class:`Prefetched`
-    carrying it).  The thread reads each answer's SyncState with
-    :func:`peek` and asks for the next page at once; it stops after an
-    error, the last page, an answer :func:`peek` cannot read or a SyncState
-    that did not move.  :meth:`get` hands the answers over in order, None
-    once the thread has stopped.  :meth:`close` waits for a request under
-    way (its timeout bounds it; its answer is unused).
+    takes in its answer; an error it raises comes back as a
+    :class:`Prefetched` carrying it.  The thread reads each answer's
+    SyncState with :func:`peek` and asks for the next page at once; it stops
+    after an error, the last page, an answer :func:`peek` cannot read or a
+    SyncState that did not move (connectors/base.py :class:`PageChain`).
     """
 
-    def __init__(self, fetch: Callable[[str, str], Prefetched], state: str, api: str, depth: int = READ_AHEAD,
-                 name: str = "ews-pages") -> None:
-        self._fetch = fetch
-        self._answers: queue.SimpleQueue[Prefetched | None] = queue.SimpleQueue()
-        self._room = threading.Semaphore(depth)
-        self._stop = threading.Event()
-        self._ended = False
-        self._thread = threading.Thread(target=self._run, args=(state, api), daemon=True, name=name)
-        self._thread.start()
-
-    def _run(self, state: str, api: str) -> None:
+    def ask(key: tuple[str, str]) -> Prefetched:
         try:
-            while True:
-                self._room.acquire()
-                if self._stop.is_set():
-                    return
-                try:
-                    got = self._fetch(state, api)
-                except BaseException as exc:  # noqa: BLE001 - handed to the reader, where the request would raise
-                    got = Prefetched(state, "", None, exc)
-                self._answers.put(got)
-                if got.error is not None or got.response is None:
-                    return
-                seen = peek(got.response.content)
-                if seen is None or seen[1] or seen[0] == state:
-                    return
-                state = seen[0]
-        finally:
-            self._answers.put(None)
+            return fetch(*key)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader, where the request would raise
+            return Prefetched(key[0], "", None, exc)
 
-    def get(self) -> Prefetched | None:
-        """The next answer in the chain, waiting for it; None when the thread asks no further."""
-        if self._ended:
+    def next_key(got: Prefetched) -> tuple[str, str] | None:
+        if got.error is not None or got.response is None:
             return None
-        got = self._answers.get()
-        self._room.release()
-        if got is None:
-            self._ended = True
-        return got
+        seen = peek(got.response.content)
+        if seen is None or seen[1] or seen[0] == got.state:
+            return None
+        return seen[0], api
 
-    def close(self) -> None:
-        self._stop.set()
-        self._room.release()  # (a thread waiting for room wakes, sees the stop and ends)
-        self._thread.join()
+    return PageChain(ask, (state, api), next_key, depth, name)
 
 
 _SYNC_SERVICE: Any = None

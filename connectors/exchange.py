@@ -110,13 +110,14 @@ from crm_bridge.connectors.base import (
     ConfigError,
     Connector,
     ConnectorError,
+    PageChain,
     SourceUnavailable,
     SourceView,
     TransientError,
     secret,
 )
 from crm_bridge.connectors.ewsauth import _CommandToken, _Transport
-from crm_bridge.connectors.ewspages import Chain, Prefetched
+from crm_bridge.connectors.ewspages import Prefetched, page_chain
 from crm_bridge.connectors.ewspages import sync_service as _sync_service
 from crm_bridge.crm_core.records import Batch, CardPush, Failure, Location, PushResult, TaskPush
 from crm_bridge.crm_core.settings import SourcePolicy
@@ -570,11 +571,11 @@ class ExchangeConnector(Connector):
         # thread that only posts requests and takes in the answers, following the chain itself up to
         # ewspages.READ_AHEAD pages ahead, while this thread parses this page and the engine stores it; parsing
         # stays here, in one thread (parsing threads fought the store over the GIL)
-        chain: list[Chain] = []  # at most one
+        chain: list[PageChain[tuple[str, str], Prefetched]] = []  # at most one
 
         def seen(next_state: str, last: bool, api: str) -> None:
             if not last and next_state and not chain:
-                chain.append(Chain(lambda at, version: self._prefetch(folder, fields, at, version), next_state, api))
+                chain.append(page_chain(lambda at, version: self._prefetch(folder, fields, at, version), next_state, api))
 
         def stop_chain() -> None:
             if chain:

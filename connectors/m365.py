@@ -41,7 +41,7 @@ is the ``@odata.nextLink`` of the next page while a round is under way, the
 cut run goes on from the last stored page and a run where nothing changed
 is one delta request per folder.  A thread per folder follows the
 ``@odata.nextLink`` pages up to :data:`READ_AHEAD` pages ahead of the one
-being read and stored (:class:`_Pages`).
+being read and stored (connectors/base.py :class:`PageChain`).
 
 Errors are mapped in one place (:meth:`M365Connector._request`): 429/503
 with Retry-After -> wait (up to ``max_backoff``) and repeat, else
@@ -74,6 +74,7 @@ from crm_bridge.connectors.base import (
     ConfigError,
     Connector,
     ConnectorError,
+    PageChain,
     SourceUnavailable,
     SourceView,
     TransientError,
@@ -387,7 +388,7 @@ class M365Connector(Connector):
         began = (entry.get("window") or window) if link else window  # the window this round asks for
         full = bool(entry.get("full")) or (link is None and bool(view.known(scope)))
         url = link or self._first_url(kind, fid)
-        pager: list[_Pages] = []  # the round's page thread, once started
+        pager: list[PageChain[str, dict]] = []  # the round's page thread, once started
         try:
             yield from self._pages(scope, fid, kind, wk, states, view, url, link, full, window, began, pager)
         finally:
@@ -395,7 +396,7 @@ class M365Connector(Connector):
                 p.close()
 
     def _pages(self, scope: str, fid: str, kind: str, wk: str, states: dict[str, dict], view: SourceView,
-               url: str, link: str | None, full: bool, window: str, began: str, pager: list[_Pages]) -> Iterator[Batch]:
+               url: str, link: str | None, full: bool, window: str, began: str, pager: list[PageChain[str, dict]]) -> Iterator[Batch]:
         done = 0
         while True:
             try:
@@ -403,8 +404,8 @@ class M365Connector(Connector):
                     page = self._request(url)
                 else:
                     if not pager:
-                        pager.append(_Pages(self._request, url, READ_AHEAD, f"m365-pages-{scope}"))
-                    page = pager[0].get()
+                        pager.append(PageChain(self._request, url, _next_link, READ_AHEAD, f"m365-pages-{scope}"))
+                    page = pager[0].get() or {}  # ({}: never, the chain ends with the last page read)
             except _Resync:
                 for p in pager:
                     p.close()
@@ -495,55 +496,11 @@ class M365Connector(Connector):
         return [Location(scope, lid) for lid in view.known(scope) if lid not in present]
 
 
-class _Pages:
-    """The pages of one delta round, asked for in a thread up to ``depth`` pages ahead of the reader.
-
-    The thread follows each page's ``@odata.nextLink`` itself, so Graph is
-    asked for the next page as soon as the one before has arrived, not when
-    the engine has stored it: the service's time and the store's overlap
-    fully, and a slow page on either side is evened out by the pages in
-    hand (with one page ahead, as connectors/base.py's ReadAhead does, Graph
-    sat idle ~0.3 s of a 20,000-mail first sync, bench/RESULTS.md).  The
-    cursor still moves page by page with what was stored; pages asked for
-    beyond a cut are dropped.  An error is handed to :meth:`get` in its
-    place and ends the thread.  :meth:`close` waits for a request under way
-    (its timeout bounds it).
-    """
-
-    def __init__(self, fetch: Callable[[str], dict], url: str, depth: int, name: str):
-        self._fetch = fetch
-        self._answers: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
-        self._room = threading.Semaphore(depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(url,), daemon=True, name=name)
-        self._thread.start()
-
-    def _run(self, url: str | None) -> None:
-        while url:
-            self._room.acquire()
-            if self._stop.is_set():
-                return
-            try:
-                page = self._fetch(url)
-            except BaseException as exc:  # noqa: BLE001 - handed to the reader in get()
-                self._answers.put((False, exc))
-                return
-            self._answers.put((True, page))
-            # the reader's rule (M365Connector._pages): a page goes on only with a value list and a nextLink
-            link = page.get("@odata.nextLink") if isinstance(page, dict) else None
-            url = link if isinstance(link, str) and isinstance(page.get("value"), list) else None
-
-    def get(self) -> dict:
-        ok, value = self._answers.get()
-        self._room.release()
-        if not ok:
-            raise value
-        return value
-
-    def close(self) -> None:
-        self._stop.set()
-        self._room.release()  # (a thread waiting for room wakes, sees the stop and ends)
-        self._thread.join()
+def _next_link(page: Any) -> str | None:
+    """The link a delta page names for the next one (the reader's rule, M365Connector._pages: a page goes on
+    only with a value list and a nextLink)."""
+    link = page.get("@odata.nextLink") if isinstance(page, dict) else None
+    return link if isinstance(link, str) and isinstance(page.get("value"), list) else None
 
 
 def _recent(began: Any, today: str, days: int = 7) -> bool:

@@ -578,7 +578,7 @@ def test_one_read_ahead_thread_serves_a_folder_and_ends_with_the_pull(graph):
 def test_closing_the_read_ahead_waits_for_a_request_under_way():
     """After a cut or failed folder the connector goes on with other requests (task and card push) on the same
     HTTP session: the read-ahead's request must be over by then, not still using the session from its thread."""
-    from crm_bridge.connectors.base import ReadAhead
+    from crm_bridge.connectors.base import PageChain
 
     over = threading.Event()
 
@@ -587,31 +587,39 @@ def test_closing_the_read_ahead_waits_for_a_request_under_way():
         over.set()
         return {"url": url}
 
-    ahead = ReadAhead(fetch)
-    ahead.ask("page-1")  # asked ahead, never taken: the run was cut
+    ahead = PageChain(fetch, "page-1", lambda page: None)  # asked ahead, never taken: the run was cut
     ahead.close()
     assert over.is_set()
 
 
-def test_the_read_ahead_request_has_left_when_ask_returns():
-    from crm_bridge.connectors.base import ReadAhead
+def test_the_page_chain_reads_ahead_as_deep_as_asked_stops_at_the_last_page_and_hands_over_an_error():
+    from crm_bridge.connectors.base import PageChain
 
-    started = threading.Event()
-    release = threading.Event()
+    asked: list[int] = []
 
-    def fetch(url):
-        started.set()
-        release.wait(5)
-        return {"url": url}
+    def fetch(n):
+        asked.append(n)
+        if n == 7:
+            raise ValueError("page 7 failed")
+        return {"n": n}
 
-    ahead = ReadAhead(fetch)
-    for n in range(3):
-        ahead.ask(f"page-{n}")
-        # the thread holds the link (and the GIL until its request is out): no waiting for a switch interval
-        assert ahead._asks.empty()
-        started.wait(5)
-        release.set()
-        assert ahead.get() == {"url": f"page-{n}"}
-        release.clear()
-        started.clear()
-    ahead.close()
+    def next_key(page):
+        return page["n"] + 1 if page["n"] < 5 else None
+
+    chain = PageChain(fetch, 1, next_key, depth=3)
+    deadline = time.monotonic() + 5
+    while len(asked) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert asked == [1, 2, 3]  # three ahead of a reader that took none, no more
+    got = [chain.get() for _ in range(5)]
+    assert [p["n"] for p in got] == [1, 2, 3, 4, 5] and asked == [1, 2, 3, 4, 5]
+    assert chain.get() is None and chain.get() is None  # the chain ended with the last page
+    chain.close()
+
+    chain = PageChain(fetch, 6, lambda page: page["n"] + 1)
+    assert chain.get() == {"n": 6}
+    with pytest.raises(ValueError, match="page 7 failed"):
+        chain.get()  # in its page's place, where the caller would have had it
+    assert chain.get() is None
+    chain.close()
