@@ -24,6 +24,7 @@ from crm_bridge.sync.engine import Engine
 from tests.conftest import make_mail, write_config
 from tests.imap_server import dovecot  # noqa: F401  (fixture)
 from tests.test_imap_fetch import _body_fetches
+from tests.test_imap_fetch import sent  # noqa: F401  (fixture: the UID FETCHes the connector sends)
 
 OWNER = "anna@nordlicht.example"
 FIRST = make_mail(sender="Olaf <olaf@andere.example>", to="Anna <anna@nordlicht.example>", message_id="start@x",
@@ -40,20 +41,6 @@ ATTACHED = (b"From: Olaf <olaf@andere.example>\nTo: Anna <anna@nordlicht.example
             b"JVBERi0xLjQK\n--b1--\n")
 OTHER = make_mail(sender="Pia <pia@woanders.example>", to="Anna <anna@nordlicht.example>", message_id="other@x",
                   subject="Etwas anderes", body="Hat mit nichts zu tun.")
-
-
-@pytest.fixture
-def sent(monkeypatch):
-    """(UIDs, items) of every UID FETCH the connector sends, in this process."""
-    log: list[tuple[list[int], str]] = []
-    real = imap.Fetches.send
-
-    def send(self, uids, items, modifiers=None):
-        log.append((imapwire.expand_set(uids) if "*" not in uids else [], " ".join(items)))
-        return real(self, uids, items, modifiers)
-
-    monkeypatch.setattr(imap.Fetches, "send", send)
-    return log
 
 
 def _texts(log) -> set[int]:
