@@ -13,9 +13,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pytest
 
-from crm_bridge.connectors import imap, imapwire
 from crm_bridge.connectors.mailparse import parse_message
 from crm_bridge.crm_core.records import Location
 from crm_bridge.crm_core.store import Store
