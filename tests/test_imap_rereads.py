@@ -13,7 +13,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-
 from crm_bridge.connectors.mailparse import parse_message
 from crm_bridge.crm_core.records import Location
 from crm_bridge.crm_core.store import Store
