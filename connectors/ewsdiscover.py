@@ -8,11 +8,15 @@ this order: the configured ``autodiscover_url``, else
 ``https://autodiscover.DOMAIN/autodiscover/autodiscover.xml``.  HTTP 301/302
 redirects (to https only), ``Action redirectUrl`` and ``Action redirectAddr``
 are followed, at most ten times.  A refused password is an AuthError at
-once; when nothing answers, SourceUnavailable names what was tried.
+once; when nothing answers, SourceUnavailable names what was tried.  The EWS
+URL found meets the rule of a configured ``server``: https://, or http://
+only to a loopback host with allow_plaintext = true (else the password would
+travel in clear text); a plain one is refused and the next candidate tried.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -21,6 +25,20 @@ from crm_bridge.connectors.base import AuthError, SourceUnavailable
 REQUEST_NS = "http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006"
 RESPONSE_NS = "http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a"
 MAX_HOPS = 10
+
+
+def _plain_allowed(url: str, allow_plaintext: bool) -> bool:
+    """Whether an http:// URL may carry the password: only to a loopback host with allow_plaintext = true."""
+    return url.startswith("http://") and allow_plaintext and _is_loopback(urlsplit(url).hostname or "")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _request(address: str) -> bytes:
@@ -51,13 +69,14 @@ def _parse(body: bytes) -> dict[str, str]:
 
 
 def discover(address: str, username: str, password: str, url: str | None, *, verify: Any = True,
-             timeout: int = 30, auth: str = "basic") -> str:
+             timeout: int = 30, auth: str = "basic", allow_plaintext: bool = False) -> str:
     import requests
 
     domain = address.rpartition("@")[2]
     candidates = [url] if url else [f"https://{domain}/autodiscover/autodiscover.xml",
                                     f"https://autodiscover.{domain}/autodiscover/autodiscover.xml"]
     tried: list[str] = []
+    plain: list[str] = []  # EWS URLs refused: plain http
     seen_addresses = {address.lower()}
     if auth == "ntlm":
         from requests_ntlm import HttpNtlmAuth
@@ -105,7 +124,12 @@ def discover(address: str, username: str, password: str, url: str | None, *, ver
                 tried[-1] += " (not an Autodiscover answer)"
                 continue
             if answer.get("ews_url"):
-                return answer["ews_url"]
+                ews_url = answer["ews_url"]
+                if ews_url.startswith("https://") or _plain_allowed(ews_url, allow_plaintext):
+                    return ews_url
+                plain.append(ews_url)
+                tried[-1] += f" (EWS URL {ews_url} refused: not https)"
+                continue
             action = answer.get("action", "").lower()
             if action == "redirecturl" and answer.get("redirect_url", "").startswith("https://"):
                 queue.insert(0, answer["redirect_url"])
@@ -119,5 +143,9 @@ def discover(address: str, username: str, password: str, url: str | None, *, ver
                 queue.insert(0, target)
                 continue
             tried[-1] += f" ({answer.get('error', 'no EWS URL in the answer')})"
+    if plain:
+        raise SourceUnavailable(f"autodiscover for {address} answered only with the EWS URL {plain[0]}, which would "
+                                "send the password in clear text; set server to the https:// EWS URL (plain http only "
+                                "to a loopback host with allow_plaintext = true)")
     raise SourceUnavailable(f"autodiscover found no EWS URL for {address}; tried " + ", ".join(tried)
                             + "; set server to the EWS URL")

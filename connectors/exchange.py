@@ -97,13 +97,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import fnmatch
-import ipaddress
 import logging
 import os
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Mapping
-from urllib.parse import urlsplit
 
 from crm_bridge.connectors.base import (
     AuthError,
@@ -117,6 +115,7 @@ from crm_bridge.connectors.base import (
     secret,
 )
 from crm_bridge.connectors.ewsauth import _CommandToken, _Transport
+from crm_bridge.connectors.ewsdiscover import _plain_allowed
 from crm_bridge.connectors.ewspages import Prefetched, page_chain
 from crm_bridge.connectors.ewspages import sync_service as _sync_service
 from crm_bridge.crm_core.records import Batch, CardPush, Failure, Location, PushResult, TaskPush
@@ -134,20 +133,6 @@ _SKIP_GLOB = ("IPF.Note.OutlookHomepage",)
 TASK_PROPERTY = "crm-bridge-task-uid"
 #: the CRM card uid on pushed Contact items
 CARD_PROPERTY = "crm-bridge-card-uid"
-
-
-def _plain_allowed(url: str, allow_plaintext: bool) -> bool:
-    """Whether an http:// URL may carry the password: only to a loopback host with allow_plaintext = true."""
-    return url.startswith("http://") and allow_plaintext and _is_loopback(urlsplit(url).hostname or "")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class ExchangeConnector(Connector):
@@ -316,7 +301,7 @@ class ExchangeConnector(Connector):
         credentials = self._credentials()
         password = self._token.current if self._token is not None else credentials.password
         return discover(self.mailbox, self.username, password, self.autodiscover_url,
-                        verify=self.verify, timeout=self.timeout, auth=self.auth)
+                        verify=self.verify, timeout=self.timeout, auth=self.auth, allow_plaintext=self.allow_plaintext)
 
     def _connect(self, server: dict | None = None) -> Any:
         """The exchangelib Account; ``server`` (from the cursor) spares the request that asks the server's version."""

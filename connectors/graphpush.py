@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 from crm_bridge.connectors.base import ConnectorError, SourceUnavailable, TransientError
 from crm_bridge.connectors.graphitems import task as task_state
+from crm_bridge.connectors.m365 import WriteUnconfirmed
 from crm_bridge.crm_core.records import CardPush, Location, PushResult, TaskPush
 
 if TYPE_CHECKING:
@@ -124,11 +125,16 @@ def push_tasks(conn: "M365Connector", tasks: list[TaskPush]) -> list[PushResult]
             results.append(PushResult(push.uid, False, scope, push.href, push.etag, gone=True))
             continue
         body = _body(push)
-        if found is None:
-            body["linkedResources"] = [{"applicationName": APP_NAME, "displayName": "CRM task", "externalId": push.uid}]
-            saved = conn._request(base, "POST", body)
-        else:
-            saved = conn._request(f"{base}/{found['id']}", "PATCH", body)
+        try:
+            if found is None:
+                body["linkedResources"] = [{"applicationName": APP_NAME, "displayName": "CRM task",
+                                            "externalId": push.uid}]
+                saved = conn._request(base, "POST", body)
+            else:
+                saved = conn._request(f"{base}/{found['id']}", "PATCH", body)
+        except WriteUnconfirmed as exc:  # perhaps stored: the next run's linkedResources lookup finds it
+            results.append(PushResult(push.uid, False, scope, push.href, push.etag, error=str(exc)))
+            continue
         if not saved.get("id"):
             results.append(PushResult(push.uid, False, scope, push.href, push.etag, error="To Do answered without an id"))
             continue
@@ -199,6 +205,9 @@ def push_cards(conn: "M365Connector", cards: list[CardPush]) -> list[PushResult]
                 saved = conn._request(base, "POST", body)
             else:
                 saved = conn._request(f"{base}/{found['id']}", "PATCH", body)
+        except WriteUnconfirmed as exc:  # perhaps stored: the next run's extended-property lookup finds it
+            results.append(PushResult(push.uid, False, scope, push.href, push.etag, error=str(exc)))
+            continue
         except TransientError:
             raise
         except SourceUnavailable as exc:  # Graph refused this card (HTTP 400 ...): that card's result

@@ -45,7 +45,8 @@ being read and stored (connectors/base.py :class:`PageChain`).
 
 Errors are mapped in one place (:meth:`M365Connector._request`): 429/503
 with Retry-After -> wait (up to ``max_backoff``) and repeat, else
-``TransientError``; 401 InvalidAuthenticationToken -> a fresh token from
+``TransientError`` (a GET also after 504 and, twice, other 5xx; a POST/PATCH
+never after those: perhaps carried out, that item fails, ``WriteUnconfirmed``); 401 InvalidAuthenticationToken -> a fresh token from
 MSAL, once, then ``AuthError``; 403 / 404 for the mailbox -> a
 ``ConnectorError`` naming it; 410 (syncStateNotFound, resyncRequired) -> the
 folder is read again from the start and compared with the store, which
@@ -98,6 +99,10 @@ class _Resync(Exception):
 
 class _Gone(Exception):
     """404 ErrorItemNotFound: the folder is not there (any more)."""
+
+
+class WriteUnconfirmed(TransientError):
+    """A POST/PATCH answered with a 5xx other than 503: perhaps carried out, so not repeated; that item fails."""
 
 
 class M365Connector(Connector):
@@ -216,7 +221,10 @@ class M365Connector(Connector):
                     raise SourceUnavailable(f"Graph answered {url.split('?')[0]} with something that is not JSON")
                 return data
             code, message = _error_of(resp)
-            if status in (429, 503, 504) or (status >= 500 and attempt < 2):
+            # a GET may be repeated; a POST/PATCH only where Graph says it was not carried out (429, 503:
+            # Microsoft's throttling docs): after a 500/502/504 it may have been, and repeating it would
+            # create a second task or contact (the next run's lookup finds one that was made after all)
+            if status in (429, 503) or (method == "GET" and (status == 504 or (status >= 500 and attempt < 2))):
                 wait = _retry_after(resp.headers.get("Retry-After"))
                 if wait is None or wait > self.max_backoff or attempt == 5:
                     raise TransientError(f"Graph is busy (HTTP {status} {code}); try again later")
@@ -243,6 +251,9 @@ class M365Connector(Connector):
                 raise _Gone(message)
             if status == 410:
                 raise _Resync(code)
+            if status >= 500 and method != "GET":
+                raise WriteUnconfirmed(f"Graph failed (HTTP {status} {code}) on a {method}; not repeated, "
+                                       "the next run looks whether it was stored")
             if status >= 500:
                 raise TransientError(f"Graph failed (HTTP {status} {code}); try again later")
             raise SourceUnavailable(f"Graph refused {url.split('?')[0]} (HTTP {status} {code}: {message[:160]})")

@@ -440,7 +440,8 @@ def test_autodiscover_finds_the_ews_url_and_follows_an_address_redirect(ews):
     opts["mailbox"] = "alice.alias@nordlicht.example"
     from crm_bridge.connectors.ewsdiscover import discover
 
-    assert discover("alias@nordlicht.example", "svc-crm", "service-pw", ews.autodiscover_url) == ews.url
+    assert discover("alias@nordlicht.example", "svc-crm", "service-pw", ews.autodiscover_url,
+                    allow_plaintext=True) == ews.url
 
 
 def test_autodiscover_follows_an_http_redirect_but_never_down_from_https(ews):
@@ -448,11 +449,11 @@ def test_autodiscover_follows_an_http_redirect_but_never_down_from_https(ews):
 
     ews.redirects["/old/autodiscover.xml"] = ews.autodiscover_url
     old = ews.autodiscover_url.replace("/autodiscover/autodiscover.xml", "/old/autodiscover.xml")
-    assert discover("alice@nordlicht.example", "svc-crm", "service-pw", old) == ews.url
+    assert discover("alice@nordlicht.example", "svc-crm", "service-pw", old, allow_plaintext=True) == ews.url
     # a redirect to another origin over plain http is refused (the password would travel in clear text)
     ews.redirects["/old/autodiscover.xml"] = "http://localhost:1/autodiscover/autodiscover.xml"
     with pytest.raises(SourceUnavailable, match="redirect to plain http refused"):
-        discover("alice@nordlicht.example", "svc-crm", "service-pw", old)
+        discover("alice@nordlicht.example", "svc-crm", "service-pw", old, allow_plaintext=True)
 
 
 def test_autodiscover_that_fails_is_one_clear_line(ews):

@@ -391,6 +391,42 @@ def test_task_push_creates_the_list_and_one_task_with_a_linked_resource(graph):
     conn.close()
 
 
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_a_post_carried_out_but_answered_with_a_5xx_is_not_repeated_and_leaves_one_task(tmp_path, graph, status):
+    crm = crm_for(tmp_path, {"anna": options(graph, tasks_list="CRM", folders=[], calendar=False, contacts=False)},
+                  push={"tasks": "anna"}, followup={"after_appointment_days": 0, "unanswered_days": 0})
+    crm("tasks", "add", "Angebot nachfassen", "--customer", "Kunde GmbH", "--due", "+3")
+    crm("sync")  # the list exists; the task too
+    crm("tasks", "add", "Vertrag schicken", "--customer", "Kunde GmbH", "--due", "+5")
+    crm("tasks", "add", "Rechnung prüfen", "--customer", "Kunde GmbH", "--due", "+6")
+    # Graph stores the POST of the first new task, then answers 5xx with Retry-After (as if the answer were lost)
+    graph.fail(status, "UnknownError", match="/tasks", method="POST", done=True, retry_after=1)
+    graph.requests.clear()
+    first = crm("sync", ok=False)
+    assert first.exit_code != 0 and f"HTTP {status}" in first.output and "Traceback" not in first.output
+    posts = [p for m, p, _h in graph.requests if m == "POST" and "/tasks" in p]
+    assert len(posts) == 2  # one per new task: none repeated, and the other task still went out
+    assert sorted(t["title"] for t in todo_tasks(graph)) == ["Angebot nachfassen", "Rechnung prüfen",
+                                                             "Vertrag schicken"]
+    graph.faults.clear()
+    crm("sync")  # the next run finds the task by its linked resource: updated, not created again
+    crm("sync")
+    titles = sorted(t["title"] for t in todo_tasks(graph))
+    assert titles == ["Angebot nachfassen", "Rechnung prüfen", "Vertrag schicken"]
+    assert {t["_linked"][0]["externalId"] for t in todo_tasks(graph)} == {t["uid"] for t in crm.json("tasks", "list")}
+
+
+def test_a_post_refused_with_429_or_503_is_repeated_after_retry_after(graph):
+    conn = make_connector("m365", options(graph, tasks_list="CRM"))
+    conn.push_tasks([a_push("task-0")], View())  # the list exists
+    graph.fail(503, "ServiceUnavailable", match="/tasks", method="POST", retry_after=1)
+    graph.fail(429, "TooManyRequests", match="/tasks", method="POST", retry_after=1)
+    [res] = conn.push_tasks([a_push()], View())
+    conn.close()
+    assert res.ok and [t["_linked"][0]["externalId"] for t in todo_tasks(graph)].count("task-1") == 1
+    assert not [f for f in graph.faults if f.times]  # both answers were seen, and the POST repeated
+
+
 def test_completion_in_to_do_is_read_back_and_an_edit_there_wins(graph):
     conn = make_connector("m365", options(graph, tasks_list="CRM", folders=[], calendar=False, contacts=False))
     [res] = conn.push_tasks([a_push()], View())

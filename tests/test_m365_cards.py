@@ -81,6 +81,20 @@ def test_a_crash_between_the_post_and_the_local_commit_still_leaves_one_contact(
     assert len(graph.store.mailbox("anna@firma.de").contact_folders) == 1
 
 
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_a_contact_post_answered_with_a_5xx_is_not_repeated_and_the_next_run_finds_it(graph, status):
+    conn = make_connector("m365", options(graph, cards_folder="CRM"))
+    conn.push_cards([a_card("card-0", name="Nina Neu")], View())  # the folder exists
+    graph.fail(status, "UnknownError", match="/contacts", method="POST", done=True, retry_after=1, times=5)
+    first, second = conn.push_cards([a_card("card-1"), a_card("card-2", name="Olaf Ohm")], View())
+    assert not first.ok and not second.ok and all(f"HTTP {status}" in (r.error or "") for r in (first, second))
+    graph.faults.clear()
+    results = conn.push_cards([a_card("card-1"), a_card("card-2", name="Olaf Ohm")], View())  # the next run
+    conn.close()
+    assert all(r.ok for r in results)
+    assert sorted(folder_contacts(graph, "CRM")) == ["Kim Kunde", "Nina Neu", "Olaf Ohm"]
+
+
 def test_a_card_with_more_addresses_than_graph_takes_keeps_the_first_three(graph):
     too_many = "".join(f"EMAIL:k{n}@kunde.example\r\n" for n in range(3))
     conn = make_connector("m365", options(graph, cards_folder="CRM"))

@@ -73,6 +73,7 @@ class EwsEmulator:
         self.requests: list[dict[str, Any]] = []  # one entry per EWS request: op, user, mailbox, ...
         self.autodiscover_redirect: str | None = None  # an address to redirect POX Autodiscover to
         self.autodiscover_fails = False
+        self.autodiscover_ews_url: str | None = None  # the EwsUrl POX Autodiscover hands out (default: self.url)
         self.redirects: dict[str, str] = {}  # request path -> where HTTP 302 sends it
         self.ntlm = ntlm
         self.bearer_tokens: dict[str, str] = {}  # access token -> user (accept_token)
@@ -376,12 +377,12 @@ class _Handler(BaseHTTPRequestHandler):
             sub(proto, "Type", "EXCH")
             sub(proto, "Server", f"{em.host}")
             sub(proto, "ASUrl", f"http://{em.host}:{em.port}/EWS/Exchange.asmx")
-            sub(proto, "EwsUrl", em.url)
+            sub(proto, "EwsUrl", em.autodiscover_ews_url or em.url)
             sub(proto, "EcpUrl", f"http://{em.host}:{em.port}/ecp/")
             proto2 = sub(account, "Protocol")
             sub(proto2, "Type", "EXPR")
             sub(proto2, "Server", em.host)
-            sub(proto2, "EwsUrl", em.url)
+            sub(proto2, "EwsUrl", em.autodiscover_ews_url or em.url)
         self._send(200, etree.tostring(out, xml_declaration=True, encoding="utf-8"))
 
     def _ews(self, body: bytes) -> None:

@@ -9,6 +9,7 @@ Fault switches (server-side, as Microsoft's service shows them)::
 
     emulator.fail(429, "TooManyRequests", retry_after=1, match="messages/delta", after=2)
     emulator.fail(503, "ServiceUnavailable", retry_after=1)
+    emulator.fail(502, "BadGateway", retry_after=1, method="POST", done=True)  # carried out, answer lost
     emulator.store.invalidate_tokens()      # 410 SyncStateNotFound for old delta/skip tokens
     emulator.expire_access_tokens()         # 401 InvalidAuthenticationToken for issued tokens
     emulator.store.mailbox(x).denied = True # 403 ErrorAccessDenied; an unknown mailbox: 404
@@ -74,6 +75,8 @@ class Fault:
     times: int = 1
     retry_after: int | None = None
     seen: int = 0
+    method: str = ""  # only requests of this method match ("" = any)
+    done: bool = False  # the request is carried out first, then answered with the fault (a lost answer)
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
@@ -113,8 +116,8 @@ class GraphEmulator:
         self.apps[client_id] = secret
 
     def fail(self, status: int, code: str, *, match: str = "", after: int = 0, times: int = 1,
-             retry_after: int | None = None) -> Fault:
-        fault = Fault(status, code, match, after, times, retry_after)
+             retry_after: int | None = None, method: str = "", done: bool = False) -> Fault:
+        fault = Fault(status, code, match, after, times, retry_after, method=method.upper(), done=done)
         with self.lock:
             self.faults.append(fault)
         return fault
@@ -331,15 +334,23 @@ class GraphEmulator:
             self.tokens[access] = client
         return 200, {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": access}
 
-    def fault_for(self, path: str) -> Fault | None:
+    def fault_for(self, path: str, method: str = "GET") -> Fault | None:
         with self.lock:
             for fault in self.faults:
-                if fault.times > 0 and fault.match in path:
+                if fault.times > 0 and fault.match in path and fault.method in ("", method):
                     fault.seen += 1
                     if fault.seen > fault.after:
                         fault.times -= 1
                         return fault
         return None
+
+
+def _fault_error(fault: Fault) -> GraphError:
+    headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+    messages = {429: "Application is over its MailboxConcurrency limit.",
+                503: "The service is temporarily unavailable.",
+                401: "Lifetime validation failed, the token is expired."}
+    return GraphError(fault.status, fault.code, messages.get(fault.status, fault.code), headers)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -399,13 +410,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(404, {"error": "not_found", "error_description": path})
         # -- Graph ---------------------------------------------------------------------
         try:
-            fault = emu.fault_for(self.path)
-            if fault is not None:
-                headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-                messages = {429: "Application is over its MailboxConcurrency limit.",
-                            503: "The service is temporarily unavailable.",
-                            401: "Lifetime validation failed, the token is expired."}
-                raise GraphError(fault.status, fault.code, messages.get(fault.status, fault.code), headers)
+            fault = emu.fault_for(self.path, method)
+            if fault is not None and not fault.done:
+                raise _fault_error(fault)
             auth = self.headers.get("Authorization", "")
             if not auth.startswith("Bearer ") or auth[7:] not in emu.tokens:
                 raise GraphError(401, "InvalidAuthenticationToken",
@@ -418,6 +425,8 @@ class _Handler(BaseHTTPRequestHandler):
             payload = json.loads(body) if body else None
             prefer = [p.strip() for p in ",".join(self.headers.get_all("Prefer") or []).split(",") if p.strip()]
             status, answer, headers = route(emu, method, segs[1:], query, payload, prefer)
+            if fault is not None:  # carried out, but the client hears the fault
+                raise _fault_error(fault)
             self._send(status, answer, headers)
         except GraphError as err:
             self._error(err)
