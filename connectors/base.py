@@ -394,6 +394,19 @@ def secret(name: str, options: Mapping[str, Any], key: str = "password") -> str 
     return None
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine (localhost or a loopback address): the only host a password may go to
+    in plain text, and only where the source says ``allow_plaintext = true`` (IMAP, DAV, Exchange)."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 _Key = TypeVar("_Key")
 _Page = TypeVar("_Page")
 

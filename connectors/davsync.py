@@ -69,7 +69,7 @@ from xml.sax.saxutils import escape as xml_escape
 
 from crm_bridge.crm_core.records import Batch, Failure, Location, PushResult, TaskState
 
-from .base import AuthError, ConfigError, Connector, SourceView, secret
+from .base import AuthError, ConfigError, Connector, SourceView, is_loopback, secret
 from .davhttp import (
     CS,
     DAV,
@@ -89,21 +89,6 @@ from .davhttp import (
 )
 
 log = logging.getLogger("crm_bridge.connectors.dav")
-
-
-def _is_loopback(host: str) -> bool:
-    """The IMAP rule (connectors/imap.py): plain text only to this machine."""
-    import ipaddress
-
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-# ---------------------------------------------------------------------------
-# the connectors
 
 
 _PROPFIND_HOME = (
@@ -186,7 +171,7 @@ class _DavConnector(Connector):
         plaintext = opts.get("allow_plaintext", False)
         if not isinstance(plaintext, bool):
             raise ConfigError(f"sources.{name}.allow_plaintext must be true or false")
-        if parts.scheme == "http" and not (plaintext and _is_loopback(parts.hostname or "")):
+        if parts.scheme == "http" and not (plaintext and is_loopback(parts.hostname or "")):
             raise ConfigError(
                 f"sources.{name}.url is http://, which sends the password in clear text: use https://; "
                 "plain HTTP is only allowed for a loopback host (a server on this machine) together with "

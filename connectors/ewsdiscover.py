@@ -16,11 +16,10 @@ travel in clear text); a plain one is refused and the next candidate tried.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from crm_bridge.connectors.base import AuthError, SourceUnavailable
+from crm_bridge.connectors.base import AuthError, SourceUnavailable, is_loopback
 
 REQUEST_NS = "http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006"
 RESPONSE_NS = "http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a"
@@ -29,16 +28,7 @@ MAX_HOPS = 10
 
 def _plain_allowed(url: str, allow_plaintext: bool) -> bool:
     """Whether an http:// URL may carry the password: only to a loopback host with allow_plaintext = true."""
-    return url.startswith("http://") and allow_plaintext and _is_loopback(urlsplit(url).hostname or "")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return url.startswith("http://") and allow_plaintext and is_loopback(urlsplit(url).hostname or "")
 
 
 def _request(address: str) -> bytes:

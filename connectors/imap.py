@@ -132,7 +132,6 @@ import contextlib
 import copy
 import fnmatch
 import imaplib
-import ipaddress
 import logging
 import socket
 import ssl
@@ -151,6 +150,7 @@ from crm_bridge.connectors.base import (
     SourceUnavailable,
     SourceView,
     TransientError,
+    is_loopback,
     rereads,
     secret,
     skip_rule,
@@ -197,15 +197,6 @@ _SENT_NAMES = ("sent", "sent items", "sent messages", "sent mail", "gesendet", "
 _HEADER_ITEM = "BODY.PEEK[HEADER.FIELDS (" + " ".join(f.upper() for f in HEADER_FIELDS) + ")]"
 #: the first FETCH of new mail; BODYSTRUCTURE follows only for multipart mail (see _Mail)
 _FETCH_ITEMS = ["UID", "FLAGS", "RFC822.SIZE", _HEADER_ITEM]
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Mail:
@@ -344,7 +335,7 @@ class ImapConnector(Connector):
         self.tls = o.get("tls", "implicit")
         if self.tls not in ("implicit", "starttls", "none"):
             raise ConfigError(f"sources.{name}.tls must be implicit, starttls or none")
-        if self.tls == "none" and not (o.get("allow_plaintext") is True and _is_loopback(self.host)):
+        if self.tls == "none" and not (o.get("allow_plaintext") is True and is_loopback(self.host)):
             raise ConfigError(
                 f"sources.{name}.tls = \"none\" sends the password in clear text; it is only "
                 "allowed for a loopback host together with allow_plaintext = true"
