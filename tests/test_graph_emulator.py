@@ -130,13 +130,14 @@ def test_msal_discovers_the_authority_and_gets_a_token(emu):
                 kw["verify"] = str(emu.ca_file)
             return super().request(*a, **kw)
 
-    app = msal.ConfidentialClientApplication(CLIENT, client_credential="s", authority=emu.authority,
-                                             instance_discovery=False, http_client=Session())
-    result = app.acquire_token_for_client(scopes=["https://graph.microsoft.com/.default"])
-    assert result.get("token_type") == "Bearer" and result["access_token"] in emu.tokens
-    bad = msal.ConfidentialClientApplication(CLIENT, client_credential="nope", authority=emu.authority,
-                                             instance_discovery=False, http_client=Session())
-    assert bad.acquire_token_for_client(scopes=["https://graph.microsoft.com/.default"])["error"] == "invalid_client"
+    with Session() as good_http, Session() as bad_http:  # (closed: no pool thread left behind)
+        app = msal.ConfidentialClientApplication(CLIENT, client_credential="s", authority=emu.authority,
+                                                 instance_discovery=False, http_client=good_http)
+        result = app.acquire_token_for_client(scopes=["https://graph.microsoft.com/.default"])
+        assert result.get("token_type") == "Bearer" and result["access_token"] in emu.tokens
+        bad = msal.ConfidentialClientApplication(CLIENT, client_credential="nope", authority=emu.authority,
+                                                 instance_discovery=False, http_client=bad_http)
+        assert bad.acquire_token_for_client(scopes=["https://graph.microsoft.com/.default"])["error"] == "invalid_client"
 
 
 def test_delta_pages_freeze_and_removed_entries_follow(emu):

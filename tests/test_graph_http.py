@@ -15,13 +15,14 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from crm_bridge.connectors.graphhttp import HTTPError, Session, TLSError, _proxy_for
 from tests.graph_emulator.server import GraphEmulator, _self_signed
+from tests.closing_server import ClosingHTTPServer
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -74,7 +75,7 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     cert, key = _self_signed(tmp_path_factory.mktemp("tls"))
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    srv = ClosingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.daemon_threads = True
     srv.handle_error = lambda request, address: None  # type: ignore[method-assign]  # (a client that gave up)
     srv.lock = threading.Lock()  # type: ignore[attr-defined]
@@ -235,12 +236,19 @@ def test_the_connection_goes_through_the_https_proxy_of_the_environment(srv, mon
             except OSError:
                 pass
             finally:
+                try:  # (wakes the other direction's recv on this socket: close alone does not)
+                    b.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
                 b.close()
 
-        threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+        back = threading.Thread(target=pipe, args=(upstream, client), daemon=True)
+        threads.append(back)
+        back.start()
         pipe(client, upstream)
 
-    threading.Thread(target=proxy, daemon=True).start()
+    threads: list[threading.Thread] = [threading.Thread(target=proxy, daemon=True)]
+    threads[0].start()
     monkeypatch.setenv("https_proxy", f"http://crm:pa%20ss@127.0.0.1:{listener.getsockname()[1]}")
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
@@ -248,6 +256,9 @@ def test_the_connection_goes_through_the_https_proxy_of_the_environment(srv, mon
     assert s.get(f"{srv.base}/via-proxy").status_code == 200
     s.close()
     listener.close()
+    for t in list(threads):  # the proxy ends with the tunnel (no thread left behind to keep later forks away)
+        t.join(10)
+        assert not t.is_alive()
     assert asked and asked[0].startswith(f"CONNECT 127.0.0.1:{srv.server_address[1]} HTTP/1.".encode())
     assert b"Proxy-Authorization: Basic Y3JtOnBhIHNz" in asked[0]  # crm:pa ss
     monkeypatch.setenv("no_proxy", "localhost,127.0.0.1")

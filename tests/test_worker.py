@@ -24,6 +24,23 @@ from crm_bridge.sync.engine import Engine
 from crm_bridge.sync.lock import StoreLock
 from tests.conftest import write_config
 
+
+@pytest.fixture(autouse=True)
+def no_thread_of_an_earlier_test():
+    """The reader process is forked only where no other thread runs (worker.available): a thread an
+    earlier test left behind (a server's kept-alive connection, an HTTP pool's watcher) is given a
+    moment to end, and named if it does not, instead of failing these tests in a way that hides why."""
+    import gc
+    import threading
+
+    deadline = time.monotonic() + 10
+    while threading.active_count() > 1 and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.05)
+    others = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    assert not others, f"threads left behind by earlier tests: {others}"
+
+
 REPO = Path(__file__).resolve().parents[1]
 base.REGISTRY.setdefault("probe", f"{__name__}:ProbeConnector")  # the name pytest imported this file by
 

@@ -29,11 +29,12 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from lxml import etree
 
+from tests.closing_server import ClosingHTTPServer
 from tests.ews_emulator.model import EwsError, Store
 from tests.ews_emulator.operations import OPERATIONS, Context, Fault
 from tests.ews_emulator.soap import SOAP, fault, to_bytes
@@ -81,7 +82,7 @@ class EwsEmulator:
         self.domain = domain  # the NetBIOS domain NTLM clients may name ("EXAMPLE\\user")
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"emulator": self})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd = ClosingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self.scheme = "http"
         if tls is not None:

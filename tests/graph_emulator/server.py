@@ -39,13 +39,14 @@ import subprocess
 import tempfile
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from tests.graph_emulator.model import GraphError, Store, decode_token, encode_token
 from tests.graph_emulator.routes import route
+from tests.closing_server import ClosingHTTPServer
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -107,7 +108,7 @@ class GraphEmulator:
         self.token_users: dict[str, str] = {}  # delegated access token -> its user's address
         self._dir = Path(tempfile.mkdtemp(prefix="graph-emu-"))
         self.ca_file, self._key = _self_signed(self._dir)
-        self._server: ThreadingHTTPServer | None = None
+        self._server: ClosingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.lock = threading.Lock()
 
@@ -253,7 +254,7 @@ class GraphEmulator:
 
     def start(self) -> "GraphEmulator":
         handler = type("Handler", (_Handler,), {"emulator": self})
-        self._server = ThreadingHTTPServer((self.host, self.port), handler)
+        self._server = ClosingHTTPServer((self.host, self.port), handler)
         self._server.daemon_threads = True
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(str(self.ca_file), str(self._key))
