@@ -43,8 +43,6 @@ class ClosingHTTPServer(ThreadingHTTPServer):
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        for thread in list(getattr(self, "_threads", None) or []):
-            thread.join(5)
         for thread in [t for t in threading.enumerate() if t.name.endswith("(process_request_thread)")]:
             if getattr(thread, "_args", (None,))[0] in still:
                 thread.join(5)
