@@ -88,6 +88,7 @@ class StoreView:
         self.source = source
         self.blind = blind
         self.policy = policy
+        self._rereads: list[Location] | None = None  # read ahead (read_ahead), valid until a batch is stored
 
     def known(self, scope: str) -> Mapping[str, str]:
         return {} if self.blind else self.store.known_locations(self.source, scope)
@@ -102,7 +103,19 @@ class StoreView:
     def rereads(self) -> list[Location]:
         """Mail of this source stored without its text that the store wants now (crm_core.rereads);
         asked also by a blind view: a rescan reads no text for mail the header says is unlinked."""
+        if self._rereads is not None:
+            ahead, self._rereads = self._rereads, None
+            return ahead
         return self.store.wanted_texts(self.source)
+
+    def read_ahead(self) -> None:
+        """Answer :meth:`rereads` now, while a reader process starts (a walk over the mail stored without
+        its text: about 10 ms at 100,000 mails); the answer holds until :meth:`stale`."""
+        self._rereads = self.store.wanted_texts(self.source)
+
+    def stale(self) -> None:
+        """A batch is being stored: an answer read ahead may no longer be what the store says."""
+        self._rereads = None
 
 
 class Engine:
@@ -285,6 +298,7 @@ class Engine:
 
         def meanwhile() -> None:  # the reader process connects and reads: this process would only wait
             result.items = store.count_items(name)
+            view.read_ahead()
 
         try:
             batches = iter(self._start_pull(name, connector, cursor, view, meanwhile))
@@ -295,8 +309,10 @@ class Engine:
             first = next(batches, None)
         try:
             if first is not None:
+                view.stale()
                 self._store_batch(name, policy, first, result, now)
                 for batch in batches:
+                    view.stale()
                     self._store_batch(name, policy, batch, result, now)
         finally:  # stopped by a failure here: end the pull now (its connection, its reader process)
             close = getattr(batches, "close", None)

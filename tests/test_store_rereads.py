@@ -82,3 +82,26 @@ def test_a_mail_read_without_text_and_linked_later_ends_as_a_fresh_read_stores_i
     assert unread(store) == ["1:3"] and store.wanted_texts("mail") == []
     store.close()
     fresh.close()
+
+
+def test_the_engine_view_reads_its_rereads_ahead_only_until_a_batch_is_stored(tmp_path):
+    """StoreView.read_ahead answers the reader process's first question while it starts; once a batch is
+    being stored (stale), the answer is the store's again."""
+    from crm_bridge.sync.engine import StoreView
+
+    store = Store(tmp_path / "crm.db", settings())
+    with store.transaction():
+        store.add_customer("Kunde GmbH", ["kunde.example"])
+        store.apply_batch(POLICY, Batch(records=[mail(1, no_text=True), mail(2, "kim@kunde.example", reply_to=1)]))
+    view = StoreView(store, "mail")
+    view.read_ahead()
+    with store.transaction():  # changes the answer after it was read ahead
+        store.apply_batch(POLICY, Batch(records=[mail(1)], rereads=[Location("INBOX", "1:1")]))
+    assert [loc.local_id for loc in view.rereads()] == ["1:1"]  # read ahead: no batch stored in the pull yet
+    assert view.rereads() == []  # asked again: the store's answer
+    view.read_ahead()
+    with store.transaction():
+        store.apply_batch(POLICY, Batch(records=[mail(3, no_text=True), mail(4, "kim@kunde.example", reply_to=3)]))
+    view.stale()  # what the engine says before it stores a batch of the pull
+    assert [loc.local_id for loc in view.rereads()] == ["1:3"]
+    store.close()
