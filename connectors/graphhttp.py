@@ -21,7 +21,12 @@ What it keeps of a requests-like session:
 - TLS verified by default: the configured ``ca_file`` only (as ``verify=
   path`` did), else the system's trust store (``ssl.create_default_context``,
   which honours SSL_CERT_FILE / SSL_CERT_DIR); host names checked;
-- a timeout per connect and per read (``timeout`` of the source);
+- a timeout per connect and per read (``timeout`` of the source), and one
+  for the whole answer (``deadline``, :data:`ANSWER_DEADLINE` by default,
+  never less than ``timeout``): a server that trickles a byte every few
+  seconds passes every read timeout, but not this one (status line,
+  headers and body each read within what is left of it, see
+  :class:`_Deadline`);
 - gzip-encoded answers (``Accept-Encoding: gzip``, as Graph offers);
 - ``https_proxy`` / ``no_proxy`` from the environment, CONNECT tunnel,
   user:password of the proxy URL as Basic auth (an http:// proxy only; its
@@ -38,6 +43,7 @@ fails) and :class:`HTTPError` (connect, read, timeout, a broken answer), both
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
 import json as _json
 import os
@@ -45,12 +51,16 @@ import select
 import socket
 import ssl
 import threading
+import time
 import zlib
 from typing import Any, Mapping
 from urllib.parse import unquote, urlencode, urlsplit
 
 USER_AGENT = "crm-bridge (m365)"
 _RETRYABLE = ("GET", "HEAD", "OPTIONS")
+#: seconds one request may take in all, from sending it to the last byte of the answer (a page of 1,000
+#: items is a few MB: well within it on a slow line); a ``timeout`` above it raises it
+ANSWER_DEADLINE = 300.0
 
 
 class HTTPError(OSError):
@@ -89,6 +99,52 @@ def _ssl_context(verify: bool | str) -> ssl.SSLContext:
     if isinstance(verify, str):  # only the configured CA file (requests' verify=path)
         return ssl.create_default_context(cafile=verify)
     return ssl.create_default_context()
+
+
+class _Deadline:
+    """The socket of one answer as :class:`http.client.HTTPResponse` reads it: each read waits at most for the
+    read timeout and for what is left until the deadline; past it, ``socket.timeout`` (as a read timeout).
+
+    Only ``makefile`` / ``recv_into`` are used by the response (through :class:`socket.SocketIO`); the file
+    counts as one of the socket's own (``_io_refs``), so a connection closed while its answer is still read
+    (``Connection: close``) closes the socket only once the answer is done, as with the socket's ``makefile``.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float, timeout: float, limit: float) -> None:
+        self.sock, self.deadline, self.timeout, self.limit = sock, deadline, timeout, limit
+        self._wait = timeout  # the socket's timeout now (set by the session before the request)
+
+    def makefile(self, mode: str = "rb", *_args: Any, **_kwargs: Any) -> Any:
+        import io
+
+        self.sock._io_refs += 1  # type: ignore[attr-defined]
+        return io.BufferedReader(socket.SocketIO(self, "rb"))  # type: ignore[arg-type]
+
+    def _decref_socketios(self) -> None:
+        self.sock._decref_socketios()  # type: ignore[attr-defined]
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout(f"no complete answer within {self.limit:g} s")
+        if left < self._wait:
+            self._wait = left
+            self.sock.settimeout(left)
+        try:
+            return self.sock.recv_into(buffer, nbytes, flags)
+        except socket.timeout:
+            if time.monotonic() >= self.deadline:
+                raise socket.timeout(f"no complete answer within {self.limit:g} s") from None
+            raise
+
+
+class _TimedResponse(http.client.HTTPResponse):
+    def __init__(self, sock: socket.socket, *args: Any, deadline: float, timeout: float, limit: float,
+                 **kwargs: Any) -> None:
+        super().__init__(_Deadline(sock, deadline, timeout, limit), *args, **kwargs)  # type: ignore[arg-type]
 
 
 def _proxy_for(host: str) -> tuple[str, int, dict[str, str]] | None:
@@ -132,8 +188,9 @@ def _dropped(conn: http.client.HTTPConnection) -> bool:
 class Session:
     """A pool of kept-alive HTTPS connections, shared by threads."""
 
-    def __init__(self, verify: bool | str = True, timeout: float = 120.0, max_idle: int = 4):
-        self.verify, self.timeout, self.max_idle = verify, timeout, max_idle
+    def __init__(self, verify: bool | str = True, timeout: float = 120.0, max_idle: int = 4,
+                 deadline: float = ANSWER_DEADLINE):
+        self.verify, self.timeout, self.max_idle, self.deadline = verify, timeout, max_idle, deadline
         self._ctx: ssl.SSLContext | None = None
         self._idle: dict[tuple[str, int], list[http.client.HTTPSConnection]] = {}
         self._lock = threading.Lock()
@@ -198,6 +255,8 @@ class Session:
         key = (host, port)
         wait = self.timeout if timeout is None else float(timeout)
         where = f"{host}:{port}" if port != 443 else host
+        limit = max(self.deadline, wait)
+        timed = functools.partial(_TimedResponse, deadline=time.monotonic() + limit, timeout=wait, limit=limit)
         for attempt in (0, 1):
             conn = self._take(key)
             reused = conn is not None
@@ -206,6 +265,7 @@ class Session:
             elif conn.sock is not None:
                 conn.sock.settimeout(wait)
             answered = False
+            conn.response_class = timed  # type: ignore[assignment]
             try:
                 conn.request(method, target, body=body, headers=send)
                 resp = conn.getresponse()
