@@ -20,6 +20,9 @@ The answer decides:
   the connector reads every folder through exchangelib from the same
   stored cursor.  The probe's answer is thrown away, so nothing it saw is
   lost; exchangelib's path handles every error as before;
+* a server that ends the connection after the NTLM challenge (``Connection:
+  close``, HTTP/1.0): ``None`` (the handshake cannot complete on one
+  connection; a password is not called wrong for that);
 * HTTP 401 to a password (Basic or NTLM): :class:`~connectors.base.AuthError`
   at once, with the connector's own line; a wrong password is not sent
   again.  An OAuth token refused once is renewed as exchangelib's path does
@@ -169,8 +172,8 @@ class Probe:
             except Exception as exc:  # http.client's own (BadStatusLine, RemoteDisconnected...)
                 self.close()
                 raise HandOver(f"connection problem: {type(exc).__name__}") from None
-            if response.getheader("Connection", "").lower() == "close":
-                self.close()
+            if response.will_close:  # "Connection: close", or HTTP/1.0 without keep-alive: http.client has
+                self.close()         # closed the socket; the next request goes out on a new connection
             return response.status, response, data
         raise HandOver("connection problem")
 
@@ -208,6 +211,10 @@ class Probe:
         status, response, data = self._post(body, "NTLM " + base64.b64encode(ctx.step() or b"").decode())
         if status != 401:
             return status, data
+        if response.will_close:
+            # NTLM authenticates the connection (MS-NLMP): the AUTHENTICATE leg on a new one would be refused and
+            # look like a wrong password; exchangelib's path meets the server as a first run does
+            raise HandOver("the server ends the connection during the NTLM handshake")
         found = re.search(r"NTLM\s+([A-Za-z0-9+/=]+)", response.getheader("WWW-Authenticate", "") or "")
         if found is None or self.conn is None:
             raise HandOver("no NTLM challenge")

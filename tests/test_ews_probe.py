@@ -198,3 +198,47 @@ def test_the_probe_verifies_tls_as_the_source_says(tmp_path, monkeypatch):
             with pytest.raises(ConnectorError) as err:  # exchangelib's path says it, in one line
                 pull(emulator, cursor=first.cursor, ca_file=str(bad), **opts)
             assert "\n" not in str(err.value) and emulator.requests == []
+
+
+@pytest.mark.parametrize("switch", ["connection-close", "http-1.0"])
+def test_an_ntlm_probe_on_a_server_that_ends_each_connection_hands_over_and_calls_no_password_wrong(
+        ews, tmp_path, switch):
+    """NTLM authenticates a connection: where the server ends it after the challenge (IIS with keep-alive off:
+    ``Connection: close``; an HTTP/1.0 server or proxy: no header at all), the AUTHENTICATE leg would go out on a
+    new connection and be refused. The probe hands over to exchangelib's path instead of calling the password
+    wrong itself; a run then ends as a first run (exchangelib's path from the start) does."""
+    from crm_bridge.connectors.ewsprobe import HandOver, Probe
+
+    mail(ews, "eins")
+    opts = auth_options(ews, "ntlm", tmp_path)
+    conn = make_connector("ex", opts)
+    try:
+        cursor = [b.cursor for b in conn.pull(None, View()) if b.cursor][-1]
+    finally:
+        conn.close()
+    [(folder_id, state)] = [(e["id"], e["state"]) for e in cursor["folders"].values()]
+    probe = Probe(ews.url, verify=True, timeout=10, auth="ntlm", username=opts["username"],
+                  password=lambda: "service-pw")
+    assert probe.unchanged(cursor["server"]["api"], "alice@nordlicht.example", True, folder_id, state)
+    probe.close()
+    if switch == "connection-close":
+        ews.keep_alive = False
+    else:
+        ews.http_version = "HTTP/1.0"
+    before = ews.connections
+    with pytest.raises(HandOver, match="ends the connection"):
+        probe.unchanged(cursor["server"]["api"], "alice@nordlicht.example", True, folder_id, state)
+    probe.close()
+    assert ews.connections == before + 1  # the NEGOTIATE leg only: no AUTHENTICATE on a connection of its own
+
+    def outcome(start) -> str:
+        conn = make_connector("ex", opts)
+        try:
+            list(conn.pull(start, View()))
+            return "ok"
+        except ConnectorError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            conn.close()
+
+    assert outcome(cursor) == outcome(None)  # (exchangelib's own words: not this module's to change)

@@ -17,6 +17,18 @@ optionally only those of one operation:
 ``http``     a bare HTTP status (401, 500, 503) with an IIS error page
 ``drop``     the status line, headers and half the body, then the socket closes
 ``slow``     the right answer after ``delay`` seconds
+
+Connection switches (attributes, for every request from then on):
+
+``keep_alive = False``   IIS with "HTTP keep-alive" switched off: every answer
+                         says ``Connection: close`` and the connection ends
+                         with it.  An NTLM handshake belongs to its connection
+                         (as in IIS), so it cannot complete: the AUTHENTICATE
+                         leg arrives on a new connection that never saw the
+                         NEGOTIATE, and is answered 401 with the challenge.
+``http_version = "HTTP/1.0"``  answers as an HTTP/1.0 server (or a proxy of
+                         that kind in front of IIS): no ``Connection`` header,
+                         the connection ends after each answer.
 """
 
 from __future__ import annotations
@@ -80,6 +92,9 @@ class EwsEmulator:
         self.bearer_tokens: dict[str, str] = {}  # access token -> user (accept_token)
         self.refused_tokens: list[str] = []  # bearer tokens answered with 401, in order
         self.domain = domain  # the NetBIOS domain NTLM clients may name ("EXAMPLE\\user")
+        self.keep_alive = True  # False: "Connection: close" on every answer (IIS with keep-alive off)
+        self.http_version = "HTTP/1.1"  # "HTTP/1.0": answers as an HTTP/1.0 server does, closing each connection
+        self.connections = 0  # TCP connections accepted
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"emulator": self})
         self.httpd = ClosingHTTPServer((host, port), handler)
@@ -180,6 +195,17 @@ class _Handler(BaseHTTPRequestHandler):
     # TCP_NODELAY, as IIS: with Nagle's algorithm the body of a small answer (written after its headers) waited
     # for the client's delayed ACK of the headers, 40 ms on every GetFolder, ConvertId, ... over keep-alive
     disable_nagle_algorithm = True
+
+    def setup(self) -> None:
+        super().setup()
+        self.protocol_version = self.emulator.http_version
+        with self.emulator._lock:
+            self.emulator.connections += 1
+
+    def end_headers(self) -> None:
+        if not self.emulator.keep_alive and self.protocol_version >= "HTTP/1.1":
+            self.send_header("Connection", "close")  # (send_header also ends the connection after the answer)
+        super().end_headers()
 
     def handle(self) -> None:
         try:
