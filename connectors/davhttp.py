@@ -242,16 +242,11 @@ class _Http:
         self._local = __import__("threading").local()
 
     def _context(self) -> Any:
-        import ssl
+        if self._ssl is None:  # (a CA that cannot serve: ConfigError, one line naming it)
+            from .tls import context
 
-        if self._ssl is None:
-            if self.verify is False:
-                ctx = ssl.create_default_context()
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            else:
-                ctx = ssl.create_default_context(cafile=self.verify if isinstance(self.verify, str) else None)
-            self._ssl = ctx
+            ca = self.verify if isinstance(self.verify, str) else None
+            self._ssl = context(ca, verify=self.verify is not False, label=f"sources.{self.source}.verify_tls")
         return self._ssl
 
     def _connection(self, scheme: str, netloc: str) -> Any:

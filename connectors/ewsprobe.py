@@ -32,7 +32,9 @@ The request carries what exchangelib's would: ``RequestServerVersion``,
 ``ExchangeImpersonation`` with ``access = "impersonation"``, the same
 ``Authorization`` (Basic, NTLM through spnego, Bearer), the source's
 ``verify_tls`` / ``ca_file`` (else the CA bundle requests would use), the
-source's ``timeout``.
+source's ``timeout``.  A CA file that cannot serve (missing, holding no
+certificate) is :class:`~connectors.base.ConfigError`, one line naming it
+(:mod:`connectors.tls`).
 """
 
 from __future__ import annotations
@@ -120,21 +122,24 @@ class Probe:
         self.verify, self.timeout = verify, timeout
         self.auth, self.username, self.password, self.token = auth, username, password, token
         self.conn: Any = None
+        self._ssl: Any = None
 
     # -- transport -------------------------------------------------------------
     def _context(self) -> Any:
-        import ssl
+        """The CA the source names, else the bundle requests would use, not the system's store: exchangelib's
+        path (requests) trusts REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE, else certifi's bundle, and the probe must
+        trust exactly that. A probe that trusted the system's store could pass a server that exchangelib then
+        refuses (or refuse one it passes): runs without changes would succeed while runs with changes fail."""
+        from crm_bridge.connectors.tls import context
 
         if self.verify is False:
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            return ctx
-        where = self.verify if isinstance(self.verify, str) else (
-            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or _certifi())
-        if where and os.path.isdir(where):
-            return ssl.create_default_context(capath=where)
-        return ssl.create_default_context(cafile=where) if where else ssl.create_default_context()
+            return context(verify=False)
+        if isinstance(self.verify, str):
+            return context(self.verify)
+        for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            if os.environ.get(name):
+                return context(os.environ[name], label=name)
+        return context(_certifi(), label="certifi's CA bundle")
 
     def _connection(self) -> Any:
         if self.conn is None:
@@ -142,8 +147,9 @@ class Probe:
 
             host, port = self.parts.hostname or "", self.parts.port
             if self.parts.scheme == "https":
-                self.conn = http.client.HTTPSConnection(host, port, timeout=self.timeout,
-                                                        context=self._context())
+                if self._ssl is None:
+                    self._ssl = self._context()
+                self.conn = http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self._ssl)
             else:
                 self.conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
         return self.conn
@@ -159,8 +165,8 @@ class Probe:
         if authorization:
             headers["Authorization"] = authorization
         for attempt in (0, 1):
+            conn = self._connection()  # (a CA file that cannot serve: ConfigError, one line naming it)
             try:
-                conn = self._connection()  # (a CA file that cannot be read: exchangelib's path says so)
                 conn.request("POST", self.path, body=body, headers=headers)
                 response = conn.getresponse()
                 data = response.read()

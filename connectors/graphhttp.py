@@ -18,9 +18,9 @@ What it keeps of a requests-like session:
   kept-alive connection that fails before an answer arrives (not a
   timeout) is retried once on a fresh one for GET (never for POST/PATCH:
   the server may have acted on it);
-- TLS verified by default: the configured ``ca_file`` only (as ``verify=
-  path`` did), else the system's trust store (``ssl.create_default_context``,
-  which honours SSL_CERT_FILE / SSL_CERT_DIR); host names checked;
+- TLS verified by default (:func:`connectors.tls.context`): the configured
+  ``ca_file`` only (as ``verify=path`` did), else the system's trust store
+  (which honours SSL_CERT_FILE / SSL_CERT_DIR); host names checked;
 - a timeout per connect and per read (``timeout`` of the source), and one
   for the whole answer (``deadline``, :data:`ANSWER_DEADLINE` by default,
   never less than ``timeout``): a server that trickles a byte every few
@@ -37,7 +37,9 @@ What it keeps of a requests-like session:
 
 Errors: :class:`TLSError` (the certificate is not trusted, or the handshake
 fails) and :class:`HTTPError` (connect, read, timeout, a broken answer), both
-``OSError``; the message names the host, never a header (so no token).
+``OSError``; the message names the host, never a header (so no token).  A
+``ca_file`` that cannot serve (missing, holding no certificate) is a
+:class:`connectors.base.ConfigError` naming it, raised by the first request.
 """
 
 from __future__ import annotations
@@ -88,17 +90,6 @@ class Response:
     def raise_for_status(self) -> None:
         if self.status_code >= 400:
             raise HTTPError(f"HTTP {self.status_code} from {self.url.split('?')[0]}")
-
-
-def _ssl_context(verify: bool | str) -> ssl.SSLContext:
-    if verify is False:  # only for a caller that asks for it explicitly; the connector always verifies
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-    if isinstance(verify, str):  # only the configured CA file (requests' verify=path)
-        return ssl.create_default_context(cafile=verify)
-    return ssl.create_default_context()
 
 
 class _Deadline:
@@ -197,11 +188,11 @@ class Session:
         self._closed = False
 
     def _context(self) -> ssl.SSLContext:
-        if self._ctx is None:
-            try:
-                self._ctx = _ssl_context(self.verify)
-            except (OSError, ValueError) as exc:
-                raise TLSError(f"the CA file {self.verify} could not be read ({type(exc).__name__})") from None
+        if self._ctx is None:  # (a CA file that cannot serve: ConfigError, one line naming it)
+            from crm_bridge.connectors.tls import context
+
+            ca = self.verify if isinstance(self.verify, str) else None
+            self._ctx = context(ca, verify=self.verify is not False, label="ca_file")
         return self._ctx
 
     def _take(self, key: tuple[str, int]) -> http.client.HTTPSConnection | None:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from crm_bridge.connectors.base import ConfigError
 from crm_bridge.connectors.graphhttp import HTTPError, Session, TLSError, _proxy_for
 from tests.graph_emulator.server import GraphEmulator, _self_signed
 from tests.closing_server import ClosingHTTPServer
@@ -260,7 +261,7 @@ def test_tls_is_verified_by_default_and_against_the_configured_ca_file(srv, tmp_
     other, _key = _self_signed(tmp_path)
     with pytest.raises(TLSError):  # a CA file, but not the one that signed the server's certificate
         Session(str(other), timeout=5).get(f"{srv.base}/ok")
-    with pytest.raises(TLSError, match="could not be read"):
+    with pytest.raises(ConfigError, match="missing.pem: no such file"):
         Session(str(tmp_path / "missing.pem"), timeout=5).get(f"{srv.base}/ok")
     assert Session(srv.ca_file, timeout=5).get(f"{srv.base}/ok").status_code == 200
     assert [p for _m, p, _h, _b in srv.seen] == ["/ok"]
