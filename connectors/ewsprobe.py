@@ -15,8 +15,9 @@ The answer decides:
   (:meth:`Probe.run` returns the new states);
 * a change anywhere, or anything this module does not handle itself
   (an error response such as ``ErrorInvalidSyncStateData`` or
-  ``ErrorServerBusy``, HTTP 5xx, a dropped connection, a TLS failure, a
-  proxy in the environment, a token refused twice over...): ``None``, and
+  ``ErrorServerBusy``, HTTP 5xx, a dropped connection, a TLS failure, an
+  answer not complete within :data:`ANSWER_DEADLINE`, a proxy in the
+  environment, a token refused twice over...): ``None``, and
   the connector reads every folder through exchangelib from the same
   stored cursor.  The probe's answer is thrown away, so nothing it saw is
   lost; exchangelib's path handles every error as before;
@@ -46,11 +47,14 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from crm_bridge.connectors.base import AuthError
+from crm_bridge.connectors.deadline import arm as arm_deadline
 
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 M = "http://schemas.microsoft.com/exchange/services/2006/messages"
 T = "http://schemas.microsoft.com/exchange/services/2006/types"
 _PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy")
+#: seconds one answer may take in all (never less than the source's timeout): see connectors/deadline.py
+ANSWER_DEADLINE = 300.0
 
 
 def escape(text: str) -> str:
@@ -111,7 +115,7 @@ class Probe:
     """
 
     def __init__(self, url: str, *, verify: Any, timeout: int, auth: str, username: str,
-                 password: Callable[[], str], token: Any = None) -> None:
+                 password: Callable[[], str], token: Any = None, deadline: float = ANSWER_DEADLINE) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise HandOver("not an http(s) URL")
@@ -120,6 +124,7 @@ class Probe:
         self.url, self.parts = url, parts
         self.path = parts.path + (f"?{parts.query}" if parts.query else "")
         self.verify, self.timeout = verify, timeout
+        self.limit = max(deadline, timeout)  # one answer in all (a server trickling bytes: handed over)
         self.auth, self.username, self.password, self.token = auth, username, password, token
         self.conn: Any = None
         self._ssl: Any = None
@@ -166,6 +171,7 @@ class Probe:
             headers["Authorization"] = authorization
         for attempt in (0, 1):
             conn = self._connection()  # (a CA file that cannot serve: ConfigError, one line naming it)
+            arm_deadline(conn, self.timeout, self.limit)
             try:
                 conn.request("POST", self.path, body=body, headers=headers)
                 response = conn.getresponse()

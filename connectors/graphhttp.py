@@ -26,7 +26,7 @@ What it keeps of a requests-like session:
   never less than ``timeout``): a server that trickles a byte every few
   seconds passes every read timeout, but not this one (status line,
   headers and body each read within what is left of it, see
-  :class:`_Deadline`);
+  :mod:`connectors.deadline`);
 - gzip-encoded answers (``Accept-Encoding: gzip``, as Graph offers);
 - ``https_proxy`` / ``no_proxy`` from the environment, CONNECT tunnel,
   user:password of the proxy URL as Basic auth (an http:// proxy only; its
@@ -45,7 +45,6 @@ fails) and :class:`HTTPError` (connect, read, timeout, a broken answer), both
 from __future__ import annotations
 
 import base64
-import functools
 import http.client
 import json as _json
 import os
@@ -53,10 +52,11 @@ import select
 import socket
 import ssl
 import threading
-import time
 import zlib
 from typing import Any, Mapping
 from urllib.parse import unquote, urlencode, urlsplit
+
+from crm_bridge.connectors.deadline import arm as arm_deadline
 
 USER_AGENT = "crm-bridge (m365)"
 _RETRYABLE = ("GET", "HEAD", "OPTIONS")
@@ -90,52 +90,6 @@ class Response:
     def raise_for_status(self) -> None:
         if self.status_code >= 400:
             raise HTTPError(f"HTTP {self.status_code} from {self.url.split('?')[0]}")
-
-
-class _Deadline:
-    """The socket of one answer as :class:`http.client.HTTPResponse` reads it: each read waits at most for the
-    read timeout and for what is left until the deadline; past it, ``socket.timeout`` (as a read timeout).
-
-    Only ``makefile`` / ``recv_into`` are used by the response (through :class:`socket.SocketIO`); the file
-    counts as one of the socket's own (``_io_refs``), so a connection closed while its answer is still read
-    (``Connection: close``) closes the socket only once the answer is done, as with the socket's ``makefile``.
-    """
-
-    def __init__(self, sock: socket.socket, deadline: float, timeout: float, limit: float) -> None:
-        self.sock, self.deadline, self.timeout, self.limit = sock, deadline, timeout, limit
-        self._wait = timeout  # the socket's timeout now (set by the session before the request)
-
-    def makefile(self, mode: str = "rb", *_args: Any, **_kwargs: Any) -> Any:
-        import io
-
-        self.sock._io_refs += 1  # type: ignore[attr-defined]
-        return io.BufferedReader(socket.SocketIO(self, "rb"))  # type: ignore[arg-type]
-
-    def _decref_socketios(self) -> None:
-        self.sock._decref_socketios()  # type: ignore[attr-defined]
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise socket.timeout(f"no complete answer within {self.limit:g} s")
-        if left < self._wait:
-            self._wait = left
-            self.sock.settimeout(left)
-        try:
-            return self.sock.recv_into(buffer, nbytes, flags)
-        except socket.timeout:
-            if time.monotonic() >= self.deadline:
-                raise socket.timeout(f"no complete answer within {self.limit:g} s") from None
-            raise
-
-
-class _TimedResponse(http.client.HTTPResponse):
-    def __init__(self, sock: socket.socket, *args: Any, deadline: float, timeout: float, limit: float,
-                 **kwargs: Any) -> None:
-        super().__init__(_Deadline(sock, deadline, timeout, limit), *args, **kwargs)  # type: ignore[arg-type]
 
 
 def _proxy_for(host: str) -> tuple[str, int, dict[str, str]] | None:
@@ -247,16 +201,13 @@ class Session:
         wait = self.timeout if timeout is None else float(timeout)
         where = f"{host}:{port}" if port != 443 else host
         limit = max(self.deadline, wait)
-        timed = functools.partial(_TimedResponse, deadline=time.monotonic() + limit, timeout=wait, limit=limit)
         for attempt in (0, 1):
             conn = self._take(key)
             reused = conn is not None
             if conn is None:
                 conn = self._new(host, port, wait)
-            elif conn.sock is not None:
-                conn.sock.settimeout(wait)
+            arm_deadline(conn, wait, limit)  # (the whole answer within limit, each read within wait)
             answered = False
-            conn.response_class = timed  # type: ignore[assignment]
             try:
                 conn.request(method, target, body=body, headers=send)
                 resp = conn.getresponse()

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -242,3 +243,25 @@ def test_an_ntlm_probe_on_a_server_that_ends_each_connection_hands_over_and_call
             conn.close()
 
     assert outcome(cursor) == outcome(None)  # (exchangelib's own words: not this module's to change)
+
+
+def test_a_probe_answer_that_trickles_in_is_handed_over_at_the_deadline(ews):
+    """A byte of the answer every 0.2 s passes a read timeout of 1 s for ever; the deadline of the whole answer
+    ends it, and the probe hands over (exchangelib's path asks again)."""
+    from crm_bridge.connectors.ewsprobe import HandOver, Probe
+
+    mail(ews, "eins")
+    first = pull(ews, folders=["inbox"], calendar=False, contacts=False)
+    [(folder_id, state)] = [(e["id"], e["state"]) for e in first.cursor["folders"].values()]
+    probe = Probe(ews.url, verify=True, timeout=1, auth="basic", username="svc-crm", password=lambda: "service-pw",
+                  deadline=1.5)
+    ews.fail("trickle", operation="SyncFolderItems", delay=0.2)
+    started = time.monotonic()
+    try:
+        with pytest.raises(HandOver, match="connection problem"):
+            probe.unchanged(first.cursor["server"]["api"], "alice@nordlicht.example", True, folder_id, state)
+    finally:
+        probe.close()
+    assert time.monotonic() - started < 3.5
+    assert probe.unchanged(first.cursor["server"]["api"], "alice@nordlicht.example", True, folder_id, state)
+    probe.close()
