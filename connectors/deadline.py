@@ -55,7 +55,7 @@ class _Deadline:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+    def recv_into(self, buffer: Any) -> int:  # (all socket.SocketIO asks)
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise socket.timeout(message(self.limit))
@@ -63,7 +63,7 @@ class _Deadline:
         if self.sock.gettimeout() != wait:
             self.sock.settimeout(wait)
         try:
-            return self.sock.recv_into(buffer, nbytes, flags)
+            return self.sock.recv_into(buffer)
         except socket.timeout:
             if time.monotonic() >= self.deadline:
                 raise socket.timeout(message(self.limit)) from None
