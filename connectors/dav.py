@@ -2,8 +2,11 @@
 
 The two connectors differ only in class attributes (which home set, which
 resource type, which multiget, which parser), the way vdirsyncer's
-storages do; what they share is :class:`connectors.davsync._DavConnector`,
-and the HTTP client they talk through is :mod:`connectors.davhttp`.
+storages do; what they share is :class:`connectors.davsync._DavConnector`
+(reading and writing), built on
+:class:`connectors.davcollections._DavCollections` (options, finding the
+collections and whether they moved); the HTTP client they talk through is
+:mod:`connectors.davhttp`.
 """
 
 from __future__ import annotations

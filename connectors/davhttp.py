@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping
 from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
 from .base import AuthError, SourceUnavailable, TransientError
+from .deadline import arm as arm_deadline
 
 DAV = "DAV:"
 CALDAV = "urn:ietf:params:xml:ns:caldav"
@@ -205,7 +206,8 @@ class _Http:
 
     Time is bounded twice: every socket operation by ``timeout``, and the
     whole answer to one request by :attr:`ANSWER_TIMEOUTS` times it (a
-    server that drips a byte now and then cannot hold a run for ever).
+    server that drips a byte now and then, in the headers or the body,
+    cannot hold a run for ever: :mod:`connectors.deadline`).
     """
 
     MAX_REDIRECTS = 5
@@ -242,16 +244,11 @@ class _Http:
         self._local = __import__("threading").local()
 
     def _context(self) -> Any:
-        import ssl
+        if self._ssl is None:  # (a CA that cannot serve: ConfigError, one line naming it)
+            from .tls import context
 
-        if self._ssl is None:
-            if self.verify is False:
-                ctx = ssl.create_default_context()
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            else:
-                ctx = ssl.create_default_context(cafile=self.verify if isinstance(self.verify, str) else None)
-            self._ssl = ctx
+            ca = self.verify if isinstance(self.verify, str) else None
+            self._ssl = context(ca, verify=self.verify is not False, label=f"sources.{self.source}.verify_tls")
         return self._ssl
 
     def _connection(self, scheme: str, netloc: str) -> Any:
@@ -320,13 +317,15 @@ class _Http:
         auth = self._authorization(method, path) if self._may_authenticate(url) else None
         if auth:
             hdrs["Authorization"] = auth
+        limit = self.ANSWER_TIMEOUTS * self.timeout
         for attempt in range(2):  # a kept-alive connection the server closed meanwhile: once more, fresh
             conn = self._connection(parts.scheme, parts.netloc)
             self.count += 1
+            arm_deadline(conn, self.timeout, limit)  # status line, headers and body: all within limit
             try:
                 conn.request(method, path, body=data, headers=hdrs)
                 raw = conn.getresponse()
-                content = self._read(raw, method, url)
+                content = raw.read()
             except ssl.SSLError as exc:
                 conn.close()
                 if "WRONG_VERSION_NUMBER" in str(exc) or "record layer failure" in str(exc):
@@ -365,24 +364,6 @@ class _Http:
                 conn.close()
             return raw.status, raw.headers, content
         raise TransientError(f"{self.source}: {method} {url}: connection closed")  # pragma: no cover
-
-    def _read(self, raw: Any, method: str, url: str) -> bytes:
-        """The body of ``raw``, in pieces, within :attr:`ANSWER_TIMEOUTS` x ``timeout``."""
-        import socket
-        import time as _time
-
-        deadline = _time.monotonic() + self.ANSWER_TIMEOUTS * self.timeout
-        pieces = []
-        while True:
-            # read1: what has arrived (read(n) would wait for all n bytes, past the deadline)
-            piece = raw.read1(256 * 1024)
-            if not piece:
-                pieces.append(raw.read())  # the end: read() closes the answer, read1 may not
-                break
-            pieces.append(piece)
-            if _time.monotonic() > deadline:
-                raise socket.timeout(f"the answer took longer than {self.ANSWER_TIMEOUTS * self.timeout:.0f} s")
-        return b"".join(pieces)
 
     def _may_authenticate(self, url: str) -> bool:
         return self.origin is None or _origin(url) == self.origin

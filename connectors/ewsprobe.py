@@ -15,11 +15,15 @@ The answer decides:
   (:meth:`Probe.run` returns the new states);
 * a change anywhere, or anything this module does not handle itself
   (an error response such as ``ErrorInvalidSyncStateData`` or
-  ``ErrorServerBusy``, HTTP 5xx, a dropped connection, a TLS failure, a
-  proxy in the environment, a token refused twice over...): ``None``, and
+  ``ErrorServerBusy``, HTTP 5xx, a dropped connection, a TLS failure, an
+  answer not complete within :data:`ANSWER_DEADLINE`, a proxy in the
+  environment, a token refused twice over...): ``None``, and
   the connector reads every folder through exchangelib from the same
   stored cursor.  The probe's answer is thrown away, so nothing it saw is
   lost; exchangelib's path handles every error as before;
+* a server that ends the connection after the NTLM challenge (``Connection:
+  close``, HTTP/1.0): ``None`` (the handshake cannot complete on one
+  connection; a password is not called wrong for that);
 * HTTP 401 to a password (Basic or NTLM): :class:`~connectors.base.AuthError`
   at once, with the connector's own line; a wrong password is not sent
   again.  An OAuth token refused once is renewed as exchangelib's path does
@@ -29,7 +33,9 @@ The request carries what exchangelib's would: ``RequestServerVersion``,
 ``ExchangeImpersonation`` with ``access = "impersonation"``, the same
 ``Authorization`` (Basic, NTLM through spnego, Bearer), the source's
 ``verify_tls`` / ``ca_file`` (else the CA bundle requests would use), the
-source's ``timeout``.
+source's ``timeout``.  A CA file that cannot serve (missing, holding no
+certificate) is :class:`~connectors.base.ConfigError`, one line naming it
+(:mod:`connectors.tls`).
 """
 
 from __future__ import annotations
@@ -41,11 +47,14 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from crm_bridge.connectors.base import AuthError
+from crm_bridge.connectors.deadline import arm as arm_deadline
 
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 M = "http://schemas.microsoft.com/exchange/services/2006/messages"
 T = "http://schemas.microsoft.com/exchange/services/2006/types"
 _PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy")
+#: seconds one answer may take in all (never less than the source's timeout): see connectors/deadline.py
+ANSWER_DEADLINE = 300.0
 
 
 def escape(text: str) -> str:
@@ -106,7 +115,7 @@ class Probe:
     """
 
     def __init__(self, url: str, *, verify: Any, timeout: int, auth: str, username: str,
-                 password: Callable[[], str], token: Any = None) -> None:
+                 password: Callable[[], str], token: Any = None, deadline: float = ANSWER_DEADLINE) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise HandOver("not an http(s) URL")
@@ -115,23 +124,27 @@ class Probe:
         self.url, self.parts = url, parts
         self.path = parts.path + (f"?{parts.query}" if parts.query else "")
         self.verify, self.timeout = verify, timeout
+        self.limit = max(deadline, timeout)  # one answer in all (a server trickling bytes: handed over)
         self.auth, self.username, self.password, self.token = auth, username, password, token
         self.conn: Any = None
+        self._ssl: Any = None
 
     # -- transport -------------------------------------------------------------
     def _context(self) -> Any:
-        import ssl
+        """The CA the source names, else the bundle requests would use, not the system's store: exchangelib's
+        path (requests) trusts REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE, else certifi's bundle, and the probe must
+        trust exactly that. A probe that trusted the system's store could pass a server that exchangelib then
+        refuses (or refuse one it passes): runs without changes would succeed while runs with changes fail."""
+        from crm_bridge.connectors.tls import context
 
         if self.verify is False:
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            return ctx
-        where = self.verify if isinstance(self.verify, str) else (
-            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or _certifi())
-        if where and os.path.isdir(where):
-            return ssl.create_default_context(capath=where)
-        return ssl.create_default_context(cafile=where) if where else ssl.create_default_context()
+            return context(verify=False)
+        if isinstance(self.verify, str):
+            return context(self.verify)
+        for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            if os.environ.get(name):
+                return context(os.environ[name], label=name)
+        return context(_certifi(), label="certifi's CA bundle")
 
     def _connection(self) -> Any:
         if self.conn is None:
@@ -139,8 +152,9 @@ class Probe:
 
             host, port = self.parts.hostname or "", self.parts.port
             if self.parts.scheme == "https":
-                self.conn = http.client.HTTPSConnection(host, port, timeout=self.timeout,
-                                                        context=self._context())
+                if self._ssl is None:
+                    self._ssl = self._context()
+                self.conn = http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self._ssl)
             else:
                 self.conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
         return self.conn
@@ -156,8 +170,9 @@ class Probe:
         if authorization:
             headers["Authorization"] = authorization
         for attempt in (0, 1):
+            conn = self._connection()  # (a CA file that cannot serve: ConfigError, one line naming it)
+            arm_deadline(conn, self.timeout, self.limit)
             try:
-                conn = self._connection()  # (a CA file that cannot be read: exchangelib's path says so)
                 conn.request("POST", self.path, body=body, headers=headers)
                 response = conn.getresponse()
                 data = response.read()
@@ -169,8 +184,8 @@ class Probe:
             except Exception as exc:  # http.client's own (BadStatusLine, RemoteDisconnected...)
                 self.close()
                 raise HandOver(f"connection problem: {type(exc).__name__}") from None
-            if response.getheader("Connection", "").lower() == "close":
-                self.close()
+            if response.will_close:  # "Connection: close", or HTTP/1.0 without keep-alive: http.client has
+                self.close()         # closed the socket; the next request goes out on a new connection
             return response.status, response, data
         raise HandOver("connection problem")
 
@@ -208,6 +223,10 @@ class Probe:
         status, response, data = self._post(body, "NTLM " + base64.b64encode(ctx.step() or b"").decode())
         if status != 401:
             return status, data
+        if response.will_close:
+            # NTLM authenticates the connection (MS-NLMP): the AUTHENTICATE leg on a new one would be refused and
+            # look like a wrong password; exchangelib's path meets the server as a first run does
+            raise HandOver("the server ends the connection during the NTLM handshake")
         found = re.search(r"NTLM\s+([A-Za-z0-9+/=]+)", response.getheader("WWW-Authenticate", "") or "")
         if found is None or self.conn is None:
             raise HandOver("no NTLM challenge")

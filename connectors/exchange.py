@@ -310,6 +310,10 @@ class ExchangeConnector(Connector):
         from exchangelib import BASIC, DELEGATE, IMPERSONATION, NTLM, OAUTH2, Account, Configuration, FailFast
         from exchangelib.version import Build, Version
 
+        if isinstance(self.verify, str):  # a CA that cannot serve: the probe's line naming it, not requests' error
+            from crm_bridge.connectors.tls import context
+
+            context(self.verify)
         url = self._discover()
         _Transport.install(url, self.verify)
         if self.auth == "oauth2" and url.startswith("http://"):

@@ -18,10 +18,15 @@ What it keeps of a requests-like session:
   kept-alive connection that fails before an answer arrives (not a
   timeout) is retried once on a fresh one for GET (never for POST/PATCH:
   the server may have acted on it);
-- TLS verified by default: the configured ``ca_file`` only (as ``verify=
-  path`` did), else the system's trust store (``ssl.create_default_context``,
-  which honours SSL_CERT_FILE / SSL_CERT_DIR); host names checked;
-- a timeout per connect and per read (``timeout`` of the source);
+- TLS verified by default (:func:`connectors.tls.context`): the configured
+  ``ca_file`` only (as ``verify=path`` did), else the system's trust store
+  (which honours SSL_CERT_FILE / SSL_CERT_DIR); host names checked;
+- a timeout per connect and per read (``timeout`` of the source), and one
+  for the whole answer (``deadline``, :data:`ANSWER_DEADLINE` by default,
+  never less than ``timeout``): a server that trickles a byte every few
+  seconds passes every read timeout, but not this one (status line,
+  headers and body each read within what is left of it, see
+  :mod:`connectors.deadline`);
 - gzip-encoded answers (``Accept-Encoding: gzip``, as Graph offers);
 - ``https_proxy`` / ``no_proxy`` from the environment, CONNECT tunnel,
   user:password of the proxy URL as Basic auth (an http:// proxy only; its
@@ -32,7 +37,9 @@ What it keeps of a requests-like session:
 
 Errors: :class:`TLSError` (the certificate is not trusted, or the handshake
 fails) and :class:`HTTPError` (connect, read, timeout, a broken answer), both
-``OSError``; the message names the host, never a header (so no token).
+``OSError``; the message names the host, never a header (so no token).  A
+``ca_file`` that cannot serve (missing, holding no certificate) is a
+:class:`connectors.base.ConfigError` naming it, raised by the first request.
 """
 
 from __future__ import annotations
@@ -49,8 +56,13 @@ import zlib
 from typing import Any, Mapping
 from urllib.parse import unquote, urlencode, urlsplit
 
+from crm_bridge.connectors.deadline import arm as arm_deadline
+
 USER_AGENT = "crm-bridge (m365)"
 _RETRYABLE = ("GET", "HEAD", "OPTIONS")
+#: seconds one request may take in all, from sending it to the last byte of the answer (a page of 1,000
+#: items is a few MB: well within it on a slow line); a ``timeout`` above it raises it
+ANSWER_DEADLINE = 300.0
 
 
 class HTTPError(OSError):
@@ -78,17 +90,6 @@ class Response:
     def raise_for_status(self) -> None:
         if self.status_code >= 400:
             raise HTTPError(f"HTTP {self.status_code} from {self.url.split('?')[0]}")
-
-
-def _ssl_context(verify: bool | str) -> ssl.SSLContext:
-    if verify is False:  # only for a caller that asks for it explicitly; the connector always verifies
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-    if isinstance(verify, str):  # only the configured CA file (requests' verify=path)
-        return ssl.create_default_context(cafile=verify)
-    return ssl.create_default_context()
 
 
 def _proxy_for(host: str) -> tuple[str, int, dict[str, str]] | None:
@@ -132,19 +133,20 @@ def _dropped(conn: http.client.HTTPConnection) -> bool:
 class Session:
     """A pool of kept-alive HTTPS connections, shared by threads."""
 
-    def __init__(self, verify: bool | str = True, timeout: float = 120.0, max_idle: int = 4):
-        self.verify, self.timeout, self.max_idle = verify, timeout, max_idle
+    def __init__(self, verify: bool | str = True, timeout: float = 120.0, max_idle: int = 4,
+                 deadline: float = ANSWER_DEADLINE):
+        self.verify, self.timeout, self.max_idle, self.deadline = verify, timeout, max_idle, deadline
         self._ctx: ssl.SSLContext | None = None
         self._idle: dict[tuple[str, int], list[http.client.HTTPSConnection]] = {}
         self._lock = threading.Lock()
         self._closed = False
 
     def _context(self) -> ssl.SSLContext:
-        if self._ctx is None:
-            try:
-                self._ctx = _ssl_context(self.verify)
-            except (OSError, ValueError) as exc:
-                raise TLSError(f"the CA file {self.verify} could not be read ({type(exc).__name__})") from None
+        if self._ctx is None:  # (a CA file that cannot serve: ConfigError, one line naming it)
+            from crm_bridge.connectors.tls import context
+
+            ca = self.verify if isinstance(self.verify, str) else None
+            self._ctx = context(ca, verify=self.verify is not False, label="ca_file")
         return self._ctx
 
     def _take(self, key: tuple[str, int]) -> http.client.HTTPSConnection | None:
@@ -198,13 +200,13 @@ class Session:
         key = (host, port)
         wait = self.timeout if timeout is None else float(timeout)
         where = f"{host}:{port}" if port != 443 else host
+        limit = max(self.deadline, wait)
         for attempt in (0, 1):
             conn = self._take(key)
             reused = conn is not None
             if conn is None:
                 conn = self._new(host, port, wait)
-            elif conn.sock is not None:
-                conn.sock.settimeout(wait)
+            arm_deadline(conn, wait, limit)  # (the whole answer within limit, each read within wait)
             answered = False
             try:
                 conn.request(method, target, body=body, headers=send)

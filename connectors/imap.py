@@ -458,16 +458,10 @@ class ImapConnector(Connector):
 
     # -- connection -----------------------------------------------------------
     def _ssl_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context()
-        if self.ca_file:
-            try:
-                ctx.load_verify_locations(cafile=self.ca_file)  # in addition to the system's CAs
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(f"sources.{self.name}.ca_file {self.ca_file!r} cannot be used: {exc}") from None
-        if not self.verify_tls:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+        from crm_bridge.connectors.tls import context  # (a ca_file that cannot serve: one line naming it)
+
+        # ca_file: trusted in addition to the system's CAs
+        return context(self.ca_file, verify=self.verify_tls, system=True, label=f"sources.{self.name}.ca_file")
 
     def _connect(self) -> Any:
         from imapclient import IMAPClient, SocketTimeout

@@ -338,6 +338,29 @@ def test_an_answer_that_never_ends_is_cut(monkeypatch):
         assert time.monotonic() - started < 4
 
 
+def test_an_answer_whose_headers_never_end_is_cut(monkeypatch):
+    """The same for a server that drips its status line and headers: the deadline is the whole answer's."""
+    def drip_head(handler, seen):
+        try:
+            handler.wfile.write(b"HTTP/1.1 207 Multi-Status\r\n")
+            for _ in range(200):
+                handler.wfile.write(b"X")
+                handler.wfile.flush()
+                time.sleep(0.05)
+        except OSError:
+            pass
+        handler.close_connection = True
+
+    from crm_bridge.connectors.davhttp import _Http
+
+    monkeypatch.setattr(_Http, "ANSWER_TIMEOUTS", 2)
+    with http_server(drip_head) as (url, _seen):
+        started = time.monotonic()
+        with pytest.raises(TransientError, match="longer than 1 s"):
+            pull({"url": url + "/", "allow_plaintext": True, "timeout": 0.5})
+        assert time.monotonic() - started < 4
+
+
 # ------------------------------------------------------------ the pushed address book
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -198,3 +199,69 @@ def test_the_probe_verifies_tls_as_the_source_says(tmp_path, monkeypatch):
             with pytest.raises(ConnectorError) as err:  # exchangelib's path says it, in one line
                 pull(emulator, cursor=first.cursor, ca_file=str(bad), **opts)
             assert "\n" not in str(err.value) and emulator.requests == []
+
+
+@pytest.mark.parametrize("switch", ["connection-close", "http-1.0"])
+def test_an_ntlm_probe_on_a_server_that_ends_each_connection_hands_over_and_calls_no_password_wrong(
+        ews, tmp_path, switch):
+    """NTLM authenticates a connection: where the server ends it after the challenge (IIS with keep-alive off:
+    ``Connection: close``; an HTTP/1.0 server or proxy: no header at all), the AUTHENTICATE leg would go out on a
+    new connection and be refused. The probe hands over to exchangelib's path instead of calling the password
+    wrong itself; a run then ends as a first run (exchangelib's path from the start) does."""
+    from crm_bridge.connectors.ewsprobe import HandOver, Probe
+
+    mail(ews, "eins")
+    opts = auth_options(ews, "ntlm", tmp_path)
+    conn = make_connector("ex", opts)
+    try:
+        cursor = [b.cursor for b in conn.pull(None, View()) if b.cursor][-1]
+    finally:
+        conn.close()
+    [(folder_id, state)] = [(e["id"], e["state"]) for e in cursor["folders"].values()]
+    probe = Probe(ews.url, verify=True, timeout=10, auth="ntlm", username=opts["username"],
+                  password=lambda: "service-pw")
+    assert probe.unchanged(cursor["server"]["api"], "alice@nordlicht.example", True, folder_id, state)
+    probe.close()
+    if switch == "connection-close":
+        ews.keep_alive = False
+    else:
+        ews.http_version = "HTTP/1.0"
+    before = ews.connections
+    with pytest.raises(HandOver, match="ends the connection"):
+        probe.unchanged(cursor["server"]["api"], "alice@nordlicht.example", True, folder_id, state)
+    probe.close()
+    assert ews.connections == before + 1  # the NEGOTIATE leg only: no AUTHENTICATE on a connection of its own
+
+    def outcome(start) -> str:
+        conn = make_connector("ex", opts)
+        try:
+            list(conn.pull(start, View()))
+            return "ok"
+        except ConnectorError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            conn.close()
+
+    assert outcome(cursor) == outcome(None)  # (exchangelib's own words: not this module's to change)
+
+
+def test_a_probe_answer_that_trickles_in_is_handed_over_at_the_deadline(ews):
+    """A byte of the answer every 0.2 s passes a read timeout of 1 s for ever; the deadline of the whole answer
+    ends it, and the probe hands over (exchangelib's path asks again)."""
+    from crm_bridge.connectors.ewsprobe import HandOver, Probe
+
+    mail(ews, "eins")
+    first = pull(ews, folders=["inbox"], calendar=False, contacts=False)
+    [(folder_id, state)] = [(e["id"], e["state"]) for e in first.cursor["folders"].values()]
+    probe = Probe(ews.url, verify=True, timeout=1, auth="basic", username="svc-crm", password=lambda: "service-pw",
+                  deadline=1.5)
+    ews.fail("trickle", operation="SyncFolderItems", delay=0.2)
+    started = time.monotonic()
+    try:
+        with pytest.raises(HandOver, match="connection problem"):
+            probe.unchanged(first.cursor["server"]["api"], "alice@nordlicht.example", True, folder_id, state)
+    finally:
+        probe.close()
+    assert time.monotonic() - started < 3.5
+    assert probe.unchanged(first.cursor["server"]["api"], "alice@nordlicht.example", True, folder_id, state)
+    probe.close()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from crm_bridge.connectors.base import ConfigError
 from crm_bridge.connectors.graphhttp import HTTPError, Session, TLSError, _proxy_for
 from tests.graph_emulator.server import GraphEmulator, _self_signed
 from tests.closing_server import ClosingHTTPServer
@@ -62,12 +63,33 @@ class _Handler(BaseHTTPRequestHandler):
             data = json.dumps({"value": ["ä"] * 50}, ensure_ascii=False).encode()
             self._answer(200, gzip.compress(data), Content_Type="application/json", Content_Encoding="gzip")
             return
+        if path in ("/trickle", "/trickle-head"):
+            self._trickle(head=path == "/trickle-head")
+            return
+        if path == "/closing":  # a big answer, and the connection ends with it (said so)
+            self._answer(200, json.dumps({"value": ["y" * 1000] * 300}).encode(), Connection="close")
+            return
         if path == "/slow":
             time.sleep(3)
         if path == "/bye":  # answers, then closes the connection without saying so
             self.close_connection = True
         self._answer(200, json.dumps({"path": self.path, "method": self.command}).encode(),
                      Content_Type="application/json; charset=utf-8")
+
+    def _trickle(self, head: bool) -> None:
+        """An answer that comes a byte at a time, each well within the read timeout (the headers too: ``head``)."""
+        body = json.dumps({"value": ["x" * 20] * 10}).encode()
+        whole = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                 "X-Padding: " + "p" * 40 + "\r\n\r\n").encode() + body
+        start = 12 if head else whole.index(b"\r\n\r\n") + 4
+        try:
+            self.wfile.write(whole[:start])
+            for i in range(start, min(len(whole), start + 60)):  # (at most 60 bytes: a trickle of ~12 s)
+                time.sleep(0.2)
+                self.wfile.write(whole[i:i + 1])
+        except OSError:  # the client gave up
+            pass
+        self.close_connection = True
 
     do_GET = do_POST = do_PATCH = _any
 
@@ -161,6 +183,36 @@ def test_a_get_that_timed_out_on_a_kept_alive_connection_is_not_sent_again(srv):
     assert [p for _m, p, _h, _b in srv.seen] == ["/ok", "/slow"]
 
 
+@pytest.mark.parametrize("path", ["/trickle", "/trickle-head"])
+def test_an_answer_that_trickles_in_ends_at_the_deadline_as_a_timeout_and_a_post_is_not_sent_again(srv, path):
+    """A byte every 0.2 s passes a read timeout of 1 s for ever; the deadline of the whole answer ends it with the
+    client's timeout error (in the status line and headers as in the body). A GET that timed out is not sent
+    again (a slow server, see above), a POST never is."""
+    s = Session(srv.ca_file, timeout=1, deadline=1.5)
+    for method in ("GET", "POST"):
+        started = time.monotonic()
+        with pytest.raises(HTTPError, match="timed out") as err:
+            s.request(method, f"{srv.base}{path}", data={"a": "1"} if method == "POST" else None)
+        assert time.monotonic() - started < 3.5, method
+        assert "the answer took longer than 1.5 s" in str(err.value)
+    s.close()
+    assert [(m, p) for m, p, _h, _b in srv.seen] == [("GET", path), ("POST", path)]
+
+
+def test_an_answer_on_a_connection_the_server_closes_with_it_is_read_whole(srv):
+    s = Session(srv.ca_file, timeout=5)
+    assert s.get(f"{srv.base}/closing").json() == {"value": ["y" * 1000] * 300}
+    assert s.get(f"{srv.base}/ok").status_code == 200
+    s.close()
+    assert srv.connections == 2
+
+
+def test_the_deadline_of_an_answer_is_never_shorter_than_the_read_timeout(srv):
+    s = Session(srv.ca_file, timeout=4, deadline=0.5)
+    assert s.get(f"{srv.base}/slow").status_code == 200  # 3 s: within the read timeout, so within the answer's
+    s.close()
+
+
 def test_the_proxy_port_and_scheme_are_read_as_niquests_reads_them(monkeypatch):
     """No port in the proxy URL: 80, as niquests/urllib3 take it; a proxy this client cannot speak to
     (https://, socks5://) is one readable line naming the scheme, never the proxy's password."""
@@ -209,7 +261,7 @@ def test_tls_is_verified_by_default_and_against_the_configured_ca_file(srv, tmp_
     other, _key = _self_signed(tmp_path)
     with pytest.raises(TLSError):  # a CA file, but not the one that signed the server's certificate
         Session(str(other), timeout=5).get(f"{srv.base}/ok")
-    with pytest.raises(TLSError, match="could not be read"):
+    with pytest.raises(ConfigError, match="missing.pem: no such file"):
         Session(str(tmp_path / "missing.pem"), timeout=5).get(f"{srv.base}/ok")
     assert Session(srv.ca_file, timeout=5).get(f"{srv.base}/ok").status_code == 200
     assert [p for _m, p, _h, _b in srv.seen] == ["/ok"]

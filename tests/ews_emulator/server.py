@@ -17,6 +17,19 @@ optionally only those of one operation:
 ``http``     a bare HTTP status (401, 500, 503) with an IIS error page
 ``drop``     the status line, headers and half the body, then the socket closes
 ``slow``     the right answer after ``delay`` seconds
+``trickle``  the right answer, its body a byte every ``delay`` seconds
+
+Connection switches (attributes, for every request from then on):
+
+``keep_alive = False``   IIS with "HTTP keep-alive" switched off: every answer
+                         says ``Connection: close`` and the connection ends
+                         with it.  An NTLM handshake belongs to its connection
+                         (as in IIS), so it cannot complete: the AUTHENTICATE
+                         leg arrives on a new connection that never saw the
+                         NEGOTIATE, and is answered 401 with the challenge.
+``http_version = "HTTP/1.0"``  answers as an HTTP/1.0 server (or a proxy of
+                         that kind in front of IIS): no ``Connection`` header,
+                         the connection ends after each answer.
 """
 
 from __future__ import annotations
@@ -55,7 +68,7 @@ _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=Tru
 
 @dataclass
 class FaultRule:
-    kind: str  # busy | http | drop | slow
+    kind: str  # busy | http | drop | slow | trickle
     count: int
     operation: str | None = None
     status: int = 503
@@ -80,6 +93,9 @@ class EwsEmulator:
         self.bearer_tokens: dict[str, str] = {}  # access token -> user (accept_token)
         self.refused_tokens: list[str] = []  # bearer tokens answered with 401, in order
         self.domain = domain  # the NetBIOS domain NTLM clients may name ("EXAMPLE\\user")
+        self.keep_alive = True  # False: "Connection: close" on every answer (IIS with keep-alive off)
+        self.http_version = "HTTP/1.1"  # "HTTP/1.0": answers as an HTTP/1.0 server does, closing each connection
+        self.connections = 0  # TCP connections accepted
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"emulator": self})
         self.httpd = ClosingHTTPServer((host, port), handler)
@@ -181,6 +197,17 @@ class _Handler(BaseHTTPRequestHandler):
     # for the client's delayed ACK of the headers, 40 ms on every GetFolder, ConvertId, ... over keep-alive
     disable_nagle_algorithm = True
 
+    def setup(self) -> None:
+        super().setup()
+        self.protocol_version = self.emulator.http_version
+        with self.emulator._lock:
+            self.emulator.connections += 1
+
+    def end_headers(self) -> None:
+        if not self.emulator.keep_alive and self.protocol_version >= "HTTP/1.1":
+            self.send_header("Connection", "close")  # (send_header also ends the connection after the answer)
+        super().end_headers()
+
     def handle(self) -> None:
         try:
             super().handle()
@@ -192,7 +219,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing ---------------------------------------------------------------
     def _send(self, status: int, body: bytes, content_type: str = "text/xml; charset=utf-8",
-              headers: dict[str, str] | None = None, drop: bool = False) -> None:
+              headers: dict[str, str] | None = None, drop: bool = False, trickle: float = 0.0) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -200,6 +227,11 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
+        if trickle:
+            for i in range(len(body)):  # (a client that gives up ends it: the next write fails)
+                self.wfile.write(body[i:i + 1])
+                time.sleep(trickle)
+            return
         if drop:
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
@@ -399,7 +431,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(500, to_bytes(fault("ErrorSchemaValidation", "The request failed schema validation.")))
             return
         rule = em.take_fault(operation)
-        drop = False
+        drop, trickle = False, 0.0
         if rule is not None:
             if rule.kind == "busy":
                 self._send(500, to_bytes(fault(
@@ -415,6 +447,8 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(rule.delay)
             if rule.kind == "drop":
                 drop = True
+            if rule.kind == "trickle":
+                trickle = rule.delay
         store = em.store
         acting = store.user_mailbox.get(user, "")
         impersonating = False
@@ -446,7 +480,7 @@ class _Handler(BaseHTTPRequestHandler):
                 env = handler(ctx, op)
             em.requests.append({"op": operation, "user": user, "mailbox": acting, "impersonating": impersonating,
                                 "fields": _requested_fields(op), "log": ctx.log})
-            self._send(200, to_bytes(env), drop=drop)
+            self._send(200, to_bytes(env), drop=drop, trickle=trickle)
         except Fault as exc:
             em.requests.append({"op": operation, "user": user, "fault": exc.code})
             self._send(500, to_bytes(fault(exc.code, exc.text, exc.extra)))
