@@ -165,7 +165,7 @@ def part_snippet(raw: bytes, part: "Part") -> str:
     """
     n = prefix_bytes(part.ctype, part.cte)
     if len(raw) > n:
-        raw = raw[: 2 * n].replace(b"\r\n", b"\n")[:n]
+        raw = crlf_to_lf(raw[: 2 * n])[:n]
     return text_snippet(raw, part.cte, part.charset, part.ctype[5:])
 
 
@@ -192,6 +192,17 @@ def first_fetch_bytes(ctype: str, cte: str) -> int:
     return FIRST_FETCH_BYTES
 
 
+_LONE_CR = re.compile(rb"\r(?!\n)")
+
+
+def crlf_to_lf(raw: bytes) -> bytes:
+    """``raw.replace(b"\\r\\n", b"\\n")``; where every CR comes before an LF (IMAP's line ends), through
+    the quicker one-byte replace."""
+    if _LONE_CR.search(raw) is None:
+        return raw.replace(b"\r", b"")
+    return raw.replace(b"\r\n", b"\n")
+
+
 def prefix_snippet(raw: bytes, part: "Part", complete: bool) -> str | None:
     """:func:`part_snippet` of a part of which only the first bytes ``raw`` are at hand, or None
     when they do not settle it (then the part's first ``2 * prefix_bytes`` bytes are needed).
@@ -202,7 +213,7 @@ def prefix_snippet(raw: bytes, part: "Part", complete: bool) -> str | None:
     n = prefix_bytes(part.ctype, part.cte)
     if complete or len(raw) >= 2 * n:
         return part_snippet(raw, part)
-    data = raw.replace(b"\r\n", b"\n")
+    data = crlf_to_lf(raw)
     if len(data) >= n:  # the prefix part_snippet cuts is all here
         return part_snippet(raw, part)
     return head_snippet(data, part.cte, part.charset, part.ctype[5:])
