@@ -6,6 +6,7 @@ and the text parts of a BODYSTRUCTURE.  connectors/imap.py builds on it.
 from __future__ import annotations
 
 import imaplib
+import json
 import re
 from typing import Any, Iterable, Iterator
 
@@ -200,6 +201,10 @@ _FETCH_LINE = re.compile(rb"\* \d+ FETCH \((.*)(?:\{(\d+)\}|\))\r\n\Z")
 _HEADER_RESPONSE = re.compile(rb"\* \d+ FETCH \(UID ([0-9]+) FLAGS \(([^\s()\"{}\[\]]+(?: [^\s()\"{}\[\]]+)*)?\) "
                               rb"RFC822\.SIZE ([0-9]+) (BODY\[HEADER\.FIELDS \([A-Z0-9 .\-]*\)\]) \{([0-9]+)\}\r\n")
 _TEXT_RESPONSE = re.compile(rb"\* \d+ FETCH \(UID ([0-9]+) (BODY\[[0-9.]*\]<[0-9]+>) \{([0-9]+)\}\r\n")
+#: a BODYSTRUCTURE answer without quoting, blanks in strings or literals (nearly every one): it is
+#: turned into JSON with a few replaces and read by the json module's C parser
+_BODYSTRUCTURE_RESPONSE = re.compile(
+    rb"\* \d+ FETCH \(UID ([0-9]+) BODYSTRUCTURE (\((?:[() ]|\"[^\"\\\\()\s]*\"|NIL|0|[1-9][0-9]*)*\))\)\r\n")
 #: an item name as parse_fetch reads it (``BODY[HEADER.FIELDS (FROM TO)]``, ``BODY[1]<0>``)
 _NAME = rb"[A-Za-z0-9.\-]+(?:\[[^\]\r\n]*\])?(?:<\d+>)?"
 #: one item with a value that parse_fetch reads without quoting or nesting: a number, NIL, a flat
@@ -207,6 +212,19 @@ _NAME = rb"[A-Za-z0-9.\-]+(?:\[[^\]\r\n]*\])?(?:<\d+>)?"
 _ITEM = re.compile(rb"(" + _NAME + rb") (?:([0-9]+)|(NIL)|\(([^\s()\"{}\[\]]+(?: [^\s()\"{}\[\]]+)*)?\))(?: |\Z)")
 #: the name of the item whose value is the literal after the line
 _LITERAL_NAME = re.compile(rb"(" + _NAME + rb") \Z")
+
+
+def _json_structure(text: bytes) -> list[Any] | None:
+    """A BODYSTRUCTURE that :data:`_BODYSTRUCTURE_RESPONSE` matched, as :func:`body_parts` reads it: lists,
+    strings (str, decoded as ``_s`` decodes bytes), numbers and None; None when it is not well formed."""
+    # NIL always follows a blank or "(" (no string holds either); strings hold no blank or parenthesis
+    js = text.replace(b" NIL", b" null").replace(b"(NIL", b"(null").replace(b" ", b",").replace(b"(", b"[")
+    js = js.replace(b")", b"]")
+    try:
+        value = json.loads(js.replace(b"][", b"],[").decode("utf-8", "replace"), strict=False)
+    except ValueError:
+        return None
+    return value if isinstance(value, list) else None
 
 
 class Fetches:
@@ -227,12 +245,15 @@ class Fetches:
     quarters of a full sync.  So commands go out through imaplib, and
     responses are read straight off the connection, in big chunks (not
     line by line through imaplib), and parsed here.  A response of the
-    usual shapes (``* 5 FETCH (UID 5 FLAGS (\Seen) RFC822.SIZE 12
+    usual shapes (``* 5 FETCH (UID 5 FLAGS (\\Seen) RFC822.SIZE 12
     BODY[HEADER.FIELDS (...)] {345}`` CRLF, the literal, ``)`` CRLF; or
     one line of numbers, NILs and flag lists) is read by two regular
     expressions into what :func:`parse_fetch` makes of it; anything else
     (a BODYSTRUCTURE, quoted strings, several literals, another server's
-    order) goes through :func:`parse_fetch` itself, in the order it came.
+    order) goes through :func:`parse_fetch` itself, in the order it came;
+    a BODYSTRUCTURE without quoting, blanks in strings or literals is read
+    as JSON (its strings are ``str`` there, decoded as :func:`body_parts`
+    decodes bytes, its numbers ``int``: body_parts reads both alike).
     Untagged responses other than FETCH (EXISTS, EXPUNGE, RECENT) are
     dropped: the next SELECT / SEARCH sees their effect anyway; BYE ends
     the connection.  Bytes read past the last complete response stay here
@@ -348,6 +369,11 @@ class Fetches:
                     self._keep(int(uid), msg)
                     self._pos = stop + 3
                     return
+            m = _BODYSTRUCTURE_RESPONSE.match(buf, pos, end + 1)
+            if m is not None and (structure := _json_structure(m.group(2))) is not None:
+                self._keep(int(m.group(1)), {b"UID": m.group(1), b"BODYSTRUCTURE": structure})
+                self._pos = end + 1
+                return
             m = _FETCH_LINE.match(buf, pos, end + 1)
             if m is not None:
                 size = m.group(2)
