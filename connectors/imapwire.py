@@ -214,6 +214,9 @@ _ITEM = re.compile(rb"(" + _NAME + rb") (?:([0-9]+)|(NIL)|\(([^\s()\"{}\[\]]+(?:
 _LITERAL_NAME = re.compile(rb"(" + _NAME + rb") \Z")
 
 
+_JSON = json.JSONDecoder(strict=False)  # control characters in strings, as parse_fetch keeps them
+
+
 def _json_structure(text: bytes) -> list[Any] | None:
     """A BODYSTRUCTURE that :data:`_BODYSTRUCTURE_RESPONSE` matched, as :func:`body_parts` reads it: lists,
     strings (str, decoded as ``_s`` decodes bytes), numbers and None; None when it is not well formed."""
@@ -221,7 +224,7 @@ def _json_structure(text: bytes) -> list[Any] | None:
     js = text.replace(b" NIL", b" null").replace(b"(NIL", b"(null").replace(b" ", b",").replace(b"(", b"[")
     js = js.replace(b")", b"]")
     try:
-        value = json.loads(js.replace(b"][", b"],[").decode("utf-8", "replace"), strict=False)
+        value = _JSON.decode(js.replace(b"][", b"],[").decode("utf-8", "replace"))
     except ValueError:
         return None
     return value if isinstance(value, list) else None

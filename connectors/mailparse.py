@@ -212,6 +212,21 @@ def decode_words(value: str) -> str:
     """
     if "=?" not in value:
         return value
+    found = _DECODED.get(value)
+    if found is None:
+        found = _decode_words(value)
+        if len(value) <= 1000:
+            if len(_DECODED) >= 2048:
+                _DECODED.clear()
+            _DECODED[value] = found
+    return found
+
+
+#: encoded values -> :func:`decode_words` (a thread's subject, a correspondent's name: decoded once; bounded)
+_DECODED: dict[str, str] = {}
+
+
+def _decode_words(value: str) -> str:
     if "\n" not in value and value.isascii():
         try:
             out = _decode_words_fast(value)
