@@ -128,3 +128,23 @@ def test_record_fields_are_in_the_order_the_positional_call_assumes():
     assert (rec.subject, rec.snippet, rec.flags, rec.bulk, rec.direction, rec.size, rec.has_attachments,
             rec.warnings, rec.no_text, rec.key) == ("Betreff", "Text", ("\\Seen",), "List-Id", "", 12, True, ("w",),
                                                     False, None)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(["Wort", "ä", " ", "  ", "\t", "\xa0", "\u2003", "\u200b", "\x1c", "\n", "x" * 50,
+                                 "\u2028", ".", "\x85"]), max_size=200))
+def test_folding_only_the_head_gives_the_whole_texts_fold(pieces):
+    from crm_bridge.connectors.snippet import SNIPPET_CHARS, _fold
+
+    text = "".join(pieces)
+    assert _fold(text) == " ".join(text.split())[:SNIPPET_CHARS]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b" ", b"\t", b"\r", b"\n", b"\r\n", b"=", b"=20"]), max_size=60))
+def test_the_quoted_printable_blank_check_finds_what_the_regex_finds(pieces):
+    from crm_bridge.connectors.snippet import _QP_TRAILING_WS
+
+    data = b"".join(pieces)
+    quick = b" \n" in data or b"\t\n" in data or b" \r\n" in data or b"\t\r\n" in data
+    assert quick == bool(_QP_TRAILING_WS.search(data))
