@@ -285,7 +285,7 @@ def _decode_words_fast(value: str) -> str:
 _ADDR_SPEC = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*")
 
 
-#: header values of one address -> what they read as (no warnings come from these); bounded
+#: header values -> the addresses they read as, where no warning came of them; bounded
 _ONE_ADDRESS: dict[str, tuple[Address, ...]] = {}
 _ONE_ADDRESS_MAX = 4096
 
@@ -321,9 +321,11 @@ def parse_addresses(value: str, warnings: list[str] | None = None, field: str = 
         return _remember(value, (Address(m.group(2).lower(), decode_words(name).strip()),))
     out = []
     seen = set()
+    parsed = True
     try:
         pairs = getaddresses([value])
     except Exception as exc:  # RecursionError on deeply nested comments, ...
+        parsed = False
         pairs = [("", a) for a in _ADDR_SPEC.findall(value)]
         if warnings is not None:
             warnings.append(f"{field or 'address'} field could not be parsed ({type(exc).__name__}): "
@@ -334,6 +336,8 @@ def parse_addresses(value: str, warnings: list[str] | None = None, field: str = 
             continue
         seen.add(email)
         out.append(Address(email, decode_words(name).strip()))
+    if parsed and len(value) <= 2000:  # a team's usual recipients, a thread's Cc line: read once
+        return _remember(value, tuple(out))
     return tuple(out)
 
 

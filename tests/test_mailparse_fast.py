@@ -148,3 +148,17 @@ def test_the_quoted_printable_blank_check_finds_what_the_regex_finds(pieces):
     data = b"".join(pieces)
     quick = b" \n" in data or b"\t\n" in data or b" \r\n" in data or b"\t\r\n" in data
     assert quick == bool(_QP_TRAILING_WS.search(data))
+
+
+def test_an_address_list_is_read_once_and_a_broken_one_warns_every_time():
+    from crm_bridge.connectors.mailparse import parse_addresses
+
+    team = 'Anna <anna@nordlicht.example>, "Weber, Kim" <kim@kunde.example>, x@y.example (Kommentar)'
+    first = parse_addresses(team)
+    assert [a.email for a in first] == ["anna@nordlicht.example", "kim@kunde.example", "x@y.example"]
+    assert parse_addresses(team) is first  # from the memo
+    nested = "(" * 3000 + "x" + ")" * 3000 + " Bob <bob@kunde.example>"
+    for _ in range(2):
+        notes: list[str] = []
+        assert [a.email for a in parse_addresses(nested, notes, "To")] == ["bob@kunde.example"]
+        assert notes and "To field could not be parsed" in notes[0]
