@@ -68,11 +68,13 @@ def hostile_corpus() -> list[bytes]:
               "Content-Disposition: attachment; filename=\"a.pdf\"\nContent-Transfer-Encoding: base64\n\nJVBERi0=\n"
               "--b--\n", 'multipart/mixed; boundary="b"', mid="html-with-pdf@x"),
         _mail("--o\nContent-Type: multipart/alternative; boundary=i\n\n--i\nContent-Type: text/plain; charset=utf-8\n"
-              "\nInnen " + OWN + "\n--i\nContent-Type: text/html\n\n<b>x</b>\n--i--\n--o\nContent-Type: message/rfc822\n"
+              "\nInnen " + OWN + "\n--i\nContent-Type: text/html\n\n<b>x</b>\n--i--\n--o\n"
+              "Content-Type: message/rfc822\n"
               "\nFrom: x@y.example\nSubject: inner\n\nInner body\n--o--\n", 'multipart/mixed; boundary="o"',
               mid="nested@x"),
         _mail("no boundary at all\n", "multipart/mixed", mid="mp-noboundary@x"),
-        _mail("--zz\nContent-Type: text/plain\n\nnever closed " + OWN, 'multipart/mixed; boundary="zz"', mid="mp-open@x"),
+        _mail("--zz\nContent-Type: text/plain\n\nnever closed " + OWN, 'multipart/mixed; boundary="zz"',
+              mid="mp-open@x"),
         _mail("\n--d\n\nFrom: a@b.example\nSubject: digest 1\n\nDigest one\n--d--\n", 'multipart/digest; boundary="d"',
               mid="digest@x"),
         _mail("text with a NUL\x00 byte.\n", mid="nul@x"),
@@ -187,7 +189,8 @@ def child(port: int, rule_file: str, out_file: str, profile: str) -> None:
 
 
 # -- parent ------------------------------------------------------------------------------------
-def run_child(tree: str, port: int, rule_file: str, out_file: str = "", profile: str = "") -> tuple[float, float, int, int]:
+def run_child(tree: str, port: int, rule_file: str, out_file: str = "",
+              profile: str = "") -> tuple[float, float, int, int]:
     env = dict(os.environ, PYTHONPATH=tree)
     done = subprocess.run([sys.executable, __file__, "--child", str(port), "--rule", rule_file, "--out", out_file,
                            "--profile", profile], env=env, capture_output=True, text=True, cwd="/")

@@ -72,9 +72,9 @@ def reference_date(value: str) -> datetime | None:
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.integers(0, 35), st.sampled_from(["Jan", "feb", "MAR", "Dec", "Foo"]), st.sampled_from(["1", "24", "99", "124",
-       "0001", "2024", "9999"]), st.integers(0, 25), st.integers(0, 61), st.integers(0, 61),
-       st.sampled_from(["+", "-"]), st.integers(0, 30), st.integers(0, 99))
+@given(st.integers(0, 35), st.sampled_from(["Jan", "feb", "MAR", "Dec", "Foo"]),
+       st.sampled_from(["1", "24", "99", "124", "0001", "2024", "9999"]), st.integers(0, 25), st.integers(0, 61),
+       st.integers(0, 61), st.sampled_from(["+", "-"]), st.integers(0, 30), st.integers(0, 99))
 def test_the_usual_date_form_reads_as_with_a_timezone(day, mon, year, hour, minute, second, sign, oh, om):
     value = f"Tue, {day} {mon} {year} {hour:02d}:{minute:02d}:{second:02d} {sign}{oh:02d}{om:02d}"
     want = reference_date(value)
