@@ -27,6 +27,7 @@ import argparse
 import os
 import pickle
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -274,6 +275,7 @@ def main() -> int:
                       f"{size / max(n, 1):.0f} pickled bytes a record", flush=True)
         if args.keep_server:
             input(f"Dovecot on port {server.port}, password {pw}; Enter stops it")
+    shutil.rmtree(tmp, ignore_errors=True)
     med = {t: sorted(x[0] for x in v)[len(v) // 2] for t, v in times.items()}
     for t in trees:
         print(f"median reader CPU {t}: {med[t]:.3f} s ({med[t] / args.mails * 1e6:.1f} us a mail)")
