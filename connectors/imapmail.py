@@ -74,7 +74,7 @@ class _Mail:
     """A new mail between its header FETCH and its record: what is known, what to ask for next."""
 
     __slots__ = ("uid", "location", "flags", "size", "record", "part", "structure", "raw", "asked", "snippet",
-                 "failed", "textless")
+                 "failed", "textless", "idle")
 
     def __init__(self, uid: int, location: Location, flags: tuple[str, ...], size: int):
         self.uid = uid
@@ -89,6 +89,7 @@ class _Mail:
         self.snippet: str | None = None  # settled
         self.failed = ""
         self.textless = False  # metadata only: the BODYSTRUCTURE (for has_attachments), no text
+        self.idle = False  # next_item() said None and nothing came since: it says None again
 
     def next_item(self) -> tuple[str, ...] | None:
         """The FETCH item this mail needs next, None when it needs nothing more."""
@@ -238,10 +239,13 @@ def ask_texts(fetches: Fetches, mails: list[_Mail],
         if mail.failed:
             continue
         data = resp.get(mail.uid) if resp is not None else None
+        if data is None and mail.idle:
+            continue
         try:
             if data is not None:
                 mail.take(data)
             item = mail.next_item()
+            mail.idle = item is None
         except Exception as exc:  # a BODYSTRUCTURE or text this code did not foresee: quarantine, go on
             mail.failed = f"unexpected {type(exc).__name__}: {exc}"
             continue

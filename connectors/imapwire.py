@@ -6,6 +6,7 @@ and the text parts of a BODYSTRUCTURE.  connectors/imap.py builds on it.
 from __future__ import annotations
 
 import imaplib
+import json
 import re
 from typing import Any, Iterable, Iterator
 
@@ -23,7 +24,21 @@ def flags_key(flags: Iterable[str]) -> str:
 
 
 def _flags(raw: Iterable[Any]) -> tuple[str, ...]:
-    return tuple(sorted(f for f in (_s(x) for x in raw) if f and f.lower() != "\\recent"))
+    items = tuple(raw)
+    try:
+        found = _FLAGS.get(items)
+    except TypeError:  # a list inside: not a FETCH flag list, read it as it is
+        return tuple(sorted(f for f in (_s(x) for x in items) if f and f.lower() != "\\recent"))
+    if found is None:
+        found = tuple(sorted(f for f in (_s(x) for x in items) if f and f.lower() != "\\recent"))
+        if len(_FLAGS) >= 256:
+            _FLAGS.clear()
+        _FLAGS[items] = found
+    return found
+
+
+#: raw FETCH flags -> :func:`_flags` (a few combinations make nearly all mail; bounded)
+_FLAGS: dict[tuple[Any, ...], tuple[str, ...]] = {}
 
 
 def _pairs(params: Any) -> dict[str, str]:
@@ -175,6 +190,44 @@ def _store_message(out: dict[int, dict[bytes, Any]], items: list[Any]) -> None:
 
 
 _LITERAL_AT_END = re.compile(rb"\{(\d+)\+?\}\r\n$")
+#: bytes asked of the socket at a time
+_CHUNK = 1 << 16
+#: imaplib's limit of a response line
+_MAXLINE = getattr(imaplib, "_MAXLINE", 1000000)
+#: one untagged FETCH response line: its items, and the size of the literal it ends with (if it does;
+#: else the line ends the response).  Matched with ``endpos`` at the line's end.
+_FETCH_LINE = re.compile(rb"\* \d+ FETCH \((.*)(?:\{(\d+)\}|\))\r\n\Z")
+#: the usual answers, as Dovecot words them: the header FETCH of new mail, and a text prefix
+_HEADER_RESPONSE = re.compile(rb"\* \d+ FETCH \(UID ([0-9]+) FLAGS \(([^\s()\"{}\[\]]+(?: [^\s()\"{}\[\]]+)*)?\) "
+                              rb"RFC822\.SIZE ([0-9]+) (BODY\[HEADER\.FIELDS \([A-Z0-9 .\-]*\)\]) \{([0-9]+)\}\r\n")
+_TEXT_RESPONSE = re.compile(rb"\* \d+ FETCH \(UID ([0-9]+) (BODY\[[0-9.]*\]<[0-9]+>) \{([0-9]+)\}\r\n")
+#: a BODYSTRUCTURE answer without quoting, blanks in strings or literals (nearly every one): it is
+#: turned into JSON with a few replaces and read by the json module's C parser
+_BODYSTRUCTURE_RESPONSE = re.compile(
+    rb"\* \d+ FETCH \(UID ([0-9]+) BODYSTRUCTURE (\((?:[() ]|\"[^\"\\\\()\s]*\"|NIL|0|[1-9][0-9]*)*\))\)\r\n")
+#: an item name as parse_fetch reads it (``BODY[HEADER.FIELDS (FROM TO)]``, ``BODY[1]<0>``)
+_NAME = rb"[A-Za-z0-9.\-]+(?:\[[^\]\r\n]*\])?(?:<\d+>)?"
+#: one item with a value that parse_fetch reads without quoting or nesting: a number, NIL, a flat
+#: list of atoms (FLAGS); ``(?: |\Z)`` -- items are separated by single blanks
+_ITEM = re.compile(rb"(" + _NAME + rb") (?:([0-9]+)|(NIL)|\(([^\s()\"{}\[\]]+(?: [^\s()\"{}\[\]]+)*)?\))(?: |\Z)")
+#: the name of the item whose value is the literal after the line
+_LITERAL_NAME = re.compile(rb"(" + _NAME + rb") \Z")
+
+
+_JSON = json.JSONDecoder(strict=False)  # control characters in strings, as parse_fetch keeps them
+
+
+def _json_structure(text: bytes) -> list[Any] | None:
+    """A BODYSTRUCTURE that :data:`_BODYSTRUCTURE_RESPONSE` matched, as :func:`body_parts` reads it: lists,
+    strings (str, decoded as ``_s`` decodes bytes), numbers and None; None when it is not well formed."""
+    # NIL always follows a blank or "(" (no string holds either); strings hold no blank or parenthesis
+    js = text.replace(b" NIL", b" null").replace(b"(NIL", b"(null").replace(b" ", b",").replace(b"(", b"[")
+    js = js.replace(b")", b"]")
+    try:
+        value = _JSON.decode(js.replace(b"][", b"],[").decode("utf-8", "replace"))
+    except ValueError:
+        return None
+    return value if isinstance(value, list) else None
 
 
 class Fetches:
@@ -193,11 +246,24 @@ class Fetches:
     of comma-separated UIDs overrun servers' line limits), and its
     response parser plus imaplib's response bookkeeping took three
     quarters of a full sync.  So commands go out through imaplib, and
-    responses are read straight off the connection and parsed with
-    :func:`parse_fetch`.  Untagged responses other than FETCH (EXISTS,
-    EXPUNGE, RECENT) are dropped: the next SELECT / SEARCH sees their
-    effect anyway.  A connection left with commands in flight (``busy``)
-    must be dropped, not reused.
+    responses are read straight off the connection, in big chunks (not
+    line by line through imaplib), and parsed here.  A response of the
+    usual shapes (``* 5 FETCH (UID 5 FLAGS (\\Seen) RFC822.SIZE 12
+    BODY[HEADER.FIELDS (...)] {345}`` CRLF, the literal, ``)`` CRLF; or
+    one line of numbers, NILs and flag lists) is read by two regular
+    expressions into what :func:`parse_fetch` makes of it; anything else
+    (a BODYSTRUCTURE, quoted strings, several literals, another server's
+    order) goes through :func:`parse_fetch` itself, in the order it came;
+    a BODYSTRUCTURE without quoting, blanks in strings or literals is read
+    as JSON (its strings are ``str`` there, decoded as :func:`body_parts`
+    decodes bytes, its numbers ``int``: body_parts reads both alike).
+    Untagged responses other than FETCH (EXISTS, EXPUNGE, RECENT) are
+    dropped: the next SELECT / SEARCH sees their effect anyway; BYE ends
+    the connection.  Bytes read past the last complete response stay here
+    for the next ``wait``; once no command is in flight, a response read
+    in part is read to its end, so imaplib goes on at a response's start.
+    A connection left with commands in flight (``busy``) must be dropped,
+    not reused.
     """
 
     def __init__(self, client: Any):
@@ -205,6 +271,9 @@ class Fetches:
         self._open: set[bytes] = set()
         self._failed: dict[bytes, str] = {}
         self._messages: dict[int, dict[bytes, Any]] = {}
+        self._buf = b""  # read from the socket, not yet parsed from ``_pos`` on
+        self._pos = 0
+        self._slow: list[Any] = []  # responses in imaplib's shape waiting for parse_fetch
 
     @property
     def busy(self) -> bool:
@@ -219,51 +288,192 @@ class Fetches:
         self._open.add(tag)
         return tag
 
+    # -- the buffer ---------------------------------------------------------------------------
+    def _fill(self, need: int, what: str = "socket error: EOF") -> None:
+        """Read until at least ``need`` bytes wait from ``_pos`` on."""
+        parts = [self._buf[self._pos:]]
+        have = len(parts[0])
+        read1 = self._imap.file.read1
+        try:
+            while have < need:
+                chunk = read1(max(_CHUNK, need - have))
+                if not chunk:
+                    raise imaplib.IMAP4.abort(what)
+                parts.append(chunk)
+                have += len(chunk)
+        finally:
+            self._buf = b"".join(parts)
+            self._pos = 0
+
+    def _readline(self) -> bytes:
+        while True:
+            end = self._buf.find(b"\n", self._pos)
+            if end >= 0:
+                line = self._buf[self._pos:end + 1]
+                self._pos = end + 1
+                if len(line) > _MAXLINE:
+                    raise imaplib.IMAP4.error(f"got more than {_MAXLINE} bytes")
+                return line
+            waiting = len(self._buf) - self._pos
+            if waiting > _MAXLINE:
+                raise imaplib.IMAP4.error(f"got more than {_MAXLINE} bytes")
+            self._fill(waiting + 1)
+
+    def _read(self, size: int) -> bytes:
+        if len(self._buf) - self._pos < size:
+            self._fill(size, "socket error: EOF inside a literal")
+        data = self._buf[self._pos:self._pos + size]
+        self._pos += size
+        return data
+
+    # -- responses --------------------------------------------------------------------------------
     def wait(self, *tags: bytes) -> None:
         """Read until every command in ``tags`` is complete; raise if one failed."""
-        readline, read = self._imap.readline, self._imap.read
-        data: list[Any] = []
         try:
-            while self._open.intersection(tags):
-                line = readline()
-                if not line:
-                    raise imaplib.IMAP4.abort("socket error: EOF")
-                if not line.startswith(b"* "):
-                    tag, _, rest = line.partition(b" ")
-                    if tag in self._open:
-                        self._open.discard(tag)
-                        if rest[:2].upper() != b"OK":
-                            self._failed[tag] = line.decode("utf-8", "replace").strip()
-                    continue
-                if line.startswith(b"* BYE"):
-                    raise imaplib.IMAP4.abort(line.decode("utf-8", "replace").strip())
-                is_fetch = b" FETCH " in line[:40]
-                while True:
-                    m = _LITERAL_AT_END.search(line)
-                    if m is None:
-                        break
-                    size = int(m.group(1))
-                    literal = read(size)
-                    if len(literal) != size:
-                        raise imaplib.IMAP4.abort("socket error: EOF inside a literal")
-                    if is_fetch:
-                        data.append((line[: m.start()], literal))
-                    line = readline()
-                    if not line:
-                        raise imaplib.IMAP4.abort("socket error: EOF")
-                if is_fetch:
-                    data.append(line)
+            open_ = self._open
+            while not open_.isdisjoint(tags):
+                self._response()
+            while self._pos < len(self._buf) and not self._open:
+                self._response()  # an unsolicited response read in part: to its end
         finally:
-            if data:
-                messages = self._messages
-                for uid, items in parse_fetch(data).items():
-                    if uid in messages:
-                        messages[uid].update(items)
-                    else:
-                        messages[uid] = items
+            self._flush()
+            if self._pos:
+                self._buf, self._pos = self._buf[self._pos:], 0
         for tag in tags:
             if tag in self._failed:
                 raise imaplib.IMAP4.error(f"UID FETCH failed: {self._failed.pop(tag)}")
+
+    def _response(self) -> None:
+        """Read one response (from ``_pos``) and keep what it says."""
+        buf, pos = self._buf, self._pos
+        end = buf.find(b"\n", pos)
+        if end < 0:  # no whole line here: read on (imaplib's limit of a line holds)
+            if len(buf) - pos > _MAXLINE:
+                raise imaplib.IMAP4.error(f"got more than {_MAXLINE} bytes")
+            self._fill(len(buf) - pos + 1)
+            return
+        if buf.startswith(b"* ", pos):
+            m = _HEADER_RESPONSE.match(buf, pos, end + 1)
+            if m is not None:
+                uid, flags, rfc822_size, name, size = m.groups()
+                msg = {b"UID": uid, b"FLAGS": flags.split(b" ") if flags else [], b"RFC822.SIZE": rfc822_size}
+            elif (m := _TEXT_RESPONSE.match(buf, pos, end + 1)) is not None:
+                uid, name, size = m.groups()
+                flags = None
+                msg = {b"UID": uid}
+            if m is not None and not (flags and b"NIL" in msg[b"FLAGS"]):  # a flag NIL: parse_fetch says None
+                start = end + 1
+                stop = start + int(size)
+                if len(buf) < stop + 3:
+                    self._fill(stop + 3 - pos)  # the whole response, then look again
+                    return
+                if buf[stop:stop + 3] == b")\r\n":
+                    msg[name] = buf[start:stop]
+                    self._keep(int(uid), msg)
+                    self._pos = stop + 3
+                    return
+            m = _BODYSTRUCTURE_RESPONSE.match(buf, pos, end + 1)
+            if m is not None and (structure := _json_structure(m.group(2))) is not None:
+                self._keep(int(m.group(1)), {b"UID": m.group(1), b"BODYSTRUCTURE": structure})
+                self._pos = end + 1
+                return
+            m = _FETCH_LINE.match(buf, pos, end + 1)
+            if m is not None:
+                size = m.group(2)
+                if size is None:
+                    if self._fast(m.group(1), None):
+                        self._pos = end + 1
+                        return
+                else:
+                    start = end + 1
+                    stop = start + int(size)
+                    if len(buf) < stop + 3:
+                        self._fill(stop + 3 - pos)  # the whole response, then look again
+                        return
+                    if buf[stop:stop + 3] == b")\r\n" and self._fast(m.group(1), buf[start:stop]):
+                        self._pos = stop + 3
+                        return
+        self._general()
+
+    def _fast(self, items: bytes, literal: bytes | None) -> bool:
+        """Keep a response of the usual shape as :func:`parse_fetch` would read it; False: not that shape."""
+        msg: dict[bytes, Any] = {}
+        at = 0
+        match = _ITEM.match
+        while (m := match(items, at)) is not None:
+            at = m.end()
+            number, nil, flat = m.group(2, 3, 4)
+            if number is not None:
+                value: Any = number
+            elif nil is not None:
+                value = None
+            elif flat is None:
+                value = []
+            else:
+                value = flat.split(b" ")
+                if b"NIL" in value:
+                    return False
+            msg[m.group(1).upper()] = value
+        if literal is None:
+            if at != len(items):
+                return False
+        else:
+            m = _LITERAL_NAME.match(items, at)
+            if m is None:
+                return False
+            msg[m.group(1).upper()] = literal
+        uid = msg.get(b"UID")
+        if uid is None:
+            return False
+        self._keep(int(uid), msg)
+        return True
+
+    def _keep(self, uid: int, msg: dict[bytes, Any]) -> None:
+        if self._slow:  # responses before this one first: a later answer for the same item wins
+            self._flush()
+        known = self._messages.get(uid)
+        if known is None:
+            self._messages[uid] = msg
+        else:
+            known.update(msg)
+
+    def _general(self) -> None:
+        """One response read as imaplib reads it: a line, and a literal and a line for each literal."""
+        line = self._readline()
+        if not line.startswith(b"* "):
+            tag, _, rest = line.partition(b" ")
+            if tag in self._open:
+                self._open.discard(tag)
+                if rest[:2].upper() != b"OK":
+                    self._failed[tag] = line.decode("utf-8", "replace").strip()
+            return
+        if line.startswith(b"* BYE"):
+            raise imaplib.IMAP4.abort(line.decode("utf-8", "replace").strip())
+        is_fetch = b" FETCH " in line[:40]
+        data: list[Any] = []
+        while True:
+            m = _LITERAL_AT_END.search(line)
+            if m is None:
+                break
+            literal = self._read(int(m.group(1)))
+            if is_fetch:
+                data.append((line[: m.start()], literal))
+            line = self._readline()
+        if is_fetch:
+            data.append(line)
+            self._slow += data
+
+    def _flush(self) -> None:
+        """Responses read by :meth:`_general` -> ``_messages``."""
+        if not self._slow:
+            return
+        data, self._slow = self._slow, []
+        messages = self._messages
+        for uid, items in parse_fetch(data).items():
+            if uid in messages:
+                messages[uid].update(items)
+            else:
+                messages[uid] = items
 
     def take(self, uids: Iterable[int] | None = None) -> dict[int, dict[bytes, Any]]:
         """Remove and return what arrived for ``uids`` (None: everything)."""

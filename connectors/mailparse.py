@@ -128,10 +128,51 @@ def parse_header_block(block: bytes, wanted: frozenset[str] | None = _WANTED) ->
     if b"\x00" in block:  # NUL bytes are never stored
         block = block.replace(b"\x00", b"")
     try:
-        fields = (_ANY_FIELD_STR if wanted is None else _WANTED_FIELDS_STR).findall(block.decode("utf-8"))
+        text = block.decode("utf-8")
     except UnicodeDecodeError:
-        fields = _fields_one_by_one(block, wanted)
-    return _collect_fields(fields, wanted)
+        return _collect_fields(_fields_one_by_one(block, wanted), wanted)
+    if wanted is _WANTED and "\n " not in text and "\n\t" not in text:
+        return _wanted_unfolded(text)
+    return _collect_fields((_ANY_FIELD_STR if wanted is None else _WANTED_FIELDS_STR).findall(text), wanted)
+
+
+#: a field name as written (before its colon) -> the wanted field it is, "" for none; bounded
+_KEY_OF: dict[str, str] = {}
+
+
+def _key_of(name: str) -> str:
+    """What :data:`_WANTED_FIELDS_STR` reads ``name`` as: a name of HEADER_FIELDS in any ASCII case,
+    blanks before the colon allowed; "" when it does not match."""
+    bare = name.rstrip(" \t")
+    key = bare.lower() if bare.isascii() else ""
+    if key not in _WANTED:
+        key = ""
+    if len(_KEY_OF) >= 1024:
+        _KEY_OF.clear()
+    _KEY_OF[name] = key
+    return key
+
+
+def _wanted_unfolded(text: str) -> dict[str, str]:
+    """:func:`parse_header_block` of a block without folded lines, for the wanted fields: the same
+    dict, line by line instead of through the field regex (an IMAP header FETCH, nearly always)."""
+    out: dict[str, str] = {}
+    key_of = _KEY_OF.get
+    for line in text.split("\n"):
+        name, colon, value = line.partition(":")
+        if not colon:
+            continue
+        key = key_of(name)
+        if key is None:
+            key = _key_of(name)
+        if not key:
+            continue
+        if key in out:
+            if key in _MULTI:
+                out[key] = f"{out[key]}, {value.strip()}"
+            continue
+        out[key] = value.strip()
+    return out
 
 
 def _fields_one_by_one(block: bytes, wanted: frozenset[str] | None) -> list[tuple[str, str]]:
@@ -171,6 +212,21 @@ def decode_words(value: str) -> str:
     """
     if "=?" not in value:
         return value
+    found = _DECODED.get(value)
+    if found is None:
+        found = _decode_words(value)
+        if len(value) <= 1000:
+            if len(_DECODED) >= 2048:
+                _DECODED.clear()
+            _DECODED[value] = found
+    return found
+
+
+#: encoded values -> :func:`decode_words` (a thread's subject, a correspondent's name: decoded once; bounded)
+_DECODED: dict[str, str] = {}
+
+
+def _decode_words(value: str) -> str:
     if "\n" not in value and value.isascii():
         try:
             out = _decode_words_fast(value)
@@ -229,7 +285,7 @@ def _decode_words_fast(value: str) -> str:
 _ADDR_SPEC = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*")
 
 
-#: header values of one address -> what they read as (no warnings come from these); bounded
+#: header values -> the addresses they read as, where no warning came of them; bounded
 _ONE_ADDRESS: dict[str, tuple[Address, ...]] = {}
 _ONE_ADDRESS_MAX = 4096
 
@@ -265,9 +321,11 @@ def parse_addresses(value: str, warnings: list[str] | None = None, field: str = 
         return _remember(value, (Address(m.group(2).lower(), decode_words(name).strip()),))
     out = []
     seen = set()
+    parsed = True
     try:
         pairs = getaddresses([value])
     except Exception as exc:  # RecursionError on deeply nested comments, ...
+        parsed = False
         pairs = [("", a) for a in _ADDR_SPEC.findall(value)]
         if warnings is not None:
             warnings.append(f"{field or 'address'} field could not be parsed ({type(exc).__name__}): "
@@ -278,6 +336,8 @@ def parse_addresses(value: str, warnings: list[str] | None = None, field: str = 
             continue
         seen.add(email)
         out.append(Address(email, decode_words(name).strip()))
+    if parsed and len(value) <= 2000:  # a team's usual recipients, a thread's Cc line: read once
+        return _remember(value, tuple(out))
     return tuple(out)
 
 
@@ -288,6 +348,8 @@ def parse_ids(value: str, warnings: list[str] | None = None, field: str = "") ->
     an id) is removed, the way every copy of the id reads the same; then
     ``warnings`` is told.
     """
+    if not value:
+        return ()
     ids = _ANGLE_IDS.findall(value)
     if not ids:
         if "<" in value:  # ids with spaces or folded in the middle
@@ -333,19 +395,36 @@ def full_year(year: int) -> int:
     return year
 
 
+#: "+0100" -> what turns the wall time into UTC (-1 hour); the offsets seen so far (bounded)
+_TO_UTC: dict[str, timedelta] = {}
+
+
+def _to_utc(sign: str, hours: int, minutes: int) -> timedelta | None:
+    offset = timedelta(hours=hours, minutes=minutes)
+    if offset >= timedelta(hours=24):
+        return None  # timezone() refuses it
+    if len(_TO_UTC) >= 1024:
+        _TO_UTC.clear()
+    _TO_UTC[f"{sign}{hours:02d}{minutes:02d}"] = found = offset if sign == "-" else -offset
+    return found
+
+
 def parse_date(value: str) -> datetime | None:
     if not value:
         return None
     m = _RFC5322_DATE.match(value)  # the usual form, without email.utils' general parser
-    if m is not None and m.group(2).lower() in _MONTHS:
+    if m is not None and (month := _MONTHS.get(m.group(2).lower())) is not None:
         day, _mon, year, hour, minute, second, sign, oh, om = m.groups()
-        try:
-            offset = timedelta(hours=int(oh), minutes=int(om))
-            when = datetime(full_year(int(year)), _MONTHS[_mon.lower()], int(day), int(hour), int(minute),
-                            int(second or 0), tzinfo=timezone(-offset if sign == "-" else offset))
-            return when.astimezone(timezone.utc)
-        except (ValueError, OverflowError):
-            pass  # let the general parser have a go
+        to_utc = _TO_UTC.get(sign + oh + om)
+        if to_utc is None:
+            to_utc = _to_utc(sign, int(oh), int(om))
+        if to_utc is not None:  # else an offset of a day or more: datetime refuses it
+            try:
+                # the wall time as if it were UTC, moved by the offset: what astimezone(utc) gives
+                return datetime(full_year(int(year)), month, int(day), int(hour), int(minute), int(second or 0),
+                                tzinfo=timezone.utc) + to_utc
+            except (ValueError, OverflowError):
+                pass  # let the general parser have a go
     # email.utils reads two-digit years with another pivot (69) and leaves three-digit ones: fix the year first
     value = _DATE_YEAR.sub(lambda y: y.group(1) + str(full_year(int(y.group(2)))), value, count=1)
     try:
@@ -495,10 +574,27 @@ def _leaf(h: dict[str, str], ctype: str, params: dict[str, str], body: bytes, se
 def single_part(h: dict[str, str]) -> tuple[Part | None, bool] | None:
     """:func:`choose_text_part` of a mail whose header says it is one part (its body section "1");
     None for a multipart mail, whose parts only its body (or BODYSTRUCTURE) tells."""
-    ctype, params = content_type(h.get("content-type", ""))
-    if ctype.startswith("multipart/"):
-        return None
-    return choose_text_part((_leaf(h, ctype, params, b"", ""),))
+    raw = h.get("content-type", "")
+    if raw.partition(";")[0].strip().lower().startswith("multipart/"):
+        return None  # what content_type() says, without reading the parameters (a boundary each)
+    key = (raw, h.get("content-transfer-encoding", ""), h.get("content-disposition", ""))
+    found = _SINGLE.get(key)
+    if found is None:
+        ctype, params = content_type(raw)
+        found = choose_text_part((_leaf(h, ctype, params, b"", ""),))
+        if len(_SINGLE) >= 1024:
+            _SINGLE.clear()
+        _SINGLE[key] = found
+    return found
+
+
+#: (Content-Type, Content-Transfer-Encoding, Content-Disposition) -> :func:`single_part` (bounded): a
+#: handful of values make nearly all mail; the Part is shared and never changed
+_SINGLE: dict[tuple[str, str, str], tuple[Part | None, bool]] = {}
+
+
+#: a header block with none of these is not a mail's
+_MAIL_FIELDS = frozenset(("from", "date", "message-id", "subject", "to", "sender"))
 
 
 def record_from_headers(
@@ -512,29 +608,32 @@ def record_from_headers(
     warnings: Iterable[str] = (),
 ) -> MailRecord:
     """Build a record from a parsed header block; raises MailParseError."""
-    if not any(k in h for k in ("from", "date", "message-id", "subject", "to", "sender")):
+    if h.keys().isdisjoint(_MAIL_FIELDS):
         raise MailParseError("no mail header fields (From, Date, Message-ID, Subject, To) found")
     notes = list(warnings)
     senders = parse_addresses(h.get("from", ""), notes, "From") or parse_addresses(h.get("sender", ""), notes, "Sender")
     sender = senders[0] if senders else None
     mids = parse_ids(h.get("message-id", ""), notes, "Message-ID")
+    get = h.get
+    # positional (in MailRecord's field order): a third of the cost of 16 keywords
     return MailRecord(
-        location=location,
-        message_id=mids[0] if mids else "",
-        in_reply_to=parse_ids(h.get("in-reply-to", ""), notes, "In-Reply-To")[-1:],
-        references=parse_ids(h.get("references", ""), notes, "References"),
-        sender=sender,
-        to=parse_addresses(h.get("to", ""), notes, "To"),
-        cc=parse_addresses(h.get("cc", ""), notes, "Cc"),
-        bcc=parse_addresses(h.get("bcc", ""), notes, "Bcc"),
-        date=parse_date(h.get("date", "")),
-        subject=" ".join(decode_words(h.get("subject", "")).split())[:998],
-        snippet=snippet,
-        flags=tuple(flags),
-        bulk=bulk_reason(h, sender),
-        size=size,
-        has_attachments=has_attachments,
-        warnings=tuple(notes),
+        location,  # location
+        mids[0] if mids else "",  # message_id
+        parse_ids(get("in-reply-to", ""), notes, "In-Reply-To")[-1:],  # in_reply_to
+        parse_ids(get("references", ""), notes, "References"),  # references
+        sender,  # sender
+        parse_addresses(get("to", ""), notes, "To"),  # to
+        parse_addresses(get("cc", ""), notes, "Cc"),  # cc
+        parse_addresses(get("bcc", ""), notes, "Bcc"),  # bcc
+        parse_date(get("date", "")),  # date
+        " ".join(decode_words(get("subject", "")).split())[:998],  # subject
+        snippet,  # snippet
+        flags if flags.__class__ is tuple else tuple(flags),  # flags
+        bulk_reason(h, sender),  # bulk
+        "",  # direction
+        size,  # size
+        has_attachments,  # has_attachments
+        tuple(notes),  # warnings
     )
 
 
