@@ -10,7 +10,7 @@ reply that links it.
 
 from __future__ import annotations
 
-from crm_bridge.crm_core.locations import _LOCATION_HEAD, _LOCATION_ROW, _LOCATION_TAIL, Locations
+from crm_bridge.crm_core.locations import _LOCATION_HEAD, _LOCATION_SHARED_ROW, _LOCATION_TAIL, Locations
 from crm_bridge.crm_core.records import Address, MailRecord
 from crm_bridge.crm_core.relinking import Relinking, _NewContacts
 from crm_bridge.crm_core.rereads import Rereads, without_text
@@ -21,7 +21,10 @@ from crm_bridge.crm_core.storebase import FILL_TEXT_TABLE, Stats, mail_key_and_d
 _VIS_RANK = {"metadata": 0, "subject": 1, "snippet": 2}
 _INSERT_MAIL_HEAD = """INSERT INTO interactions(id, dedup_key, message_id, content_hash, thread_id, date, subject, snippet,
     direction, visibility, bulk, has_attachments, logged_by, created_at, updated_at, warnings, kind)"""
-_INSERT_MAIL_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'mail')"
+#: a new mail's row; $0: the time of the batch (created_at, updated_at), bound once a statement
+_INSERT_MAIL_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, $0, $0, ?, 'mail')"
+#: a participant of a new mail (its status is for appointments)
+_PARTICIPANT_ROW = "(?, ?, ?, ?, '')"
 #: unmatched mails whose text a store keeps at hand for a later reply (about 8 MB)
 _HELD_MAX = 10_000
 
@@ -52,7 +55,7 @@ class MailIngest(Rereads, Relinking, Locations):
             if prior is not None and prior[0] == "quarantined":
                 unquarantine.append((source, loc.scope, loc.local_id))
             skip_rows.append((source, loc.scope, loc.local_id, rec.message_id, reason, now_s))
-            loc_rows.append((source, loc.scope, loc.local_id, "skipped", None, loc.etag, "", now_s))
+            loc_rows.append((loc.scope, loc.local_id, "skipped", None, loc.etag, ""))
             stats.skipped += 1
 
         keep: list[tuple[MailRecord, str, str, str | None]] = []
@@ -67,10 +70,12 @@ class MailIngest(Rereads, Relinking, Locations):
                 # the reader process may have worked out the key already (sync/worker.py)
                 keep.append((rec, *rec.key, utc_iso(rec.date)) if rec.key is not None else (rec, *mail_key_and_date(rec)))
         existing = self._ids_by_key([k for _, k, _, _ in keep]) if keep else {}
-        unmatched = [(rec, key) for rec, key, _, _ in keep if key not in existing and rec.message_id]
+        refmap = self._thread_refs([i for rec, _, _, _ in keep for i in (rec.message_id, *rec.in_reply_to, *rec.references) if i])
+        # a mail stored before under another key: every stored mail's Message-ID is in thread_refs
+        # (with the ids it names), so one that is not there is new (most of a first sync's mail)
+        unmatched = [(rec, key) for rec, key, _, _ in keep if key not in existing and rec.message_id in refmap]
         if unmatched:
             existing.update(self._same_mails(unmatched))
-        refmap = self._thread_refs([i for rec, _, _, _ in keep for i in (rec.message_id, *rec.in_reply_to, *rec.references) if i])
         next_id = (self._one("SELECT MAX(id) FROM interactions") or 0) + 1
         next_thread = (self._one("SELECT MAX(id) FROM threads") or 0) + 1
         merged: dict[int, int] = {}
@@ -102,7 +107,7 @@ class MailIngest(Rereads, Relinking, Locations):
                     stats.seen += 1
                 if prior is not None and prior[0] in ("skipped", "quarantined"):
                     unskip.append((source, loc.scope, loc.local_id))
-                loc_rows.append((source, loc.scope, loc.local_id, "interaction", iid, loc.etag, flags, now_s))
+                loc_rows.append((loc.scope, loc.local_id, "interaction", iid, loc.etag, flags))
                 if vis != policy.visibility and _VIS_RANK[policy.visibility] > _VIS_RANK.get(vis, 0):
                     linked = bool(self._one("SELECT 1 FROM links WHERE interaction_id=? LIMIT 1", (iid,)))
                     want = self._visible(policy, linked)
@@ -159,8 +164,7 @@ class MailIngest(Rereads, Relinking, Locations):
             new_rows.append((
                 iid, key, rec.message_id, chash, thread_id, date_s,
                 rec.subject if want != "metadata" else None, rec.snippet if want == "snippet" else None,
-                direction, want, rec.bulk, int(rec.has_attachments), logged_by, now_s, now_s,
-                "\n".join(rec.warnings),
+                direction, want, rec.bulk, int(rec.has_attachments), logged_by, "\n".join(rec.warnings),
             ))
             existing[key] = (iid, want)
             seen_people = set()
@@ -172,8 +176,8 @@ class MailIngest(Rereads, Relinking, Locations):
                     if (email, role) in seen_people or (is_blocked(email) if blocked is None else blocked):
                         continue
                     seen_people.add((email, role))
-                    part_rows.append((iid, email, a.name, role, ""))
-            loc_rows.append((source, loc.scope, loc.local_id, "interaction", iid, loc.etag, flags, now_s))
+                    part_rows.append((iid, email, a.name, role))
+            loc_rows.append((loc.scope, loc.local_id, "interaction", iid, loc.etag, flags))
             if prior is not None and prior[0] in ("skipped", "quarantined"):
                 unskip.append((source, loc.scope, loc.local_id))
             if match.new_contacts:
@@ -191,11 +195,11 @@ class MailIngest(Rereads, Relinking, Locations):
         rows("INSERT INTO threads(id, subject)", "(?, ?)", thread_rows)
         rows("INSERT OR IGNORE INTO thread_refs(message_id, thread_id)", "(?, ?)",
              [(i, _find(merged, t)) for i, t in ref_rows] if merged else ref_rows)
-        inserted = [row[:4] + ((_find(merged, row[4]) if row[4] is not None else None),) + row[5:]
+        inserted = [row if row[4] not in merged else row[:4] + (_find(merged, row[4]),) + row[5:]
                     for row in new_rows] if merged else new_rows
-        rows(_INSERT_MAIL_HEAD, _INSERT_MAIL_ROW, inserted)
-        rows("INSERT OR IGNORE INTO participants(interaction_id, email, name, role, status)", "(?, ?, ?, ?, ?)", part_rows)
-        rows(_LOCATION_HEAD, _LOCATION_ROW, loc_rows, _LOCATION_TAIL)
+        rows(_INSERT_MAIL_HEAD, _INSERT_MAIL_ROW, inserted, shared=(now_s,))
+        rows("INSERT OR IGNORE INTO participants(interaction_id, email, name, role, status)", _PARTICIPANT_ROW, part_rows)
+        rows(_LOCATION_HEAD, _LOCATION_SHARED_ROW, loc_rows, _LOCATION_TAIL, shared=(source, now_s))
         x("DELETE FROM skipped WHERE source=? AND scope=? AND local_id=?", unskip)
         x("DELETE FROM quarantine WHERE source=? AND scope=? AND local_id=?", unskip + unquarantine)
         rows("INSERT OR REPLACE INTO links(interaction_id, target, target_id, reason)", "(?, ?, ?, ?)", link_rows)
@@ -239,11 +243,12 @@ class MailIngest(Rereads, Relinking, Locations):
                     row = inserted[n] = row[:6] + (subject if vis != "metadata" else None,
                                                    snippet if vis == "snippet" else None) + row[8:9] + (vis,) + row[10:]
                     redo.append(row)
-            x(f"INSERT OR REPLACE{_INSERT_MAIL_HEAD[len('INSERT'):]} VALUES {_INSERT_MAIL_ROW}", redo)
+            rows(f"INSERT OR REPLACE{_INSERT_MAIL_HEAD[len('INSERT'):]}", _INSERT_MAIL_ROW, redo, shared=(now_s,))
             held.update((iid, text) for iid, text in withheld.items() if iid not in filled)
             while len(held) > _HELD_MAX:  # the oldest go: replies come soon after or not in this run
                 del held[next(iter(held))]
-        self._index_text([(row[0], row[6], row[7]) for row in inserted])
+        if inserted:
+            self._index_range(inserted[0][0], inserted[-1][0])
 
     def _fill_text(self, rows: list[tuple[int, str, str, str]]) -> None:
         """Give mails stored as metadata only their text (rows: id, subject, snippet, visibility).
