@@ -58,7 +58,7 @@ class MailIngest(Rereads, Relinking, Locations):
             loc_rows.append((loc.scope, loc.local_id, "skipped", None, loc.etag, ""))
             stats.skipped += 1
 
-        keep: list[tuple[MailRecord, str, str, str | None]] = []
+        keep: list[tuple[MailRecord, str, str, str | None, list[str]]] = []  # record, key, hash, date, ids it names
         verdicts: dict[int, tuple[list[Address], bool]] = {}  # id(rec) -> (external participants, logged anyway)
         mail_verdict = linker.mail_verdict
         for rec in recs:
@@ -68,12 +68,17 @@ class MailIngest(Rereads, Relinking, Locations):
             else:
                 verdicts[id(rec)] = (external, anyway)
                 # the reader process may have worked out the key already (sync/worker.py)
-                keep.append((rec, *rec.key, utc_iso(rec.date)) if rec.key is not None else (rec, *mail_key_and_date(rec)))
-        existing = self._ids_by_key([k for _, k, _, _ in keep]) if keep else {}
-        refmap = self._thread_refs([i for rec, _, _, _ in keep for i in (rec.message_id, *rec.in_reply_to, *rec.references) if i])
+                key, chash, date_s = (*rec.key, utc_iso(rec.date)) if rec.key is not None else mail_key_and_date(rec)
+                if rec.in_reply_to or rec.references:
+                    ids = [i for i in (rec.message_id, *rec.in_reply_to, *rec.references) if i]
+                else:
+                    ids = [rec.message_id] if rec.message_id else []
+                keep.append((rec, key, chash, date_s, ids))
+        existing = self._ids_by_key([k for _, k, _, _, _ in keep]) if keep else {}
+        refmap = self._thread_refs([i for *_, ids in keep for i in ids])
         # a mail stored before under another key: every stored mail's Message-ID is in thread_refs
         # (with the ids it names), so one that is not there is new (most of a first sync's mail)
-        unmatched = [(rec, key) for rec, key, _, _ in keep if key not in existing and rec.message_id in refmap]
+        unmatched = [(rec, key) for rec, key, _, _, _ in keep if key not in existing and rec.message_id in refmap]
         if unmatched:
             existing.update(self._same_mails(unmatched))
         next_id = (self._one("SELECT MAX(id) FROM interactions") or 0) + 1
@@ -93,7 +98,7 @@ class MailIngest(Rereads, Relinking, Locations):
         # Relinking._visible, asked once a page: mail that links nobody and is not logged anyway
         # is stored as metadata only when the settings say so
         vis_unlinked = "metadata" if self.settings.unmatched == "metadata" else policy.visibility
-        for rec, key, chash, date_s in keep:
+        for rec, key, chash, date_s, ids in keep:
             loc = rec.location
             flags = " ".join(rec.flags)
             prior = priors.get((loc.scope, loc.local_id))
@@ -126,10 +131,13 @@ class MailIngest(Rereads, Relinking, Locations):
             external, anyway = verdicts[id(rec)]
             match = linker.match_external(external)
             # thread: every id the mail names joins one thread; two threads it joins become one
-            ids = [i for i in (rec.message_id, *rec.in_reply_to, *rec.references) if i]
             thread_id = None
             if ids:
-                found_threads = sorted({_find(merged, refmap[i]) if merged else refmap[i] for i in ids if i in refmap})
+                if len(ids) == 1:  # a Message-ID alone (most mail)
+                    known = refmap.get(ids[0])
+                    found_threads = [] if known is None else [_find(merged, known) if merged else known]
+                else:
+                    found_threads = sorted({_find(merged, refmap[i]) if merged else refmap[i] for i in ids if i in refmap})
                 if not found_threads:
                     thread_id = next_thread
                     next_thread += 1
@@ -167,22 +175,27 @@ class MailIngest(Rereads, Relinking, Locations):
                 direction, want, rec.bulk, int(rec.has_attachments), logged_by, "\n".join(rec.warnings),
             ))
             existing[key] = (iid, want)
-            seen_people = set()
-            for role, group in (("from", (rec.sender,) if rec.sender is not None else ()), ("to", rec.to),
-                                ("cc", rec.cc), ("bcc", rec.bcc)):  # Linker.mail_participants
+            # Linker.mail_participants, blocked addresses left out; an address twice in a role is
+            # left to INSERT OR IGNORE (the first one stays, as the rows go in in order)
+            sender = rec.sender
+            if sender is not None:
+                email = sender.email
+                blocked = blocked_memo.get(email)
+                if not (is_blocked(email) if blocked is None else blocked):
+                    part_rows.append((iid, email, sender.name, "from"))
+            for role, group in (("to", rec.to), ("cc", rec.cc), ("bcc", rec.bcc)):
                 for a in group:
                     email = a.email
                     blocked = blocked_memo.get(email)
-                    if (email, role) in seen_people or (is_blocked(email) if blocked is None else blocked):
-                        continue
-                    seen_people.add((email, role))
-                    part_rows.append((iid, email, a.name, role))
+                    if not (is_blocked(email) if blocked is None else blocked):
+                        part_rows.append((iid, email, a.name, role))
             loc_rows.append((loc.scope, loc.local_id, "interaction", iid, loc.etag, flags))
             if prior is not None and prior[0] in ("skipped", "quarantined"):
                 unskip.append((source, loc.scope, loc.local_id))
             if match.new_contacts:
                 contacts.add_to(match)
-            link_rows.extend((iid, t, tid, reason) for (t, tid), reason in match.links.items())
+            for (target, target_id), reason in match.links.items():
+                link_rows.append((iid, target, target_id, reason))
             if logged_by and not match.links:
                 logged.append((iid, rec, direction))
             stats.added += 1
