@@ -215,7 +215,7 @@ class MailIngest(Rereads, Relinking, Locations):
         rows(_LOCATION_HEAD, _LOCATION_SHARED_ROW, loc_rows, _LOCATION_TAIL, shared=(source, now_s))
         x("DELETE FROM skipped WHERE source=? AND scope=? AND local_id=?", unskip)
         x("DELETE FROM quarantine WHERE source=? AND scope=? AND local_id=?", unskip + unquarantine)
-        rows("INSERT OR REPLACE INTO links(interaction_id, target, target_id, reason)", "(?, ?, ?, ?)", link_rows)
+        rows("INSERT OR IGNORE INTO links(interaction_id, target, target_id, reason)", "(?, ?, ?, ?)", link_rows)
         # a place seen before holds what this read found there: noted again below if its text was not read
         self._forget_unread(source, priors)
         self._note_unread(unread)
@@ -302,10 +302,13 @@ class MailIngest(Rereads, Relinking, Locations):
         ids = list(wanted)
         for chunk in range(0, len(ids), 500):
             part = ids[chunk:chunk + 500]
+            # by the thread: a stored mail's Message-ID is in thread_refs with the mail's thread
+            # (no index of interactions by Message-ID: schema version 9)
             rows = self._x(
                 "SELECT i.id, i.visibility, i.message_id, i.date, i.subject,"
                 " (SELECT p.email FROM participants p WHERE p.interaction_id=i.id AND p.role='from' LIMIT 1)"
-                f" FROM interactions i WHERE i.message_id IN ({','.join('?' * len(part))}) AND i.kind='mail'",
+                " FROM thread_refs r CROSS JOIN interactions i ON i.thread_id = r.thread_id AND i.message_id = r.message_id"
+                f" WHERE r.message_id IN ({','.join('?' * len(part))}) AND i.kind='mail'",
                 part,
             ).fetchall()
             for iid, vis, message_id, date_s, subject, sender in rows:
