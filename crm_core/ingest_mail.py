@@ -54,7 +54,7 @@ class MailIngest(Rereads, Relinking, Locations):
                 self._detach(source, loc, prior[1], now_s)
             if prior is not None and prior[0] == "quarantined":
                 unquarantine.append((source, loc.scope, loc.local_id))
-            skip_rows.append((source, loc.scope, loc.local_id, rec.message_id, reason, now_s))
+            skip_rows.append((loc.scope, loc.local_id, rec.message_id, reason))
             loc_rows.append((loc.scope, loc.local_id, "skipped", None, loc.etag, ""))
             stats.skipped += 1
 
@@ -101,7 +101,7 @@ class MailIngest(Rereads, Relinking, Locations):
         for rec, key, chash, date_s, ids in keep:
             loc = rec.location
             flags = " ".join(rec.flags)
-            prior = priors.get((loc.scope, loc.local_id))
+            prior = priors.get((loc.scope, loc.local_id)) if priors else None
             found = existing.get(key)
             if found is not None:
                 iid, vis = found
@@ -201,10 +201,10 @@ class MailIngest(Rereads, Relinking, Locations):
             stats.added += 1
         x = self.conn.executemany
         contacts.flush()
-        x("""INSERT INTO skipped(source, scope, local_id, message_id, reason, at) VALUES (?, ?, ?, ?, ?, ?)
-             ON CONFLICT(source, scope, local_id) DO UPDATE SET message_id=excluded.message_id,
-             reason=excluded.reason, at=excluded.at""", skip_rows)
         rows = self._insert_rows  # a page's rows, many to a statement
+        rows("INSERT INTO skipped(source, scope, local_id, message_id, reason, at)", "($0, ?, ?, ?, ?, $1)", skip_rows,
+             """ON CONFLICT(source, scope, local_id) DO UPDATE SET message_id=excluded.message_id,
+             reason=excluded.reason, at=excluded.at""", shared=(source, now_s))
         rows("INSERT INTO threads(id, subject)", "(?, ?)", thread_rows)
         rows("INSERT OR IGNORE INTO thread_refs(message_id, thread_id)", "(?, ?)",
              [(i, _find(merged, t)) for i, t in ref_rows] if merged else ref_rows)
