@@ -58,27 +58,26 @@ class MailIngest(Rereads, Relinking, Locations):
             loc_rows.append((loc.scope, loc.local_id, "skipped", None, loc.etag, ""))
             stats.skipped += 1
 
-        keep: list[tuple[MailRecord, str, str, str | None, list[str]]] = []  # record, key, hash, date, ids it names
-        verdicts: dict[int, tuple[list[Address], bool]] = {}  # id(rec) -> (external participants, logged anyway)
+        # record, key, hash, date, ids it names, external participants, logged anyway
+        keep: list[tuple[MailRecord, str, str, str | None, list[str], list[Address], bool]] = []
         mail_verdict = linker.mail_verdict
         for rec in recs:
             reason, external, anyway = mail_verdict(rec, rec.location.scope, rec.flags, policy)
             if reason:
                 skip(rec, reason)
             else:
-                verdicts[id(rec)] = (external, anyway)
                 # the reader process may have worked out the key already (sync/worker.py)
                 key, chash, date_s = (*rec.key, utc_iso(rec.date)) if rec.key is not None else mail_key_and_date(rec)
                 if rec.in_reply_to or rec.references:
                     ids = [i for i in (rec.message_id, *rec.in_reply_to, *rec.references) if i]
                 else:
                     ids = [rec.message_id] if rec.message_id else []
-                keep.append((rec, key, chash, date_s, ids))
-        existing = self._ids_by_key([k for _, k, _, _, _ in keep]) if keep else {}
-        refmap = self._thread_refs([i for *_, ids in keep for i in ids])
+                keep.append((rec, key, chash, date_s, ids, external, anyway))
+        existing = self._ids_by_key([k for _, k, *_ in keep]) if keep else {}
+        refmap = self._thread_refs([i for k in keep for i in k[4]])
         # a mail stored before under another key: every stored mail's Message-ID is in thread_refs
         # (with the ids it names), so one that is not there is new (most of a first sync's mail)
-        unmatched = [(rec, key) for rec, key, _, _, _ in keep if key not in existing and rec.message_id in refmap]
+        unmatched = [(rec, key) for rec, key, *_ in keep if key not in existing and rec.message_id in refmap]
         if unmatched:
             existing.update(self._same_mails(unmatched))
         next_id = (self._one("SELECT MAX(id) FROM interactions") or 0) + 1
@@ -97,8 +96,11 @@ class MailIngest(Rereads, Relinking, Locations):
         is_blocked, blocked_memo = linker.is_blocked, linker._blocked
         # Relinking._visible, asked once a page: mail that links nobody and is not logged anyway
         # is stored as metadata only when the settings say so
-        vis_unlinked = "metadata" if self.settings.unmatched == "metadata" else policy.visibility
-        for rec, key, chash, date_s, ids in keep:
+        visibility = policy.visibility
+        vis_unlinked = "metadata" if self.settings.unmatched == "metadata" else visibility
+        dropping = self.settings.unmatched == "drop"
+        added = 0
+        for rec, key, chash, date_s, ids, external, anyway in keep:
             loc = rec.location
             flags = " ".join(rec.flags)
             prior = priors.get((loc.scope, loc.local_id)) if priors else None
@@ -128,7 +130,6 @@ class MailIngest(Rereads, Relinking, Locations):
                 continue
             iid = next_id
             next_id += 1
-            external, anyway = verdicts[id(rec)]
             match = linker.match_external(external)
             # thread: every id the mail names joins one thread; two threads it joins become one
             thread_id = None
@@ -157,18 +158,17 @@ class MailIngest(Rereads, Relinking, Locations):
                 if found_threads:  # a mail alone in a new thread has nobody to inherit from or pass on to
                     threads.add(thread_id)
             logged_by = "log folder" if anyway else ""
-            if not match.links and not logged_by and self.settings.unmatched == "drop":
+            if dropping and not match.links and not logged_by:
                 next_id -= 1
                 skip(rec, "no customer or contact matched")
                 continue
             direction = linker.direction(rec, policy)
-            want = policy.visibility if match.links or logged_by else vis_unlinked
+            want = visibility if match.links or logged_by else vis_unlinked
             if rec.no_text:  # no snippet to show: the text is read by name once linked (crm_core.rereads)
                 want = without_text(want)
                 unread.append((source, loc.scope, loc.local_id, iid))
-            if want != policy.visibility:
-                withheld[iid] = (rec.subject, rec.snippet, without_text(policy.visibility) if rec.no_text
-                                 else policy.visibility)
+            if want != visibility:
+                withheld[iid] = (rec.subject, rec.snippet, without_text(visibility) if rec.no_text else visibility)
             new_rows.append((
                 iid, key, rec.message_id, chash, thread_id, date_s,
                 rec.subject if want != "metadata" else None, rec.snippet if want == "snippet" else None,
@@ -198,7 +198,8 @@ class MailIngest(Rereads, Relinking, Locations):
                 link_rows.append((iid, target, target_id, reason))
             if logged_by and not match.links:
                 logged.append((iid, rec, direction))
-            stats.added += 1
+            added += 1
+        stats.added += added
         x = self.conn.executemany
         contacts.flush()
         rows = self._insert_rows  # a page's rows, many to a statement
