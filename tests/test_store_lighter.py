@@ -196,3 +196,30 @@ def test_schema_9_new_and_migrated_store_find_mail_by_message_id_and_search_as_b
     assert [r["logged"] for r in store.explain("m5@x")] == [True]
     assert [r["subject"] for r in store.search('"Angebot wort50"')] == ["Angebot wort50"]
     store.close()
+
+
+def test_unread_texts_go_in_many_to_a_statement_and_a_rescan_without_them_deletes_nothing(tmp_path):
+    """A fifth of an IMAP first sync is stored without its text read: their places go into
+    unread_texts a page's rows to a statement.  A rescan names every place of the source again;
+    where the source left no text unread (every source but IMAP), that costs one look, not a
+    DELETE a place."""
+    store = customer_store(tmp_path / "crm.db")
+    seen = traced(store)
+    with store.transaction():  # nobody known in them: metadata only, text not read
+        store.apply_batch(POLICY, Batch(records=[mail(i, sender=f"p{i}@andere.example", snippet="", no_text=True)
+                                                 for i in range(120)]))
+    assert store._one("SELECT COUNT(*) FROM unread_texts") == 120
+    assert len([s for s in seen if s.startswith("INSERT OR REPLACE INTO unread_texts")]) < 30
+    other = SourcePolicy(name="files", owner=frozenset({OWNER}))
+    with store.transaction():
+        store.apply_batch(other, Batch(records=[mail(i, scope="Maildir") for i in range(300, 340)]))
+    seen.clear()
+    with store.transaction():  # the files source again: nothing of it was left unread
+        store.apply_batch(other, Batch(records=[mail(i, scope="Maildir") for i in range(300, 340)]))
+    assert not [s for s in seen if s.startswith("DELETE FROM unread_texts")]
+    # the mail source again, its texts read this time: their places are forgotten
+    with store.transaction():
+        store.apply_batch(POLICY, Batch(records=[mail(i, sender=f"p{i}@andere.example") for i in range(120)]))
+    assert store._one("SELECT COUNT(*) FROM unread_texts") == 0
+    store.conn.set_trace_callback(None)
+    store.close()
