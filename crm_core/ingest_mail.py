@@ -73,10 +73,11 @@ class MailIngest(Rereads, Relinking, Locations):
                 else:
                     ids = [rec.message_id] if rec.message_id else []
                 keep.append((rec, key, chash, date_s, ids, external, anyway))
-        existing = self._ids_by_key([k for _, k, *_ in keep]) if keep else {}
         refmap = self._thread_refs([i for k in keep for i in k[4]])
-        # a mail stored before under another key: every stored mail's Message-ID is in thread_refs
-        # (with the ids it names), so one that is not there is new (most of a first sync's mail)
+        # every stored mail's Message-ID is in thread_refs (with the ids it names, written with the
+        # mail): a mail whose Message-ID is not there is not stored, under its key (which hashes the
+        # Message-ID) nor under another one; most of a first sync's mail, left out of both looks
+        existing = self._ids_by_key([k for rec, k, *_ in keep if not rec.message_id or rec.message_id in refmap])
         unmatched = [(rec, key) for rec, key, *_ in keep if key not in existing and rec.message_id in refmap]
         if unmatched:
             existing.update(self._same_mails(unmatched))

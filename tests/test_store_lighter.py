@@ -223,3 +223,26 @@ def test_unread_texts_go_in_many_to_a_statement_and_a_rescan_without_them_delete
     assert store._one("SELECT COUNT(*) FROM unread_texts") == 0
     store.conn.set_trace_callback(None)
     store.close()
+
+
+def test_mail_with_a_new_message_id_is_not_looked_up_by_its_key(tmp_path):
+    """The dedup key hashes the Message-ID: a mail whose Message-ID no thread reference names is not
+    stored under any key, so a first sync's page asks no look by key; mail seen again, and mail
+    without a Message-ID, are looked up and stored once."""
+    store = customer_store(tmp_path / "crm.db")
+    seen = traced(store)
+    with store.transaction():
+        store.apply_batch(POLICY, Batch(records=[mail(i) for i in range(10)]))
+    assert not [s for s in seen if "WHERE dedup_key IN" in s]
+    with store.transaction():
+        stats = store.apply_batch(POLICY, Batch(records=[mail(i, scope="Archiv") for i in range(5)]
+                                                + [mail(90, message_id=""), mail(91, message_id="")]))
+    assert [s for s in seen if "WHERE dedup_key IN" in s]
+    assert (stats.added, stats.updated) == (2, 5)
+    with store.transaction():  # the mails without a Message-ID again, elsewhere: found by their key
+        stats = store.apply_batch(POLICY, Batch(records=[mail(90, message_id="", scope="Alt"),
+                                                         mail(91, message_id="", scope="Alt")]))
+    assert (stats.added, stats.updated) == (0, 2)
+    assert store._one("SELECT COUNT(*) FROM interactions") == 12
+    store.conn.set_trace_callback(None)
+    store.close()
