@@ -49,17 +49,19 @@ NOTES = """The run above was recorded while other engineers' test suites and ben
 2 cores: read its CPU columns as ratios of one run.  The count that other work does not disturb,
 instructions of the first store (valgrind --tool=callgrind, the process's set-up counted apart and
 taken off; same records, same realistic store; user-space instructions only, so the system time of
-the writes to the WAL that the page cache saves at 50,000 is not in it): 10,000 mails 3.50 -> 2.99
-billion (**0.85x**), 50,000 mails 18.30 -> 15.01 billion (**0.82x**).
+the writes to the WAL that the page cache saves at 50,000 is not in it): 10,000 mails 3.50 -> 2.91
+billion (**0.83x**), 50,000 mails 18.30 -> 14.63 billion (**0.80x**).
 
 What made a stored mail cheaper this time ("before" above is the code before it; schema 8 -> 9):
 
 - **The full-text rows of a page read back by one statement** (`INSERT INTO interactions_fts ...
   SELECT id, subject, snippet FROM interactions WHERE id BETWEEN ...`): no row through Python and
   the sqlite3 module; still one segment a page.
-- **No second look by Message-ID for a mail no thread reference names**: every stored mail's
-  Message-ID is in `thread_refs`, so a mail whose Message-ID is not there is new (nearly all of a
-  first sync's mail); the look itself goes through `thread_refs` and the thread's mails.
+- **No look by dedup key nor by Message-ID for a mail no thread reference names**: every stored
+  mail's Message-ID is in `thread_refs` (written with the mail), and the dedup key hashes the
+  Message-ID, so a mail whose Message-ID is not there is new (nearly all of a first sync's mail);
+  mail without a Message-ID is looked up by its key as before, and the second look goes through
+  `thread_refs` and the thread's mails.
 - **Schema 9: no index of interactions by Message-ID** (the look above was its only reader; `crm
   explain` and a mail named by its Message-ID read the table whole either way, an OR with `uid`),
   **and the full-text index without column sizes** (`columnsize=0`: a row fewer a mail; only bm25
@@ -71,15 +73,17 @@ What made a stored mail cheaper this time ("before" above is the code before it;
   keyed by random values) outgrew SQLite's 2 MB default, which wrote changed pages to the WAL
   before the commit and read them back (less system time; memory grows by at most as much).
 - **Values a page's rows share bound once** (the source, the time: numbered parameters, `$0` in
-  `_insert_rows`' row); skipped places many to a statement; links of a new mail with INSERT OR
-  IGNORE instead of OR REPLACE (a new mail has none to replace).
+  `_insert_rows`' row); skipped places and unread texts many to a statement; links of a new mail
+  with INSERT OR IGNORE instead of OR REPLACE (a new mail has none to replace).
 - **Python per mail:** the ids a mail names worked out once, a lone Message-ID looked up without a
   set, participants without a set of their own (INSERT OR IGNORE keeps the first of an address
   named twice, as the set did), `Match` a class with slots.
 
 Measured and left: NULL for an empty text with `ifnull(?, '')` in the row (more instructions, not
-fewer); the content hash written out in one function (no gain); `wal_autocheckpoint` 40,000 (no
-gain); FTS5 `automerge` 8 or 0 (no clear gain).  What is left, at 50,000 mails: SQLite writing rows
+fewer); participants by role and links by (target, reason), their shared values bound once (more
+statements, no gain); INSERT OR IGNORE for the mail and threads (no statement journal: no gain);
+the content hash written out in one function (no gain); `wal_autocheckpoint` 40,000 (no gain);
+FTS5 `automerge` 8 or 0 (no clear gain).  What is left, at 50,000 mails: SQLite writing rows
 into B-trees (a fifth), the full-text index (tokenising and its segments, a seventh), binding text
 parameters (each a copy and two rounds through locks, a twelfth), the commits, and Python (a third
 at 10,000, with the dedup key that the reader process works out in `crm sync`).
