@@ -46,52 +46,63 @@ NOW = "2026-11-29T12:00:00+00:00"
 
 #: what the figures stand on (issue 9: the store's share of every connector's first sync)
 NOTES = """The run above was recorded while other engineers' test suites and benchmarks ran on the same
-2 cores (load average 2.0-2.4): its CPU ratios moved from run to run (0.76x at 10,000 and 0.85x at
-50,000 in a single round on a quieter machine). The count that other work does not disturb,
+2 cores: read its CPU columns as ratios of one run.  The count that other work does not disturb,
 instructions of the first store (valgrind --tool=callgrind, the process's set-up counted apart and
-taken off; same records, same realistic store): 10,000 mails 4.85 -> 3.69 billion (**0.76x**),
-50,000 mails 24.3 -> 18.4 billion (**0.76x**). CPU time falls less at 50,000 than instructions
-do: the writes to the WAL (system time) stay, see the end of these notes.
+taken off; same records, same realistic store; user-space instructions only, so the system time of
+the writes to the WAL that the page cache saves at 50,000 is not in it): 10,000 mails 3.50 -> 2.91
+billion (**0.83x**), 50,000 mails 18.30 -> 14.63 billion (**0.80x**).
 
-What made a stored mail cheaper this time ("before" above is the code before it; schema 7):
+What made a stored mail cheaper this time ("before" above is the code before it; schema 8 -> 9):
 
-- **A page's rows many to a statement.** Threads, thread references, the mail, participants,
-  locations and links go in 50 rows to an `INSERT ... VALUES (...), (...)` (the rest of a page one at
-  a time), not one `executemany` step a row: each step costs its own round through the statement
-  machine and the sqlite3 module (the lock around the step, binding, reset), about a tenth of
-  writing a row (crm_core/storebase.py `_insert_rows`). Not for the full-text index: FTS5 writes
-  what it holds at every statement savepoint, which a statement of many rows opens.
-- **The full-text index last, one segment a page.** A reply that links an unmatched mail through
-  its thread fills in the text of that mail with an UPDATE; its trigger ran after the page's index
-  rows were written, and FTS5 wrote the page's terms when the UPDATE ended, then the trigger's at
-  the commit: two segments a page, and one more for every such mail of an earlier page. Now the
-  page's mail goes into the index after everything else, with its final text (a mail of the same
-  page is written again whole with `INSERT OR REPLACE`, which runs no delete trigger as recursive
-  triggers are off), and the mails of earlier pages get their text in one UPDATE
-  (crm_core/ingest_mail.py `_fill_text`).
-- **FTS5 merges by 16** (`automerge`, kept in the index's config table; migration 7): with the
-  default 4 the index was rewritten over and over while a first sync adds a segment a page (a fifth
-  of the commit's cost at 50,000 mails); a search reads a few more segments.
-- **Python per mail:** one look at a mail's participants decides whether it is logged and whom it
-  links to (`Linker.mail_verdict`, `match_external`); participants, visibility and thread lookups
-  without calls per mail; the start of the text cut to letters and digits through its UTF-8 bytes
-  for the usual non-ASCII mail (umlauts), the regular expression only for the rest; the Public
-  Suffix List read in 18 ms instead of 25 (only its IDN rules through the IDNA codec).
+- **The full-text rows of a page read back by one statement** (`INSERT INTO interactions_fts ...
+  SELECT id, subject, snippet FROM interactions WHERE id BETWEEN ...`): no row through Python and
+  the sqlite3 module; still one segment a page.
+- **No look by dedup key nor by Message-ID for a mail no thread reference names**: every stored
+  mail's Message-ID is in `thread_refs` (written with the mail), and the dedup key hashes the
+  Message-ID, so a mail whose Message-ID is not there is new (nearly all of a first sync's mail);
+  mail without a Message-ID is looked up by its key as before, and the second look goes through
+  `thread_refs` and the thread's mails.
+- **Schema 9: no index of interactions by Message-ID** (the look above was its only reader; `crm
+  explain` and a mail named by its Message-ID read the table whole either way, an OR with `uid`),
+  **and the full-text index without column sizes** (`columnsize=0`: a row fewer a mail; only bm25
+  ranking reads them, and searches list the newest first).  `detail=full` stays (phrase search).
+  The migration drops the index and rebuilds the full-text index from `interactions` once.
+- **ANALYZE samples each index** (`analysis_limit` 1,000) at the run's end, instead of reading the
+  whole store each time it doubled (a tenth of the first store's instructions at 10,000 mails).
+- **A page cache of 16 MB**: at 50,000 mails a page's changes (leaf pages all over the indexes
+  keyed by random values) outgrew SQLite's 2 MB default, which wrote changed pages to the WAL
+  before the commit and read them back (less system time; memory grows by at most as much).
+- **Values a page's rows share bound once** (the source, the time: numbered parameters, `$0` in
+  `_insert_rows`' row); skipped places and unread texts many to a statement; links of a new mail
+  with INSERT OR IGNORE instead of OR REPLACE (a new mail has none to replace).
+- **Python per mail:** the ids a mail names worked out once, a lone Message-ID looked up without a
+  set, participants without a set of their own (INSERT OR IGNORE keeps the first of an address
+  named twice, as the set did), `Match` a class with slots.
+
+Measured and left: NULL for an empty text with `ifnull(?, '')` in the row (more instructions, not
+fewer); participants by role and links by (target, reason), their shared values bound once (more
+statements, no gain); INSERT OR IGNORE for the mail and threads (no statement journal: no gain);
+the content hash written out in one function (no gain); `wal_autocheckpoint` 40,000 (no gain);
+FTS5 `automerge` 8 or 0 (no clear gain).  What is left, at 50,000 mails: SQLite writing rows
+into B-trees (a fifth), the full-text index (tokenising and its segments, a seventh), binding text
+parameters (each a copy and two rounds through locks, a twelfth), the commits, and Python (a third
+at 10,000, with the dedup key that the reader process works out in `crm sync`).
+
+Round 1 (schema 7 -> 8), 24 % fewer instructions: a page's rows 50 to a statement; the full-text
+index last, one segment a page; FTS5 merging by 16; one look at a mail's participants
+(`Linker.mail_verdict`); the start of the text cut to letters and digits through its bytes.
 
 Earlier (schema 6): the full-text index by the page instead of an insert trigger per mail; each
 address looked up in the blocklist and internal domains once; the content hash at half its cost.
 
-Measured and left as they were: `INSERT OR IGNORE`/`OR REPLACE` against a plain `INSERT` (the same
-cost); `PRAGMA cache_size` of 16-32 MB (2-5 % at 50,000 mails: less system time, more user time; memory grows by as much); `mmap_size` 256 MB (no change);
-every index is read by a query (dedup, thread and Message-ID lookups, the timeline's dates,
-relinking by address, link targets, the locations of an item; `thread_refs_thread` only by a thread
-merge, which without it would read every reference). What is left is mostly SQLite writing rows
-into B-trees, five of them keyed by random values (dedup key, Message-ID, thread reference,
-participant address, link target): each page's mail lands on leaf pages all over those indexes,
-and every page the commit changed goes to the WAL and later back into the file (at 50,000 mails
-about 10 KB written per mail stored), which is why the cost per mail at 50,000 is above that at
-10,000. In `crm sync` the reader process works out the dedup key (part of
-the "first store" here)."""
+Measured in round 1 and left: `mmap_size` 256 MB (no change); every other index is read by a
+query (dedup, thread lookups, the timeline's dates, relinking by address, link targets, the
+locations of an item; `thread_refs_thread` only by a thread merge, which without it would read
+every reference).  Four indexes keyed by random values are left (dedup key, thread reference,
+participant address, link target) and the dates: each page's mail lands on leaf pages all over
+them, and every page a commit changed goes to the WAL and later back into the file, which is why
+the cost per mail at 50,000 is above that at 10,000.  In `crm sync` the reader process works out
+the dedup key (part of the "first store" here)."""
 
 
 # -- records ----------------------------------------------------------------------------

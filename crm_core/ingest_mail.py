@@ -10,7 +10,7 @@ reply that links it.
 
 from __future__ import annotations
 
-from crm_bridge.crm_core.locations import _LOCATION_HEAD, _LOCATION_ROW, _LOCATION_TAIL, Locations
+from crm_bridge.crm_core.locations import _LOCATION_HEAD, _LOCATION_SHARED_ROW, _LOCATION_TAIL, Locations
 from crm_bridge.crm_core.records import Address, MailRecord
 from crm_bridge.crm_core.relinking import Relinking, _NewContacts
 from crm_bridge.crm_core.rereads import Rereads, without_text
@@ -21,7 +21,10 @@ from crm_bridge.crm_core.storebase import FILL_TEXT_TABLE, Stats, mail_key_and_d
 _VIS_RANK = {"metadata": 0, "subject": 1, "snippet": 2}
 _INSERT_MAIL_HEAD = """INSERT INTO interactions(id, dedup_key, message_id, content_hash, thread_id, date, subject, snippet,
     direction, visibility, bulk, has_attachments, logged_by, created_at, updated_at, warnings, kind)"""
-_INSERT_MAIL_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'mail')"
+#: a new mail's row; $0: the time of the batch (created_at, updated_at), bound once a statement
+_INSERT_MAIL_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, $0, $0, ?, 'mail')"
+#: a participant of a new mail (its status is for appointments)
+_PARTICIPANT_ROW = "(?, ?, ?, ?, '')"
 #: unmatched mails whose text a store keeps at hand for a later reply (about 8 MB)
 _HELD_MAX = 10_000
 
@@ -51,26 +54,33 @@ class MailIngest(Rereads, Relinking, Locations):
                 self._detach(source, loc, prior[1], now_s)
             if prior is not None and prior[0] == "quarantined":
                 unquarantine.append((source, loc.scope, loc.local_id))
-            skip_rows.append((source, loc.scope, loc.local_id, rec.message_id, reason, now_s))
-            loc_rows.append((source, loc.scope, loc.local_id, "skipped", None, loc.etag, "", now_s))
+            skip_rows.append((loc.scope, loc.local_id, rec.message_id, reason))
+            loc_rows.append((loc.scope, loc.local_id, "skipped", None, loc.etag, ""))
             stats.skipped += 1
 
-        keep: list[tuple[MailRecord, str, str, str | None]] = []
-        verdicts: dict[int, tuple[list[Address], bool]] = {}  # id(rec) -> (external participants, logged anyway)
+        # record, key, hash, date, ids it names, external participants, logged anyway
+        keep: list[tuple[MailRecord, str, str, str | None, list[str], list[Address], bool]] = []
         mail_verdict = linker.mail_verdict
         for rec in recs:
             reason, external, anyway = mail_verdict(rec, rec.location.scope, rec.flags, policy)
             if reason:
                 skip(rec, reason)
             else:
-                verdicts[id(rec)] = (external, anyway)
                 # the reader process may have worked out the key already (sync/worker.py)
-                keep.append((rec, *rec.key, utc_iso(rec.date)) if rec.key is not None else (rec, *mail_key_and_date(rec)))
-        existing = self._ids_by_key([k for _, k, _, _ in keep]) if keep else {}
-        unmatched = [(rec, key) for rec, key, _, _ in keep if key not in existing and rec.message_id]
+                key, chash, date_s = (*rec.key, utc_iso(rec.date)) if rec.key is not None else mail_key_and_date(rec)
+                if rec.in_reply_to or rec.references:
+                    ids = [i for i in (rec.message_id, *rec.in_reply_to, *rec.references) if i]
+                else:
+                    ids = [rec.message_id] if rec.message_id else []
+                keep.append((rec, key, chash, date_s, ids, external, anyway))
+        refmap = self._thread_refs([i for k in keep for i in k[4]])
+        # every stored mail's Message-ID is in thread_refs (with the ids it names, written with the
+        # mail): a mail whose Message-ID is not there is not stored, under its key (which hashes the
+        # Message-ID) nor under another one; most of a first sync's mail, left out of both looks
+        existing = self._ids_by_key([k for rec, k, *_ in keep if not rec.message_id or rec.message_id in refmap])
+        unmatched = [(rec, key) for rec, key, *_ in keep if key not in existing and rec.message_id in refmap]
         if unmatched:
             existing.update(self._same_mails(unmatched))
-        refmap = self._thread_refs([i for rec, _, _, _ in keep for i in (rec.message_id, *rec.in_reply_to, *rec.references) if i])
         next_id = (self._one("SELECT MAX(id) FROM interactions") or 0) + 1
         next_thread = (self._one("SELECT MAX(id) FROM threads") or 0) + 1
         merged: dict[int, int] = {}
@@ -87,11 +97,14 @@ class MailIngest(Rereads, Relinking, Locations):
         is_blocked, blocked_memo = linker.is_blocked, linker._blocked
         # Relinking._visible, asked once a page: mail that links nobody and is not logged anyway
         # is stored as metadata only when the settings say so
-        vis_unlinked = "metadata" if self.settings.unmatched == "metadata" else policy.visibility
-        for rec, key, chash, date_s in keep:
+        visibility = policy.visibility
+        vis_unlinked = "metadata" if self.settings.unmatched == "metadata" else visibility
+        dropping = self.settings.unmatched == "drop"
+        added = 0
+        for rec, key, chash, date_s, ids, external, anyway in keep:
             loc = rec.location
             flags = " ".join(rec.flags)
-            prior = priors.get((loc.scope, loc.local_id))
+            prior = priors.get((loc.scope, loc.local_id)) if priors else None
             found = existing.get(key)
             if found is not None:
                 iid, vis = found
@@ -102,7 +115,7 @@ class MailIngest(Rereads, Relinking, Locations):
                     stats.seen += 1
                 if prior is not None and prior[0] in ("skipped", "quarantined"):
                     unskip.append((source, loc.scope, loc.local_id))
-                loc_rows.append((source, loc.scope, loc.local_id, "interaction", iid, loc.etag, flags, now_s))
+                loc_rows.append((loc.scope, loc.local_id, "interaction", iid, loc.etag, flags))
                 if vis != policy.visibility and _VIS_RANK[policy.visibility] > _VIS_RANK.get(vis, 0):
                     linked = bool(self._one("SELECT 1 FROM links WHERE interaction_id=? LIMIT 1", (iid,)))
                     want = self._visible(policy, linked)
@@ -118,13 +131,15 @@ class MailIngest(Rereads, Relinking, Locations):
                 continue
             iid = next_id
             next_id += 1
-            external, anyway = verdicts[id(rec)]
             match = linker.match_external(external)
             # thread: every id the mail names joins one thread; two threads it joins become one
-            ids = [i for i in (rec.message_id, *rec.in_reply_to, *rec.references) if i]
             thread_id = None
             if ids:
-                found_threads = sorted({_find(merged, refmap[i]) if merged else refmap[i] for i in ids if i in refmap})
+                if len(ids) == 1:  # a Message-ID alone (most mail)
+                    known = refmap.get(ids[0])
+                    found_threads = [] if known is None else [_find(merged, known) if merged else known]
+                else:
+                    found_threads = sorted({_find(merged, refmap[i]) if merged else refmap[i] for i in ids if i in refmap})
                 if not found_threads:
                     thread_id = next_thread
                     next_thread += 1
@@ -144,61 +159,65 @@ class MailIngest(Rereads, Relinking, Locations):
                 if found_threads:  # a mail alone in a new thread has nobody to inherit from or pass on to
                     threads.add(thread_id)
             logged_by = "log folder" if anyway else ""
-            if not match.links and not logged_by and self.settings.unmatched == "drop":
+            if dropping and not match.links and not logged_by:
                 next_id -= 1
                 skip(rec, "no customer or contact matched")
                 continue
             direction = linker.direction(rec, policy)
-            want = policy.visibility if match.links or logged_by else vis_unlinked
+            want = visibility if match.links or logged_by else vis_unlinked
             if rec.no_text:  # no snippet to show: the text is read by name once linked (crm_core.rereads)
                 want = without_text(want)
                 unread.append((source, loc.scope, loc.local_id, iid))
-            if want != policy.visibility:
-                withheld[iid] = (rec.subject, rec.snippet, without_text(policy.visibility) if rec.no_text
-                                 else policy.visibility)
+            if want != visibility:
+                withheld[iid] = (rec.subject, rec.snippet, without_text(visibility) if rec.no_text else visibility)
             new_rows.append((
                 iid, key, rec.message_id, chash, thread_id, date_s,
                 rec.subject if want != "metadata" else None, rec.snippet if want == "snippet" else None,
-                direction, want, rec.bulk, int(rec.has_attachments), logged_by, now_s, now_s,
-                "\n".join(rec.warnings),
+                direction, want, rec.bulk, int(rec.has_attachments), logged_by, "\n".join(rec.warnings),
             ))
             existing[key] = (iid, want)
-            seen_people = set()
-            for role, group in (("from", (rec.sender,) if rec.sender is not None else ()), ("to", rec.to),
-                                ("cc", rec.cc), ("bcc", rec.bcc)):  # Linker.mail_participants
+            # Linker.mail_participants, blocked addresses left out; an address twice in a role is
+            # left to INSERT OR IGNORE (the first one stays, as the rows go in in order)
+            sender = rec.sender
+            if sender is not None:
+                email = sender.email
+                blocked = blocked_memo.get(email)
+                if not (is_blocked(email) if blocked is None else blocked):
+                    part_rows.append((iid, email, sender.name, "from"))
+            for role, group in (("to", rec.to), ("cc", rec.cc), ("bcc", rec.bcc)):
                 for a in group:
                     email = a.email
                     blocked = blocked_memo.get(email)
-                    if (email, role) in seen_people or (is_blocked(email) if blocked is None else blocked):
-                        continue
-                    seen_people.add((email, role))
-                    part_rows.append((iid, email, a.name, role, ""))
-            loc_rows.append((source, loc.scope, loc.local_id, "interaction", iid, loc.etag, flags, now_s))
+                    if not (is_blocked(email) if blocked is None else blocked):
+                        part_rows.append((iid, email, a.name, role))
+            loc_rows.append((loc.scope, loc.local_id, "interaction", iid, loc.etag, flags))
             if prior is not None and prior[0] in ("skipped", "quarantined"):
                 unskip.append((source, loc.scope, loc.local_id))
             if match.new_contacts:
                 contacts.add_to(match)
-            link_rows.extend((iid, t, tid, reason) for (t, tid), reason in match.links.items())
+            for (target, target_id), reason in match.links.items():
+                link_rows.append((iid, target, target_id, reason))
             if logged_by and not match.links:
                 logged.append((iid, rec, direction))
-            stats.added += 1
+            added += 1
+        stats.added += added
         x = self.conn.executemany
         contacts.flush()
-        x("""INSERT INTO skipped(source, scope, local_id, message_id, reason, at) VALUES (?, ?, ?, ?, ?, ?)
-             ON CONFLICT(source, scope, local_id) DO UPDATE SET message_id=excluded.message_id,
-             reason=excluded.reason, at=excluded.at""", skip_rows)
         rows = self._insert_rows  # a page's rows, many to a statement
+        rows("INSERT INTO skipped(source, scope, local_id, message_id, reason, at)", "($0, ?, ?, ?, ?, $1)", skip_rows,
+             """ON CONFLICT(source, scope, local_id) DO UPDATE SET message_id=excluded.message_id,
+             reason=excluded.reason, at=excluded.at""", shared=(source, now_s))
         rows("INSERT INTO threads(id, subject)", "(?, ?)", thread_rows)
         rows("INSERT OR IGNORE INTO thread_refs(message_id, thread_id)", "(?, ?)",
              [(i, _find(merged, t)) for i, t in ref_rows] if merged else ref_rows)
-        inserted = [row[:4] + ((_find(merged, row[4]) if row[4] is not None else None),) + row[5:]
+        inserted = [row if row[4] not in merged else row[:4] + (_find(merged, row[4]),) + row[5:]
                     for row in new_rows] if merged else new_rows
-        rows(_INSERT_MAIL_HEAD, _INSERT_MAIL_ROW, inserted)
-        rows("INSERT OR IGNORE INTO participants(interaction_id, email, name, role, status)", "(?, ?, ?, ?, ?)", part_rows)
-        rows(_LOCATION_HEAD, _LOCATION_ROW, loc_rows, _LOCATION_TAIL)
+        rows(_INSERT_MAIL_HEAD, _INSERT_MAIL_ROW, inserted, shared=(now_s,))
+        rows("INSERT OR IGNORE INTO participants(interaction_id, email, name, role, status)", _PARTICIPANT_ROW, part_rows)
+        rows(_LOCATION_HEAD, _LOCATION_SHARED_ROW, loc_rows, _LOCATION_TAIL, shared=(source, now_s))
         x("DELETE FROM skipped WHERE source=? AND scope=? AND local_id=?", unskip)
         x("DELETE FROM quarantine WHERE source=? AND scope=? AND local_id=?", unskip + unquarantine)
-        rows("INSERT OR REPLACE INTO links(interaction_id, target, target_id, reason)", "(?, ?, ?, ?)", link_rows)
+        rows("INSERT OR IGNORE INTO links(interaction_id, target, target_id, reason)", "(?, ?, ?, ?)", link_rows)
         # a place seen before holds what this read found there: noted again below if its text was not read
         self._forget_unread(source, priors)
         self._note_unread(unread)
@@ -239,11 +258,12 @@ class MailIngest(Rereads, Relinking, Locations):
                     row = inserted[n] = row[:6] + (subject if vis != "metadata" else None,
                                                    snippet if vis == "snippet" else None) + row[8:9] + (vis,) + row[10:]
                     redo.append(row)
-            x(f"INSERT OR REPLACE{_INSERT_MAIL_HEAD[len('INSERT'):]} VALUES {_INSERT_MAIL_ROW}", redo)
+            rows(f"INSERT OR REPLACE{_INSERT_MAIL_HEAD[len('INSERT'):]}", _INSERT_MAIL_ROW, redo, shared=(now_s,))
             held.update((iid, text) for iid, text in withheld.items() if iid not in filled)
             while len(held) > _HELD_MAX:  # the oldest go: replies come soon after or not in this run
                 del held[next(iter(held))]
-        self._index_text([(row[0], row[6], row[7]) for row in inserted])
+        if inserted:
+            self._index_range(inserted[0][0], inserted[-1][0])
 
     def _fill_text(self, rows: list[tuple[int, str, str, str]]) -> None:
         """Give mails stored as metadata only their text (rows: id, subject, snippet, visibility).
@@ -284,10 +304,13 @@ class MailIngest(Rereads, Relinking, Locations):
         ids = list(wanted)
         for chunk in range(0, len(ids), 500):
             part = ids[chunk:chunk + 500]
+            # by the thread: a stored mail's Message-ID is in thread_refs with the mail's thread
+            # (no index of interactions by Message-ID: schema version 9)
             rows = self._x(
                 "SELECT i.id, i.visibility, i.message_id, i.date, i.subject,"
                 " (SELECT p.email FROM participants p WHERE p.interaction_id=i.id AND p.role='from' LIMIT 1)"
-                f" FROM interactions i WHERE i.message_id IN ({','.join('?' * len(part))}) AND i.kind='mail'",
+                " FROM thread_refs r CROSS JOIN interactions i ON i.thread_id = r.thread_id AND i.message_id = r.message_id"
+                f" WHERE r.message_id IN ({','.join('?' * len(part))}) AND i.kind='mail'",
                 part,
             ).fetchall()
             for iid, vis, message_id, date_s, subject, sender in rows:

@@ -42,12 +42,25 @@ class LinkIndex:
     customer_by_domain: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass
 class Match:
-    """The outcome of linking one interaction's participants."""
+    """The outcome of linking one interaction's participants.
 
-    links: dict[tuple[str, int], str] = field(default_factory=dict)  # (target, id) -> reason
-    new_contacts: list[tuple[Address, int]] = field(default_factory=list)  # (address, customer id)
+    A plain class with slots, not a dataclass: the store makes one for every mail it stores."""
+
+    __slots__ = ("links", "new_contacts")
+
+    def __init__(self, links: dict[tuple[str, int], str] | None = None,
+                 new_contacts: list[tuple[Address, int]] | None = None):
+        self.links: dict[tuple[str, int], str] = {} if links is None else links  # (target, id) -> reason
+        self.new_contacts: list[tuple[Address, int]] = [] if new_contacts is None else new_contacts  # (address, customer id)
+
+    def __repr__(self) -> str:
+        return f"Match(links={self.links!r}, new_contacts={self.new_contacts!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Match) and (self.links, self.new_contacts) == (other.links, other.new_contacts)
+
+    __hash__ = None  # type: ignore[assignment]  # as a dataclass's: mutable
 
     def add(self, target: str, target_id: int | None, reason: str) -> None:
         if target_id is not None:
@@ -201,7 +214,7 @@ class Linker:
         links = result.links  # Match.add, without its call: the store asks this for every mail
         idx = self.index
         contact_by_email, customer_of_contact = idx.contact_by_email, idx.customer_of_contact
-        creating: set[str] = set()
+        creating: set[str] | None = None
         blocked, is_blocked = self._blocked, self.is_blocked
         for addr in external:
             email = addr.email
@@ -218,9 +231,12 @@ class Linker:
             customer = self.customer_for_domain(email.rpartition("@")[2])
             if customer is not None:
                 links.setdefault((CUSTOMER, customer), "domain")
-                if self.settings.create_contacts and email not in creating:
-                    creating.add(email)
-                    result.new_contacts.append((addr, customer))
+                if self.settings.create_contacts:
+                    if creating is None:
+                        creating = set()
+                    if email not in creating:
+                        creating.add(email)
+                        result.new_contacts.append((addr, customer))
         return result
 
 

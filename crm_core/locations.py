@@ -12,6 +12,8 @@ from crm_bridge.crm_core.storebase import Stats, StoreBase
 #: a place an item was seen, new or seen again (rows: source, scope, local id, kind, item, etag, flags, time)
 _LOCATION_HEAD = "INSERT INTO locations(source, scope, local_id, kind, item_id, etag, flags, seen_at)"
 _LOCATION_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
+#: the same row where the source and the time are every row's ($0, $1: bound once, StoreBase._insert_rows)
+_LOCATION_SHARED_ROW = "($0, ?, ?, ?, ?, ?, ?, $1)"
 _LOCATION_TAIL = """ON CONFLICT(source, scope, local_id) DO UPDATE SET kind=excluded.kind,
     item_id=excluded.item_id, etag=excluded.etag, flags=excluded.flags,
     seen_at=excluded.seen_at, gone_at=NULL"""

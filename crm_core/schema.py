@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from crm_bridge.crm_core.store import Store
 
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 
 #: indexes of the read side (version 5): a customer's domains, contacts and tasks, a contact's tasks and the
@@ -42,6 +42,12 @@ END"""
 #: of committing a page at 50,000 mails); a search reads a few more segments (version 7)
 FTS_AUTOMERGE = "INSERT INTO interactions_fts(interactions_fts, rank) VALUES ('automerge', 16)"
 
+#: the full-text index of the subject and text of what is stored (version 9: without the size of each
+#: column, columnsize=0, which only ranking by bm25 reads: searches list the newest first; a row fewer
+#: to write for every item stored).  detail=full stays: phrase searches need the positions
+FTS_TABLE = """CREATE VIRTUAL TABLE IF NOT EXISTS interactions_fts USING fts5(
+    subject, snippet, tokenize='unicode61 remove_diacritics 2', content='interactions', columnsize=0)"""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS customers (
@@ -67,7 +73,6 @@ CREATE TABLE IF NOT EXISTS interactions (
     has_attachments INTEGER NOT NULL DEFAULT 0, logged_by TEXT NOT NULL DEFAULT '',
     deleted INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
     warnings TEXT NOT NULL DEFAULT '');
-CREATE INDEX IF NOT EXISTS interactions_message_id ON interactions(message_id);
 CREATE INDEX IF NOT EXISTS interactions_thread ON interactions(thread_id);
 CREATE INDEX IF NOT EXISTS interactions_date ON interactions(date);
 CREATE TABLE IF NOT EXISTS participants (
@@ -129,8 +134,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
     source TEXT NOT NULL, scope TEXT NOT NULL, local_id TEXT NOT NULL, reason TEXT NOT NULL,
     excerpt TEXT NOT NULL DEFAULT '', first_seen TEXT NOT NULL, last_seen TEXT NOT NULL,
     count INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (source, scope, local_id)) WITHOUT ROWID;
-CREATE VIRTUAL TABLE IF NOT EXISTS interactions_fts USING fts5(
-    subject, snippet, tokenize='unicode61 remove_diacritics 2', content='interactions');
+""" + FTS_TABLE + """;
 CREATE TRIGGER IF NOT EXISTS interactions_ad AFTER DELETE ON interactions BEGIN
     INSERT INTO interactions_fts(interactions_fts, rowid, subject, snippet)
     VALUES ('delete', old.id, old.subject, old.snippet);
@@ -242,5 +246,22 @@ def _migrate_8_fts_automerge(store: "Store") -> None:
     store.conn.execute(FTS_AUTOMERGE)
 
 
+def _migrate_9_lighter_mail(store: "Store") -> None:
+    """Version 9: a stored mail writes less.  ``interactions_message_id`` goes: the store finds a mail by
+    Message-ID through ``thread_refs`` (every stored mail's Message-ID is there, with its thread) and
+    the thread's mails (crm_core/ingest_mail.py _same_mails); the reads by Message-ID (``crm explain``,
+    an interaction named by it) read the table whole either way (their OR with ``uid``).  And the
+    full-text index without column sizes (:data:`FTS_TABLE`): made again and filled from
+    ``interactions`` (its ``rebuild``), with its merge setting.  Idempotent."""
+    store.conn.execute("DROP INDEX IF EXISTS interactions_message_id")
+    sql = store._one("SELECT sql FROM sqlite_master WHERE name='interactions_fts'") or ""
+    if "columnsize=0" not in sql.replace(" ", ""):
+        store.conn.execute("DROP TABLE IF EXISTS interactions_fts")
+        store.conn.execute(FTS_TABLE)
+        store.conn.execute("INSERT INTO interactions_fts(interactions_fts) VALUES ('rebuild')")
+        store.conn.execute(FTS_AUTOMERGE)
+
+
 MIGRATIONS: dict[int, Any] = {2: _migrate_2, 3: _migrate_3_web, 4: _migrate_4_blocks, 5: _migrate_5_read_indexes,
-                              6: _migrate_6_fts_by_batch, 7: _migrate_7_unread_texts, 8: _migrate_8_fts_automerge}
+                              6: _migrate_6_fts_by_batch, 7: _migrate_7_unread_texts, 8: _migrate_8_fts_automerge,
+                              9: _migrate_9_lighter_mail}

@@ -12,6 +12,7 @@ import signal
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from datetime import date, datetime, timezone
 from itertools import chain
 from pathlib import Path
@@ -25,6 +26,10 @@ from crm_bridge.crm_core.settings import LinkingSettings
 
 FILL_TEXT_TABLE = ("CREATE TEMP TABLE IF NOT EXISTS fill_text("
                    "id INTEGER PRIMARY KEY, subject TEXT, snippet TEXT, visibility TEXT NOT NULL)")
+#: the page cache of a connection, in KiB (negative: SQLite's unit for KiB)
+CACHE_KIB = -16_000
+#: rows of each index that ANALYZE reads (a sample; SQLite's docs suggest a few hundred to a thousand)
+ANALYSIS_LIMIT = 1000
 #: rows per statement of _insert_rows (16 columns of 50 rows stay under the 999 parameters of SQLite before 3.32)
 ROWS_PER_INSERT = 50
 
@@ -50,6 +55,31 @@ def _alnum_start(body: str) -> str:
     if len(head) < 64 and len(text) > 96:
         head += _ALNUM.sub("", text[96:])
     return head[:64]
+
+
+@lru_cache(maxsize=64)
+def _values_sql(head: str, row: str, tail: str, count: int, shared: int) -> str:
+    """``{head} VALUES {row}, ... {tail}`` of ``count`` rows with numbered parameters: ``$k`` in
+    ``row`` is ``?{k+1}`` (bound once), each ``?`` the next number after the shared ones."""
+    number = shared
+    out = []
+    for _ in range(count):
+        parts = []
+        for token in _ROW_TOKENS.split(row):
+            if token == "?":
+                number += 1
+                parts.append(f"?{number}")
+            elif token[:1] == "$" and token[1:].isdigit():
+                if int(token[1:]) >= shared:
+                    raise ValueError(f"{row}: ${token[1:]} without its shared value")
+                parts.append(f"?{int(token[1:]) + 1}")
+            else:
+                parts.append(token)
+        out.append("".join(parts))
+    return f"{head} VALUES {','.join(out)} {tail}"
+
+
+_ROW_TOKENS = re.compile(r"(\?|\$\d+)")
 
 
 class StoreError(Exception):
@@ -234,6 +264,12 @@ class StoreBase:
         # every 4 MiB saves about a tenth of its store time (a bigger page
         # cache saved little more and made memory grow with the store)
         conn.execute("PRAGMA wal_autocheckpoint=10000")
+        # a page of 500 mails changes leaf pages all over the indexes keyed by random values
+        # (dedup key, Message-ID, thread reference, participant address, link target, date): at
+        # 50,000 mails more of them than SQLite's default cache of 2 MB holds, so it spilled
+        # changed pages to the WAL before the commit and read them back from it.  16 MB holds a
+        # page's changes up to about 100,000 mails (the cache fills only as far as it is used)
+        conn.execute(f"PRAGMA cache_size={CACHE_KIB}")
         # the text of mails that a reply linked, for one UPDATE of them (crm_core/ingest_mail.py
         # _fill_text); made here, outside any transaction, so that a rolled-back one keeps it
         conn.execute(FILL_TEXT_TABLE)
@@ -291,14 +327,23 @@ class StoreBase:
         else ``PRAGMA optimize``, which analyses what SQLite thinks needs it.
         The statements of the sync path do not depend on statistics (they are
         written to follow keys); the read side's joins do.
+
+        Each index is sampled, not read whole (``analysis_limit``, :data:`ANALYSIS_LIMIT`
+        rows): what the planner needs is the shape of an index (how many rows a key
+        finds), which a sample tells as well; a whole ANALYZE read every index of the
+        store, a cost per mail of every run that doubled the store.
         """
         with self.transaction():
             items = self._one("SELECT MAX(id) FROM interactions") or 0
-            if items > 2 * int(self.meta("analysed_items") or 0):
-                self.conn.execute("ANALYZE")
-                self.set_meta("analysed_items", str(items))
-            else:
-                self.conn.execute("PRAGMA optimize")
+            self.conn.execute(f"PRAGMA analysis_limit={ANALYSIS_LIMIT}")
+            try:
+                if items > 2 * int(self.meta("analysed_items") or 0):
+                    self.conn.execute("ANALYZE")
+                    self.set_meta("analysed_items", str(items))
+                else:
+                    self.conn.execute("PRAGMA optimize")
+            finally:
+                self.conn.execute("PRAGMA analysis_limit=0")
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -357,21 +402,33 @@ class StoreBase:
         delete and update triggers take out what is in (schema.FTS_INSERT_TRIGGER)."""
         self.conn.executemany("INSERT INTO interactions_fts(rowid, subject, snippet) VALUES (?, ?, ?)", rows)
 
-    def _insert_rows(self, head: str, row: str, rows: list[tuple], tail: str = "") -> None:
+    def _index_range(self, first: int, last: int) -> None:
+        """Full-text entries of the items with ids ``first`` to ``last``, just inserted (every one of them):
+        read back from ``interactions`` by one statement, no row through Python."""
+        self.conn.execute("INSERT INTO interactions_fts(rowid, subject, snippet)"
+                          " SELECT id, subject, snippet FROM interactions WHERE id BETWEEN ? AND ?", (first, last))
+
+    def _insert_rows(self, head: str, row: str, rows: list[tuple], tail: str = "", shared: tuple = ()) -> None:
         """``{head} VALUES {row}, {row}, ... {tail}``: a page's rows, :data:`ROWS_PER_INSERT` to a
         statement (the rest one at a time), not one statement step each: each step costs its own
         round through the statement machine and the sqlite3 module, a tenth of writing a row.
+
+        ``shared``: values every row has (the source, the time of the batch), bound once a
+        statement and named in ``row`` as ``$0``, ``$1``, ...; ``?`` is a value of the row's own.
+        A text parameter costs SQLite a copy and the sqlite3 module a round through its locks.
 
         Not for the full-text index: FTS5 writes the terms it holds at the savepoint of every
         statement that writes more than one row (see _index_text)."""
         n = ROWS_PER_INSERT
         whole = len(rows) - len(rows) % n
+        conn = self.conn
         if whole:
-            sql = f"{head} VALUES {','.join([row] * n)} {tail}"
+            sql = _values_sql(head, row, tail, n, len(shared))
             for start in range(0, whole, n):
-                self.conn.execute(sql, list(chain.from_iterable(rows[start:start + n])))
+                conn.execute(sql, [*shared, *chain.from_iterable(rows[start:start + n])])
         if whole < len(rows):
-            self.conn.executemany(f"{head} VALUES {row} {tail}", rows[whole:])
+            sql = _values_sql(head, row, tail, 1, len(shared))
+            conn.executemany(sql, [shared + r for r in rows[whole:]] if shared else rows[whole:])
 
     def _x(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, tuple(params))
