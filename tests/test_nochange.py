@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from crm_bridge.crm_core.store import Store
 from crm_bridge.sync import worker
 from crm_bridge.sync.config import load_config
 from crm_bridge.sync.engine import Engine
@@ -118,3 +120,62 @@ def test_customers_are_current_answers_as_each_one_asked_alone(tmp_path):
         one_by_one = all(store.customer_is_current(*c) for c in customers)
         assert store.customers_are_current(customers) == one_by_one, customers
     assert store.customers_are_current(cases[0]) and not store.customers_are_current(cases[4])
+
+
+def _rules_steps(tmp_path, name: str, old: int) -> int:
+    """SQLite VM steps (per 100) of the follow-up rules on a store with ``old`` customer mails older than
+    their lookback window and a few recent ones, after the end-of-run statistics."""
+    from crm_bridge.crm_core import followup
+    from crm_bridge.crm_core.domains import AddressSet
+    from crm_bridge.crm_core.records import Address, Batch, Location, MailRecord
+    from crm_bridge.crm_core.settings import FollowupSettings, LinkingSettings, SourcePolicy
+
+    owner = "anna@nordlicht.example"
+    now = datetime(2026, 11, 30, 9, 0, tzinfo=timezone.utc)
+    store = Store(tmp_path / f"{name}.db", LinkingSettings(internal_domains=AddressSet(["nordlicht.example"])))
+    with store.transaction():
+        for c in range(20):
+            store.add_customer(f"Kunde {c} GmbH", [f"kunde{c}.example"])
+
+    def mail(i: int, when: datetime) -> MailRecord:
+        return MailRecord(location=Location("INBOX", f"1:{i}", ""), message_id=f"m{i}@x",
+                          sender=Address(f"p{i % 97}@kunde{i % 20}.example", "Kim"), to=(Address(owner, "Anna"),),
+                          date=when, subject=f"Anfrage {i}", snippet="Guten Tag")
+
+    records = [mail(i, now - timedelta(days=400, minutes=i)) for i in range(old)]
+    records += [mail(old + i, now - timedelta(days=10, minutes=i)) for i in range(30)]
+    with store.transaction():
+        for start in range(0, len(records), 500):
+            store.apply_batch(SourcePolicy(name="mail", owner=frozenset({owner})), Batch(records=records[start:start + 500]))
+    store.optimize()
+    # the statistics a sampled ANALYZE (analysis_limit 1,000) left in a 100,000-mail store: the links to
+    # customers taken for 1,001 rows
+    store.conn.execute("DELETE FROM sqlite_stat1 WHERE tbl IN ('links', 'interactions')")
+    store.conn.executemany("INSERT INTO sqlite_stat1(tbl, idx, stat) VALUES (?, ?, ?)", [
+        ("links", "links_target", "136960 1001 72"), ("links", "links", "137088 3 2 1"),
+        ("interactions", "interactions_date", "81200 1"), ("interactions", "interactions_thread", "55806 2"),
+        ("interactions", "sqlite_autoindex_interactions_1", "86904 1")])
+    store.conn.commit()
+    store.close()
+    store = Store(tmp_path / f"{name}.db", LinkingSettings(internal_domains=AddressSet(["nordlicht.example"])))
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    settings = FollowupSettings(after_appointment_days=1, unanswered_days=3)
+    followup.apply_rules(store, settings, now=now)  # the tasks made once; a run later makes none
+    store.conn.set_progress_handler(count, 100)
+    assert followup.apply_rules(store, settings, now=now) == 0
+    store.conn.set_progress_handler(None, 0)
+    store.close()
+    return steps[0]
+
+
+def test_the_follow_up_rules_of_a_no_change_run_walk_only_their_lookback_window(tmp_path):
+    """Mail older than the rules' window is not walked, whatever the statistics say (statistics that took
+    the customers' links for few made them walk all of those links: 0.15 s of every run at 100,000 mails)."""
+    small = _rules_steps(tmp_path, "small", 300)
+    big = _rules_steps(tmp_path, "big", 6000)
+    assert big < 1.5 * small + 20, (small, big)
