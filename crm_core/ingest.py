@@ -18,6 +18,9 @@ from crm_bridge.crm_core.settings import SourcePolicy
 from crm_bridge.crm_core.storebase import Stats, iso, utcnow
 from crm_bridge.crm_core.tasks import Tasks
 
+#: the end of the key range of the overrides stored under a location ("<id>#rid=" ... "<id>#rid>")
+_OVERRIDE_END = OVERRIDE_MARK[:-1] + chr(ord(OVERRIDE_MARK[-1]) + 1)
+
 
 class Ingest(MailIngest, ItemIngest, Tasks):
     """A batch into the store (inside the caller's transaction)."""
@@ -98,17 +101,21 @@ class Ingest(MailIngest, ItemIngest, Tasks):
                     f"""SELECT local_id, kind, item_id FROM locations
                         WHERE source=? AND scope=? AND local_id IN ({marks}) AND gone_at IS NULL""",
                     (source, scope, *part)))
-            # "<id>#rid=..." sorts between "<id>#rid=" and "<id>#rid>": one range of the key per id
+            # "<id>#rid=..." sorts between "<id>#rid=" and "<id>#rid>": one range of the key per id (ranges
+            # joined or ORed in one statement made SQLite 3.40 walk the whole folder, with statistics or without)
             for local_id in local_ids:
-                low = local_id + OVERRIDE_MARK
                 found.extend((scope, *row) for row in self._x(
                     """SELECT local_id, kind, item_id FROM locations WHERE source=? AND scope=?
                        AND local_id >= ? AND local_id < ? AND gone_at IS NULL""",
-                    (source, scope, low, low[:-1] + chr(ord(low[-1]) + 1))))
-        self.conn.executemany(
-            "UPDATE locations SET gone_at=? WHERE source=? AND scope=? AND local_id=?",
-            [(now_s, source, scope, local_id) for scope, local_id, _, _ in found],
-        )
+                    (source, scope, local_id + OVERRIDE_MARK, local_id + _OVERRIDE_END)))
+        gone: dict[str, list[str]] = {}
+        for scope, local_id, _, _ in found:
+            gone.setdefault(scope, []).append(local_id)
+        for scope, local_ids in gone.items():
+            for chunk in range(0, len(local_ids), 500):
+                part = local_ids[chunk:chunk + 500]
+                self._x(f"UPDATE locations SET gone_at=? WHERE source=? AND scope=? AND local_id IN ({','.join('?' * len(part))})",
+                        (now_s, source, scope, *part))
         self._forget_unread(source, ((scope, local_id) for scope, local_id, _, _ in found))
         touched: set[int] = set()
         for _, _, kind, item_id in found:
@@ -116,16 +123,22 @@ class Ingest(MailIngest, ItemIngest, Tasks):
                 touched.add(item_id)
             elif kind == "task" and item_id is not None:
                 self._task_gone(item_id)
-        for iid in sorted(touched):
-            live = self._one(
-                "SELECT 1 FROM locations WHERE kind='interaction' AND item_id=? AND gone_at IS NULL LIMIT 1", (iid,)
-            )
-            if live:
-                continue
-            if self.settings.on_delete == "erase":
+        ordered = sorted(touched)
+        live: set[int] = set()
+        for chunk in range(0, len(ordered), 500):
+            part_ids = ordered[chunk:chunk + 500]
+            live.update(row[0] for row in self._x(
+                f"""SELECT DISTINCT item_id FROM locations WHERE kind='interaction'
+                    AND item_id IN ({",".join("?" * len(part_ids))}) AND gone_at IS NULL""", part_ids))
+        dead = [iid for iid in ordered if iid not in live]  # in no place of any source any more
+        if self.settings.on_delete == "erase":
+            for iid in dead:
                 self._erase_interaction(iid)
-            else:
-                self._x("UPDATE interactions SET deleted=1, updated_at=? WHERE id=?", (now_s, iid))
+        else:
+            for chunk in range(0, len(dead), 500):
+                part_ids = dead[chunk:chunk + 500]
+                self._x(f"UPDATE interactions SET deleted=1, updated_at=? WHERE id IN ({','.join('?' * len(part_ids))})",
+                        (now_s, *part_ids))
         return len(found)
 
     # -- blocklist ----------------------------------------------------------

@@ -246,3 +246,26 @@ def test_mail_with_a_new_message_id_is_not_looked_up_by_its_key(tmp_path):
     assert store._one("SELECT COUNT(*) FROM interactions") == 12
     store.conn.set_trace_callback(None)
     store.close()
+
+
+def test_removing_a_folders_places_takes_statements_by_the_page_not_by_the_mail(tmp_path):
+    """A UIDVALIDITY rescan or a folder moved back ends with every old place removed in one batch, after the
+    reader is done: statements per place (marking it, a "still somewhere?" look, marking its mail) made it
+    the run's tail."""
+    store = customer_store(tmp_path / "crm.db")
+    with store.transaction():
+        for start in range(0, 2000, 500):
+            store.apply_batch(POLICY, Batch(records=[mail(i) for i in range(start, start + 500)]))
+        moved = [mail(i, location=Location("INBOX", f"2:{i}", "")) for i in range(1000)]  # half of them seen again
+        store.apply_batch(POLICY, Batch(records=moved))
+    seen = traced(store)
+    with store.transaction():
+        stats = store.apply_batch(POLICY, Batch(removed=[Location("INBOX", f"1:{i}") for i in range(2000)]))
+    assert stats.removed == 2000
+    overrides = [sql for sql in seen if "local_id >= " in sql]  # one key range per place: the overrides under it
+    assert len(overrides) == 2000
+    assert len(seen) - len(overrides) < 40, len(seen)  # the rest by the page: finding, marking, still somewhere?
+    live = store.conn.execute("SELECT COUNT(*) FROM locations WHERE gone_at IS NULL AND kind='interaction'").fetchone()
+    deleted = store.conn.execute("SELECT COUNT(*) FROM interactions WHERE deleted=1").fetchone()
+    assert (live[0], deleted[0]) == (1000, 1000)  # the mails seen again stay, the others are gone
+    store.close()
