@@ -12,11 +12,10 @@ import pytest
 from crm_bridge.connectors.base import ConfigError, make_connector
 from crm_bridge.connectors.tls import context
 from tests.dav_servers import start_radicale
-from tests.ews_emulator import EwsEmulator
 from tests.imap_server import _self_signed, dovecot_tls  # noqa: F401  (fixture)
 from tests.test_contract import View
 from tests.test_dav_tls import pull as dav_pull
-from tests.test_exchange import PW_ENV, mail as ews_mail, pull as ews_pull
+from tests.test_exchange import mail as ews_mail, pull as ews_pull, tls_emulator
 from tests.test_imap import MemoryView, connector as imap_connector, mail as imap_mail
 from tests.test_m365 import _server, graph, options as m365_options  # noqa: F401  (fixtures)
 
@@ -91,11 +90,7 @@ def test_dav(https_radicale, bad_files, monkeypatch):
 
 
 def test_exchange_the_probe_and_exchangelibs_path(tmp_path, monkeypatch, bad_files):
-    cert, key = _self_signed(tmp_path)
-    emulator = EwsEmulator(tls=(str(cert), str(key)))
-    emulator.store.add_user("svc-crm", "service-pw", impersonation=True)
-    emulator.store.add_user("alice", "alice-pw", mailbox="alice@nordlicht.example")
-    monkeypatch.setenv(PW_ENV, "service-pw")
+    emulator, cert, _key = tls_emulator(tmp_path, monkeypatch)
     with emulator:
         ews_mail(emulator, "verschlüsselt")
         opts = dict(folders=["inbox"], calendar=False, contacts=False, allow_plaintext=False)

@@ -17,7 +17,7 @@ import pytest
 from crm_bridge.connectors.base import AuthError, ConnectorError, SourceUnavailable, make_connector
 from tests.ews_emulator import EwsEmulator
 from tests.test_contract import View
-from tests.test_exchange import PW_ENV, crm_for, ews, mail, mails, options, pull  # noqa: F401  (ews: fixture)
+from tests.test_exchange import PW_ENV, crm_for, ews, mail, mails, options, pull, tls_emulator  # noqa: F401  (ews: fixture)
 from tests.test_exchange_oauth import oauth, token_command
 
 PROBE = ["BaseShape:IdOnly"]
@@ -178,13 +178,7 @@ def test_the_probe_sends_no_password_to_a_plain_http_url_of_the_cursor_that_the_
 
 
 def test_the_probe_verifies_tls_as_the_source_says(tmp_path, monkeypatch):
-    from tests.imap_server import _self_signed
-
-    cert, key = _self_signed(tmp_path)
-    emulator = EwsEmulator(tls=(str(cert), str(key)))
-    emulator.store.add_user("svc-crm", "service-pw", impersonation=True)
-    emulator.store.add_user("alice", "alice-pw", mailbox="alice@nordlicht.example")
-    monkeypatch.setenv(PW_ENV, "service-pw")
+    emulator, cert, key = tls_emulator(tmp_path, monkeypatch)
     with emulator:
         mail(emulator, "verschlüsselt")
         opts = dict(folders=["inbox"], calendar=False, contacts=False, allow_plaintext=False)

@@ -45,6 +45,19 @@ def options(ews: EwsEmulator, mailbox: str = "alice@nordlicht.example", **extra)
             "owner": [mailbox], **extra}
 
 
+def tls_emulator(tmp_path, monkeypatch) -> tuple[EwsEmulator, str, str]:
+    """An emulator over TLS with its own self-signed certificate, the service account (impersonation) and
+    alice's mailbox, not started yet; with the certificate (a CA file) and its key file."""
+    from tests.imap_server import _self_signed
+
+    cert, key = _self_signed(tmp_path)
+    emulator = EwsEmulator(tls=(str(cert), str(key)))
+    emulator.store.add_user("svc-crm", "service-pw", impersonation=True)
+    emulator.store.add_user("alice", "alice-pw", mailbox="alice@nordlicht.example")
+    monkeypatch.setenv(PW_ENV, "service-pw")
+    return emulator, str(cert), str(key)
+
+
 def pull(ews: EwsEmulator, view: View | None = None, cursor=None, **extra) -> Pulled:
     conn = make_connector("ex", options(ews, **extra))
     view = view if view is not None else View()
@@ -746,13 +759,7 @@ def test_cards_pushed_into_the_contacts_folder_itself_are_not_read_back(tmp_path
 
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_tls_certificates_are_verified_unless_the_config_says_otherwise(tmp_path, monkeypatch):
-    from tests.imap_server import _self_signed
-
-    cert, key = _self_signed(tmp_path)
-    emulator = EwsEmulator(tls=(str(cert), str(key)))
-    emulator.store.add_user("svc-crm", "service-pw", impersonation=True)
-    emulator.store.add_user("alice", "alice-pw", mailbox="alice@nordlicht.example")
-    monkeypatch.setenv(PW_ENV, "service-pw")
+    emulator, cert, _key = tls_emulator(tmp_path, monkeypatch)
     with emulator:
         mail(emulator, "verschlüsselt")
         assert emulator.url.startswith("https://127.0.0.1:")
