@@ -26,49 +26,45 @@ def arrivals(ews) -> list[float]:
     return seen
 
 
-def test_the_next_page_is_asked_for_before_this_one_is_parsed(ews, monkeypatch):
-    for n in range(9):
-        mail(ews, f"Mail {n}")
+def pulled_slowly(ews, monkeypatch, n: int):
+    """``n`` mails pulled as they are, then again with each mail's parsing 0.1 s slower (0.3 s a page of three):
+    (the plain pull, the slow pull, when each SyncFolderItems request of the slow one arrived)."""
+    for k in range(n):
+        mail(ews, f"Mail {k}")
     plain = pull(ews, **OPTS)
     parse = ewsitems.XmlMessage.__init__
 
     def slow_parse(self, elem):
-        time.sleep(0.1)  # 0.3 s a page of three
+        time.sleep(0.1)
         parse(self, elem)
 
     monkeypatch.setattr(ewsitems.XmlMessage, "__init__", slow_parse)
     seen = arrivals(ews)
-    got = pull(ews, **OPTS)
+    return plain, pull(ews, **OPTS), seen
+
+
+def same_pages(got, plain) -> bool:
+    """The same pages with the same mails and cursors, in order."""
+    return ([[r.subject for r in b.records] for b in got.batches] == [[r.subject for r in b.records] for b in plain.batches]
+            and [b.cursor for b in got.batches] == [b.cursor for b in plain.batches])
+
+
+def test_the_next_page_is_asked_for_before_this_one_is_parsed(ews, monkeypatch):
+    plain, got, seen = pulled_slowly(ews, monkeypatch, 9)
     assert len(seen) == 3
     gaps = [b - a for a, b in zip(seen, seen[1:])]
     assert gaps[0] < 0.2, gaps  # the second request left before the first page was parsed (that takes 0.3 s)
-    # the same pages and cursors, in order
-    assert [[r.subject for r in b.records] for b in got.batches] == [[r.subject for r in b.records]
-                                                                    for b in plain.batches]
-    assert [b.cursor for b in got.batches] == [b.cursor for b in plain.batches]
+    assert same_pages(got, plain)
 
 
 def test_the_page_thread_follows_the_chain_several_pages_ahead(ews, monkeypatch):
     """The thread asks for page k+2 as soon as page k+1's answer is in, not when the connector takes that answer up
     (after the engine stored page k): the server never waits for the store while pages are left."""
-    for n in range(12):
-        mail(ews, f"Mail {n}")
-    plain = pull(ews, **OPTS)
-    parse = ewsitems.XmlMessage.__init__
-
-    def slow_parse(self, elem):
-        time.sleep(0.1)  # 0.3 s a page of three
-        parse(self, elem)
-
-    monkeypatch.setattr(ewsitems.XmlMessage, "__init__", slow_parse)
-    seen = arrivals(ews)
-    got = pull(ews, **OPTS)
+    plain, got, seen = pulled_slowly(ews, monkeypatch, 12)
     assert len(seen) == 4
     assert ewspages.READ_AHEAD >= 3
     assert seen[3] - seen[0] < 0.25, seen  # pages 2-4 were asked for while page 1 was parsed (0.3 s)
-    assert [[r.subject for r in b.records] for b in got.batches] == [[r.subject for r in b.records]
-                                                                    for b in plain.batches]
-    assert [b.cursor for b in got.batches] == [b.cursor for b in plain.batches]
+    assert same_pages(got, plain)
 
 
 def test_an_answer_peek_cannot_read_still_gets_its_next_page(ews, monkeypatch):
