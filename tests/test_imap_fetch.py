@@ -43,6 +43,25 @@ def sent(monkeypatch):
     return log
 
 
+def sync_in_process(tmp_path: Path, sources: dict, customers=(("Kunde", ["kunde.example"]),), db: str = "crm.db"):
+    """One engine run of ``sources`` in this process into ``tmp_path/db`` (internal domain nordlicht.example,
+    ``customers`` as (name, domains)); it must end ok.  Its outcome."""
+    config = parse_config({
+        "store": {"path": str(tmp_path / db)},
+        "company": {"internal_domains": ["nordlicht.example"]},
+        "customers": [{"name": n, "domains": d} for n, d in customers],
+        "sources": sources,
+    }, tmp_path / "crm.toml")
+    engine = Engine(config, retries=0, backoff=0.0, parallel=False)
+    try:
+        [outcome] = engine.run(push=False)
+    finally:
+        engine.close()
+        engine.store.conn.close()
+    assert outcome.status == "ok", outcome.message
+    return outcome
+
+
 def _asked(log, uid: int, word: str) -> bool:
     return any(uid in uids and word in items for uids, items in log)
 
@@ -164,19 +183,7 @@ def test_sync_skips_as_before_without_fetching_the_text(dovecot, tmp_path: Path,
         [result] = json.loads(done.stdout)["results"][:1]
         assert result["status"] == "ok", result
     else:
-        config = parse_config({
-            "store": {"path": str(tmp_path / "crm.db")},
-            "company": {"internal_domains": ["nordlicht.example"]},
-            "customers": [{"name": "Kunde", "domains": ["kunde.example"]}],
-            "sources": sources,
-        }, tmp_path / "crm.toml")
-        engine = Engine(config, retries=0, backoff=0.0, parallel=False)
-        try:
-            [outcome] = engine.run(push=False)
-        finally:
-            engine.close()
-            engine.store.conn.close()
-        assert outcome.status == "ok", outcome.message
+        sync_in_process(tmp_path, sources)
     db = sqlite3.connect(tmp_path / "crm.db")
     skipped = dict(db.execute("SELECT message_id, reason FROM skipped"))
     assert skipped == {"news@x": "bulk or automatic mail (List-Id)", "intern@x": "internal only: no external participant",

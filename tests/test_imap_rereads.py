@@ -16,11 +16,9 @@ from pathlib import Path
 from crm_bridge.connectors.mailparse import parse_message
 from crm_bridge.crm_core.records import Location
 from crm_bridge.crm_core.store import Store
-from crm_bridge.sync.config import parse_config
-from crm_bridge.sync.engine import Engine
 from tests.conftest import make_mail, write_config
 from tests.imap_server import dovecot  # noqa: F401  (fixture)
-from tests.test_imap_fetch import _body_fetches
+from tests.test_imap_fetch import _body_fetches, sync_in_process
 from tests.test_imap_fetch import sent  # noqa: F401  (fixture: the UID FETCHes the connector sends)
 
 OWNER = "anna@nordlicht.example"
@@ -53,20 +51,7 @@ def _sources(server) -> dict:
 
 
 def _sync(server, tmp_path: Path, customers=(("Kunde", ["kunde.example"]),), db: str = "crm.db"):
-    config = parse_config({
-        "store": {"path": str(tmp_path / db)},
-        "company": {"internal_domains": ["nordlicht.example"]},
-        "customers": [{"name": n, "domains": d} for n, d in customers],
-        "sources": _sources(server),
-    }, tmp_path / "crm.toml")
-    engine = Engine(config, retries=0, backoff=0.0, parallel=False)
-    try:
-        [outcome] = engine.run(push=False)
-    finally:
-        engine.close()
-        engine.store.conn.close()
-    assert outcome.status == "ok", outcome.message
-    return outcome
+    return sync_in_process(tmp_path, _sources(server), customers, db)
 
 
 def _row(tmp_path: Path, mid: str, db: str = "crm.db") -> tuple:
@@ -134,27 +119,14 @@ def test_a_reply_in_a_later_batch_of_the_same_sync_shows_the_subject_until_the_t
     first, other, reply = dovecot.append("alice", "INBOX", [FIRST, OTHER, REPLY])
     config = _sources(dovecot)
     config["alice-imap"]["batch_size"] = 1
-    _sync_with(tmp_path, config)
+    sync_in_process(tmp_path, config)
     assert _texts(sent) == {reply}
     assert _row(tmp_path, "start@x") == ("Projekt Alpha", None, "subject", 0)  # the header's subject; no snippet unread
     sent.clear()
-    _sync_with(tmp_path, config)
+    sync_in_process(tmp_path, config)
     assert _texts(sent) == {first}
     assert _row(tmp_path, "start@x") == _as_read(FIRST)
     assert _wanted(tmp_path) == [] and not _rescan_pending(tmp_path)
-
-
-def _sync_with(tmp_path: Path, sources: dict) -> None:
-    config = parse_config({"store": {"path": str(tmp_path / "crm.db")}, "company": {"internal_domains": ["nordlicht.example"]},
-                           "customers": [{"name": "Kunde", "domains": ["kunde.example"]}], "sources": sources},
-                          tmp_path / "crm.toml")
-    engine = Engine(config, retries=0, backoff=0.0, parallel=False)
-    try:
-        [outcome] = engine.run(push=False)
-    finally:
-        engine.close()
-        engine.store.conn.close()
-    assert outcome.status == "ok", outcome.message
 
 
 def test_a_manual_link_and_a_new_customer_fetch_exactly_those_mails(dovecot, tmp_path, sent):
