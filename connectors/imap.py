@@ -247,14 +247,17 @@ class ImapConnector(ImapFolders):
             for loc in rereads(view):
                 wanted.setdefault(loc.scope, []).append(loc)
             for server_name, scope in folders:
-                yield from self._pull_folder(client, server_name, scope, states, view, wanted.get(scope, []),
-                                             ahead.get(server_name))
+                yield from self._pull_folder(client, server_name, scope, states, view, wanted.get(scope, []), ahead)
 
     def _pull_folder(self, client: Any, server_name: str, scope: str, states: dict[str, dict],
-                     view: SourceView, rereading: Sequence[Location] = (), status: tuple | None = None) -> Iterator[Batch]:
+                     view: SourceView, rereading: Sequence[Location] = (),
+                     statuses: Mapping[str, tuple | None] | None = None) -> Iterator[Batch]:
+        """``statuses``: the STATUS answers taken before LIST, by server name (a folder not in it is asked now)."""
         prev = states.get(scope)
         if not rereading and prev is not None:
-            if status is None:
+            if statuses is not None and server_name in statuses:
+                status = statuses[server_name]  # None: refused or not telling; not asked twice
+            else:
                 status = self._status(client, server_name, prev)
             if status == (prev["uidvalidity"], prev["uidnext"], prev["exists"], prev["modseq"]):
                 if prev.get("name") != server_name:  # remembered for the STATUS before LIST next time
