@@ -49,6 +49,12 @@ the connector never changes the mailbox.  Mail the store holds without its
 text and wants now (``SourceView.rereads``) is read by UID right after the
 folder's EXAMINE (:meth:`ImapConnector._reread`).
 
+The questions to the store (``SourceView.known`` of each folder the pass
+will compare: new ones, and those whose STATUS told a change; the store's
+``SkipRule``, once a pull) are asked before the pull's first batch: in the
+reader process of ``crm sync`` a question asked after a batch waits until
+the store has stored that batch (see :mod:`sync.worker`).
+
 The commands are pipelined (:class:`Fetches`): the header FETCH of the
 next two batches is on the wire before a batch is parsed and handed to
 the engine, so the server works while this process parses and the store
@@ -84,11 +90,12 @@ import socket
 import time
 from array import array
 from datetime import date, datetime
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence, cast
 
 from crm_bridge.connectors.base import (
     ConfigError,
     CursorInvalid,
+    SkipRule,
     SourceView,
     is_loopback,
     rereads,
@@ -109,6 +116,7 @@ from crm_bridge.connectors.imapwire import (
 from crm_bridge.crm_core.records import Batch, FlagChange, Location
 
 log = logging.getLogger("crm.imap")
+_UNASKED: Any = object()  # a question not asked (yet)
 
 #: UIDVALIDITY changes tolerated within RESET_WINDOW before a folder is skipped
 MAX_RESETS = 3
@@ -219,6 +227,7 @@ class ImapConnector(ImapFolders):
         self._esearch = False
         self._delimiter = "/"
         self._told: set[str] = set()  # missing log/private folders already reported (kept in the cursor)
+        self._rule: Any = _UNASKED  # the store's SkipRule, asked once a pull
 
     # -- pull -----------------------------------------------------------------
     def pull(self, cursor: dict | None, view: SourceView) -> Iterator[Batch]:
@@ -241,18 +250,39 @@ class ImapConnector(ImapFolders):
                         f"folder {scope!r} is gone from the server (deleted or renamed?); "
                         f"keeping its {len(view.known(scope))} mails"
                     )
-            if problems or self._told != told:
-                yield Batch(problems=problems, cursor=self._cursor(states) if cursor is not None else None)
             wanted: dict[str, list[Location]] = {}
             for loc in rereads(view):
                 wanted.setdefault(loc.scope, []).append(loc)
+            # every question to the store before the first batch: asked after one, it is answered once the
+            # store has caught up with every batch before it, and the reader waits (with 50 folders of a
+            # first sync, about as long as it worked); a folder's batches touch no other folder's locations
+            knowns = {scope: view.known(scope) for server_name, scope in folders
+                      if scope not in wanted and self._compares(states.get(scope), ahead.get(server_name, _UNASKED))}
+            self._rule = skip_rule(view) if knowns else _UNASKED
+            if problems or self._told != told:
+                yield Batch(problems=problems, cursor=self._cursor(states) if cursor is not None else None)
             for server_name, scope in folders:
-                yield from self._pull_folder(client, server_name, scope, states, view, wanted.get(scope, []), ahead)
+                yield from self._pull_folder(client, server_name, scope, states, view, wanted.get(scope, []), ahead,
+                                             knowns.pop(scope, None))
+
+    def _compares(self, prev: dict | None, status: tuple | None | object) -> bool:
+        """Whether the pass over a folder will compare the server with what the store knows of it
+        (``SourceView.known``): a new folder, or one whose STATUS before LIST told a change, or every
+        folder without CONDSTORE.  Other folders are asked when their pass gets there (most are
+        unchanged, and a big folder's known locations cost time and memory)."""
+        if prev is not None and prev.get("quarantined"):
+            return False
+        if prev is None or not self._condstore:
+            return True
+        return isinstance(status, tuple) and status != (prev["uidvalidity"], prev["uidnext"], prev["exists"],
+                                                         prev["modseq"])
 
     def _pull_folder(self, client: Any, server_name: str, scope: str, states: dict[str, dict],
                      view: SourceView, rereading: Sequence[Location] = (),
-                     statuses: Mapping[str, tuple | None] | None = None) -> Iterator[Batch]:
-        """``statuses``: the STATUS answers taken before LIST, by server name (a folder not in it is asked now)."""
+                     statuses: Mapping[str, tuple | None] | None = None,
+                     known: Mapping[str, str] | None = None) -> Iterator[Batch]:
+        """``statuses``: the STATUS answers taken before LIST, by server name (a folder not in it is asked now);
+        ``known``: ``view.known(scope)`` asked before the pull's first batch (None: asked here)."""
         prev = states.get(scope)
         if not rereading and prev is not None:
             if statuses is not None and server_name in statuses:
@@ -307,7 +337,8 @@ class ImapConnector(ImapFolders):
         same_mail = prev is not None and state["uidnext"] == uidnext and state["exists"] == exists and uidnext > 0
         if same_mail and self._condstore and state["modseq"] == highest:
             return  # nothing at all changed, flags included
-        known = view.known(scope)
+        if known is None:
+            known = view.known(scope)
         prefix = f"{uidvalidity}:"
         last_uid = state["last_uid"]
         if same_mail:
@@ -330,7 +361,9 @@ class ImapConnector(ImapFolders):
         chunks = [new_uids[i:i + size] for i in range(0, len(new_uids), size)]  # slices of the array
         fetches = Fetches(client)
         heads = [fetches.send(uid_set(c), _FETCH_ITEMS) for c in chunks[:2]]
-        rule = skip_rule(view)
+        if self._rule is _UNASKED:  # once a pull, as a question after a batch waits for the store
+            self._rule = skip_rule(view)
+        rule = cast("SkipRule | None", self._rule)
         done = 0
         # batches whose texts are on the way, oldest first: each round of FETCHes (BODYSTRUCTURE, a text
         # prefix, more of it) is answered while the next batch's headers are parsed, not waited for
