@@ -42,7 +42,8 @@ New mail is fetched in ascending UID order, ``batch_size`` UIDs per FETCH,
 and every batch carries a cursor with ``last_uid`` advanced to its last
 UID, so an interrupted first sync resumes where it stopped.  The final
 batch of a folder carries flag changes, removals and the new ``modseq`` /
-``uidnext`` / ``exists``.  When UIDVALIDITY, UIDNEXT, EXISTS and
+``uidnext`` / ``exists``; in a pass with no flag change nor removal (a first
+sync) the last batch of new mail carries the new state, one transaction less.  When UIDVALIDITY, UIDNEXT, EXISTS and
 HIGHESTMODSEQ all equal the cursor's, the folder is skipped after SELECT.
 Folders are opened with EXAMINE and every body fetch uses ``BODY.PEEK``:
 the connector never changes the mailbox.  Mail the store holds without its
@@ -368,6 +369,7 @@ class ImapConnector(ImapFolders):
         # batches whose texts are on the way, oldest first: each round of FETCHes (BODYSTRUCTURE, a text
         # prefix, more of it) is answered while the next batch's headers are parsed, not waited for
         pending: list[_Texts] = []
+        last: Batch | None = None  # the folder's last batch of new mail, held back
         try:
             for k, chunk in enumerate(chunks):
                 fetches.wait(heads[k])
@@ -389,7 +391,10 @@ class ImapConnector(ImapFolders):
                     state["uidnext"] = state["exists"] = 0  # a pass is running
                     batch.cursor = self._cursor(states)
                     batch.done, batch.total = done, len(new_uids)
-                    yield batch
+                    if k + 1 == len(chunks) and not pending:
+                        last = batch  # the folder's end may go with it (below)
+                    else:
+                        yield batch
         finally:
             if fetches.busy:  # stopped half-way: responses still on the wire
                 self._drop()
@@ -415,6 +420,13 @@ class ImapConnector(ImapFolders):
         state["uidnext"], state["exists"] = uidnext, exists
         final.cursor = self._cursor(states)
         final.done = final.total = len(new_uids)
+        if last is not None and not (final.changes or final.removed or final.problems):
+            # nothing but the folder's new state: one transaction less a folder (a first sync of 50 folders)
+            last.cursor = final.cursor
+            yield last
+            return
+        if last is not None:
+            yield last
         yield final
 
     def _reread(self, client: Any, scope: str, uidvalidity: int, wanted: Sequence[Location]) -> Iterator[Batch]:

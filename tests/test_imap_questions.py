@@ -110,3 +110,28 @@ def test_an_unchanged_run_asks_no_known_locations(dovecot):
     assert [q for q in view.asked if q.startswith("known")] == ["known(Gamma)"]
     view.sync(_reader(dovecot))
     assert [q for q in view.asked if q.startswith("known")] == []
+
+
+def test_a_folders_end_rides_with_its_last_batch_of_new_mail(dovecot):
+    """A first sync: a folder's last batch carries its complete-pass cursor (no batch, so no transaction,
+    of its own); when the end has something to say (a removal), it still comes in a batch after the mail."""
+    _fill(dovecot, 5)
+    view = AskingView()
+    batches = view.sync(_reader(dovecot))
+    per_folder = {f: [b for b in batches if b.records and b.records[0].location.scope == f] for f in FOLDERS}
+    assert all(len(bs) == 3 for bs in per_folder.values())  # 5 mails, 2 a batch
+    assert len(batches) == 3 * len(FOLDERS)
+    for f, bs in per_folder.items():
+        state = bs[-1].cursor["folders"][f]
+        assert state["uidnext"] and state["exists"] == 5 and state["last_uid"] == 5, f
+        assert all(b.cursor["folders"][f]["uidnext"] == 0 for b in bs[:-1])  # a pass still running
+    assert view.sync(_reader(dovecot)) == []  # the state was complete: STATUS tells nothing changed
+    assert [q for q in view.asked if q.startswith("known")] == []
+
+    with dovecot.client("alice") as c:
+        c.select_folder("Beta")
+        c.delete_messages([c.search("ALL")[0]])
+        c.expunge()
+    dovecot.append("alice", "Beta", [mail(5555)])
+    batches = view.sync(_reader(dovecot))
+    assert [(len(b.records), len(b.removed)) for b in batches if b.records or b.removed] == [(1, 0), (0, 1)]
