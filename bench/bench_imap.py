@@ -28,6 +28,15 @@ realistic store: a fresh sync, a sync after the folder's UIDVALIDITY
 changed, and a sync after all its mail was moved to another folder (one
 sync) and back (the timed one: every mail comes back under a new UID).
 
+The rescan after a UIDVALIDITY change is timed twice: right after the
+change (Dovecot reads and caches every mail again, as it would for any
+client) and, the target's figure, once Dovecot's index and cache were
+warmed again by the same untimed pass the fresh sync had.
+
+Then, at ``--folders`` mails (default 22,000): the same generated mail in
+one folder and spread over 50 folders (two Dovecots), a first ``crm sync``
+of each into the realistic store, beside its own request replayed bare.
+
 Before each timed step ``os.sync()`` writes back what earlier steps left
 in the page cache (mbsync's copies, the stores), so that no step pays for
 another's writes.
@@ -259,6 +268,11 @@ def measure_rescan(n: int, seed: int, tmp: Path) -> dict:
         r["fresh_s"], r["fresh_pss"], _out, r["fresh_cpu"] = crm_sync(cfg)
         r["fresh_server_cpu"] = server_cpu(server) - before
         server.set_uidvalidity("alice", "INBOX")
+        r["cold_s"], _pss, _out, r["cold_cpu"] = crm_sync(cfg)  # Dovecot reads every mail again
+        server.set_uidvalidity("alice", "INBOX")
+        bare.header_fetch(server.port, pw, ["INBOX"])  # warm again, as for the fresh sync
+        bare.record_session(server.port, pw, ["INBOX"])
+        os.sync()
         before = server_cpu(server)
         r["uidvalidity_s"], r["uidvalidity_pss"], r["uidvalidity_out"], r["uidvalidity_cpu"] = crm_sync(cfg)
         r["uidvalidity_server_cpu"] = server_cpu(server) - before
@@ -272,11 +286,50 @@ def measure_rescan(n: int, seed: int, tmp: Path) -> dict:
     return r
 
 
+def measure_folders(total: int, nfolders: int, seed: int, tmp: Path, rounds: int) -> dict:
+    """The same ``total`` mails in one folder and spread over ``nfolders``: a first sync of each into the
+    realistic store, and its own request replayed bare, interleaved round by round."""
+    mails = list(generate_messages(total, seed))
+    names = ["INBOX"] + [f"Kunde{i:02d}" for i in range(1, nfolders)]
+    r: dict = {"total": total, "folders": nfolders}
+    with running_dovecot() as flat, running_dovecot() as spread:
+        flat.drop("alice", "INBOX", mails)
+        for i, name in enumerate(names):
+            spread.drop("alice", name, mails[i::nfolders])
+        setups = {}
+        for key, server, folders in (("one", flat, ["INBOX"]), ("many", spread, names)):
+            pw = server.users["alice"]
+            os.environ["BENCH_IMAP_PW"] = pw
+            bare.header_fetch(server.port, pw, folders)  # warm
+            bare.record_session(server.port, pw, folders)
+            kit = StoreKit(tmp / f"stores-folders-{key}", {"alice": {
+                "type": "imap", "host": "127.0.0.1", "port": server.port, "tls": "none", "allow_plaintext": True,
+                "username": "alice", "password_env": "BENCH_IMAP_PW", "folders": folders}}, seed)
+            kit.config("warm", True)
+            session, _got = bare.record_session(server.port, pw, folders, realistic_view(kit))
+            setups[key] = (server, pw, kit, session)
+        runs: dict[str, list] = {"one": [], "many": [], "one_bare": [], "many_bare": []}
+        for k in range(rounds):
+            for key, (server, pw, kit, session) in setups.items():
+                os.sync()
+                runs[key + "_bare"].append(bare.replay(server.port, session)[0])
+                os.environ["BENCH_IMAP_PW"] = pw
+                cfg = kit.config(f"run{k}", True)
+                os.sync()
+                seconds, pss, out, cpu = crm_sync(cfg)
+                runs[key].append((seconds, cpu, pss))
+                r[key + "_out"] = out.strip().splitlines()[0]
+    for key in ("one", "many"):
+        r[key + "_s"], r[key + "_cpu"], r[key + "_pss"] = sorted(runs[key])[len(runs[key]) // 2]
+        r[key + "_bare_s"] = median(runs[key + "_bare"])
+    return r
+
+
 def fmt_ms(seconds: float | None, mails: int) -> str:
     return "-" if seconds is None else f"{seconds * 1000 / mails:.3f}"
 
 
-def report(sizes: list[dict], rescan: dict | None, rounds: int) -> list[str]:
+def report(sizes: list[dict], rescan: dict | None, rounds: int, folders: dict | None = None) -> list[str]:
     L: list[str] = []
     main = next((s for s in sizes if s["total"] == 22_000), sizes[len(sizes) // 2])
     first, last = sizes[0], sizes[-1]
@@ -368,21 +421,27 @@ def report(sizes: list[dict], rescan: dict | None, rounds: int) -> list[str]:
             return f"{rescan[key + '_cpu']:.2f} s | {rescan[key + '_server_cpu']:.2f} s"
 
         L.append(f"| fresh sync, empty store | {fresh:.2f} s | 1.00x | {cpu('fresh')} | {rescan['fresh_pss']} MB |")
-        L.append(f"| after the folder's UIDVALIDITY changed | {rescan['uidvalidity_s']:.2f} s | "
+        L.append(f"| after the folder's UIDVALIDITY changed, Dovecot's cache warmed again | "
+                 f"{rescan['uidvalidity_s']:.2f} s | "
                  f"{rescan['uidvalidity_s'] / fresh:.2f}x | {cpu('uidvalidity')} | {rescan['uidvalidity_pss']} MB |")
+        if "cold_s" in rescan:
+            L.append(f"| ... right after the change (Dovecot reads every mail again) | {rescan['cold_s']:.2f} s | "
+                     f"{rescan['cold_s'] / fresh:.2f}x | {rescan['cold_cpu']:.2f} s | | |")
         L.append(f"| all mail moved to another folder (not synced) | {rescan['away_s']:.2f} s | "
                  f"{rescan['away_s'] / fresh:.2f}x | | | |")
         L.append(f"| ... and moved back: every mail under a new UID | {rescan['back_s']:.2f} s | "
                  f"{rescan['back_s'] / fresh:.2f}x | {cpu('back')} | {rescan['back_pss']} MB |")
         L.append("")
         L.append("The CPU columns tell crm's share from the server's: Dovecot's index and cache are warm for the "
-                 "fresh sync, while after `doveadm mailbox update --uid-validity` it reads and caches every mail "
-                 "again (any client pays that), so a rescan's wall time against the fresh one mixes in the server's "
+                 "fresh sync, while right after `doveadm mailbox update --uid-validity` it reads and caches every mail "
+                 "again (any client pays that), so that rescan's wall time against the fresh one mixes in the server's "
                  "extra work; crm's own CPU for a rescan is the figure the target is about.")
         L.append("")
         for key, what in (("uidvalidity_out", "UIDVALIDITY"), ("away_out", "moved away"), ("back_out", "moved back")):
             L.append(f"- `crm sync` after {what}: `{' / '.join(rescan[key].strip().splitlines())}`")
         L.append("")
+    if folders:
+        L.extend(report_folders(folders))
     at22 = main
     big = last
     targets = []
@@ -400,7 +459,24 @@ def report(sizes: list[dict], rescan: dict | None, rounds: int) -> list[str]:
                        f"{rescan['uidvalidity_s'] / rescan['fresh_s']:.2f}x / {rescan['back_s'] / rescan['fresh_s']:.2f}x "
                        f"wall, {rescan['uidvalidity_cpu'] / rescan['fresh_cpu']:.2f}x / "
                        f"{rescan['back_cpu'] / rescan['fresh_cpu']:.2f}x in crm's CPU")
+    if folders:
+        targets.append(f"{folders['folders']} folders as fast as one: {folders['many_s'] / folders['one_s']:.2f}x")
     L.append("Targets (issue 9): " + "; ".join(targets) + ".")
+    return L
+
+
+def report_folders(f: dict) -> list[str]:
+    """The many-folders comparison (a section of its own)."""
+    n, one = f["total"], f["one_s"]
+    L = [f"### The same {n:,} mails in one folder and in {f['folders']} (first sync, realistic store)", "",
+         "| mailbox | `crm sync` | vs one folder | its own request, bare | crm / bare | CPU of `crm sync` | peak PSS |",
+         "|---|---:|---:|---:|---:|---:|---:|"]
+    for key, what in (("one", "INBOX alone"), ("many", f"{f['folders']} folders, {n // f['folders']:,} mails each")):
+        L.append(f"| {what} | {f[key + '_s']:.2f} s | {f[key + '_s'] / one:.2f}x | {f[key + '_bare_s']:.2f} s | "
+                 f"{f[key + '_s'] / f[key + '_bare_s']:.2f}x | {f[key + '_cpu']:.2f} s | {f[key + '_pss']} MB |")
+    L.append("")
+    L.append(f"- `crm sync`, one folder: `{f['one_out']}`; {f['folders']} folders: `{f['many_out']}`")
+    L.append("")
     return L
 
 
@@ -410,12 +486,14 @@ def main() -> int:
     ap.add_argument("--sizes", default="10000,22000,100000", help="mails in INBOX + Sent, comma-separated")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per size (sizes over 50,000: one)")
     ap.add_argument("--rescan", type=int, default=20_000, help="mails in the folder of the rescan tests (0: skip)")
+    ap.add_argument("--folders", type=int, default=22_000,
+                    help="mails of the one-folder / 50-folder comparison (0: skip)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="sizes 1,000 / 2,200 / 5,000, one round, rescan of 2,000")
     ap.add_argument("--no-write", action="store_true", help="do not touch bench/RESULTS.md")
     args = ap.parse_args()
     if args.quick:
-        args.sizes, args.rounds, args.rescan = "1000,2200,5000", 1, 2000
+        args.sizes, args.rounds, args.rescan, args.folders = "1000,2200,5000", 1, 2000, 2500
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     have_mbsync = shutil.which("mbsync") is not None
     if not have_mbsync:
@@ -432,7 +510,8 @@ def main() -> int:
                   f"mbsync {res['mbsync_s'] or 0:.2f} s ({time.perf_counter() - t:.0f} s for this size)",
                   file=sys.stderr, flush=True)
         rescan = measure_rescan(args.rescan, args.seed, tmp) if args.rescan else None
-    lines = report(results, rescan, args.rounds)
+        folders = measure_folders(args.folders, 50, args.seed, tmp, args.rounds) if args.folders else None
+    lines = report(results, rescan, args.rounds, folders)
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
