@@ -10,6 +10,13 @@ from typing import Any
 from crm_bridge.crm_core.linking import CUSTOMER
 from crm_bridge.crm_core.storebase import StoreBase, StoreError
 
+#: the interactions a Message-ID (a mail's: in thread_refs with the mail's thread) or a UID (an
+#: appointment's: the partial index interactions_uid) names, read through indexes, not by a scan of
+#: every interaction; two parameters, the reference twice
+_BY_REF = ("SELECT i.id FROM thread_refs r CROSS JOIN interactions i"
+           " ON i.thread_id = r.thread_id AND i.message_id = r.message_id WHERE r.message_id = ?"
+           " UNION SELECT id FROM interactions WHERE uid = ? AND uid != ''")
+
 
 class Reads(StoreBase):
     """Queries for people: nothing here writes."""
@@ -109,8 +116,8 @@ class Reads(StoreBase):
         out = []
         by_id = int(message_id) if message_id.isdigit() else -1  # the id a timeline shows
         for iid, kind, subject, warnings in self._x(
-            "SELECT id, kind, subject, warnings FROM interactions"
-            " WHERE message_id=? OR (kind='appointment' AND uid=?) OR id=?",
+            "SELECT id, kind, subject, warnings FROM interactions WHERE id IN"
+            f" ({_BY_REF} UNION SELECT id FROM interactions WHERE id=?) ORDER BY id",
             (message_id, message_id, by_id),
         ).fetchall():
             links = []
@@ -176,7 +183,7 @@ class Reads(StoreBase):
         ref = ref.strip().strip("<>")
         if ref.isdigit() and self._one("SELECT id FROM interactions WHERE id=?", (int(ref),)) is not None:
             return int(ref)
-        found = self._x("SELECT id FROM interactions WHERE message_id=? OR uid=?", (ref, ref)).fetchall()
+        found = self._x(_BY_REF, (ref, ref)).fetchall()
         if not found:
             raise StoreError(f"no interaction {ref!r}")
         if len(found) > 1:

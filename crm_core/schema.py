@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from crm_bridge.crm_core.store import Store
 
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 
 #: indexes of the read side (version 5): a customer's domains, contacts and tasks, a contact's tasks and the
@@ -75,6 +75,7 @@ CREATE TABLE IF NOT EXISTS interactions (
     warnings TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS interactions_thread ON interactions(thread_id);
 CREATE INDEX IF NOT EXISTS interactions_date ON interactions(date);
+CREATE INDEX IF NOT EXISTS interactions_uid ON interactions(uid) WHERE uid != '';
 CREATE TABLE IF NOT EXISTS participants (
     interaction_id INTEGER NOT NULL REFERENCES interactions(id), email TEXT NOT NULL,
     name TEXT NOT NULL DEFAULT '', role TEXT NOT NULL, status TEXT NOT NULL DEFAULT '',
@@ -249,8 +250,8 @@ def _migrate_8_fts_automerge(store: "Store") -> None:
 def _migrate_9_lighter_mail(store: "Store") -> None:
     """Version 9: a stored mail writes less.  ``interactions_message_id`` goes: the store finds a mail by
     Message-ID through ``thread_refs`` (every stored mail's Message-ID is there, with its thread) and
-    the thread's mails (crm_core/ingest_mail.py _same_mails); the reads by Message-ID (``crm explain``,
-    an interaction named by it) read the table whole either way (their OR with ``uid``).  And the
+    the thread's mails (crm_core/ingest_mail.py _same_mails), as the reads by Message-ID do (``crm explain``,
+    an interaction named by it; crm_core/reads.py) since version 10.  And the
     full-text index without column sizes (:data:`FTS_TABLE`): made again and filled from
     ``interactions`` (its ``rebuild``), with its merge setting.  Idempotent."""
     store.conn.execute("DROP INDEX IF EXISTS interactions_message_id")
@@ -262,6 +263,12 @@ def _migrate_9_lighter_mail(store: "Store") -> None:
         store.conn.execute(FTS_AUTOMERGE)
 
 
+def _migrate_10_appointments_by_uid(store: "Store") -> None:
+    """Version 10: ``interactions_uid``, the appointments by UID (``crm explain``, an interaction named by its
+    UID), partial so that a mail (no UID) writes nothing to it.  Idempotent."""
+    store.conn.execute("CREATE INDEX IF NOT EXISTS interactions_uid ON interactions(uid) WHERE uid != ''")
+
+
 MIGRATIONS: dict[int, Any] = {2: _migrate_2, 3: _migrate_3_web, 4: _migrate_4_blocks, 5: _migrate_5_read_indexes,
                               6: _migrate_6_fts_by_batch, 7: _migrate_7_unread_texts, 8: _migrate_8_fts_automerge,
-                              9: _migrate_9_lighter_mail}
+                              9: _migrate_9_lighter_mail, 10: _migrate_10_appointments_by_uid}

@@ -182,6 +182,7 @@ def test_schema_9_new_and_migrated_store_find_mail_by_message_id_and_search_as_b
     assert store.schema_version() == SCHEMA_VERSION
     names = {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master")}
     assert "interactions_message_id" not in names and "interactions_fts_docsize" not in names
+    assert "interactions_uid" in names  # version 10
     assert int(store._one("SELECT v FROM interactions_fts_config WHERE k='automerge'")) == 16
     fts_check(store)
     assert len(store.search("Angebot", limit=100)) == 32
@@ -269,3 +270,37 @@ def test_removing_a_folders_places_takes_statements_by_the_page_not_by_the_mail(
     deleted = store.conn.execute("SELECT COUNT(*) FROM interactions WHERE deleted=1").fetchone()
     assert (live[0], deleted[0]) == (1000, 1000)  # the mails seen again stay, the others are gone
     store.close()
+
+
+def test_a_reference_is_found_through_indexes_at_3000_mails_as_at_30(tmp_path):
+    """``crm explain`` and an interaction named by its Message-ID (a mail: through the thread references)
+    or UID (an appointment: the partial index of schema 10) read no more of a big store than of a small
+    one; what they find is the same."""
+    from crm_bridge.crm_core.records import AppointmentRecord, Attendee
+
+    costs = []
+    for n in (30, 3000):
+        store = customer_store(tmp_path / f"s{n}.db")
+        meeting = AppointmentRecord(Location("cal", "meet.ics", "e1"), uid="meet-1@kunde.example",
+                                    start=BASE, end=BASE + timedelta(hours=1), summary="Termin",
+                                    organizer=Attendee(Address("kim@kunde.example", "Kim"), "organizer"),
+                                    attendees=(Attendee(Address(OWNER, "Anna")),))
+        with store.transaction():
+            store.apply_batch(POLICY, Batch(records=[mail(i, reply_to=i - 1 if i % 3 else None) for i in range(n)]))
+            store.apply_batch(SourcePolicy(name="cal", owner=frozenset({OWNER})), Batch(records=[meeting]))
+        wanted = f"m{n // 2}@x"
+        mail_id = store._one("SELECT id FROM interactions WHERE message_id=?", (wanted,))
+        meet_id = store._one("SELECT id FROM interactions WHERE uid='meet-1@kunde.example'")
+        found: list = []
+
+        def look() -> None:
+            found.extend([store.interaction_id(wanted), store.interaction_id("<meet-1@kunde.example>"),
+                          [r["interaction"] for r in store.explain(wanted)],
+                          [r["interaction"] for r in store.explain("meet-1@kunde.example")],
+                          [r["interaction"] for r in store.explain(str(mail_id))]])
+
+        costs.append(vm_steps(store.conn, look))
+        assert found == [mail_id, meet_id, [mail_id], [meet_id], [mail_id]]
+        assert store._one("SELECT COUNT(*) FROM interactions") == n + 1
+        store.close()
+    assert costs[1] <= 2 * costs[0] + 5, costs
