@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Mapping
 
@@ -66,6 +66,10 @@ class SourceResult:
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.name, "type": self.type, "status": self.status, "message": self.message,
                 "seconds": round(self.seconds, 3), **self.stats.as_dict()}
+
+
+#: the longest a pull holds stored batches before it commits them (see Store.holding_commits)
+HOLD_COMMIT_SECONDS = 1.0
 
 
 class Interrupted(Exception):
@@ -307,13 +311,32 @@ class Engine:
             log.info("%s: %s; comparing everything", name, exc)
             batches = iter(self._start_pull(name, connector, None, view, meanwhile))
             first = next(batches, None)
+        # a pull whose next batch already waits when one is stored (the store is the slower side) commits
+        # once a second, not once a batch; other pulls (in this process: the connector waits for its
+        # server between batches, and a transaction left open would hold the store's lock) once a batch
+        waiting = getattr(batches, "waiting", None)
+        counted = (replace(result.stats, problems=list(result.stats.problems)), result.batches, self.stored)
+
+        def store_one(batch: Batch) -> None:
+            nonlocal counted
+            view.stale()
+            try:
+                self._store_batch(name, policy, batch, result, now)
+            except BaseException:
+                if not store.conn.in_transaction:  # rolled back with the batches held since the last commit
+                    result.stats, result.batches, self.stored = counted
+                raise
+            held = store.held_since
+            if waiting is None or held is None or time.monotonic() - held >= HOLD_COMMIT_SECONDS or not waiting():
+                store.commit_held()
+                counted = (replace(result.stats, problems=list(result.stats.problems)), result.batches, self.stored)
+
         try:
-            if first is not None:
-                view.stale()
-                self._store_batch(name, policy, first, result, now)
-                for batch in batches:
-                    view.stale()
-                    self._store_batch(name, policy, batch, result, now)
+            with store.holding_commits():
+                if first is not None:
+                    store_one(first)
+                    for batch in batches:
+                        store_one(batch)
         finally:  # stopped by a failure here: end the pull now (its connection, its reader process)
             close = getattr(batches, "close", None)
             if close is not None:

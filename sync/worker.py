@@ -41,13 +41,14 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import select
 import signal
 import socket
 import struct
 import sys
 import threading
 import traceback
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Generator, Iterator, Mapping
 
 from crm_bridge.connectors.base import (
     Connector,
@@ -78,14 +79,50 @@ def available() -> bool:
     return sys.platform.startswith("linux") and threading.active_count() == 1
 
 
+class ReaderPull:
+    """The batches of a pull run in a reader process (an iterator; :func:`pull`), and :meth:`waiting`."""
+
+    def __init__(self, make: Callable[[], Connector], cursor: dict | None, view: SourceView,
+                 meanwhile: Callable[[], None] | None):
+        self._sock: socket.socket | None = None  # this end of the socketpair, once the child runs
+        self._batches = _pull(make, cursor, view, meanwhile, self)
+
+    def __iter__(self) -> "ReaderPull":
+        return self
+
+    def __next__(self) -> Batch:
+        return next(self._batches)
+
+    def close(self) -> None:
+        self._batches.close()
+
+    def waiting(self) -> bool:
+        """Whether the reader has sent more than this process has taken: the store is the slower side,
+        so the engine holds its commit (sync/engine.py)."""
+        sock = self._sock
+        if sock is None or sock.fileno() < 0:
+            return False
+        try:
+            ready, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return bool(ready)
+
+
 def pull(make: Callable[[], Connector], cursor: dict | None, view: SourceView,
-         meanwhile: Callable[[], None] | None = None) -> Iterator[Batch]:
-    """``make().pull(cursor, view)``, run in a child process; yields its batches here.
+         meanwhile: Callable[[], None] | None = None) -> ReaderPull:
+    """``make().pull(cursor, view)``, run in a child process; an iterator of its batches here.
 
     ``meanwhile`` runs here right after the child started, while it connects
     and reads (work of this process that would otherwise wait for it).
     """
+    return ReaderPull(make, cursor, view, meanwhile)
+
+
+def _pull(make: Callable[[], Connector], cursor: dict | None, view: SourceView,
+          meanwhile: Callable[[], None] | None, holder: ReaderPull) -> Generator[Batch, None, None]:
     ours, theirs = socket.socketpair()
+    holder._sock = ours
     for sock, option in ((theirs, socket.SO_SNDBUF), (ours, socket.SO_RCVBUF)):
         try:
             sock.setsockopt(socket.SOL_SOCKET, option, _PIPE_BYTES)
