@@ -71,8 +71,10 @@ def phase_seconds(stats: pstats.Stats) -> dict[str, float]:
     raw: dict[Key, Any] = stats.stats  # type: ignore[attr-defined]
     connector = store = link = fetch = 0.0
     for key, (_cc, _nc, tt, _ct, callers) in raw.items():
+        if key[2] == "commit_held" and key[0].endswith("storebase.py"):  # batches held, committed together
+            store += sum(edge[3] for edge in callers.values())
         for caller, edge in callers.items():
-            if caller[0] != _ENGINE or caller[2] != "_pull":
+            if caller[0] != _ENGINE or caller[2] not in ("_pull", "store_one"):
                 continue
             # what Engine._pull spends outside storing: building the connector and
             # resuming its generator (directly or through next())
