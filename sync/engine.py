@@ -69,7 +69,7 @@ class SourceResult:
 
 
 #: the longest a pull holds stored batches before it commits them (see Store.holding_commits)
-HOLD_COMMIT_SECONDS = 1.0
+HOLD_COMMIT_SECONDS = 0.5
 
 
 class Interrupted(Exception):
@@ -312,7 +312,7 @@ class Engine:
             batches = iter(self._start_pull(name, connector, None, view, meanwhile))
             first = next(batches, None)
         # a pull whose next batch already waits when one is stored (the store is the slower side) commits
-        # once a second, not once a batch; other pulls (in this process: the connector waits for its
+        # every half second, not once a batch; other pulls (in this process: the connector waits for its
         # server between batches, and a transaction left open would hold the store's lock) once a batch
         waiting = getattr(batches, "waiting", None)
         counted = (replace(result.stats, problems=list(result.stats.problems)), result.batches, self.stored)

@@ -1,7 +1,7 @@
 """Batches that wait for the store are committed together (sync/engine.py, Store.holding_commits).
 
 Each batch is one unit with its cursor, as before; what changes is when the
-units are committed: once a second, or when the reader has nothing more
+units are committed: every half second, or when the reader has nothing more
 waiting, instead of once a batch.  A unit that fails rolls back the units
 held with it, cursors included, so a retry or the next run reads them
 again: nothing is lost, nothing is stored twice.
@@ -93,7 +93,7 @@ def test_batches_that_wait_for_the_store_are_committed_together(tmp_path, slow_s
     engine.store.close()
 
 
-def test_held_batches_are_committed_at_least_once_a_second(tmp_path, slow_store, monkeypatch):
+def test_held_batches_are_committed_within_the_engines_hold_time(tmp_path, slow_store, monkeypatch):
     monkeypatch.setattr(engine_module, "HOLD_COMMIT_SECONDS", 0.0)
     engine = steady_engine(tmp_path)
     done = commits(engine)
@@ -126,7 +126,7 @@ def test_a_failing_batch_rolls_back_the_batches_held_with_it_and_the_next_run_st
     [result] = engine.run()
     assert result.status == "error" and "a bug in the store" in result.message
     rows, distinct, cursor = stored(engine)
-    # at most a second of batches before the failing one was held: those went back with it
+    # at most half a second of batches before the failing one was held: those went back with it
     assert rows == distinct == (2 * (cursor["upto"] + 1) if cursor else 0) < 2 * 20
     assert result.stats.added == rows  # what the run says it stored is what it stored
     run = engine.store.conn.execute("SELECT stats FROM runs ORDER BY id DESC LIMIT 1").fetchone()[0]

@@ -322,8 +322,10 @@ def test_crm_users_add_and_crm_serve_on_the_demo(tmp_path):
     assert "open http://localhost" in output and "demo login" not in output  # the demo login: first start only
 
 
-def test_web_writes_while_a_sync_runs_are_quick_and_kept(tmp_path):
-    """A sync stores batches in short transactions: a note written meanwhile waits at most for one batch."""
+@pytest.mark.parametrize("parallel", ["0", "1"], ids=["in process", "reader process"])
+def test_web_writes_while_a_sync_runs_are_quick_and_kept(tmp_path, parallel):
+    """A sync stores batches in short transactions: a note written meanwhile waits at most for one batch,
+    or, where the reader process runs ahead of the store, for the half second a commit is held."""
     import os
     import statistics
     import subprocess
@@ -346,7 +348,7 @@ def test_web_writes_while_a_sync_runs_are_quick_and_kept(tmp_path):
     cid = customer_id(store)
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     sync = subprocess.Popen([sys.executable, "-m", "crm_bridge.cli", "--config", str(config_path), "sync"],
-                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": path, "CRM_PARALLEL_PULL": "0"},
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": path, "CRM_PARALLEL_PULL": parallel},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     took, written = [], []
     while sync.poll() is None:
