@@ -71,7 +71,10 @@ With CONDSTORE (``ENABLE CONDSTORE`` before EXAMINE) flag changes come from
 ``UID FETCH 1:<last_uid> (UID FLAGS) (CHANGEDSINCE <modseq>)``; without it
 (or ``use_condstore = false``) from ``UID FETCH 1:<last_uid> (UID FLAGS)``
 compared with the known etags.  Expunges are found by comparing ``UID
-SEARCH ALL`` with ``view.known(scope)``; every known id of an older
+SEARCH ALL`` with ``view.known(scope)``, except where the counts tell that
+none happened (the folder holds as many more mails as UIDs were given out
+since the last complete pass): then, with CONDSTORE, only the new UIDs are
+searched and the known locations are not read.  Every known id of an older
 UIDVALIDITY is reported removed in the last batch of the rescan.  A folder
 that comes back empty while the store knows more than ``empty_guard`` of
 its mails, or that cannot be selected, or that vanished from the server,
@@ -124,6 +127,12 @@ MAX_RESETS = 3
 RESET_WINDOW = 30 * 24 * 3600
 #: batches of new mail whose text FETCHes may be under way at once (see _pull_folder)
 _TEXTS_IN_FLIGHT = 3
+
+
+def _nothing_expunged(prev: dict, uidnext: int, exists: int) -> bool:
+    """Whether no mail left the folder since the pass ``prev`` completed: of the mails counted now, as many
+    are new as UIDs were given out since (a mail that came and went, or an old one expunged, breaks it)."""
+    return prev["uidnext"] > 0 and uidnext >= prev["uidnext"] and exists - prev["exists"] == uidnext - prev["uidnext"]
 
 
 def _still_there(local_id: str, prefix: str, uids: set[int]) -> bool:
@@ -275,8 +284,13 @@ class ImapConnector(ImapFolders):
             return False
         if prev is None or not self._condstore:
             return True
-        return isinstance(status, tuple) and status != (prev["uidvalidity"], prev["uidnext"], prev["exists"],
-                                                         prev["modseq"])
+        if not isinstance(status, tuple) or status == (prev["uidvalidity"], prev["uidnext"], prev["exists"],
+                                                        prev["modseq"]):
+            return False
+        uidvalidity, uidnext, messages, _modseq = status
+        # new mail or flags only, nothing expunged: the pass does not compare (see _pull_folder)
+        return not (uidvalidity == prev["uidvalidity"] and isinstance(uidnext, int) and isinstance(messages, int)
+                    and _nothing_expunged(prev, uidnext, messages))
 
     def _pull_folder(self, client: Any, server_name: str, scope: str, states: dict[str, dict],
                      view: SourceView, rereading: Sequence[Location] = (),
@@ -338,13 +352,21 @@ class ImapConnector(ImapFolders):
         same_mail = prev is not None and state["uidnext"] == uidnext and state["exists"] == exists and uidnext > 0
         if same_mail and self._condstore and state["modseq"] == highest:
             return  # nothing at all changed, flags included
-        if known is None:
+        # nothing expunged since the last complete pass (every UID given out since is there, and the count
+        # grew by as many): with CONDSTORE's flag changes nothing needs the store's known locations, whose
+        # reading and comparing cost about 0.1 s a run at 90,000 mails in the folder
+        kept = prev is not None and _nothing_expunged(prev, uidnext, exists) and self._condstore
+        if known is None and not kept:
             known = view.known(scope)
         prefix = f"{uidvalidity}:"
         last_uid = state["last_uid"]
         if same_mail:
             all_uids = None
             new_uids: Sequence[int] = ()
+        elif kept:
+            all_uids = None  # only the new ones are asked for
+            new_uids = array("Q", (u for u in uid_search_all(client, self._esearch, f"{last_uid + 1}:*")
+                                   if u > last_uid))
         else:
             all_uids = uid_search_all(client, self._esearch) if exists else []
             # UIDs as 8-byte machine integers, not Python ints: a big folder's list stays small
@@ -402,12 +424,11 @@ class ImapConnector(ImapFolders):
         final = Batch()
         if last_uid:
             final.changes = self._flag_changes(client, scope, prefix, last_uid, prev, highest, known)
-        if all_uids is None or not known:
-            gone = []
-        else:  # a set of the UIDs, not of "uidvalidity:uid" strings: memory stays small for big folders
-            current = set(all_uids)
+        gone: list[str] = []
+        if all_uids is not None and known:  # (known None: nothing was expunged)
+            current = set(all_uids)  # of the UIDs, not of "uidvalidity:uid" strings: memory stays small
             gone = [lid for lid in known if not _still_there(lid, prefix, current)]
-        if gone:
+        if gone and known is not None:
             if not all_uids and len(known) > self.empty_guard:
                 final.problems.append(
                     f"folder {scope!r} is empty on the server but {len(known)} mails were seen in it; "
@@ -472,7 +493,9 @@ class ImapConnector(ImapFolders):
             yield batch
 
     def _flag_changes(self, client: Any, scope: str, prefix: str, last_uid: int, prev: dict | None,
-                      highest: int, known: Mapping[str, str]) -> list[FlagChange]:
+                      highest: int, known: Mapping[str, str] | None) -> list[FlagChange]:
+        """The flags changed since the last pass; ``known`` None (not read: CONDSTORE told what changed)
+        hands on each change as it is, the store leaves alone what it already has."""
         if self._condstore and prev is not None and prev["modseq"]:
             if prev["modseq"] == highest:
                 return []
@@ -482,11 +505,11 @@ class ImapConnector(ImapFolders):
         changes = []
         for uid, data in resp.items():
             lid = f"{prefix}{uid}"
-            if lid not in known or b"FLAGS" not in data:
+            if b"FLAGS" not in data or (known is not None and lid not in known) or int(uid) > last_uid:
                 continue
             flags = _flags(data[b"FLAGS"])
             etag = flags_key(flags)
-            if known[lid] != etag:
+            if known is None or known[lid] != etag:
                 changes.append(FlagChange(Location(scope, lid, etag), flags))
         return changes
 

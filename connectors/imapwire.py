@@ -511,16 +511,18 @@ def expand_set(text: bytes | str) -> list[int]:
     return out
 
 
-def uid_search_all(client: Any, esearch: bool) -> list[int]:
-    """Every UID of the selected folder, ascending.
+def uid_search_all(client: Any, esearch: bool, uids: str = "") -> list[int]:
+    """Every UID of the selected folder (or of the UID set ``uids``, e.g. ``"501:*"``: mind that ``*`` is
+    the highest UID, which may be below 501), ascending.
 
     With ESEARCH (RFC 4731) the answer is a compact set ("1:20000"), which
     also stays under imaplib's 1 MB line limit for very large folders.
     """
+    criteria = ["UID", uids] if uids else ["ALL"]
     if not esearch:
-        return sorted(client.search(["ALL"]))
+        return sorted(client.search(criteria))
     imap = client._imap
-    typ, data = imap._simple_command("UID", "SEARCH", "RETURN", "(ALL)", "ALL")
+    typ, data = imap._simple_command("UID", "SEARCH", "RETURN", "(ALL)", *criteria)
     client._checkok("search", typ, data)
     typ, data = imap._untagged_response(typ, data, "ESEARCH")
     for line in data or []:

@@ -77,6 +77,8 @@ class Ingest(MailIngest, ItemIngest, Tasks):
         if policy.private_keyword and policy.private_keyword in change.flags and prior[0] == "interaction":
             self._skip(policy.name, loc, "", f"private keyword {policy.private_keyword}", now_s, stats)
             return
+        if loc.etag and loc.etag == prior[2] and prior[3] is None:
+            return  # what the store has already (a connector that hands on changes uncompared)
         self._x(
             "UPDATE locations SET flags=?, etag=CASE WHEN ?='' THEN etag ELSE ? END WHERE source=? AND scope=? AND local_id=?",
             (" ".join(change.flags), loc.etag, loc.etag, policy.name, loc.scope, loc.local_id),

@@ -76,38 +76,54 @@ def test_a_first_sync_of_many_folders_asks_everything_before_its_first_batch(dov
 
 @pytest.mark.parametrize("reuse", [False, True], ids=["new connection", "kept connection"])
 def test_changes_in_every_folder_are_read_with_the_questions_asked_first(dovecot, reuse):
-    """New mail in each folder and a deletion in two: all of it found, with the known locations asked
-    before the first batch; on a kept connection (``--watch``) the open folder is asked in its turn."""
+    """New mail in each folder and a deletion in two: all of it found; the known locations read only for
+    the two (the others' STATUS tells that nothing left them), before the first batch; on a kept connection
+    (``--watch``) the open folder is asked in its turn."""
     _fill(dovecot, 4)
     view = AskingView()
     conn = _reader(dovecot)
     view.sync(conn)
     assert len(view.records) == 24
     _fill(dovecot, 2, start=100)
-    for folder in ("Beta", "Delta"):
+    for folder in ("Beta", "Epsilon"):
         with dovecot.client("alice") as c:
             c.select_folder(folder)
             c.delete_messages([c.search("ALL")[0]])
             c.expunge()
     batches = view.sync(conn if reuse else _reader(dovecot))
     assert len(view.records) == 24 + 12 - 2
-    assert sorted(loc.scope for loc in view.removed) == ["Beta", "Delta"]
+    assert sorted(loc.scope for loc in view.removed) == ["Beta", "Epsilon"]
     assert sum(len(b.records) for b in batches) == 12
+    assert sorted(q for q in view.asked if q.startswith("known")) == ["known(Beta)", "known(Epsilon)"]
     selected = [] if not reuse else [f"known({FOLDERS[-1]})"]  # the folder the kept connection has open
     assert view.late == selected
     assert view.asked.count("skip_rule()") == 1
 
 
-def test_an_unchanged_run_asks_no_known_locations(dovecot):
-    """A folder STATUS calls unchanged is not compared: its known locations are not read (a big
-    folder's cost time and memory) ahead of the pass, nor in it."""
+def test_known_locations_are_read_only_where_mail_may_have_left(dovecot):
+    """A folder STATUS calls unchanged, or one that only got new mail (as many more mails as UIDs given
+    out) is not compared: its known locations are not read (a big folder's cost time and memory); one
+    that lost a mail is."""
     _fill(dovecot, 3)
     view = AskingView()
     view.sync(_reader(dovecot))
     view.sync(_reader(dovecot))  # learns the server names the STATUS before LIST needs
     dovecot.append("alice", "Gamma", [mail(9999)])
+    batches = view.sync(_reader(dovecot))
+    assert [r.message_id for b in batches for r in b.records] == ["m9999@kunde.example"]
+    assert [q for q in view.asked if q.startswith("known")] == []
+    with dovecot.client("alice") as c:  # one came and went (UIDNEXT moved by two, the count by one)
+        c.select_folder("Gamma")
+        c.append("Gamma", mail(9998))
+        c.delete_messages([max(c.search("ALL"))])
+        c.expunge()
+    with dovecot.client("alice") as c:  # and an old one went
+        c.select_folder("Alpha")
+        c.delete_messages([min(c.search("ALL"))])
+        c.expunge()
     view.sync(_reader(dovecot))
-    assert [q for q in view.asked if q.startswith("known")] == ["known(Gamma)"]
+    assert sorted(q for q in view.asked if q.startswith("known")) == ["known(Alpha)", "known(Gamma)"]
+    assert [loc.scope for loc in view.removed] == ["Alpha"] and len(view.records) == 18
     view.sync(_reader(dovecot))
     assert [q for q in view.asked if q.startswith("known")] == []
 

@@ -304,3 +304,21 @@ def test_a_reference_is_found_through_indexes_at_3000_mails_as_at_30(tmp_path):
         assert store._one("SELECT COUNT(*) FROM interactions") == n + 1
         store.close()
     assert costs[1] <= 2 * costs[0] + 5, costs
+
+
+def test_a_flag_change_the_store_already_has_changes_and_counts_nothing(tmp_path):
+    """A connector may hand on flag changes without comparing them (IMAP with CONDSTORE, when it has not
+    read the known locations): what the store already has is left alone and not counted as updated."""
+    from crm_bridge.crm_core.records import FlagChange
+
+    store = customer_store(tmp_path / "s.db")
+    with store.transaction():
+        store.apply_batch(POLICY, Batch(records=[mail(1, location=Location("INBOX", "1:1", "\\Seen"))]))
+    with store.transaction():
+        same = store.apply_batch(POLICY, Batch(changes=[FlagChange(Location("INBOX", "1:1", "\\Seen"), ("\\Seen",))]))
+        other = store.apply_batch(POLICY, Batch(changes=[
+            FlagChange(Location("INBOX", "1:1", "$Erledigt \\Seen"), ("\\Seen", "$Erledigt"))]))
+        unknown = store.apply_batch(POLICY, Batch(changes=[FlagChange(Location("INBOX", "1:9", "\\Seen"), ("\\Seen",))]))
+    assert (same.updated, other.updated, unknown.updated) == (0, 1, 0)
+    assert store._one("SELECT etag FROM locations WHERE local_id='1:1'") == "$Erledigt \\Seen"
+    store.close()
