@@ -21,7 +21,9 @@ untimed pass of every reader.  Then, per round, side by side:
 
 Then no-change runs: ``crm sync`` again on the realistic store and
 ``mbsync`` again, after a pause of 1.5 s (isync sleeps a second when its
-Maildir changed within the current second, which would bill the sleep to it).
+Maildir changed within the current second, which would bill the sleep to it);
+then three times 20 new mails APPENDed to INBOX, taken in by ``crm sync``
+and by ``mbsync`` (after the same pause).
 
 Then, at ``--rescan`` mails (default 20,000) in INBOX alone, with the
 realistic store: a fresh sync, a sync after the folder's UIDVALIDITY
@@ -253,6 +255,19 @@ def measure_size(total: int, rounds: int, seed: int, tmp: Path, have_mbsync: boo
         r["nochange_pss"] = max(x[1] for x in nochange)
         r["mbsync_nochange_s"] = median([mb.run() for _ in range(3)]) if mb else None
         step("no-change runs", clock)
+        # new mail: 20 mails APPENDed to INBOX, then `crm sync` and mbsync each take them in; three times
+        inc: list[float] = []
+        mb_inc: list[float] = []
+        for k in range(3):
+            server.append("alice", "INBOX", list(generate_messages(20, seed * 1000 + 500 + k)))
+            os.sync()
+            inc.append(crm_sync(last_real)[0])
+            if mb:
+                time.sleep(1.5)
+                mb_inc.append(mb.run())
+        r["inc_s"] = median(inc)
+        r["mbsync_inc_s"] = median(mb_inc) if mb_inc else None
+        step("new-mail runs", clock)
     return r
 
 
@@ -423,6 +438,13 @@ def report(sizes: list[dict], rescan: dict | None, rounds: int, folders: dict | 
     L.append("| no-change crm / mbsync | " + " | ".join(
         f"{s['nochange_s'] / s['mbsync_nochange_s']:.2f}x" if s.get("mbsync_nochange_s") else "-"
         for s in sizes) + " | |")
+    if all("inc_s" in s for s in sizes):
+        L.append("| 20 new mails APPENDed to INBOX: `crm sync` (realistic), s | " + " | ".join(
+            f"{s['inc_s']:.3f}" for s in sizes) + " | |")
+        L.append("| ... `mbsync`, s | " + " | ".join(
+            f"{s['mbsync_inc_s']:.3f}" if s.get("mbsync_inc_s") else "-" for s in sizes) + " | |")
+        L.append("| new mail crm / mbsync | " + " | ".join(
+            f"{s['inc_s'] / s['mbsync_inc_s']:.2f}x" if s.get("mbsync_inc_s") else "-" for s in sizes) + " | |")
     L.append("")
     if rescan:
         n, fresh = rescan["n"], rescan["fresh_s"]
