@@ -50,6 +50,21 @@ def write_config(path: Path, *, internal=("nordlicht.example",), customers=(), s
     return path
 
 
+def one_source_engine(tmp: Path, name: str, options: dict, **engine_options: Any):
+    """An Engine over a store in ``tmp`` with one customer (kunde.example), the internal domain
+    nordlicht.example and the one source ``name`` (owned by anna@nordlicht.example)."""
+    from crm_bridge.sync.config import parse_config
+    from crm_bridge.sync.engine import Engine
+
+    config = parse_config({
+        "store": {"path": str(tmp / "crm.db")},
+        "company": {"internal_domains": ["nordlicht.example"]},
+        "customers": [{"name": "Kunde", "domains": ["kunde.example"]}],
+        "sources": {name: {"owner": ["anna@nordlicht.example"], **options}},
+    }, tmp / "crm.toml")
+    return Engine(config, **engine_options)
+
+
 def make_mail(*, sender="Kim Kunde <kim@kunde.example>", to="Anna <anna@nordlicht.example>", subject="Angebot",
               body="Guten Tag, anbei die Anfrage.", message_id=None, date=None, in_reply_to=None,
               references=None, cc=None, extra_headers=(), content_type="text/plain; charset=utf-8") -> bytes:

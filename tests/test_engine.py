@@ -20,8 +20,8 @@ from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 from crm_bridge.connectors import base
 from crm_bridge.connectors.base import Connector, CursorInvalid, TransientError
 from crm_bridge.crm_core.records import Address, Batch, FlagChange, Location, MailRecord
-from crm_bridge.sync.config import parse_config
 from crm_bridge.sync.engine import Engine
+from tests.conftest import one_source_engine
 
 base.REGISTRY.setdefault("memory", f"{__name__}:MemoryConnector")  # the name pytest imported this file by
 
@@ -72,13 +72,7 @@ class MemoryConnector(Connector):
 
 
 def make_engine(tmp: Path) -> Engine:
-    config = parse_config({
-        "store": {"path": str(tmp / "crm.db")},
-        "company": {"internal_domains": ["nordlicht.example"]},
-        "customers": [{"name": "Kunde", "domains": ["kunde.example"]}],
-        "sources": {"mem": {"type": "memory", "owner": ["anna@nordlicht.example"]}},
-    }, tmp / "crm.toml")
-    return Engine(config, retries=2, backoff=0.0)
+    return one_source_engine(tmp, "mem", {"type": "memory"}, retries=2, backoff=0.0)
 
 
 class SyncMachine(RuleBasedStateMachine):

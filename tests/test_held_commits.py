@@ -22,8 +22,8 @@ from crm_bridge.connectors.base import Connector
 from crm_bridge.crm_core.records import Address, Batch, Location, MailRecord
 from crm_bridge.crm_core.store import Store
 from crm_bridge.sync import engine as engine_module
-from crm_bridge.sync.config import parse_config
 from crm_bridge.sync.engine import Engine
+from tests.conftest import one_source_engine
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the reader process is Linux only")
 
@@ -48,13 +48,7 @@ class SteadyConnector(Connector):
 
 
 def steady_engine(tmp: Path, parallel: bool = True) -> Engine:
-    config = parse_config({
-        "store": {"path": str(tmp / "crm.db")},
-        "company": {"internal_domains": ["nordlicht.example"]},
-        "customers": [{"name": "Kunde", "domains": ["kunde.example"]}],
-        "sources": {"steady": {"type": "steady", "owner": ["anna@nordlicht.example"]}},
-    }, tmp / "crm.toml")
-    return Engine(config, retries=0, parallel=parallel)
+    return one_source_engine(tmp, "steady", {"type": "steady"}, retries=0, parallel=parallel)
 
 
 @pytest.fixture

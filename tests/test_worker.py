@@ -19,10 +19,10 @@ from crm_bridge.connectors import base
 from crm_bridge.connectors.base import AuthError, Connector, CursorInvalid
 from crm_bridge.crm_core.records import Address, Batch, Location, MailRecord
 from crm_bridge.sync import worker
-from crm_bridge.sync.config import load_config, parse_config
+from crm_bridge.sync.config import load_config
 from crm_bridge.sync.engine import Engine
 from crm_bridge.sync.lock import StoreLock
-from tests.conftest import write_config
+from tests.conftest import one_source_engine, write_config
 
 
 @pytest.fixture(autouse=True)
@@ -85,14 +85,8 @@ class ProbeConnector(Connector):
 
 
 def probe_engine(tmp: Path, parallel: bool, **options) -> Engine:
-    config = parse_config({
-        "store": {"path": str(tmp / "crm.db")},
-        "company": {"internal_domains": ["nordlicht.example"]},
-        "customers": [{"name": "Kunde", "domains": ["kunde.example"]}],
-        "sources": {"probe": {"type": "probe", "owner": ["anna@nordlicht.example"], "out": str(tmp / "probe.log"),
-                              **options}},
-    }, tmp / "crm.toml")
-    return Engine(config, retries=0, parallel=parallel)
+    return one_source_engine(tmp, "probe", {"type": "probe", "out": str(tmp / "probe.log"), **options},
+                             retries=0, parallel=parallel)
 
 
 def test_pull_runs_in_a_child_and_the_view_sees_every_stored_batch(tmp_path):
