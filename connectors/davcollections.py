@@ -45,7 +45,7 @@ from .davhttp import (
     _path,
     _q,
     _Response,
-    _status_code,
+    _responses,
     _xml,
 )
 
@@ -201,16 +201,12 @@ class _DavCollections(Connector):
         resp = self._propfind(url, body, "0")
         root = _xml(resp.content)
         merged = etree.Element(_q(DAV, "prop"))
-        for response in root.iterchildren(_q(DAV, "response")):
-            if _status_code(response.findtext(_q(DAV, "status"))) in (404, 410):
+        for _href, status, props in _responses(root):
+            if status in (404, 410):
                 raise _Missing(f"{self.name}: PROPFIND {url}: 404 Not Found")  # Xandikos: a 207 saying 404
-            for propstat in response.iterchildren(_q(DAV, "propstat")):
-                if _status_code(propstat.findtext(_q(DAV, "status"))) != 200:
-                    continue
-                prop = propstat.find(_q(DAV, "prop"))
-                if prop is not None:
-                    for child in prop:
-                        merged.append(copy.deepcopy(child))
+            for prop in props:
+                for child in prop:
+                    merged.append(copy.deepcopy(child))
             break
         return merged, resp.url
 
@@ -258,23 +254,15 @@ class _DavCollections(Connector):
         root = _xml(resp.content)
         found = []
         home_path = _path(_dir(_join(home, _path(home))))
-        for response in root.iterchildren(_q(DAV, "response")):
-            href = response.findtext(_q(DAV, "href"))
-            if not href:
-                continue
-            url = _dir(_join(home, href.strip()))
-            if _status_code(response.findtext(_q(DAV, "status"))) in (404, 410):
+        for href, status, props in _responses(root):
+            url = _dir(_join(home, href))
+            if status in (404, 410):
                 if _path(url) == home_path:
                     raise _Missing(f"{self.name}: PROPFIND {home}: 404 Not Found")
                 continue
             is_type = False
             name = None
-            for propstat in response.iterchildren(_q(DAV, "propstat")):
-                if _status_code(propstat.findtext(_q(DAV, "status"))) != 200:
-                    continue
-                prop = propstat.find(_q(DAV, "prop"))
-                if prop is None:
-                    continue
+            for prop in props:
                 rtype = prop.find(_q(DAV, "resourcetype"))
                 if rtype is not None and rtype.find(self.collection_type) is not None:
                     is_type = True
@@ -305,14 +293,12 @@ class _DavCollections(Connector):
             col.missing = f"HTTP {resp.status}"
             return
         root = _xml(resp.content)
-        for response in root.iterchildren(_q(DAV, "response")):
-            if _status_code(response.findtext(_q(DAV, "status"))) in (404, 410):
+        for _href, status, props in _responses(root):
+            if status in (404, 410):
                 col.missing = "404 Not Found"  # Xandikos: a 207 saying 404
                 return
-            for propstat in response.iterchildren(_q(DAV, "propstat")):
-                if _status_code(propstat.findtext(_q(DAV, "status"))) != 200:
-                    continue
-                value = propstat.findtext(f"{_q(DAV, 'prop')}/{_PROBE_TAG[kind]}")
+            for prop in props:
+                value = prop.findtext(_PROBE_TAG[kind])
                 if value and value.strip():
                     if kind == "getctag":
                         col.ctag = value.strip()

@@ -17,7 +17,7 @@ import functools
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
 from .base import AuthError, SourceUnavailable, TransientError
@@ -132,25 +132,32 @@ class _Collection:
     missing: str = ""
 
 
-def _parse_multistatus(content: bytes, base: str, data_tag: str | None = None) -> tuple[list[_Item], str | None]:
-    """Items (href, etag, status, data) and the DAV:sync-token of a 207."""
-    root = _xml(content)
-    items: list[_Item] = []
+def _responses(root: Any) -> Iterator[tuple[str, int, list[Any]]]:
+    """Each DAV:response of a 207 (its root element) with an href: the href, the response's own status
+    (200 when it names none), and the DAV:prop of each of its propstats answered 200."""
     for response in root.iterchildren(_q(DAV, "response")):
         href = response.findtext(_q(DAV, "href"))
         if not href:
             continue
-        path = _href_path(base, href.strip())
-        status = _status_code(response.findtext(_q(DAV, "status")))
+        props = []
+        for propstat in response.iterchildren(_q(DAV, "propstat")):
+            if _status_code(propstat.findtext(_q(DAV, "status"))) == 200:
+                prop = propstat.find(_q(DAV, "prop"))
+                if prop is not None:
+                    props.append(prop)
+        yield href.strip(), _status_code(response.findtext(_q(DAV, "status"))), props
+
+
+def _parse_multistatus(content: bytes, base: str, data_tag: str | None = None) -> tuple[list[_Item], str | None]:
+    """Items (href, etag, status, data) and the DAV:sync-token of a 207."""
+    root = _xml(content)
+    items: list[_Item] = []
+    for href, status, props in _responses(root):
+        path = _href_path(base, href)
         etag = ""
         data = None
         is_collection = False
-        for propstat in response.iterchildren(_q(DAV, "propstat")):
-            if _status_code(propstat.findtext(_q(DAV, "status"))) != 200:
-                continue
-            prop = propstat.find(_q(DAV, "prop"))
-            if prop is None:
-                continue
+        for prop in props:
             etag = prop.findtext(_q(DAV, "getetag")) or etag
             rtype = prop.find(_q(DAV, "resourcetype"))
             if rtype is not None and rtype.find(_q(DAV, "collection")) is not None:
