@@ -129,6 +129,12 @@ RESET_WINDOW = 30 * 24 * 3600
 _TEXTS_IN_FLIGHT = 3
 
 
+def _last_status(prev: dict) -> tuple:
+    """The folder's (UIDVALIDITY, UIDNEXT, MESSAGES, HIGHESTMODSEQ) when the pass ``prev`` completed, as
+    ImapFolders._status answers them: an equal STATUS means nothing changed."""
+    return (prev["uidvalidity"], prev["uidnext"], prev["exists"], prev["modseq"])
+
+
 def _nothing_expunged(prev: dict, uidnext: int, exists: int) -> bool:
     """Whether no mail left the folder since the pass ``prev`` completed: of the mails counted now, as many
     are new as UIDs were given out since (a mail that came and went, or an old one expunged, breaks it)."""
@@ -284,8 +290,7 @@ class ImapConnector(ImapFolders):
             return False
         if prev is None or not self._condstore:
             return True
-        if not isinstance(status, tuple) or status == (prev["uidvalidity"], prev["uidnext"], prev["exists"],
-                                                        prev["modseq"]):
+        if not isinstance(status, tuple) or status == _last_status(prev):
             return False
         uidvalidity, uidnext, messages, _modseq = status
         # new mail or flags only, nothing expunged: the pass does not compare (see _pull_folder)
@@ -304,7 +309,7 @@ class ImapConnector(ImapFolders):
                 status = statuses[server_name]  # None: refused or not telling; not asked twice
             else:
                 status = self._status(client, server_name, prev)
-            if status == (prev["uidvalidity"], prev["uidnext"], prev["exists"], prev["modseq"]):
+            if status == _last_status(prev):
                 if prev.get("name") != server_name:  # remembered for the STATUS before LIST next time
                     prev["name"] = server_name
                     yield Batch(cursor=self._cursor(states))
@@ -441,12 +446,12 @@ class ImapConnector(ImapFolders):
         state["uidnext"], state["exists"] = uidnext, exists
         final.cursor = self._cursor(states)
         final.done = final.total = len(new_uids)
-        if last is not None and not (final.changes or final.removed or final.problems):
-            # nothing but the folder's new state: one transaction less a folder (a first sync of 50 folders)
-            last.cursor = final.cursor
-            yield last
-            return
         if last is not None:
+            if not (final.changes or final.removed or final.problems):
+                # nothing but the folder's new state: one transaction less a folder (a first sync of 50 folders)
+                last.cursor = final.cursor
+                yield last
+                return
             yield last
         yield final
 

@@ -100,10 +100,14 @@ class ImapConnection(Connector):
             self._drop()
             raise SourceUnavailable(f"{where}: server error: {exc}") from exc
 
-    def _drop(self) -> None:
+    def _drop(self, logout: bool = False) -> None:
+        """Forget the connection and close its socket (after a LOGOUT with ``logout``); errors are ignored."""
         client, self._client = self._client, None
         self._selected = None
         if client is not None:
+            if logout:
+                with contextlib.suppress(Exception):
+                    client.logout()
             with contextlib.suppress(Exception):
                 client.shutdown()
 
@@ -179,13 +183,7 @@ class ImapConnection(Connector):
         return TransientError(f"{where}: connection failed: {type(exc).__name__}: {exc}")
 
     def close(self) -> None:
-        client, self._client = self._client, None
-        self._selected = None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.logout()
-            with contextlib.suppress(Exception):
-                client.shutdown()
+        self._drop(logout=True)
 
 
 def _lost_connection(exc: BaseException) -> bool:

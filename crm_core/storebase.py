@@ -233,7 +233,7 @@ class StoreBase:
         #: visibility once linked), for a reply in a later batch that links them
         self._held: dict[int, tuple[str, str, str]] = {}
         self._in_tx = False
-        self._holding = False  # inside holding_commits(): transactions end in a savepoint's release
+        self._holding = False  # inside holding_commits(): transactions join one left open until commit_held
         self.held_since: float | None = None  # when the transaction whose commit is held began
         try:
             self._open()
@@ -362,8 +362,7 @@ class StoreBase:
             yield
         except BaseException:
             self.conn.execute("ROLLBACK")
-            self._index = None
-            self._held.clear()  # ids handed out in the rolled-back batch are handed out again
+            self._forget_uncommitted()
             raise
         else:
             self.conn.execute("COMMIT")
@@ -415,8 +414,7 @@ class StoreBase:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             self.held_since = None
-            self._index = None
-            self._held.clear()
+            self._forget_uncommitted()
             raise
         finally:
             self._in_tx = False
@@ -431,8 +429,13 @@ class StoreBase:
         finally:
             self.conn.execute("ROLLBACK")
             self._in_tx = False
-            self._index = None
-            self._held.clear()
+            self._forget_uncommitted()
+
+    def _forget_uncommitted(self) -> None:
+        """After a ROLLBACK: what this process keeps of the store may name what was rolled back (the link
+        index, ids handed out in the rolled-back batch and held for a later reply)."""
+        self._index = None
+        self._held.clear()
 
     @property
     def db(self):

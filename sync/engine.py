@@ -315,7 +315,11 @@ class Engine:
         # every half second, not once a batch; other pulls (in this process: the connector waits for its
         # server between batches, and a transaction left open would hold the store's lock) once a batch
         waiting = getattr(batches, "waiting", None)
-        counted = (replace(result.stats, problems=list(result.stats.problems)), result.batches, self.stored)
+
+        def committed() -> tuple[Stats, int, int]:  # what the run has counted, as of a commit
+            return replace(result.stats, problems=list(result.stats.problems)), result.batches, self.stored
+
+        counted = committed()
 
         def store_one(batch: Batch) -> None:
             nonlocal counted
@@ -329,7 +333,7 @@ class Engine:
             held = store.held_since
             if waiting is None or held is None or time.monotonic() - held >= HOLD_COMMIT_SECONDS or not waiting():
                 store.commit_held()
-                counted = (replace(result.stats, problems=list(result.stats.problems)), result.batches, self.stored)
+                counted = committed()
 
         try:
             with store.holding_commits():
