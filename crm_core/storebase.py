@@ -356,6 +356,8 @@ class StoreBase:
             with self._held_unit():
                 yield
             return
+        if self.conn.in_transaction:  # held units whose commit an interrupt (Ctrl-C) cut short: each is whole
+            self.commit_held()
         self.conn.execute("BEGIN IMMEDIATE")
         self._in_tx = True
         try:

@@ -9,6 +9,7 @@ again: nothing is lost, nothing is stored twice.
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import time
 from datetime import datetime, timezone
@@ -131,3 +132,25 @@ def test_a_failing_batch_rolls_back_the_batches_held_with_it_and_the_next_run_st
     assert again.status == "ok" and again.stats.added == 2 * BATCHES - rows
     assert stored(engine) == (2 * BATCHES, 2 * BATCHES, {"upto": BATCHES - 1})
     engine.store.close()
+
+
+def test_units_held_when_an_interrupt_cut_their_commit_short_are_committed_by_the_next_transaction(tmp_path):
+    """Ctrl-C can land in holding_commits' closing commit before the COMMIT ran: the run's next write
+    (noting it interrupted) commits the held units, each whole, instead of failing to begin."""
+    engine = steady_engine(tmp_path)
+    store = engine.store
+    policy = engine.config.policies["steady"]
+    [batch] = list(SteadyConnector("steady", {"type": "steady"}).pull({"upto": BATCHES - 2}, None))
+    store._holding = True  # inside holding_commits ...
+    with store.transaction():
+        store.apply_batch(policy, batch)
+    store._holding = False  # ... whose commit_held was cut short
+    assert store.conn.in_transaction
+    with store.transaction():
+        store.conn.execute("INSERT INTO meta(key, value) VALUES ('probe', 'x')")
+    assert not store.conn.in_transaction
+    other = sqlite3.connect(tmp_path / "crm.db")  # another process's view: committed
+    assert other.execute("SELECT COUNT(*) FROM interactions").fetchone() == (2,)
+    assert other.execute("SELECT value FROM meta WHERE key='probe'").fetchone() == ("x",)
+    other.close()
+    store.close()
